@@ -1,0 +1,76 @@
+//! Node configuration.
+
+use std::time::Duration;
+
+use crate::error::StartError;
+
+/// Tunables of one node. The defaults suit a LAN or a single machine.
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// Election timeouts are drawn uniformly from `[election_timeout_min,
+    /// election_timeout_max)` (paper §5.2).
+    pub election_timeout_min: Duration,
+    /// See `election_timeout_min`.
+    pub election_timeout_max: Duration,
+    /// How often a leader sends heartbeats. Must be well below `election_timeout_min`.
+    pub heartbeat_interval: Duration,
+    /// Run a pre-vote round before a real election (thesis §9.6).
+    pub pre_vote: bool,
+    /// A leader steps down when it has not heard from a majority within an election
+    /// timeout (thesis §6.2).
+    pub check_quorum: bool,
+    /// Most entries in one AppendEntries message.
+    pub max_entries_per_message: usize,
+    /// Most bytes of entries in one AppendEntries message (one entry is always allowed).
+    pub max_bytes_per_message: usize,
+    /// Most AppendEntries messages in flight to one peer.
+    pub max_inflight_messages: usize,
+    /// Most bytes of entries in flight to one peer.
+    pub max_inflight_bytes: usize,
+    /// Most proposals a leader accepts that are not yet committed; more are refused
+    /// with back-pressure rather than growing memory without bound.
+    pub max_uncommitted_entries: usize,
+    /// Seed for the random election timeouts; `None` draws one from the OS.
+    pub rng_seed: Option<u64>,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            election_timeout_min: Duration::from_millis(150),
+            election_timeout_max: Duration::from_millis(300),
+            heartbeat_interval: Duration::from_millis(50),
+            pre_vote: true,
+            check_quorum: true,
+            max_entries_per_message: 4096,
+            max_bytes_per_message: 1 << 20,
+            max_inflight_messages: 64,
+            max_inflight_bytes: 16 << 20,
+            max_uncommitted_entries: 1 << 20,
+            rng_seed: None,
+        }
+    }
+}
+
+impl Config {
+    /// Checks the configuration for values that cannot work.
+    pub fn validate(&self) -> Result<(), StartError> {
+        let bad = |s: &str| Err(StartError::Config(s.to_string()));
+        if self.election_timeout_min.is_zero() || self.election_timeout_max <= self.election_timeout_min {
+            return bad("need 0 < election_timeout_min < election_timeout_max");
+        }
+        if self.heartbeat_interval.is_zero() || self.heartbeat_interval >= self.election_timeout_min {
+            return bad("need 0 < heartbeat_interval < election_timeout_min");
+        }
+        if self.max_entries_per_message == 0 || self.max_bytes_per_message == 0 {
+            return bad("message limits must be positive");
+        }
+        if self.max_inflight_messages == 0 || self.max_inflight_bytes == 0 {
+            return bad("in-flight limits must be positive");
+        }
+        if self.max_uncommitted_entries == 0 {
+            return bad("max_uncommitted_entries must be positive");
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,94 @@
+//! Error types, one enum per boundary.
+
+use crate::types::NodeId;
+
+/// An error from a [`LogStore`](crate::LogStore). After any error from a write
+/// (`append`, `truncate`, `save_hard_state`) the node stops: a store that failed to
+/// persist cannot be trusted to know what is durable (fail-stop).
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// An I/O error.
+    #[error("storage I/O error: {0}")]
+    Io(#[from] std::io::Error),
+    /// Data read back is corrupt.
+    #[error("storage corruption: {0}")]
+    Corrupt(String),
+    /// A caller broke the contract (e.g. a non-contiguous append).
+    #[error("invalid storage request: {0}")]
+    Invalid(String),
+    /// The requested entries are no longer in the log (purged) or not yet in it.
+    #[error("entries {start}..{end} are not available in the log")]
+    Unavailable {
+        /// First requested index.
+        start: u64,
+        /// One past the last requested index.
+        end: u64,
+    },
+    /// The store refuses further writes after an earlier failure.
+    #[error("store has failed earlier and refuses writes: {0}")]
+    Failed(String),
+}
+
+/// An error from a [`Network`](crate::Network) send. Raft tolerates loss, so the driver
+/// logs these and carries on.
+#[derive(Debug, thiserror::Error)]
+pub enum NetworkError {
+    /// The peer is not reachable now.
+    #[error("peer {0} is unreachable")]
+    Unreachable(NodeId),
+    /// The peer is not known to the network.
+    #[error("peer {0} is unknown")]
+    UnknownPeer(NodeId),
+    /// Any other transport failure.
+    #[error("transport error: {0}")]
+    Other(String),
+}
+
+/// A message could not be decoded.
+#[derive(Debug, thiserror::Error)]
+pub enum DecodeError {
+    /// The bytes are not a valid message of a known version.
+    #[error("malformed message: {0}")]
+    Malformed(#[from] postcard::Error),
+}
+
+/// An error returned to a client of the [`Raft`](crate::Raft) handle.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ClientError {
+    /// This node is not the leader. `leader` is the leader this node knows of, if any.
+    #[error("not the leader (leader hint: {leader:?})")]
+    NotLeader {
+        /// The current leader, if known.
+        leader: Option<NodeId>,
+    },
+    /// The proposal was appended but lost when leadership changed; it was not applied.
+    /// The caller may retry.
+    #[error("proposal was dropped by a leadership change")]
+    Dropped,
+    /// The node is shutting down or has stopped.
+    #[error("raft node is shutting down")]
+    ShuttingDown,
+    /// The command could not be encoded.
+    #[error("command could not be encoded: {0}")]
+    Encode(String),
+    /// The node stopped after a fatal storage error.
+    #[error("raft node stopped after a fatal error: {0}")]
+    Fatal(String),
+}
+
+/// An error starting a node.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// The configuration is invalid.
+    #[error("invalid configuration: {0}")]
+    Config(String),
+    /// The store could not be read or written.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// `bootstrap` was called on a store that already holds state.
+    #[error("store already holds a log or term; restart it instead of bootstrapping")]
+    AlreadyInitialized,
+    /// A state machine snapshot could not be restored.
+    #[error("state machine error: {0}")]
+    StateMachine(String),
+}

@@ -1,0 +1,26 @@
+//! A Raft consensus framework: a deterministic, sans-IO protocol core driven by thin
+//! async drivers on tokio or smol.
+#![doc = include_str!("../README.md")]
+
+pub mod config;
+pub mod error;
+pub mod membership;
+pub mod message;
+pub mod network;
+pub mod quorum;
+pub mod runtime;
+pub mod state_machine;
+pub mod storage;
+pub mod types;
+#[cfg(feature = "testing")]
+pub mod testing;
+
+pub use config::Config;
+pub use error::{ClientError, DecodeError, NetworkError, StartError, StoreError};
+pub use membership::Membership;
+pub use message::{Message, MessageBody};
+pub use network::Network;
+pub use runtime::Runtime;
+pub use state_machine::StateMachine;
+pub use storage::{InitialState, LogStore};
+pub use types::{Entry, EntryPayload, HardState, Instant, LogId, LogIndex, NodeId, Term};

@@ -1,0 +1,64 @@
+//! The [`Runtime`] trait: the only way the driver spawns tasks, sleeps and reads time.
+//!
+//! Implementations: [`TokioRuntime`] (feature `tokio`), [`SmolRuntime`] (feature
+//! `smol`), and the deterministic simulator's runtime (feature `testing`). The runtime
+//! is chosen by type, so several can be compiled at once.
+
+use std::future::Future;
+
+use crate::types::Instant;
+
+#[cfg(feature = "smol")]
+mod smol_rt;
+#[cfg(feature = "tokio")]
+mod tokio_rt;
+
+#[cfg(feature = "smol")]
+pub use smol_rt::SmolRuntime;
+#[cfg(feature = "tokio")]
+pub use tokio_rt::TokioRuntime;
+
+/// An async runtime as the driver needs it.
+///
+/// # Contract
+///
+/// - `now` is monotonic: it never goes backwards.
+/// - `sleep_until` completes at or after `deadline` as measured by `now`.
+/// - `spawn` runs the future to completion concurrently with the caller. Dropping the
+///   returned handle detaches the task (it keeps running); awaiting it waits for the
+///   task to finish.
+pub trait Runtime: Clone + Send + Sync + 'static {
+    /// A handle to a spawned task.
+    type JoinHandle: Future<Output = ()> + Send + Unpin + 'static;
+    /// The future returned by [`Runtime::sleep_until`].
+    type Sleep: Future<Output = ()> + Send + 'static;
+
+    /// Spawns a task.
+    fn spawn<F>(&self, fut: F) -> Self::JoinHandle
+    where
+        F: Future<Output = ()> + Send + 'static;
+
+    /// A future that completes at `deadline`.
+    fn sleep_until(&self, deadline: Instant) -> Self::Sleep;
+
+    /// The current time.
+    fn now(&self) -> Instant;
+}
+
+/// A process-wide epoch for the wall-clock runtimes, so that their instants are small
+/// numbers and comparable across runtimes in one process.
+#[cfg(any(feature = "tokio", feature = "smol"))]
+fn epoch() -> std::time::Instant {
+    static EPOCH: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
+    *EPOCH.get_or_init(std::time::Instant::now)
+}
+
+#[cfg(any(feature = "tokio", feature = "smol"))]
+fn wall_now() -> Instant {
+    Instant::from_nanos(u64::try_from(epoch().elapsed().as_nanos()).unwrap_or(u64::MAX))
+}
+
+#[cfg(any(feature = "tokio", feature = "smol"))]
+fn to_std(t: Instant) -> std::time::Instant {
+    epoch() + std::time::Duration::from_nanos(t.as_nanos())
+}

@@ -1,0 +1,67 @@
+//! The [`LogStore`] trait: durable storage for the log, the term and the vote.
+
+use async_trait::async_trait;
+
+use crate::error::StoreError;
+use crate::types::{Entry, HardState, LogId, LogIndex};
+
+/// What a store holds when a node starts.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct InitialState {
+    /// The durable term and vote.
+    pub hard_state: HardState,
+    /// The position just before the first entry held: `(0, 0)` for a log that was never
+    /// purged, otherwise the last purged entry (the snapshot point).
+    pub prev: LogId,
+    /// The last entry held, or `prev` if the log is empty.
+    pub last: LogId,
+}
+
+/// Durable storage for one node's log and hard state.
+///
+/// # Contract
+///
+/// - The driver calls the methods of one store from one task, one call at a time and in
+///   the order the protocol needs them (hence `&mut self`); a call's effects are visible
+///   to every later call.
+/// - **Durability:** when `append`, `truncate` or `save_hard_state` returns `Ok`, its
+///   effect is durable: it survives a crash of the process or the machine (data written
+///   and `fdatasync`ed, or the equivalent). The protocol acts on that promise: it grants
+///   votes, acknowledges appends and counts its own copy toward commitment only after
+///   these calls return.
+/// - **Fail-stop:** if a write fails the store must not pretend it succeeded, and the
+///   node stops on the error; a store should refuse all further writes once a write or
+///   sync has failed, since after a failed `fsync` it cannot know what is on disk.
+/// - Indexes are contiguous: the log holds every index from `prev.index + 1` to
+///   `last.index`, with no gaps.
+/// - A crash may lose any effect whose call had not yet returned, but a store never
+///   exposes a torn or partial entry: after restart the log is a prefix of what was
+///   written, containing at least everything that was reported durable.
+#[async_trait]
+pub trait LogStore: Send + 'static {
+    /// Reads what the store holds: the hard state and the bounds of the log.
+    async fn initial_state(&mut self) -> Result<InitialState, StoreError>;
+
+    /// Durably records the term and vote, replacing the previous value atomically.
+    async fn save_hard_state(&mut self, hs: &HardState) -> Result<(), StoreError>;
+
+    /// Durably appends `entries`, which are contiguous, non-empty, and start at exactly
+    /// `last.index + 1`. Any other start index is a contract violation and must return
+    /// [`StoreError::Invalid`] without writing.
+    async fn append(&mut self, entries: &[Entry]) -> Result<(), StoreError>;
+
+    /// Durably removes every entry with index `>= from` (a conflicting suffix, paper
+    /// §5.3). `from` greater than `last.index` is a no-op; `from <= prev.index` is
+    /// [`StoreError::Invalid`] (purged entries are committed and never conflict).
+    async fn truncate(&mut self, from: LogIndex) -> Result<(), StoreError>;
+
+    /// Removes every entry with index `<= upto` (after a snapshot covers them); the log
+    /// then starts after `upto`, and `prev` becomes the purged position. Purging need not
+    /// be durable at once: a crash may bring purged entries back, never lose others.
+    /// `upto` beyond `last.index` is [`StoreError::Invalid`].
+    async fn purge(&mut self, upto: LogIndex) -> Result<(), StoreError>;
+
+    /// Returns the entries with indexes in `start..end`, in order. Asking for anything
+    /// outside the held range is [`StoreError::Unavailable`].
+    async fn entries(&mut self, start: LogIndex, end: LogIndex) -> Result<Vec<Entry>, StoreError>;
+}

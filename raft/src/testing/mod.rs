@@ -1,0 +1,10 @@
+//! Test support, usable by users' own tests (feature `testing`): an in-memory
+//! [`LogStore`](crate::LogStore) that can lose unsynced writes on a simulated crash, an
+//! in-memory [`Network`](crate::Network) with fault injection, a `LogStore` conformance
+//! suite, a deterministic simulated runtime and a linearizability checker.
+
+pub mod conformance;
+pub mod linearizability;
+pub mod mem_network;
+pub mod mem_store;
+pub mod sim_runtime;
