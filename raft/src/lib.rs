@@ -11,9 +11,9 @@ pub mod quorum;
 pub mod runtime;
 pub mod state_machine;
 pub mod storage;
-pub mod types;
 #[cfg(feature = "testing")]
 pub mod testing;
+pub mod types;
 
 pub use config::Config;
 pub use error::{ClientError, DecodeError, NetworkError, StartError, StoreError};

@@ -145,7 +145,11 @@ mod tests {
             body: MessageBody::AppendEntries {
                 prev_log_index: 3,
                 prev_log_term: 6,
-                entries: vec![Entry { term: 7, index: 4, payload: EntryPayload::Command(bytes::Bytes::from_static(b"x")) }],
+                entries: vec![Entry {
+                    term: 7,
+                    index: 4,
+                    payload: EntryPayload::Command(bytes::Bytes::from_static(b"x")),
+                }],
                 leader_commit: 3,
             },
         };

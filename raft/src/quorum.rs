@@ -147,9 +147,6 @@ mod tests {
         assert_eq!(q.committed_index(|id| m.get(&id).copied()), 2);
         assert_eq!(q.vote_result(|id| [1, 2].contains(&id).then_some(true)), VoteResult::Pending);
         assert_eq!(q.vote_result(|id| [1, 2, 4, 5].contains(&id).then_some(true)), VoteResult::Won);
-        assert_eq!(
-            q.vote_result(|id| if [1, 2].contains(&id) { Some(true) } else { Some(false) }),
-            VoteResult::Lost
-        );
+        assert_eq!(q.vote_result(|id| if [1, 2].contains(&id) { Some(true) } else { Some(false) }), VoteResult::Lost);
     }
 }
