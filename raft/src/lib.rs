@@ -3,6 +3,7 @@
 #![doc = include_str!("../README.md")]
 
 pub mod config;
+pub mod core;
 pub mod error;
 pub mod membership;
 pub mod message;

@@ -1,0 +1,197 @@
+//! The core's view of the replicated log: entries held in memory, the commit index and
+//! how much of the log is known to be durable.
+
+use std::collections::VecDeque;
+
+use crate::types::{Entry, LogId, LogIndex, Term};
+
+/// The log as the protocol core sees it.
+///
+/// Entries start after `prev` (the snapshot point, `(0, 0)` without compaction).
+/// `durable` is the highest index known to be on stable storage *with the same term as
+/// the entry held here*; truncation lowers it, a `Persisted` report raises it.
+#[derive(Debug, Default)]
+pub(crate) struct RaftLog {
+    prev: LogId,
+    entries: VecDeque<Entry>,
+    /// Highest index durable in the store, matching this log.
+    pub(crate) durable: LogIndex,
+    /// Highest index known to be committed (paper figure 2, `commitIndex`).
+    pub(crate) commit: LogIndex,
+}
+
+impl RaftLog {
+    /// A log holding `entries` after `prev`, all of them durable.
+    pub(crate) fn restore(prev: LogId, entries: Vec<Entry>) -> Self {
+        let durable = entries.last().map_or(prev.index, |e| e.index);
+        RaftLog { prev, entries: entries.into(), durable, commit: prev.index }
+    }
+
+    /// The index of the last entry (or of `prev` for an empty log).
+    pub(crate) fn last_index(&self) -> LogIndex {
+        self.prev.index + self.entries.len() as u64
+    }
+
+    /// The term of the last entry (or of `prev`).
+    pub(crate) fn last_term(&self) -> Term {
+        self.entries.back().map_or(self.prev.term, |e| e.term)
+    }
+
+    /// The position of the last entry.
+    pub(crate) fn last_id(&self) -> LogId {
+        LogId { index: self.last_index(), term: self.last_term() }
+    }
+
+    /// The term of the entry at `index`; `None` if the log does not hold it (beyond the
+    /// end, or compacted away before `prev`).
+    pub(crate) fn term_at(&self, index: LogIndex) -> Option<Term> {
+        if index == self.prev.index {
+            return Some(self.prev.term);
+        }
+        if index < self.prev.index {
+            return None;
+        }
+        self.entries.get((index - self.prev.index - 1) as usize).map(|e| e.term)
+    }
+
+    /// The entry at `index`, if held.
+    pub(crate) fn get(&self, index: LogIndex) -> Option<&Entry> {
+        if index <= self.prev.index {
+            return None;
+        }
+        self.entries.get((index - self.prev.index - 1) as usize)
+    }
+
+    /// Paper §5.4.1: is a log ending at `(last_index, last_term)` at least as up to date
+    /// as ours?
+    pub(crate) fn is_up_to_date(&self, last_index: LogIndex, last_term: Term) -> bool {
+        (last_term, last_index) >= (self.last_term(), self.last_index())
+    }
+
+    /// Appends an entry; its index must be `last_index() + 1`.
+    pub(crate) fn push(&mut self, entry: Entry) {
+        debug_assert_eq!(entry.index, self.last_index() + 1);
+        self.entries.push_back(entry);
+    }
+
+    /// Removes every entry with index `>= from`, lowering `durable` to match.
+    pub(crate) fn truncate_from(&mut self, from: LogIndex) {
+        let keep = from.saturating_sub(self.prev.index + 1) as usize;
+        self.entries.truncate(keep);
+        self.durable = self.durable.min(from.saturating_sub(1));
+    }
+
+    /// Clones entries in `start..` up to `max_count` entries and `max_bytes` bytes (at
+    /// least one entry if any is available).
+    pub(crate) fn slice(&self, start: LogIndex, max_count: usize, max_bytes: usize) -> Vec<Entry> {
+        if start <= self.prev.index || start > self.last_index() {
+            return Vec::new();
+        }
+        let from = (start - self.prev.index - 1) as usize;
+        let mut out = Vec::new();
+        let mut bytes = 0;
+        for e in self.entries.range(from..) {
+            let sz = e.approx_size();
+            if out.len() >= max_count || (!out.is_empty() && bytes + sz > max_bytes) {
+                break;
+            }
+            bytes += sz;
+            out.push(e.clone());
+        }
+        out
+    }
+
+    /// Clones the entries in `start..=end`.
+    pub(crate) fn range(&self, start: LogIndex, end: LogIndex) -> Vec<Entry> {
+        if start > end || start <= self.prev.index {
+            return Vec::new();
+        }
+        let from = (start - self.prev.index - 1) as usize;
+        let to = ((end.min(self.last_index()) - self.prev.index) as usize).max(from);
+        self.entries.range(from..to).cloned().collect()
+    }
+
+    /// The first index of the run of `term` that ends at `index`, not going below
+    /// `floor` (thesis §5.3 conflict optimization).
+    pub(crate) fn first_index_of_term_run(&self, index: LogIndex, term: Term, floor: LogIndex) -> LogIndex {
+        let mut i = index;
+        while i > floor.max(self.prev.index + 1) && self.term_at(i - 1) == Some(term) {
+            i -= 1;
+        }
+        i
+    }
+
+    /// The last index at or below `upto` whose entry has `term`, if any.
+    pub(crate) fn last_index_of_term(&self, term: Term, upto: LogIndex) -> Option<LogIndex> {
+        let mut i = upto.min(self.last_index());
+        while i > self.prev.index {
+            match self.term_at(i) {
+                Some(t) if t == term => return Some(i),
+                Some(t) if t < term => return None,
+                _ => i -= 1,
+            }
+        }
+        None
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::types::EntryPayload;
+
+    fn log_with_terms(terms: &[Term]) -> RaftLog {
+        let entries = terms
+            .iter()
+            .enumerate()
+            .map(|(i, &t)| Entry { term: t, index: i as u64 + 1, payload: EntryPayload::Blank })
+            .collect();
+        RaftLog::restore(LogId::default(), entries)
+    }
+
+    #[test]
+    fn term_lookup_and_bounds() {
+        let log = log_with_terms(&[1, 1, 2, 3]);
+        assert_eq!(log.last_index(), 4);
+        assert_eq!(log.last_term(), 3);
+        assert_eq!(log.term_at(0), Some(0));
+        assert_eq!(log.term_at(3), Some(2));
+        assert_eq!(log.term_at(5), None);
+    }
+
+    #[test]
+    fn up_to_date_compares_last_term_then_index() {
+        let log = log_with_terms(&[1, 2, 2]);
+        assert!(log.is_up_to_date(3, 2));
+        assert!(log.is_up_to_date(1, 3));
+        assert!(!log.is_up_to_date(5, 1));
+        assert!(!log.is_up_to_date(2, 2));
+    }
+
+    #[test]
+    fn truncation_lowers_durable_index() {
+        let mut log = log_with_terms(&[1, 1, 1, 1]);
+        assert_eq!(log.durable, 4);
+        log.truncate_from(3);
+        assert_eq!(log.last_index(), 2);
+        assert_eq!(log.durable, 2);
+    }
+
+    #[test]
+    fn term_runs_for_conflict_hints() {
+        let log = log_with_terms(&[1, 1, 2, 2, 2, 4]);
+        assert_eq!(log.first_index_of_term_run(5, 2, 0), 3);
+        assert_eq!(log.first_index_of_term_run(5, 2, 4), 4);
+        assert_eq!(log.last_index_of_term(2, 6), Some(5));
+        assert_eq!(log.last_index_of_term(3, 6), None);
+    }
+
+    #[test]
+    fn slice_respects_count_and_byte_limits() {
+        let log = log_with_terms(&[1; 10]);
+        assert_eq!(log.slice(3, 4, usize::MAX).len(), 4);
+        assert_eq!(log.slice(3, 100, 1).len(), 1, "always at least one entry");
+        assert_eq!(log.slice(11, 100, 100).len(), 0);
+        assert_eq!(log.range(2, 5).iter().map(|e| e.index).collect::<Vec<_>>(), vec![2, 3, 4, 5]);
+    }
+}

@@ -1,0 +1,236 @@
+//! Log replication: AppendEntries with the consistency check, conflict hints, pipelined
+//! sends within a bounded window, heartbeats, and the commit rule (paper §5.3, §5.4.2;
+//! thesis §5.3 for the conflict optimization).
+
+use super::{RaftCore, Role};
+use crate::message::{ConflictHint, MessageBody};
+use crate::types::{Entry, Instant, LogIndex, NodeId, Term};
+
+impl RaftCore {
+    /// Sends whatever each peer's window allows. With `even_if_empty`, a peer with
+    /// nothing new still gets an (empty) append carrying the commit index.
+    pub(crate) fn broadcast_append(&mut self, even_if_empty: bool) {
+        let peers: Vec<NodeId> = self.progress.keys().copied().collect();
+        for peer in peers {
+            self.send_appends(peer, even_if_empty);
+        }
+    }
+
+    /// Pipelines appends to `peer` until its window is full or it is up to date.
+    pub(crate) fn send_appends(&mut self, peer: NodeId, mut even_if_empty: bool) {
+        while self.send_one_append(peer, even_if_empty) {
+            even_if_empty = false;
+        }
+    }
+
+    /// Sends one append to `peer` if its state allows. Returns whether one went out with
+    /// entries and the window may take more.
+    fn send_one_append(&mut self, peer: NodeId, even_if_empty: bool) -> bool {
+        let (max_msgs, max_bytes) = (self.cfg.max_inflight_messages, self.cfg.max_inflight_bytes);
+        let Some(pr) = self.progress.get(&peer) else { return false };
+        if pr.is_paused(max_msgs, max_bytes) {
+            return false;
+        }
+        let next = pr.next_index;
+        let prev_log_index = next - 1;
+        let Some(prev_log_term) = self.log.term_at(prev_log_index) else {
+            tracing::warn!(node = self.id, peer, prev_log_index, "entries needed by peer are no longer in the log");
+            return false;
+        };
+        let entries = self.log.slice(next, self.cfg.max_entries_per_message, self.cfg.max_bytes_per_message);
+        if entries.is_empty() && !even_if_empty {
+            return false;
+        }
+        let last = prev_log_index + entries.len() as u64;
+        let bytes: usize = entries.iter().map(Entry::approx_size).sum();
+        let has_entries = !entries.is_empty();
+        if let Some(pr) = self.progress.get_mut(&peer) {
+            if has_entries || pr.state == super::progress::ProgressState::Probe {
+                pr.sent(last, bytes);
+            }
+        }
+        let leader_commit = self.log.commit;
+        self.send_leader(peer, MessageBody::AppendEntries { prev_log_index, prev_log_term, entries, leader_commit });
+        has_entries
+    }
+
+    /// Heartbeats to every peer. They are independent of the replication window, so a
+    /// full window never starves them; each carries the commit index capped at what the
+    /// peer is known to hold.
+    pub(crate) fn broadcast_heartbeat(&mut self) {
+        let targets: Vec<(NodeId, LogIndex)> =
+            self.progress.iter().map(|(&id, p)| (id, p.match_index.min(self.log.commit))).collect();
+        for (peer, commit) in targets {
+            self.send_leader(peer, MessageBody::Heartbeat { commit, ctx: 0 });
+        }
+    }
+
+    /// Paper §5.3: the follower side of AppendEntries.
+    pub(crate) fn on_append_entries(
+        &mut self,
+        now: Instant,
+        from: NodeId,
+        prev_log_index: LogIndex,
+        prev_log_term: Term,
+        entries: Vec<Entry>,
+        leader_commit: LogIndex,
+    ) {
+        if self.role != Role::Follower || self.leader != Some(from) {
+            // A candidate of this term learns it lost (paper §5.2).
+            self.become_follower(now, self.hs.term, Some(from));
+        }
+        self.last_leader_contact = Some(now);
+        self.reset_election_deadline(now);
+
+        // Consistency check. Entries at or below our commit index are known to match.
+        let commit = self.log.commit;
+        if prev_log_index > self.log.last_index() {
+            let hint = ConflictHint { conflict_term: None, index: self.log.last_index() + 1 };
+            self.reject_append(from, prev_log_index, hint);
+            return;
+        }
+        if prev_log_index > commit {
+            match self.log.term_at(prev_log_index) {
+                Some(t) if t == prev_log_term => {}
+                Some(t) => {
+                    let first = self.log.first_index_of_term_run(prev_log_index, t, commit + 1);
+                    self.reject_append(from, prev_log_index, ConflictHint { conflict_term: Some(t), index: first });
+                    return;
+                }
+                None => {
+                    let hint = ConflictHint { conflict_term: None, index: commit + 1 };
+                    self.reject_append(from, prev_log_index, hint);
+                    return;
+                }
+            }
+        }
+
+        let match_index = prev_log_index + entries.len() as u64;
+        // Skip entries we already hold; truncate at the first conflict (paper §5.3 step 3).
+        let mut new_from = None;
+        for (i, e) in entries.iter().enumerate() {
+            if e.index <= commit {
+                continue;
+            }
+            match self.log.term_at(e.index) {
+                Some(t) if t == e.term => continue,
+                Some(_) => {
+                    self.truncate_local(e.index);
+                    new_from = Some(i);
+                }
+                None => new_from = Some(i),
+            }
+            break;
+        }
+        if let Some(i) = new_from {
+            for e in entries.into_iter().skip(i) {
+                self.push_entry(e);
+            }
+        }
+        let new_commit = leader_commit.min(match_index);
+        if new_commit > self.log.commit {
+            self.set_commit(new_commit);
+        }
+        // Held until every entry up to `match_index` is durable.
+        self.send(from, MessageBody::AppendEntriesResponse { success: true, index: match_index, hint: None });
+    }
+
+    fn reject_append(&mut self, to: NodeId, rejected: LogIndex, hint: ConflictHint) {
+        tracing::trace!(node = self.id, to, rejected, ?hint, "rejecting append");
+        self.send(to, MessageBody::AppendEntriesResponse { success: false, index: rejected, hint: Some(hint) });
+    }
+
+    /// The leader side of an AppendEntries answer.
+    pub(crate) fn on_append_response(
+        &mut self,
+        from: NodeId,
+        success: bool,
+        index: LogIndex,
+        hint: Option<ConflictHint>,
+    ) {
+        if self.role != Role::Leader {
+            return;
+        }
+        let Some(pr) = self.progress.get_mut(&from) else { return };
+        pr.recent_active = true;
+        if success {
+            if pr.acknowledge(index) {
+                self.maybe_commit();
+            }
+            self.send_appends(from, false);
+            return;
+        }
+        // A rejection of something other than what we are probing now is stale.
+        let expected = pr.state == super::progress::ProgressState::Probe && index + 1 == pr.next_index;
+        let stale_pipelined = pr.state == super::progress::ProgressState::Replicate && index <= pr.match_index;
+        if !(expected || pr.state == super::progress::ProgressState::Replicate) || stale_pipelined {
+            return;
+        }
+        let match_index = pr.match_index;
+        let next = match hint {
+            Some(ConflictHint { conflict_term: Some(t), index: first }) => {
+                self.log.last_index_of_term(t, index).map_or(first, |i| i + 1)
+            }
+            Some(ConflictHint { conflict_term: None, index: end }) => end,
+            None => index,
+        };
+        let next = next.min(index).max(match_index + 1);
+        tracing::trace!(node = self.id, peer = from, rejected = index, next, "peer log diverges, probing");
+        if let Some(pr) = self.progress.get_mut(&from) {
+            pr.become_probe(next);
+        }
+        self.send_appends(from, true);
+    }
+
+    pub(crate) fn on_heartbeat(&mut self, now: Instant, from: NodeId, commit: LogIndex, ctx: u64) {
+        if self.role != Role::Follower || self.leader != Some(from) {
+            self.become_follower(now, self.hs.term, Some(from));
+        }
+        self.last_leader_contact = Some(now);
+        self.reset_election_deadline(now);
+        // The leader caps `commit` at our known match index, so those entries match.
+        let commit = commit.min(self.log.last_index());
+        if commit > self.log.commit {
+            self.set_commit(commit);
+        }
+        self.send(from, MessageBody::HeartbeatResponse { ctx });
+    }
+
+    pub(crate) fn on_heartbeat_response(&mut self, from: NodeId) {
+        if self.role != Role::Leader {
+            return;
+        }
+        let last = self.log.last_index();
+        let Some(pr) = self.progress.get_mut(&from) else { return };
+        pr.recent_active = true;
+        if pr.match_index < last {
+            // Recover from lost appends: a probe may go again, and a full window gives up
+            // its oldest slot. If appends were lost, the follower rejects the next one and
+            // the peer falls back to probing.
+            pr.probe_sent = false;
+            pr.free_oldest_inflight();
+            self.send_appends(from, true);
+        }
+    }
+
+    /// Paper §5.3, §5.4.2: the commit index is the highest index stored on a quorum, and
+    /// a leader commits by counting only entries of its own term. The leader counts its
+    /// own copy only once durable.
+    pub(crate) fn maybe_commit(&mut self) {
+        let me = self.id;
+        let durable = self.log.durable;
+        let q = self.membership.quorum().committed_index(|id| {
+            if id == me {
+                Some(durable)
+            } else {
+                self.progress.get(&id).map(|p| p.match_index)
+            }
+        });
+        let q = q.min(self.log.last_index());
+        if q > self.log.commit && self.log.term_at(q) == Some(self.hs.term) {
+            self.set_commit(q);
+            // Let followers learn the new commit index promptly.
+            self.broadcast_commit = true;
+        }
+    }
+}
