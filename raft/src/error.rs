@@ -65,6 +65,9 @@ pub enum ClientError {
     /// The caller may retry.
     #[error("proposal was dropped by a leadership change")]
     Dropped,
+    /// The leader has too many uncommitted entries; retry later.
+    #[error("leader is overloaded with uncommitted proposals")]
+    Overloaded,
     /// The node is shutting down or has stopped.
     #[error("raft node is shutting down")]
     ShuttingDown,

@@ -60,5 +60,7 @@ fn wall_now() -> Instant {
 
 #[cfg(any(feature = "tokio", feature = "smol"))]
 fn to_std(t: Instant) -> std::time::Instant {
-    epoch() + std::time::Duration::from_nanos(t.as_nanos())
+    // Far-future deadlines ("never") are capped at a year so the addition cannot overflow.
+    const YEAR_NANOS: u64 = 365 * 24 * 3600 * 1_000_000_000;
+    epoch() + std::time::Duration::from_nanos(t.as_nanos().min(YEAR_NANOS))
 }

@@ -1,0 +1,581 @@
+//! The async driver and the [`Raft`] handle.
+//!
+//! The driver owns a [`RaftCore`] and carries out its actions; it holds no protocol
+//! logic. It runs these tasks on the user's [`Runtime`]:
+//!
+//! - the **protocol loop**: takes every queued event (messages, proposals, ticks,
+//!   persistence and apply completions) in one batch, steps the core, then dispatches
+//!   the core's actions. Batching here is what turns many proposals into one append and
+//!   one message per peer;
+//! - the **persist task**: merges queued persist requests into one store call sequence
+//!   (group commit) and reports them durable;
+//! - the **apply task**: applies committed entries to the state machine and answers
+//!   proposers, off the protocol loop so a slow state machine never delays heartbeats;
+//! - one **sender task per peer**, calling [`Network::send`] in order;
+//! - the **timer task**, which sends a tick when the core's deadline passes.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use bytes::Bytes;
+use futures::channel::{mpsc, oneshot};
+use futures::future::{self, BoxFuture, Either, FutureExt};
+use futures::StreamExt;
+
+use crate::config::Config;
+use crate::core::{Action, Input, PersistRequest, ProposeError, RaftCore, Role};
+use crate::error::{ClientError, StartError, StoreError};
+use crate::membership::Membership;
+use crate::message::Message;
+use crate::network::Network;
+use crate::runtime::Runtime;
+use crate::state_machine::StateMachine;
+use crate::storage::LogStore;
+use crate::types::{Entry, EntryPayload, HardState, LogIndex, NodeId, Term};
+
+/// Most events the protocol loop takes in one batch before it acts.
+const MAX_BATCH: usize = 4096;
+
+type Responder<SM> = oneshot::Sender<Result<<SM as StateMachine>::Response, ClientError>>;
+
+enum Event<SM: StateMachine> {
+    Message(Message),
+    Propose { data: Bytes, tx: Responder<SM> },
+    Tick,
+    Persisted { seq: u64 },
+    Applied { index: LogIndex },
+    Fatal(String),
+    Shutdown,
+}
+
+struct ApplyBatch<SM: StateMachine> {
+    entries: Vec<Entry>,
+    responders: Vec<(LogIndex, Responder<SM>)>,
+}
+
+/// A node's externally visible state.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Status {
+    /// This node.
+    pub id: NodeId,
+    /// Current role.
+    pub role: Role,
+    /// Whether this node is a voter in its current configuration (a non-voter is a
+    /// learner).
+    pub is_voter: bool,
+    /// Current term.
+    pub term: Term,
+    /// The leader of the current term, if known.
+    pub leader: Option<NodeId>,
+    /// Highest index known committed.
+    pub commit_index: LogIndex,
+    /// Highest index applied to the state machine.
+    pub applied_index: LogIndex,
+    /// Index of the last log entry.
+    pub last_log_index: LogIndex,
+    /// Highest index durable in the local store.
+    pub durable_index: LogIndex,
+    /// The membership configuration in effect.
+    pub membership: Membership,
+    /// When leader: each peer's match index.
+    pub match_index: BTreeMap<NodeId, LogIndex>,
+    /// Set when the node stopped after a fatal error.
+    pub fatal_error: Option<String>,
+    /// Whether the node has stopped.
+    pub stopped: bool,
+}
+
+struct Shared<SM> {
+    status: Mutex<Status>,
+    state_machine: Arc<Mutex<SM>>,
+    tasks: Mutex<Vec<BoxFuture<'static, ()>>>,
+}
+
+/// A handle to a running Raft node. Cheap to clone; all clones refer to the same node.
+pub struct Raft<SM: StateMachine> {
+    id: NodeId,
+    tx: mpsc::UnboundedSender<Event<SM>>,
+    shared: Arc<Shared<SM>>,
+}
+
+impl<SM: StateMachine> Clone for Raft<SM> {
+    fn clone(&self) -> Self {
+        Raft { id: self.id, tx: self.tx.clone(), shared: self.shared.clone() }
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl<SM: StateMachine> Raft<SM> {
+    /// Creates a new cluster member: writes the initial configuration (`members`, all
+    /// voters) as the first log entry, then starts the node. Every initial member must
+    /// be bootstrapped with the same `members`. Fails with
+    /// [`StartError::AlreadyInitialized`] if the store already holds state; use
+    /// [`Raft::restart`] then.
+    pub async fn bootstrap<R: Runtime, S: LogStore, N: Network>(
+        id: NodeId,
+        members: impl IntoIterator<Item = NodeId>,
+        config: Config,
+        runtime: R,
+        mut store: S,
+        network: N,
+        state_machine: SM,
+    ) -> Result<Self, StartError> {
+        let members = Membership::new(members);
+        if !members.voters.contains(&id) || members.voters.contains(&0) {
+            return Err(StartError::Config(format!(
+                "node {id} must be one of the members {:?} (and 0 is reserved)",
+                members.voters
+            )));
+        }
+        let init = store.initial_state().await?;
+        if init.hard_state != HardState::default() || init.last.index != 0 || init.prev.index != 0 {
+            return Err(StartError::AlreadyInitialized);
+        }
+        store.append(&[Entry { term: 0, index: 1, payload: EntryPayload::Membership(members) }]).await?;
+        Self::restart(id, config, runtime, store, network, state_machine).await
+    }
+
+    /// Starts a node from what `store` holds (a fresh, empty store gives a node that
+    /// waits to be contacted by a leader). `state_machine` must be empty: the log is
+    /// applied to it from the start as the commit index becomes known.
+    pub async fn restart<R: Runtime, S: LogStore, N: Network>(
+        id: NodeId,
+        config: Config,
+        runtime: R,
+        mut store: S,
+        network: N,
+        state_machine: SM,
+    ) -> Result<Self, StartError> {
+        config.validate()?;
+        if id == 0 {
+            return Err(StartError::Config("node id 0 is reserved".into()));
+        }
+        let init = store.initial_state().await?;
+        let entries = if init.last.index > init.prev.index {
+            store.entries(init.prev.index + 1, init.last.index + 1).await?
+        } else {
+            Vec::new()
+        };
+        if entries.len() as u64 != init.last.index - init.prev.index {
+            return Err(StoreError::Corrupt(format!(
+                "store reported entries {}..={} but returned {}",
+                init.prev.index + 1,
+                init.last.index,
+                entries.len()
+            ))
+            .into());
+        }
+        let now = runtime.now();
+        let core = RaftCore::new(id, config, init.hard_state, init.prev, entries, now);
+        let cs = core.status();
+        let status = Status {
+            id,
+            role: cs.role,
+            is_voter: cs.membership.is_voter(id),
+            term: cs.term,
+            leader: cs.leader,
+            commit_index: cs.commit_index,
+            applied_index: cs.applied_index,
+            last_log_index: cs.last_log.index,
+            durable_index: cs.durable_index,
+            membership: cs.membership,
+            match_index: BTreeMap::new(),
+            fatal_error: None,
+            stopped: false,
+        };
+        let shared = Arc::new(Shared {
+            status: Mutex::new(status),
+            state_machine: Arc::new(Mutex::new(state_machine)),
+            tasks: Mutex::new(Vec::new()),
+        });
+        let (tx, rx) = mpsc::unbounded();
+        let (persist_tx, persist_rx) = mpsc::unbounded();
+        let (apply_tx, apply_rx) = mpsc::unbounded();
+        let (wake_tx, wake_rx) = mpsc::unbounded();
+        let timer = Arc::new(TimerShared { deadline: AtomicU64::new(u64::MAX), sleeping_until: AtomicU64::new(0) });
+
+        let mut handles: Vec<BoxFuture<'static, ()>> = Vec::new();
+        handles.push(runtime.spawn(persist_task::<SM, S>(id, store, persist_rx, tx.clone())).boxed());
+        handles.push(runtime.spawn(apply_task::<SM>(id, shared.state_machine.clone(), apply_rx, tx.clone())).boxed());
+        handles.push(runtime.spawn(timer_task::<SM, R>(runtime.clone(), timer.clone(), wake_rx, tx.clone())).boxed());
+        let driver = Driver {
+            core,
+            rt: runtime.clone(),
+            network: Arc::new(network),
+            shared: shared.clone(),
+            persist_tx,
+            apply_tx,
+            wake_tx,
+            timer,
+            peers: BTreeMap::new(),
+            peer_tasks: Vec::new(),
+            pending: VecDeque::new(),
+        };
+        handles.push(runtime.spawn(driver.run(rx)).boxed());
+        *lock(&shared.tasks) = handles;
+        Ok(Raft { id, tx, shared })
+    }
+
+    /// This node's id.
+    pub fn id(&self) -> NodeId {
+        self.id
+    }
+
+    /// Proposes a command. Resolves to the state machine's response once the command is
+    /// committed and applied on this node, or to an error: [`ClientError::NotLeader`]
+    /// with the known leader when this node does not lead, [`ClientError::Dropped`] if
+    /// a leadership change discarded the entry, [`ClientError::ShuttingDown`] when the
+    /// node stops first.
+    pub async fn propose(&self, command: SM::Command) -> Result<SM::Response, ClientError> {
+        let data = postcard::to_allocvec(&command).map_err(|e| ClientError::Encode(e.to_string()))?;
+        let (tx, rx) = oneshot::channel();
+        self.tx.unbounded_send(Event::Propose { data: Bytes::from(data), tx }).map_err(|_| self.stopped_error())?;
+        match rx.await {
+            Ok(r) => r,
+            Err(_) => Err(self.stopped_error()),
+        }
+    }
+
+    fn stopped_error(&self) -> ClientError {
+        match &lock(&self.shared.status).fatal_error {
+            Some(e) => ClientError::Fatal(e.clone()),
+            None => ClientError::ShuttingDown,
+        }
+    }
+
+    /// Hands a message from a peer to this node. Never blocks; after shutdown the
+    /// message is dropped.
+    pub fn receive(&self, message: Message) {
+        let _ = self.tx.unbounded_send(Event::Message(message));
+    }
+
+    /// The node's current status.
+    pub fn status(&self) -> Status {
+        lock(&self.shared.status).clone()
+    }
+
+    /// Runs `f` on the local state machine. The state may be stale: it reflects what
+    /// this node has applied, which can lag the cluster.
+    pub fn read_local_stale<T>(&self, f: impl FnOnce(&SM) -> T) -> T {
+        f(&lock(&self.shared.state_machine))
+    }
+
+    /// Stops the node: the protocol loop ends, pending proposals fail with
+    /// [`ClientError::ShuttingDown`], and every task of the node has finished when this
+    /// returns.
+    pub async fn shutdown(&self) {
+        let _ = self.tx.unbounded_send(Event::Shutdown);
+        let tasks = std::mem::take(&mut *lock(&self.shared.tasks));
+        future::join_all(tasks).await;
+        lock(&self.shared.status).stopped = true;
+    }
+}
+
+struct TimerShared {
+    /// The core's next deadline, in runtime nanoseconds.
+    deadline: AtomicU64,
+    /// The deadline the timer task is sleeping toward.
+    sleeping_until: AtomicU64,
+}
+
+struct Driver<SM: StateMachine, R: Runtime, N: Network> {
+    core: RaftCore,
+    rt: R,
+    network: Arc<N>,
+    shared: Arc<Shared<SM>>,
+    persist_tx: mpsc::UnboundedSender<PersistRequest>,
+    apply_tx: mpsc::UnboundedSender<ApplyBatch<SM>>,
+    wake_tx: mpsc::UnboundedSender<()>,
+    timer: Arc<TimerShared>,
+    peers: BTreeMap<NodeId, mpsc::UnboundedSender<Message>>,
+    peer_tasks: Vec<R::JoinHandle>,
+    /// Proposals waiting for their entry to be applied: (index, term, responder), in
+    /// index order.
+    pending: VecDeque<(LogIndex, Term, Responder<SM>)>,
+}
+
+impl<SM: StateMachine, R: Runtime, N: Network> Driver<SM, R, N> {
+    async fn run(mut self, mut rx: mpsc::UnboundedReceiver<Event<SM>>) {
+        let mut fatal = None;
+        let now = self.rt.now();
+        let actions = self.core.take_actions(now);
+        self.dispatch(actions);
+        'outer: while let Some(first) = rx.next().await {
+            let now = self.rt.now();
+            let mut next = Some(first);
+            let mut n = 0;
+            while let Some(ev) = next.take() {
+                match ev {
+                    Event::Message(m) => self.core.step(now, Input::Message(m)),
+                    Event::Propose { data, tx } => self.propose(data, tx),
+                    Event::Tick => self.core.step(now, Input::Tick),
+                    Event::Persisted { seq } => self.core.step(now, Input::Persisted { seq }),
+                    Event::Applied { index } => self.core.step(now, Input::Applied { index }),
+                    Event::Fatal(e) => {
+                        fatal = Some(e);
+                        break 'outer;
+                    }
+                    Event::Shutdown => break 'outer,
+                }
+                n += 1;
+                if n < MAX_BATCH {
+                    next = rx.try_recv().ok();
+                }
+            }
+            let actions = self.core.take_actions(now);
+            self.dispatch(actions);
+            self.publish_status();
+        }
+        self.stop(fatal).await;
+    }
+
+    fn propose(&mut self, data: Bytes, tx: Responder<SM>) {
+        match self.core.propose(std::iter::once(data)) {
+            Ok((index, term)) => {
+                // Entries at or after `index` from an earlier term were truncated.
+                while self.pending.back().is_some_and(|p| p.0 >= index) {
+                    if let Some((_, _, old)) = self.pending.pop_back() {
+                        let _ = old.send(Err(ClientError::Dropped));
+                    }
+                }
+                self.pending.push_back((index, term, tx));
+            }
+            Err(ProposeError::NotLeader(leader)) => {
+                let _ = tx.send(Err(ClientError::NotLeader { leader }));
+            }
+            Err(ProposeError::Overloaded) => {
+                let _ = tx.send(Err(ClientError::Overloaded));
+            }
+        }
+    }
+
+    fn dispatch(&mut self, actions: Vec<Action>) {
+        for action in actions {
+            match action {
+                Action::Persist(req) => {
+                    let _ = self.persist_tx.unbounded_send(req);
+                }
+                Action::Send(msg) => self.send(msg),
+                Action::Apply(entries) => self.apply(entries),
+                Action::SetTimer(t) => {
+                    let t = t.as_nanos();
+                    self.timer.deadline.store(t, Ordering::SeqCst);
+                    if t < self.timer.sleeping_until.load(Ordering::SeqCst) {
+                        let _ = self.wake_tx.unbounded_send(());
+                    }
+                }
+            }
+        }
+    }
+
+    fn send(&mut self, msg: Message) {
+        let to = msg.to;
+        let tx = self.peers.entry(to).or_insert_with(|| {
+            let (tx, mut rx) = mpsc::unbounded::<Message>();
+            let net = self.network.clone();
+            let from = self.core.id();
+            self.peer_tasks.push(self.rt.spawn(async move {
+                while let Some(m) = rx.next().await {
+                    if let Err(e) = net.send(to, m).await {
+                        tracing::debug!(node = from, peer = to, error = %e, "send failed");
+                    }
+                }
+            }));
+            tx
+        });
+        let _ = tx.unbounded_send(msg);
+    }
+
+    fn apply(&mut self, entries: Vec<Entry>) {
+        let (Some(first), Some(last)) = (entries.first().map(|e| e.index), entries.last().map(|e| e.index)) else {
+            return;
+        };
+        let mut responders = Vec::new();
+        while self.pending.front().is_some_and(|p| p.0 <= last) {
+            let Some((index, term, tx)) = self.pending.pop_front() else { break };
+            let same = index >= first && entries.get((index - first) as usize).is_some_and(|e| e.term == term);
+            if same {
+                responders.push((index, tx));
+            } else {
+                let _ = tx.send(Err(ClientError::Dropped));
+            }
+        }
+        let _ = self.apply_tx.unbounded_send(ApplyBatch { entries, responders });
+    }
+
+    fn publish_status(&self) {
+        let cs = self.core.status();
+        let mut s = lock(&self.shared.status);
+        s.role = cs.role;
+        s.is_voter = cs.membership.is_voter(cs.id);
+        s.term = cs.term;
+        s.leader = cs.leader;
+        s.commit_index = cs.commit_index;
+        s.applied_index = cs.applied_index;
+        s.last_log_index = cs.last_log.index;
+        s.durable_index = cs.durable_index;
+        if s.membership != cs.membership {
+            s.membership = cs.membership;
+        }
+        s.match_index = cs.match_index;
+    }
+
+    async fn stop(mut self, fatal: Option<String>) {
+        if let Some(e) = &fatal {
+            tracing::error!(node = self.core.id(), error = %e, "raft node stopping after a fatal error");
+        } else {
+            tracing::debug!(node = self.core.id(), "raft node shutting down");
+        }
+        {
+            let mut s = lock(&self.shared.status);
+            s.fatal_error = fatal.clone();
+            s.stopped = true;
+        }
+        let err = match fatal {
+            Some(e) => ClientError::Fatal(e),
+            None => ClientError::ShuttingDown,
+        };
+        for (_, _, tx) in self.pending.drain(..) {
+            let _ = tx.send(Err(err.clone()));
+        }
+        // Closing these channels ends the persist, apply, timer and sender tasks.
+        self.peers.clear();
+        drop(self.persist_tx);
+        drop(self.apply_tx);
+        drop(self.wake_tx);
+        future::join_all(self.peer_tasks).await;
+    }
+}
+
+async fn persist_task<SM: StateMachine, S: LogStore>(
+    id: NodeId,
+    mut store: S,
+    mut rx: mpsc::UnboundedReceiver<PersistRequest>,
+    tx: mpsc::UnboundedSender<Event<SM>>,
+) {
+    while let Some(first) = rx.next().await {
+        // Group commit: everything queued meanwhile goes to the store together.
+        let mut req = first;
+        while let Ok(more) = rx.try_recv() {
+            merge_persist(&mut req, more);
+        }
+        let result = async {
+            if let Some(hs) = &req.hard_state {
+                store.save_hard_state(hs).await?;
+            }
+            if let Some(from) = req.truncate_from {
+                store.truncate(from).await?;
+            }
+            if !req.entries.is_empty() {
+                store.append(&req.entries).await?;
+            }
+            Ok::<(), StoreError>(())
+        }
+        .await;
+        match result {
+            Ok(()) => {
+                let _ = tx.unbounded_send(Event::Persisted { seq: req.seq });
+            }
+            Err(e) => {
+                tracing::error!(node = id, error = %e, "log store write failed; stopping (fail-stop)");
+                let _ = tx.unbounded_send(Event::Fatal(format!("log store write failed: {e}")));
+                return;
+            }
+        }
+    }
+}
+
+/// Folds `later` into `acc` so that carrying out the result equals carrying out both in
+/// order.
+fn merge_persist(acc: &mut PersistRequest, later: PersistRequest) {
+    acc.seq = later.seq;
+    if later.hard_state.is_some() {
+        acc.hard_state = later.hard_state;
+    }
+    if let Some(t) = later.truncate_from {
+        acc.entries.retain(|e| e.index < t);
+        acc.truncate_from = Some(acc.truncate_from.map_or(t, |a| a.min(t)));
+    }
+    acc.entries.extend(later.entries);
+}
+
+async fn apply_task<SM: StateMachine>(
+    id: NodeId,
+    sm: Arc<Mutex<SM>>,
+    mut rx: mpsc::UnboundedReceiver<ApplyBatch<SM>>,
+    tx: mpsc::UnboundedSender<Event<SM>>,
+) {
+    while let Some(batch) = rx.next().await {
+        let mut last = 0;
+        let mut responders = batch.responders.into_iter().peekable();
+        let mut sm = lock(&sm);
+        for entry in batch.entries {
+            last = entry.index;
+            let result = match entry.payload {
+                EntryPayload::Command(data) => match postcard::from_bytes::<SM::Command>(&data) {
+                    Ok(cmd) => Ok(sm.apply(entry.index, cmd)),
+                    Err(e) => {
+                        tracing::error!(node = id, index = entry.index, error = %e, "committed command does not decode; skipped");
+                        Err(ClientError::Encode(format!("command at index {} does not decode: {e}", entry.index)))
+                    }
+                },
+                _ => continue,
+            };
+            if responders.peek().is_some_and(|(i, _)| *i == entry.index) {
+                if let Some((_, r)) = responders.next() {
+                    let _ = r.send(result);
+                }
+            }
+        }
+        drop(sm);
+        if tx.unbounded_send(Event::Applied { index: last }).is_err() {
+            return;
+        }
+    }
+}
+
+async fn timer_task<SM: StateMachine, R: Runtime>(
+    rt: R,
+    timer: Arc<TimerShared>,
+    mut wake_rx: mpsc::UnboundedReceiver<()>,
+    tx: mpsc::UnboundedSender<Event<SM>>,
+) {
+    let mut fired = None;
+    loop {
+        let deadline = timer.deadline.load(Ordering::SeqCst);
+        if fired == Some(deadline) {
+            // Already ticked for this deadline: wait for a new one.
+            timer.sleeping_until.store(u64::MAX, Ordering::SeqCst);
+            if timer.deadline.load(Ordering::SeqCst) != deadline {
+                continue;
+            }
+            if wake_rx.next().await.is_none() {
+                return;
+            }
+            continue;
+        }
+        timer.sleeping_until.store(deadline, Ordering::SeqCst);
+        if timer.deadline.load(Ordering::SeqCst) != deadline {
+            continue;
+        }
+        let sleep = rt.sleep_until(crate::types::Instant::from_nanos(deadline));
+        match future::select(Box::pin(sleep), wake_rx.next()).await {
+            Either::Left(_) => {
+                let now = rt.now().as_nanos();
+                let current = timer.deadline.load(Ordering::SeqCst);
+                if now >= current {
+                    fired = Some(current);
+                    if tx.unbounded_send(Event::Tick).is_err() {
+                        return;
+                    }
+                }
+            }
+            Either::Right((None, _)) => return,
+            Either::Right((Some(()), _)) => {}
+        }
+    }
+}
