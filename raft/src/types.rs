@@ -38,6 +38,7 @@ impl Instant {
     }
 
     /// `self + d`, saturating at the far future.
+    #[allow(clippy::should_implement_trait)]
     pub fn add(self, d: std::time::Duration) -> Self {
         Instant(self.0.saturating_add(u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)))
     }

@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# The whole test suite: formatting, lints, and the tests of every runtime combination.
+# Run from the repository root: ./scripts/test.sh
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+echo "== rustfmt"
+cargo fmt --all -- --check
+
+echo "== clippy (all targets, all features)"
+cargo clippy --workspace --all-targets --all-features -- -D warnings
+
+echo "== tests: tokio + smol + testing (all features), including the simulator sweep"
+cargo nextest run --workspace --all-features --no-fail-fast
+
+echo "== tests: tokio only"
+cargo nextest run -p raft --no-default-features --features tokio,testing --no-fail-fast
+
+echo "== tests: smol only"
+cargo nextest run -p raft --no-default-features --features smol,testing --no-fail-fast
+
+echo "== doc tests"
+cargo test --workspace --all-features --doc
