@@ -258,6 +258,11 @@ impl<SM: StateMachine> Raft<SM> {
         lock(&self.shared.status).clone()
     }
 
+    /// Runs `f` on the current status without copying it.
+    pub fn with_status<T>(&self, f: impl FnOnce(&Status) -> T) -> T {
+        f(&lock(&self.shared.status))
+    }
+
     /// Runs `f` on the local state machine. The state may be stale: it reflects what
     /// this node has applied, which can lag the cluster.
     pub fn read_local_stale<T>(&self, f: impl FnOnce(&SM) -> T) -> T {

@@ -8,3 +8,4 @@ pub mod linearizability;
 pub mod mem_network;
 pub mod mem_store;
 pub mod sim_runtime;
+pub mod simulator;
