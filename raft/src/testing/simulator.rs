@@ -317,10 +317,10 @@ impl SimCluster {
             lock(&cluster.state.nodes)
                 .insert(id, NodeSlot { raft: None, store, applied, applied_checked: 0, log_checked: 0 });
             let state = cluster.state.clone();
-            let started = cluster.state.sim.block_on(
-                async move { state.start_node(id, Some((1..=n).collect())).await },
-                Duration::from_secs(1),
-            );
+            let started = cluster
+                .state
+                .sim
+                .block_on(async move { state.start_node(id, Some((1..=n).collect())).await }, Duration::from_secs(1));
             match started {
                 Some(Ok(())) => {}
                 Some(Err(e)) => return Err(cluster.fail(format!("node {id} failed to bootstrap: {e}"))),
@@ -385,7 +385,11 @@ impl SimCluster {
 
     /// Runs until `pred` holds (checked after every step) or `limit` passes. Returns
     /// whether it held.
-    pub fn run_until(&mut self, limit: Duration, mut pred: impl FnMut(&SimCluster) -> bool) -> Result<bool, SimFailure> {
+    pub fn run_until(
+        &mut self,
+        limit: Duration,
+        mut pred: impl FnMut(&SimCluster) -> bool,
+    ) -> Result<bool, SimFailure> {
         let end = self.now().add(limit);
         while self.now() < end {
             if pred(self) {
@@ -634,11 +638,9 @@ impl Checker {
                     ));
                 }
                 match self.applied.get(&index) {
-                    Some(&o) if o != op => {
-                        return Err(format!(
-                            "state machine safety: node {id} applied op {op} at index {index}, another node applied op {o}"
-                        ))
-                    }
+                    Some(&o) if o != op => return Err(format!(
+                        "state machine safety: node {id} applied op {op} at index {index}, another node applied op {o}"
+                    )),
                     Some(_) => {}
                     None => {
                         self.applied.insert(index, op);
@@ -691,11 +693,9 @@ impl Checker {
                 for (idx, c) in self.committed.range(..=max_committed) {
                     match log.get((*idx as usize).wrapping_sub(1)) {
                         Some(e) if e == c => {}
-                        other => {
-                            return Err(format!(
-                                "leader completeness: leader {id} has {other:?} at index {idx}, committed entry is {c:?}"
-                            ))
-                        }
+                        other => return Err(format!(
+                            "leader completeness: leader {id} has {other:?} at index {idx}, committed entry is {c:?}"
+                        )),
                     }
                 }
             }
@@ -788,7 +788,7 @@ pub fn run_seed(seed: u64, opts: SimOptions) -> Result<SimReport, SimFailure> {
         CheckResult::NotLinearizable { explanation } => {
             return Err(cluster.fail(format!("client history is not linearizable: {explanation}")))
         }
-        CheckResult::Unknown => cluster.log("linearizability check exceeded its budget; result unknown".into()),
+        CheckResult::Unknown => cluster.log("linearizability check exceeded its budget; result unknown"),
     }
     let report = SimReport {
         ops_ok,
@@ -882,7 +882,12 @@ async fn client_task(
     }
 }
 
-async fn nemesis_task(state: Arc<ClusterState>, mut rng: fastrand::Rng, stop: Arc<AtomicBool>, crashes: Arc<Mutex<usize>>) {
+async fn nemesis_task(
+    state: Arc<ClusterState>,
+    mut rng: fastrand::Rng,
+    stop: Arc<AtomicBool>,
+    crashes: Arc<Mutex<usize>>,
+) {
     let rt = state.sim.runtime();
     let n = state.opts.nodes;
     let mut down: Vec<(NodeId, Instant)> = Vec::new();
