@@ -638,9 +638,11 @@ impl Checker {
                     ));
                 }
                 match self.applied.get(&index) {
-                    Some(&o) if o != op => return Err(format!(
+                    Some(&o) if o != op => {
+                        return Err(format!(
                         "state machine safety: node {id} applied op {op} at index {index}, another node applied op {o}"
-                    )),
+                    ))
+                    }
                     Some(_) => {}
                     None => {
                         self.applied.insert(index, op);
@@ -693,9 +695,11 @@ impl Checker {
                 for (idx, c) in self.committed.range(..=max_committed) {
                     match log.get((*idx as usize).wrapping_sub(1)) {
                         Some(e) if e == c => {}
-                        other => return Err(format!(
+                        other => {
+                            return Err(format!(
                             "leader completeness: leader {id} has {other:?} at index {idx}, committed entry is {c:?}"
-                        )),
+                        ))
+                        }
                     }
                 }
             }
