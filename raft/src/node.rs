@@ -45,6 +45,7 @@ enum Event<SM: StateMachine> {
     Tick,
     Persisted { seq: u64 },
     Applied { index: LogIndex },
+    Loaded { peer: NodeId, term: Term, entries: Result<Vec<Entry>, String> },
     Fatal(String),
     Shutdown,
 }
@@ -135,7 +136,7 @@ impl<SM: StateMachine> Raft<SM> {
         if init.hard_state != HardState::default() || init.last.index != 0 || init.prev.index != 0 {
             return Err(StartError::AlreadyInitialized);
         }
-        store.append(&[Entry { term: 0, index: 1, payload: EntryPayload::Membership(members) }]).await?;
+        store.append(&[Entry { term: 0, index: 1, payload: EntryPayload::Membership(Box::new(members)) }]).await?;
         Self::restart(id, config, runtime, store, network, state_machine).await
     }
 
@@ -292,7 +293,7 @@ struct Driver<SM: StateMachine, R: Runtime, N: Network> {
     rt: R,
     network: Arc<N>,
     shared: Arc<Shared<SM>>,
-    persist_tx: mpsc::UnboundedSender<PersistRequest>,
+    persist_tx: mpsc::UnboundedSender<StoreOp>,
     apply_tx: mpsc::UnboundedSender<ApplyBatch<SM>>,
     wake_tx: mpsc::UnboundedSender<()>,
     timer: Arc<TimerShared>,
@@ -320,6 +321,9 @@ impl<SM: StateMachine, R: Runtime, N: Network> Driver<SM, R, N> {
                     Event::Tick => self.core.step(now, Input::Tick),
                     Event::Persisted { seq } => self.core.step(now, Input::Persisted { seq }),
                     Event::Applied { index } => self.core.step(now, Input::Applied { index }),
+                    Event::Loaded { peer, term, entries } => {
+                        self.core.step(now, Input::EntriesLoaded { peer, term, entries })
+                    }
                     Event::Fatal(e) => {
                         fatal = Some(e);
                         break 'outer;
@@ -362,7 +366,10 @@ impl<SM: StateMachine, R: Runtime, N: Network> Driver<SM, R, N> {
         for action in actions {
             match action {
                 Action::Persist(req) => {
-                    let _ = self.persist_tx.unbounded_send(req);
+                    let _ = self.persist_tx.unbounded_send(StoreOp::Persist(req));
+                }
+                Action::LoadEntries { peer, term, start, end } => {
+                    let _ = self.persist_tx.unbounded_send(StoreOp::Load { peer, term, start, end });
                 }
                 Action::Send(msg) => self.send(msg),
                 Action::Apply(entries) => self.apply(entries),
@@ -456,18 +463,54 @@ impl<SM: StateMachine, R: Runtime, N: Network> Driver<SM, R, N> {
     }
 }
 
+/// Work for the task that owns the store.
+enum StoreOp {
+    Persist(PersistRequest),
+    Load { peer: NodeId, term: Term, start: LogIndex, end: LogIndex },
+}
+
 async fn persist_task<SM: StateMachine, S: LogStore>(
     id: NodeId,
     mut store: S,
-    mut rx: mpsc::UnboundedReceiver<PersistRequest>,
+    mut rx: mpsc::UnboundedReceiver<StoreOp>,
     tx: mpsc::UnboundedSender<Event<SM>>,
 ) {
+    let mut queue = VecDeque::new();
     while let Some(first) = rx.next().await {
-        // Group commit: everything queued meanwhile goes to the store together.
-        let mut req = first;
+        queue.push_back(first);
         while let Ok(more) = rx.try_recv() {
-            merge_persist(&mut req, more);
+            queue.push_back(more);
         }
+        while let Some(op) = queue.pop_front() {
+            let mut req = match op {
+                StoreOp::Persist(req) => req,
+                StoreOp::Load { peer, term, start, end } => {
+                    let entries = store.entries(start, end).await.map_err(|e| e.to_string());
+                    let _ = tx.unbounded_send(Event::Loaded { peer, term, entries });
+                    continue;
+                }
+            };
+            // Group commit: persist requests queued meanwhile go to the store together.
+            while let Some(StoreOp::Persist(_)) = queue.front() {
+                if let Some(StoreOp::Persist(more)) = queue.pop_front() {
+                    merge_persist(&mut req, more);
+                }
+            }
+            if !persist(id, &mut store, req, &tx).await {
+                return;
+            }
+        }
+    }
+}
+
+/// Carries out one persist request; false after a fatal store error.
+async fn persist<SM: StateMachine, S: LogStore>(
+    id: NodeId,
+    store: &mut S,
+    req: PersistRequest,
+    tx: &mpsc::UnboundedSender<Event<SM>>,
+) -> bool {
+    {
         let result = async {
             if let Some(hs) = &req.hard_state {
                 store.save_hard_state(hs).await?;
@@ -484,11 +527,12 @@ async fn persist_task<SM: StateMachine, S: LogStore>(
         match result {
             Ok(()) => {
                 let _ = tx.unbounded_send(Event::Persisted { seq: req.seq });
+                true
             }
             Err(e) => {
                 tracing::error!(node = id, error = %e, "log store write failed; stopping (fail-stop)");
                 let _ = tx.unbounded_send(Event::Fatal(format!("log store write failed: {e}")));
-                return;
+                false
             }
         }
     }

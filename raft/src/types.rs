@@ -75,7 +75,7 @@ pub enum EntryPayload {
     Command(Bytes),
     /// A membership configuration; it takes effect as soon as it is in a log
     /// (thesis §4.1).
-    Membership(Membership),
+    Membership(Box<Membership>),
 }
 
 /// One entry of the replicated log.

@@ -7,12 +7,17 @@ use crate::types::{Entry, LogId, LogIndex, Term};
 
 /// The log as the protocol core sees it.
 ///
-/// Entries start after `prev` (the snapshot point, `(0, 0)` without compaction).
-/// `durable` is the highest index known to be on stable storage *with the same term as
-/// the entry held here*; truncation lowers it, a `Persisted` report raises it.
+/// The log starts after `prev` (the snapshot point, `(0, 0)` without compaction). Only
+/// a tail of it is held in memory: entries up to `trimmed` were applied and are durable,
+/// so the core dropped them; they are read back from the store when a lagging peer needs
+/// them. `durable` is the highest index known to be on stable storage *with the same
+/// term as the entry held here*; truncation lowers it, a `Persisted` report raises it.
 #[derive(Debug, Default)]
 pub(crate) struct RaftLog {
     prev: LogId,
+    /// The last entry dropped from memory (`prev` if none).
+    trimmed: LogId,
+    /// The entries after `trimmed`.
     entries: VecDeque<Entry>,
     /// Highest index durable in the store, matching this log.
     pub(crate) durable: LogIndex,
@@ -24,17 +29,43 @@ impl RaftLog {
     /// A log holding `entries` after `prev`, all of them durable.
     pub(crate) fn restore(prev: LogId, entries: Vec<Entry>) -> Self {
         let durable = entries.last().map_or(prev.index, |e| e.index);
-        RaftLog { prev, entries: entries.into(), durable, commit: prev.index }
+        RaftLog { prev, trimmed: prev, entries: entries.into(), durable, commit: prev.index }
+    }
+
+    /// The snapshot point: the log (in memory or in the store) starts after it.
+    pub(crate) fn prev(&self) -> LogId {
+        self.prev
+    }
+
+    /// The last entry no longer held in memory.
+    pub(crate) fn trimmed(&self) -> LogId {
+        self.trimmed
+    }
+
+    /// Drops entries up to `index` from memory; they must be applied and durable.
+    pub(crate) fn trim_to(&mut self, index: LogIndex) {
+        if index <= self.trimmed.index || index > self.last_index() {
+            return;
+        }
+        let term = self.term_at(index).unwrap_or(self.trimmed.term);
+        let n = (index - self.trimmed.index) as usize;
+        self.entries.drain(..n);
+        self.trimmed = LogId { term, index };
+    }
+
+    /// Number of entries held in memory.
+    pub(crate) fn cached_len(&self) -> usize {
+        self.entries.len()
     }
 
     /// The index of the last entry (or of `prev` for an empty log).
     pub(crate) fn last_index(&self) -> LogIndex {
-        self.prev.index + self.entries.len() as u64
+        self.trimmed.index + self.entries.len() as u64
     }
 
     /// The term of the last entry (or of `prev`).
     pub(crate) fn last_term(&self) -> Term {
-        self.entries.back().map_or(self.prev.term, |e| e.term)
+        self.entries.back().map_or(self.trimmed.term, |e| e.term)
     }
 
     /// The position of the last entry.
@@ -42,24 +73,27 @@ impl RaftLog {
         LogId { index: self.last_index(), term: self.last_term() }
     }
 
-    /// The term of the entry at `index`; `None` if the log does not hold it (beyond the
-    /// end, or compacted away before `prev`).
+    /// The term of the entry at `index`; `None` if memory does not hold it (beyond the
+    /// end, trimmed, or compacted away before `prev`).
     pub(crate) fn term_at(&self, index: LogIndex) -> Option<Term> {
+        if index == self.trimmed.index {
+            return Some(self.trimmed.term);
+        }
         if index == self.prev.index {
             return Some(self.prev.term);
         }
-        if index < self.prev.index {
+        if index < self.trimmed.index {
             return None;
         }
-        self.entries.get((index - self.prev.index - 1) as usize).map(|e| e.term)
+        self.entries.get((index - self.trimmed.index - 1) as usize).map(|e| e.term)
     }
 
-    /// The entry at `index`, if held.
+    /// The entry at `index`, if held in memory.
     pub(crate) fn get(&self, index: LogIndex) -> Option<&Entry> {
-        if index <= self.prev.index {
+        if index <= self.trimmed.index {
             return None;
         }
-        self.entries.get((index - self.prev.index - 1) as usize)
+        self.entries.get((index - self.trimmed.index - 1) as usize)
     }
 
     /// Paper §5.4.1: is a log ending at `(last_index, last_term)` at least as up to date
@@ -76,7 +110,7 @@ impl RaftLog {
 
     /// Removes every entry with index `>= from`, lowering `durable` to match.
     pub(crate) fn truncate_from(&mut self, from: LogIndex) {
-        let keep = from.saturating_sub(self.prev.index + 1) as usize;
+        let keep = from.saturating_sub(self.trimmed.index + 1) as usize;
         self.entries.truncate(keep);
         self.durable = self.durable.min(from.saturating_sub(1));
     }
@@ -84,10 +118,10 @@ impl RaftLog {
     /// Clones entries in `start..` up to `max_count` entries and `max_bytes` bytes (at
     /// least one entry if any is available).
     pub(crate) fn slice(&self, start: LogIndex, max_count: usize, max_bytes: usize) -> Vec<Entry> {
-        if start <= self.prev.index || start > self.last_index() {
+        if start <= self.trimmed.index || start > self.last_index() {
             return Vec::new();
         }
-        let from = (start - self.prev.index - 1) as usize;
+        let from = (start - self.trimmed.index - 1) as usize;
         let mut out = Vec::new();
         let mut bytes = 0;
         for e in self.entries.range(from..) {
@@ -103,11 +137,11 @@ impl RaftLog {
 
     /// Clones the entries in `start..=end`.
     pub(crate) fn range(&self, start: LogIndex, end: LogIndex) -> Vec<Entry> {
-        if start > end || start <= self.prev.index {
+        if start > end || start <= self.trimmed.index {
             return Vec::new();
         }
-        let from = (start - self.prev.index - 1) as usize;
-        let to = ((end.min(self.last_index()) - self.prev.index) as usize).max(from);
+        let from = (start - self.trimmed.index - 1) as usize;
+        let to = ((end.min(self.last_index()) - self.trimmed.index) as usize).max(from);
         self.entries.range(from..to).cloned().collect()
     }
 
@@ -115,7 +149,7 @@ impl RaftLog {
     /// `floor` (thesis §5.3 conflict optimization).
     pub(crate) fn first_index_of_term_run(&self, index: LogIndex, term: Term, floor: LogIndex) -> LogIndex {
         let mut i = index;
-        while i > floor.max(self.prev.index + 1) && self.term_at(i - 1) == Some(term) {
+        while i > floor.max(self.trimmed.index + 1) && self.term_at(i - 1) == Some(term) {
             i -= 1;
         }
         i
@@ -124,7 +158,7 @@ impl RaftLog {
     /// The last index at or below `upto` whose entry has `term`, if any.
     pub(crate) fn last_index_of_term(&self, term: Term, upto: LogIndex) -> Option<LogIndex> {
         let mut i = upto.min(self.last_index());
-        while i > self.prev.index {
+        while i > self.trimmed.index {
             match self.term_at(i) {
                 Some(t) if t == term => return Some(i),
                 Some(t) if t < term => return None,
@@ -184,6 +218,21 @@ mod tests {
         assert_eq!(log.first_index_of_term_run(5, 2, 4), 4);
         assert_eq!(log.last_index_of_term(2, 6), Some(5));
         assert_eq!(log.last_index_of_term(3, 6), None);
+    }
+
+    #[test]
+    fn trimmed_entries_leave_memory_but_keep_their_position() {
+        let mut log = log_with_terms(&[1, 1, 2, 2, 3]);
+        log.trim_to(3);
+        assert_eq!(log.cached_len(), 2);
+        assert_eq!(log.last_index(), 5);
+        assert_eq!(log.term_at(3), Some(2), "the last trimmed term is remembered");
+        assert_eq!(log.term_at(2), None);
+        assert!(log.get(3).is_none());
+        assert_eq!(log.slice(3, 10, 1000).len(), 0, "trimmed entries must be loaded");
+        assert_eq!(log.slice(4, 10, 1000).len(), 2);
+        log.truncate_from(5);
+        assert_eq!(log.last_index(), 4);
     }
 
     #[test]

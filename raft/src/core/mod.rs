@@ -58,6 +58,15 @@ pub enum Input {
         /// The last applied index.
         index: LogIndex,
     },
+    /// The answer to [`Action::LoadEntries`].
+    EntriesLoaded {
+        /// The peer the entries are for.
+        peer: NodeId,
+        /// The term in which they were requested.
+        term: Term,
+        /// The entries read, or why the read failed.
+        entries: Result<Vec<Entry>, String>,
+    },
 }
 
 /// A request to make state durable, executed by the driver against the
@@ -86,7 +95,25 @@ pub enum Action {
     Apply(Vec<Entry>),
     /// Deliver [`Input::Tick`] at or after this time.
     SetTimer(Instant),
+    /// Read entries `start..end` from the store (they are no longer in the core's memory)
+    /// and hand them back with [`Input::EntriesLoaded`], in the same `term`.
+    LoadEntries {
+        /// The peer that needs them.
+        peer: NodeId,
+        /// The leader's term at the request.
+        term: Term,
+        /// First index to read.
+        start: LogIndex,
+        /// One past the last index to read.
+        end: LogIndex,
+    },
 }
+
+/// Entries beyond what is applied and durable that the core keeps in memory for peers
+/// that lag; a peer further behind is served from the store.
+const MAX_CACHED_LAG: u64 = 1 << 16;
+/// The core trims its in-memory log in chunks of at least this many entries.
+const TRIM_CHUNK: u64 = 1 << 12;
 
 /// Why a proposal was refused.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -124,6 +151,8 @@ pub struct CoreStatus {
     pub membership: Membership,
     /// The leader's view of each peer's match index (empty unless leader).
     pub match_index: BTreeMap<NodeId, LogIndex>,
+    /// How many log entries the core holds in memory.
+    pub cached_entries: usize,
 }
 
 /// What accumulates for the next [`PersistRequest`].
@@ -199,7 +228,7 @@ impl RaftCore {
         let mut configs = Vec::new();
         for i in 1..=log.last_index() {
             if let Some(Entry { payload: EntryPayload::Membership(m), .. }) = log.get(i) {
-                configs.push((i, m.clone()));
+                configs.push((i, (**m).clone()));
             }
         }
         let membership = configs.last().map(|(_, m)| m.clone()).unwrap_or_default();
@@ -274,6 +303,7 @@ impl RaftCore {
             durable_index: self.log.durable,
             membership: self.membership.clone(),
             match_index: self.progress.iter().map(|(&id, p)| (id, p.match_index)).collect(),
+            cached_entries: self.log.cached_len(),
         }
     }
 
@@ -299,6 +329,7 @@ impl RaftCore {
             Input::Tick => self.tick(now),
             Input::Persisted { seq } => self.on_persisted(seq),
             Input::Applied { index } => self.applied_index = self.applied_index.max(index),
+            Input::EntriesLoaded { peer, term, entries } => self.on_entries_loaded(peer, term, entries),
         }
     }
 
@@ -340,12 +371,28 @@ impl RaftCore {
             self.apply_index = apply_to;
             self.actions.push(Action::Apply(entries));
         }
+        self.maybe_trim();
         let deadline = self.next_deadline();
         if self.last_timer != Some(deadline) {
             self.last_timer = Some(deadline);
             self.actions.push(Action::SetTimer(deadline));
         }
         std::mem::take(&mut self.actions)
+    }
+
+    /// Drops applied, durable entries from memory, keeping what peers that are not far
+    /// behind still need.
+    fn maybe_trim(&mut self) {
+        let mut to = self.apply_index.min(self.log.durable);
+        if self.role == Role::Leader {
+            let slowest = self.progress.values().map(|p| p.match_index).min().unwrap_or(to);
+            if to.saturating_sub(slowest) < MAX_CACHED_LAG {
+                to = to.min(slowest);
+            }
+        }
+        if to >= self.log.trimmed().index + TRIM_CHUNK {
+            self.log.trim_to(to);
+        }
     }
 
     // ----- time -----
@@ -476,8 +523,8 @@ impl RaftCore {
     /// Adds an entry at the end of the log, tracking membership entries.
     fn push_entry(&mut self, entry: Entry) {
         if let EntryPayload::Membership(m) = &entry.payload {
-            self.configs.push((entry.index, m.clone()));
-            self.set_membership(m.clone());
+            self.configs.push((entry.index, (**m).clone()));
+            self.set_membership((**m).clone());
         }
         self.pending.entries.push(entry.clone());
         self.log.push(entry);

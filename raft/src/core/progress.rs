@@ -29,6 +29,8 @@ pub(crate) struct Progress {
     inflight_bytes: usize,
     /// Heard from since the last check-quorum round.
     pub(crate) recent_active: bool,
+    /// Entries for this peer are being read from the store.
+    pub(crate) loading: bool,
 }
 
 impl Progress {
@@ -41,11 +43,15 @@ impl Progress {
             inflight: VecDeque::new(),
             inflight_bytes: 0,
             recent_active: false,
+            loading: false,
         }
     }
 
     /// Whether no further append may be sent now.
     pub(crate) fn is_paused(&self, max_msgs: usize, max_bytes: usize) -> bool {
+        if self.loading {
+            return true;
+        }
         match self.state {
             ProgressState::Probe => self.probe_sent,
             ProgressState::Replicate => self.inflight.len() >= max_msgs || self.inflight_bytes >= max_bytes,

@@ -71,7 +71,7 @@ where
 pub fn sample_entry(term: Term, index: LogIndex) -> Entry {
     let payload = match index % 7 {
         0 => EntryPayload::Blank,
-        3 => EntryPayload::Membership(sample_membership(index)),
+        3 => EntryPayload::Membership(Box::new(sample_membership(index))),
         _ => EntryPayload::Command(sample_command(index)),
     };
     Entry { term, index, payload }
