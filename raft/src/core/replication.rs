@@ -151,13 +151,17 @@ impl RaftCore {
         if self.role != Role::Leader {
             return;
         }
+        let (max_msgs, max_bytes) = (self.cfg.max_inflight_messages, self.cfg.max_inflight_bytes);
         let Some(pr) = self.progress.get_mut(&from) else { return };
         pr.recent_active = true;
         if success {
+            // A paused peer was skipped by any commit broadcast meanwhile; unless a new
+            // broadcast is due anyway, tell it the commit index now, even with no entries.
+            let was_paused = pr.is_paused(max_msgs, max_bytes);
             if pr.acknowledge(index) {
                 self.maybe_commit();
             }
-            self.send_appends(from, false);
+            self.send_appends(from, was_paused && !self.broadcast_commit);
             return;
         }
         // A rejection of something other than what we are probing now is stale.

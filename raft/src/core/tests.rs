@@ -533,6 +533,38 @@ fn pre_vote_does_not_change_terms() {
 }
 
 #[test]
+fn candidate_with_majority_becomes_leader_and_appends_blank_entry() {
+    let mut c = Cluster::new(3);
+    c.fire_timeout(1);
+    c.deliver_where(is_pre_vote_traffic);
+    assert_eq!((c.core(1).role(), c.core(1).term()), (Role::Candidate, 1));
+
+    // Only node 2 hears the vote request; its vote plus the candidate's own is a majority.
+    c.deliver_one(|m| m.to == 2 && matches!(m.body, MessageBody::RequestVote { .. }));
+    assert_eq!(c.core(1).role(), Role::Candidate, "one vote is not a majority");
+    c.deliver_one(|m| m.from == 2 && m.to == 1);
+    assert_eq!(c.core(1).role(), Role::Leader);
+    assert_eq!((c.core(1).term(), c.core(1).leader()), (1, Some(1)));
+
+    let expected = blank(2, 1);
+    assert_eq!(c.core(1).entry(2), Some(&expected), "a new leader appends a blank entry of its term");
+    let appends = c.queued(is_append);
+    assert_eq!(appends.iter().map(|m| m.to).collect::<Vec<_>>(), vec![2, 3]);
+    for m in &appends {
+        let MessageBody::AppendEntries { prev_log_index, prev_log_term, entries, .. } = &m.body else { unreachable!() };
+        assert_eq!((*prev_log_index, *prev_log_term, entries.clone()), (1, 0, vec![expected.clone()]));
+    }
+
+    // Node 3, which never saw the vote request in time, follows the leader's appends;
+    // the blank entry commits everything before it.
+    c.deliver_all();
+    for id in 1..=3 {
+        assert_eq!((c.core(id).term(), c.core(id).leader()), (1, Some(1)), "node {id}");
+        assert_eq!(c.commit(id), 2, "node {id}");
+    }
+}
+
+#[test]
 fn candidate_increments_term_and_votes_for_itself() {
     let mut c = Cluster::with_config(3, Config { pre_vote: false, ..config() });
     c.hold(1);
@@ -880,6 +912,31 @@ fn leader_sends_appends_before_its_own_write_is_durable() {
 
 // ----- replication -----
 
+#[test]
+fn entries_replicate_and_commit_on_majority() {
+    let mut c = Cluster::new(3);
+    c.elect(1);
+    let (first, term) = c.propose(1, cmds(0..3)).unwrap();
+    assert_eq!((first, term), (3, 1));
+    assert_eq!(c.commit(1), 2, "nothing new commits before a follower has it");
+
+    // Node 3 hears nothing; node 2's copy makes a majority.
+    c.deliver_where(|m| m.to == 2 || m.from == 2);
+    assert_eq!(c.commit(1), 5);
+    assert_eq!(c.commit(2), 5, "the follower learns the commit index promptly");
+    assert_eq!(c.last(3).index, 2);
+    assert_eq!(c.commit(3), 2);
+    let applied: Vec<EntryPayload> = c.node(1).applied.iter().skip(2).map(|e| e.payload.clone()).collect();
+    assert_eq!(applied, cmds(0..3).into_iter().map(EntryPayload::Command).collect::<Vec<_>>());
+
+    c.deliver_all();
+    for id in 1..=3 {
+        assert_eq!(c.log(id), c.log(1), "node {id}");
+        assert_eq!(c.commit(id), 5, "node {id}");
+        assert_eq!(c.node(id).store.entries, c.log(1), "node {id}'s store");
+    }
+}
+
 /// Figure 8 of the Raft paper, on five bare cores. Index 2 (term 2) is on S1 and S2;
 /// S5 holds a different index 2 (term 3). S1 leads term 4.
 fn figure_8_setup() -> Cluster {
@@ -1149,6 +1206,24 @@ fn follower_commit_follows_leader_commit_capped_at_match() {
 }
 
 #[test]
+fn follower_paused_when_commit_advanced_still_learns_it_without_a_heartbeat() {
+    let mut c = Cluster::with_config(3, windowed_config());
+    c.elect(1);
+    c.propose(1, cmds(0..10)).unwrap();
+    // Node 2's acknowledgements commit everything while node 3's window is full, so the
+    // commit broadcast skips node 3; its appends carry the old commit index.
+    c.deliver_where(|m| m.to == 2 || m.from == 2);
+    assert_eq!(c.commit(1), 12);
+    for m in c.queued(|m| m.to == 3) {
+        assert!(matches!(m.body, MessageBody::AppendEntries { leader_commit: 2, .. }), "{m:?}");
+    }
+    // Node 3's acknowledgements bring nothing new to send, yet it must hear of the commit.
+    c.deliver_where(|m| m.to == 3 || m.from == 3);
+    assert_eq!(c.commit(3), 12);
+    assert_eq!(c.node(3).applied, c.log(3));
+}
+
+#[test]
 fn apply_emits_committed_entries_in_order_once() {
     let mut c = Cluster::new(3);
     c.elect(1);
@@ -1199,6 +1274,38 @@ fn leader_refuses_proposals_beyond_uncommitted_limit() {
     assert_eq!(c.propose(1, vec![cmd(10)]), Err(ProposeError::Overloaded));
     c.deliver_all();
     assert!(c.propose(1, vec![cmd(10)]).is_ok(), "committing makes room again");
+}
+
+#[test]
+fn duplicate_and_reordered_appends_are_harmless() {
+    let mut c = Cluster::new(3);
+    c.elect(1);
+    for round in 0..3 {
+        c.propose(1, vec![cmd(round)]).unwrap();
+    }
+    // Three appends to node 2 (indexes 3, 4 and 5), delivered newest first, then all
+    // of them again.
+    let to_2 = c.take_where(|m| m.to == 2 && is_append_with_entries(m));
+    assert_eq!(to_2.iter().map(appended_indexes).collect::<Vec<_>>(), vec![vec![3], vec![4], vec![5]]);
+    for m in to_2.iter().rev().chain(to_2.iter()) {
+        c.inject(m.clone());
+        c.deliver_all();
+    }
+    c.deliver_all();
+    for id in 1..=3 {
+        assert_eq!(c.log(id), c.log(1), "node {id}");
+        assert_eq!(c.commit(id), 5, "node {id}");
+        assert_eq!(c.node(id).store.entries, c.log(1), "node {id}'s store");
+    }
+    assert!(c.node(2).store.requests.iter().all(|r| r.truncate_from.is_none()), "matching entries never truncated");
+
+    // An old append covering only a prefix leaves the rest of the log alone.
+    let old = to_2[0].clone();
+    c.inject(old);
+    assert_eq!(c.last(2).index, 5);
+    c.deliver_all();
+    assert_eq!(c.core(1).status().match_index[&2], 5, "a stale acknowledgement does not lower match");
+    assert_eq!(c.commit(2), 5);
 }
 
 // ----- membership -----
