@@ -1092,6 +1092,87 @@ fn lagging_follower_is_repaired_in_few_round_trips() {
 }
 
 #[test]
+fn divergent_follower_with_many_stale_terms_repaired_quickly() {
+    // Node 2 led terms 2..=39 in turn, each time appending one entry that went nowhere.
+    // Nodes 1 and 3 hold 60 entries of term 40 at those indexes.
+    let mut leader_terms = vec![1, 1, 1];
+    leader_terms.extend([40; 60]);
+    let mut stale_terms = vec![1, 1, 1];
+    stale_terms.extend(2..=39);
+    let logs = vec![
+        (hard_state(40), log_with_terms(3, &leader_terms)),
+        (hard_state(40), log_with_terms(3, &stale_terms)),
+        (hard_state(40), log_with_terms(3, &leader_terms)),
+    ];
+    let mut c = Cluster::with_logs(config(), logs);
+    c.elect(1);
+    assert_eq!(c.log(2), c.log(1));
+    assert!(c.rejections_from(2) <= 3, "{} probes rejected", c.rejections_from(2));
+}
+
+#[test]
+fn divergent_follower_with_newer_stale_terms_repaired_quickly() {
+    // The mirror image: node 2's stale entries are of terms 3..=40, newer than the term-2
+    // entries the leader holds at those indexes.
+    let mut leader_terms = vec![1, 1, 1];
+    leader_terms.extend([2; 60]);
+    let mut stale_terms = vec![1, 1, 1];
+    stale_terms.extend(3..=40);
+    let logs = vec![
+        (hard_state(41), log_with_terms(3, &leader_terms)),
+        (hard_state(41), log_with_terms(3, &stale_terms)),
+        (hard_state(41), log_with_terms(3, &leader_terms)),
+    ];
+    let mut c = Cluster::with_logs(config(), logs);
+    c.elect(1);
+    assert_eq!(c.log(2), c.log(1));
+    assert!(c.rejections_from(2) <= 3, "{} probes rejected", c.rejections_from(2));
+}
+
+#[test]
+fn random_divergent_logs_converge_to_the_leaders() {
+    let mut rng = fastrand::Rng::with_seed(0xd1fe);
+    for case in 0..300 {
+        // A common prefix, then suffixes whose terms are disjoint sets (two logs sharing
+        // an entry's term and index would be identical up to it): each term above the
+        // prefix goes to the leader's suffix, the follower's, or neither.
+        let mut prefix = Vec::new();
+        let mut term = 0;
+        for _ in 0..rng.usize(0..20) {
+            term += rng.u64(0..2);
+            prefix.push(term.max(1));
+        }
+        let base = prefix.last().copied().unwrap_or(1);
+        let (mut leader, mut follower) = (prefix.clone(), prefix);
+        let top = base + rng.u64(1..30);
+        for t in base + 1..=top {
+            let run = rng.usize(1..6);
+            match rng.u8(0..3) {
+                0 => leader.extend(std::iter::repeat(t).take(run)),
+                1 => follower.extend(std::iter::repeat(t).take(run)),
+                _ => {}
+            }
+        }
+        let leader_log = log_with_terms(3, &leader);
+        let logs = vec![
+            (hard_state(top), leader_log.clone()),
+            (hard_state(top), log_with_terms(3, &follower)),
+            (hard_state(top), leader_log),
+        ];
+        let mut c = Cluster::with_logs(config(), logs);
+        c.elect(1);
+        assert_eq!(c.terms(2), c.terms(1), "case {case}: leader {leader:?}, follower {follower:?}");
+        assert_eq!(c.node(2).store.entries, c.log(1), "case {case}: the follower's store");
+        let distinct: BTreeSet<Term> = leader.iter().chain(&follower).copied().collect();
+        assert!(
+            c.rejections_from(2) <= distinct.len() + 2,
+            "case {case}: {} rejections, leader {leader:?}, follower {follower:?}",
+            c.rejections_from(2)
+        );
+    }
+}
+
+#[test]
 fn many_proposals_batch_into_one_append_per_peer() {
     let mut c = Cluster::new(3);
     c.elect(1);
