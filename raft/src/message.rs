@@ -88,10 +88,13 @@ pub enum MessageBody {
 /// Where a follower's log may match the leader's, sent with a rejected append.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ConflictHint {
-    /// The follower's term at the rejected index, if it has an entry there.
+    /// The follower's term at `index`, when the follower has an entry at the rejected
+    /// index.
     pub conflict_term: Option<Term>,
-    /// With `conflict_term`: the first index of that term in the follower's log.
-    /// Without: one past the follower's last index.
+    /// With `conflict_term`: the follower's last index at or below the rejected one whose
+    /// term is at most the leader's `prev_log_term` (entries with newer terms cannot
+    /// match), or its commit index if that is higher. Without: one past the follower's
+    /// last index.
     pub index: LogIndex,
 }
 

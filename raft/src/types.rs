@@ -38,6 +38,8 @@ impl Instant {
     }
 
     /// `self + d`, saturating at the far future.
+    // Deliberately an inherent method rather than `std::ops::Add`: it saturates, which
+    // the `+` operator would not suggest.
     #[allow(clippy::should_implement_trait)]
     pub fn add(self, d: std::time::Duration) -> Self {
         Instant(self.0.saturating_add(u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)))

@@ -145,27 +145,16 @@ impl RaftLog {
         self.entries.range(from..to).cloned().collect()
     }
 
-    /// The first index of the run of `term` that ends at `index`, not going below
-    /// `floor` (thesis §5.3 conflict optimization).
-    pub(crate) fn first_index_of_term_run(&self, index: LogIndex, term: Term, floor: LogIndex) -> LogIndex {
-        let mut i = index;
-        while i > floor.max(self.trimmed.index + 1) && self.term_at(i - 1) == Some(term) {
+    /// The last index in `floor..=upto` whose entry has a term of at most `term`, or
+    /// `floor` if there is none (thesis §5.3 conflict optimization, skipping a whole
+    /// suffix of newer terms at once: terms never decrease along a log). Stops below
+    /// the first held entry if even `prev` is newer than `term`.
+    pub(crate) fn last_index_with_term_at_most(&self, term: Term, upto: LogIndex, floor: LogIndex) -> LogIndex {
+        let mut i = upto.min(self.last_index());
+        while i > floor && self.term_at(i).is_some_and(|t| t > term) {
             i -= 1;
         }
         i
-    }
-
-    /// The last index at or below `upto` whose entry has `term`, if any.
-    pub(crate) fn last_index_of_term(&self, term: Term, upto: LogIndex) -> Option<LogIndex> {
-        let mut i = upto.min(self.last_index());
-        while i > self.trimmed.index {
-            match self.term_at(i) {
-                Some(t) if t == term => return Some(i),
-                Some(t) if t < term => return None,
-                _ => i -= 1,
-            }
-        }
-        None
     }
 }
 
@@ -212,12 +201,14 @@ mod tests {
     }
 
     #[test]
-    fn term_runs_for_conflict_hints() {
+    fn conflict_hints_skip_newer_terms() {
         let log = log_with_terms(&[1, 1, 2, 2, 2, 4]);
-        assert_eq!(log.first_index_of_term_run(5, 2, 0), 3);
-        assert_eq!(log.first_index_of_term_run(5, 2, 4), 4);
-        assert_eq!(log.last_index_of_term(2, 6), Some(5));
-        assert_eq!(log.last_index_of_term(3, 6), None);
+        assert_eq!(log.last_index_with_term_at_most(3, 6, 0), 5, "skips the term-4 suffix");
+        assert_eq!(log.last_index_with_term_at_most(2, 4, 0), 4, "already at most the term");
+        assert_eq!(log.last_index_with_term_at_most(1, 6, 0), 2);
+        assert_eq!(log.last_index_with_term_at_most(0, 6, 0), 0);
+        assert_eq!(log.last_index_with_term_at_most(1, 6, 3), 3, "never below the floor");
+        assert_eq!(log.last_index_with_term_at_most(9, 20, 0), 6, "capped at the last entry");
     }
 
     #[test]

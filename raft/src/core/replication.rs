@@ -169,9 +169,13 @@ impl RaftCore {
         if prev_log_index > commit {
             match self.log.term_at(prev_log_index) {
                 Some(t) if t == prev_log_term => {}
-                Some(t) => {
-                    let first = self.log.first_index_of_term_run(prev_log_index, t, commit + 1);
-                    self.reject_append(from, prev_log_index, ConflictHint { conflict_term: Some(t), index: first });
+                Some(_) => {
+                    // None of our entries with a term above `prev_log_term` can match the
+                    // leader's (its terms up to `prev_log_index` are at most that): point
+                    // below all of them at once. Entries up to `commit` match for sure.
+                    let index = self.log.last_index_with_term_at_most(prev_log_term, prev_log_index, commit);
+                    let hint = ConflictHint { conflict_term: self.log.term_at(index), index };
+                    self.reject_append(from, prev_log_index, hint);
                     return;
                 }
                 None => {
@@ -228,13 +232,17 @@ impl RaftCore {
         if self.role != Role::Leader {
             return;
         }
+        let (max_msgs, max_bytes) = (self.cfg.max_inflight_messages, self.cfg.max_inflight_bytes);
         let Some(pr) = self.progress.get_mut(&from) else { return };
         pr.recent_active = true;
         if success {
+            // A paused peer was skipped by any commit broadcast meanwhile; unless a new
+            // broadcast is due anyway, tell it the commit index now, even with no entries.
+            let was_paused = pr.is_paused(max_msgs, max_bytes);
             if pr.acknowledge(index) {
                 self.maybe_commit();
             }
-            self.send_appends(from, false);
+            self.send_appends(from, was_paused && !self.broadcast_commit);
             return;
         }
         // A rejection of something other than what we are probing now is stale.
@@ -245,8 +253,10 @@ impl RaftCore {
         }
         let match_index = pr.match_index;
         let next = match hint {
-            Some(ConflictHint { conflict_term: Some(t), index: first }) => {
-                self.log.last_index_of_term(t, index).map_or(first, |i| i + 1)
+            // The follower's terms up to `hint` are at most `t`, so none of our entries
+            // above `t` can match there: probe below all of them.
+            Some(ConflictHint { conflict_term: Some(t), index: hint }) => {
+                self.log.last_index_with_term_at_most(t, hint, match_index) + 1
             }
             Some(ConflictHint { conflict_term: None, index: end }) => end,
             None => index,
