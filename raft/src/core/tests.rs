@@ -37,7 +37,7 @@ fn cmds(range: std::ops::Range<usize>) -> Vec<Bytes> {
 
 /// Entry 1 of every bootstrapped log: the initial configuration of nodes `1..=n`.
 fn bootstrap_entry(n: u64) -> Entry {
-    Entry { term: 0, index: 1, payload: EntryPayload::Membership(Membership::new(1..=n)) }
+    Entry { term: 0, index: 1, payload: EntryPayload::Membership(Box::new(Membership::new(1..=n))) }
 }
 
 /// A bootstrapped log followed by one command entry per element of `terms`, at indexes
@@ -215,6 +215,16 @@ impl Cluster {
                         }
                     }
                     Action::SetTimer(_) => {}
+                    Action::LoadEntries { peer, term, start, end } => {
+                        let entries = node
+                            .store
+                            .entries
+                            .get((start - 1) as usize..(end - 1) as usize)
+                            .map(<[Entry]>::to_vec)
+                            .ok_or_else(|| format!("entries {start}..{end} not in the store"));
+                        node.core.step(now, Input::EntriesLoaded { peer, term, entries });
+                        busy = true;
+                    }
                 }
             }
             if !node.store.hold && !node.store.unacked.is_empty() {
@@ -1395,7 +1405,7 @@ fn duplicate_and_reordered_appends_are_harmless() {
 fn membership_entry_takes_effect_when_appended() {
     let mut c = Cluster::new(3);
     let four = Membership::new([1, 2, 3, 4]);
-    let entry = Entry { term: 1, index: 2, payload: EntryPayload::Membership(four.clone()) };
+    let entry = Entry { term: 1, index: 2, payload: EntryPayload::Membership(Box::new(four.clone())) };
     c.inject(append(1, 2, 1, (1, 0), vec![entry], 0));
     assert_eq!(c.commit(2), 0);
     assert_eq!(c.core(2).status().membership, four, "in effect as soon as it is in the log, uncommitted");
@@ -1409,7 +1419,7 @@ fn membership_entry_takes_effect_when_appended() {
     // changes the quorum at once.
     let mut c = Cluster::new(3);
     c.elect(1);
-    let index = c.node_mut(1).core.append_local(EntryPayload::Membership(four.clone()));
+    let index = c.node_mut(1).core.append_local(EntryPayload::Membership(Box::new(four.clone())));
     c.process(1);
     assert_eq!(c.core(1).status().membership, four);
     assert!(c.core(1).status().match_index.contains_key(&4));
