@@ -30,6 +30,10 @@ pub struct Config {
     /// Most proposals a leader accepts that are not yet committed; more are refused
     /// with back-pressure rather than growing memory without bound.
     pub max_uncommitted_entries: usize,
+    /// Entries beyond what is applied that a leader keeps in memory for a lagging peer;
+    /// a peer further behind is served by reading the store. Bounds memory when a peer is
+    /// down.
+    pub max_cached_lag: u64,
     /// Seed for the random election timeouts; `None` draws one from the OS.
     pub rng_seed: Option<u64>,
 }
@@ -47,6 +51,7 @@ impl Default for Config {
             max_inflight_messages: 64,
             max_inflight_bytes: 16 << 20,
             max_uncommitted_entries: 1 << 20,
+            max_cached_lag: 1 << 16,
             rng_seed: None,
         }
     }

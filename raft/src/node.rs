@@ -81,6 +81,8 @@ pub struct Status {
     pub membership: Membership,
     /// When leader: each peer's match index.
     pub match_index: BTreeMap<NodeId, LogIndex>,
+    /// Log entries held in memory by the protocol core (the rest is only in the store).
+    pub cached_entries: usize,
     /// Set when the node stopped after a fatal error.
     pub fatal_error: Option<String>,
     /// Whether the node has stopped.
@@ -185,6 +187,7 @@ impl<SM: StateMachine> Raft<SM> {
             durable_index: cs.durable_index,
             membership: cs.membership,
             match_index: BTreeMap::new(),
+            cached_entries: cs.cached_entries,
             fatal_error: None,
             stopped: false,
         };
@@ -337,6 +340,7 @@ impl<SM: StateMachine, R: Runtime, N: Network> Driver<SM, R, N> {
             }
             let actions = self.core.take_actions(now);
             self.dispatch(actions);
+            self.drop_truncated_proposals();
             self.publish_status();
         }
         self.stop(fatal).await;
@@ -358,6 +362,21 @@ impl<SM: StateMachine, R: Runtime, N: Network> Driver<SM, R, N> {
             }
             Err(ProposeError::Overloaded) => {
                 let _ = tx.send(Err(ClientError::Overloaded));
+            }
+        }
+    }
+
+    /// Fails proposals whose entries a new leader has overwritten: they can never
+    /// commit. Truncation removes a suffix, so checking from the newest is enough; once
+    /// one pending entry is intact, log matching says every earlier one is too.
+    fn drop_truncated_proposals(&mut self) {
+        let last = self.core.last_index();
+        while let Some(&(index, term, _)) = self.pending.back() {
+            if index <= last && self.core.term_at(index).is_none_or(|t| t == term) {
+                break;
+            }
+            if let Some((_, _, tx)) = self.pending.pop_back() {
+                let _ = tx.send(Err(ClientError::Dropped));
             }
         }
     }
@@ -386,6 +405,7 @@ impl<SM: StateMachine, R: Runtime, N: Network> Driver<SM, R, N> {
 
     fn send(&mut self, msg: Message) {
         let to = msg.to;
+        tracing::trace!(node = self.core.id(), to, term = msg.term, body = ?MessageKind(&msg), "send");
         let tx = self.peers.entry(to).or_insert_with(|| {
             let (tx, mut rx) = mpsc::unbounded::<Message>();
             let net = self.network.clone();
@@ -434,6 +454,7 @@ impl<SM: StateMachine, R: Runtime, N: Network> Driver<SM, R, N> {
             s.membership = cs.membership;
         }
         s.match_index = cs.match_index;
+        s.cached_entries = cs.cached_entries;
     }
 
     async fn stop(mut self, fatal: Option<String>) {
@@ -460,6 +481,21 @@ impl<SM: StateMachine, R: Runtime, N: Network> Driver<SM, R, N> {
         drop(self.apply_tx);
         drop(self.wake_tx);
         future::join_all(self.peer_tasks).await;
+    }
+}
+
+/// A short description of a message for trace logs.
+struct MessageKind<'a>(&'a Message);
+
+impl std::fmt::Debug for MessageKind<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        use crate::message::MessageBody as B;
+        match &self.0.body {
+            B::AppendEntries { prev_log_index, prev_log_term, entries, leader_commit } => {
+                write!(f, "Append(prev={prev_log_index}/{prev_log_term}, n={}, commit={leader_commit})", entries.len())
+            }
+            other => write!(f, "{other:?}"),
+        }
     }
 }
 

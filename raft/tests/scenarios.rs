@@ -115,13 +115,17 @@ fn no_leader_and_no_commit_without_a_quorum() {
 
 #[test]
 fn lagging_follower_is_caught_up_from_the_store() {
-    let mut c = cluster(4, 3);
+    let mut opts = SimOptions { nodes: 3, ..SimOptions::default() };
+    opts.config.max_cached_lag = 1000;
+    let mut c = SimCluster::new(4, opts).unwrap_or_else(|f| panic!("{f}"));
     let leader = leader_of(&mut c);
     let lagging = c.ids().into_iter().find(|&id| id != leader).unwrap();
     c.network().isolate(lagging);
     // More than the core keeps in memory, so the tail is read back from the store.
     let n = 6000;
     assert_eq!(propose_many(&mut c, leader, n, "lag"), n);
+    let cached = c.node(leader).unwrap().status().cached_entries;
+    assert!(cached < n / 2, "the leader does not keep the lagging peer's backlog in memory ({cached} entries)");
     c.network().heal();
     let target = c.node(leader).unwrap().status().commit_index;
     let caught_up = ok(c.run_until(10 * SEC, |c| c.node(lagging).unwrap().status().applied_index >= target));

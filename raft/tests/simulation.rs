@@ -2,7 +2,8 @@
 //! invariant checks after every step and a linearizability check of the client history.
 //!
 //! - `RAFT_SIM_SEEDS=N` runs N seeds per sweep part (default 250 in each of 4 parts).
-//! - `RAFT_SIM_SEED=S` replays one seed exactly and prints its event trace.
+//! - `RAFT_SIM_SEED=S` replays one seed exactly and prints its event trace (add
+//!   `RUST_LOG=raft=trace` for the nodes' own logs).
 //! - `RAFT_SIM_BASE=B` shifts the seed range.
 #![cfg(feature = "testing")]
 
@@ -19,6 +20,11 @@ fn sweep(part: u64) {
         if part != 0 {
             return;
         }
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+            .without_time()
+            .with_test_writer()
+            .try_init();
         let mut opts = SimOptions::for_seed(seed);
         opts.verbose = true;
         eprintln!("replaying seed {seed} with {opts:?}");

@@ -109,10 +109,8 @@ pub enum Action {
     },
 }
 
-/// Entries beyond what is applied and durable that the core keeps in memory for peers
-/// that lag; a peer further behind is served from the store.
-const MAX_CACHED_LAG: u64 = 1 << 16;
-/// The core trims its in-memory log in chunks of at least this many entries.
+/// The core trims its in-memory log in chunks of at least this many entries (or a
+/// quarter of `Config::max_cached_lag` if that is smaller).
 const TRIM_CHUNK: u64 = 1 << 12;
 
 /// Why a proposal was refused.
@@ -307,6 +305,16 @@ impl RaftCore {
         }
     }
 
+    /// The term of the entry at `index`, if the core holds it in memory.
+    pub fn term_at(&self, index: LogIndex) -> Option<Term> {
+        self.log.term_at(index)
+    }
+
+    /// The index of the last log entry.
+    pub fn last_index(&self) -> LogIndex {
+        self.log.last_index()
+    }
+
     /// The entry at `index`, if the core holds it.
     pub fn entry(&self, index: LogIndex) -> Option<&Entry> {
         self.log.get(index)
@@ -386,11 +394,12 @@ impl RaftCore {
         let mut to = self.apply_index.min(self.log.durable);
         if self.role == Role::Leader {
             let slowest = self.progress.values().map(|p| p.match_index).min().unwrap_or(to);
-            if to.saturating_sub(slowest) < MAX_CACHED_LAG {
+            if to.saturating_sub(slowest) < self.cfg.max_cached_lag {
                 to = to.min(slowest);
             }
         }
-        if to >= self.log.trimmed().index + TRIM_CHUNK {
+        let chunk = TRIM_CHUNK.min(self.cfg.max_cached_lag / 4).max(1);
+        if to >= self.log.trimmed().index + chunk {
             self.log.trim_to(to);
         }
     }

@@ -71,6 +71,7 @@ impl RaftCore {
         if let Some(pr) = self.progress.get_mut(&peer) {
             pr.loading = true;
         }
+        tracing::trace!(node = self.id, peer, start, end, "reading entries for a lagging peer from the store");
         self.actions.push(super::Action::LoadEntries { peer, term: self.hs.term, start, end });
     }
 
@@ -78,6 +79,7 @@ impl RaftCore {
     pub(crate) fn on_entries_loaded(&mut self, peer: NodeId, term: Term, loaded: Result<Vec<Entry>, String>) {
         let Some(pr) = self.progress.get_mut(&peer) else { return };
         pr.loading = false;
+        tracing::trace!(node = self.id, peer, loaded = ?loaded.as_ref().map(Vec::len), "entries read back");
         if self.role != Role::Leader || term != self.hs.term {
             return;
         }

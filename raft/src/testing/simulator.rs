@@ -186,7 +186,8 @@ impl Default for SimOptions {
 }
 
 impl SimOptions {
-    /// Options varied by `seed`: 3 or 5 nodes, pre-vote and check-quorum on or off.
+    /// Options varied by `seed`: 3 or 5 nodes, pre-vote and check-quorum on or off,
+    /// different message, window and memory-cache sizes.
     pub fn for_seed(seed: u64) -> Self {
         let mut rng = fastrand::Rng::with_seed(seed ^ 0x5eed_0f_0b71_0a5);
         let mut o = SimOptions::default();
@@ -195,6 +196,8 @@ impl SimOptions {
         o.config.check_quorum = rng.u8(..4) != 0;
         o.config.max_inflight_messages = rng.usize(1..16);
         o.config.max_entries_per_message = rng.usize(1..64);
+        // Often keep little in memory, so lagging peers are served from the store.
+        o.config.max_cached_lag = if rng.bool() { rng.u64(4..200) } else { 1 << 16 };
         o
     }
 }
@@ -582,8 +585,10 @@ struct Checker {
     leaders: BTreeMap<Term, NodeId>,
     /// State machine safety: the operation applied at each index.
     applied: BTreeMap<LogIndex, u64>,
-    /// The committed log as first observed: index -> entry.
-    committed: BTreeMap<LogIndex, Entry>,
+    /// The committed log as first observed: index -> (entry, the observer's term). The
+    /// entry was committed in that term or earlier, so every leader of a later term
+    /// must hold it.
+    committed: BTreeMap<LogIndex, (Entry, Term)>,
     steps: u64,
     last_roles: BTreeMap<NodeId, (Role, Term)>,
 }
@@ -667,7 +672,7 @@ impl Checker {
         let max_committed = self.committed.keys().next_back().copied().unwrap_or(0);
         for (&id, slot) in nodes.iter_mut() {
             let Some(raft) = &slot.raft else { continue };
-            let (role, commit, durable) = raft.with_status(|s| (s.role, s.commit_index, s.durable_index));
+            let (role, commit, durable, term) = raft.with_status(|s| (s.role, s.commit_index, s.durable_index, s.term));
             let upto = commit.min(durable);
             if upto <= slot.log_checked && role != Role::Leader {
                 continue;
@@ -676,7 +681,7 @@ impl Checker {
             let start = slot.log_checked + 1;
             for e in log.iter().filter(|e| e.index >= start && e.index <= upto) {
                 match self.committed.get(&e.index) {
-                    Some(c) if c != e => {
+                    Some((c, _)) if c != e => {
                         return Err(format!(
                             "log matching: node {id} holds {e:?} at committed index {}, committed entry is {c:?}",
                             e.index
@@ -684,15 +689,15 @@ impl Checker {
                     }
                     Some(_) => {}
                     None => {
-                        self.committed.insert(e.index, e.clone());
+                        self.committed.insert(e.index, (e.clone(), term));
                     }
                 }
             }
             slot.log_checked = slot.log_checked.max(upto);
-            // Leader completeness (paper §5.4): once the leader's log is durable past the
-            // committed prefix, that prefix is in it.
+            // Leader completeness (paper §5.4): once a leader's log is durable past the
+            // committed prefix, it holds every entry committed in an earlier term.
             if role == Role::Leader && durable >= max_committed {
-                for (idx, c) in self.committed.range(..=max_committed) {
+                for (idx, (c, _)) in self.committed.range(..=max_committed).filter(|(_, (_, t))| *t < term) {
                     match log.get((*idx as usize).wrapping_sub(1)) {
                         Some(e) if e == c => {}
                         other => {
