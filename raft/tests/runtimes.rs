@@ -1,0 +1,169 @@
+//! The same three-node integration tests on every runtime: tokio and smol. Real `Raft`
+//! nodes with the in-memory store and network, on wall-clock time.
+#![cfg(feature = "testing")]
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use raft::testing::mem_network::MemNetwork;
+use raft::testing::mem_store::MemStore;
+use raft::{Config, LogIndex, NodeId, Raft, Role, Runtime, StateMachine};
+
+/// A replicated counter: commands add to it; the response is the new value.
+#[derive(Default)]
+struct Counter(u64);
+
+impl StateMachine for Counter {
+    type Command = u64;
+    type Response = u64;
+    fn apply(&mut self, _index: LogIndex, delta: u64) -> u64 {
+        self.0 += delta;
+        self.0
+    }
+    fn snapshot(&self) -> Vec<u8> {
+        self.0.to_le_bytes().to_vec()
+    }
+    fn restore(&mut self, s: &[u8]) -> Result<(), String> {
+        let bytes: [u8; 8] = s.try_into().map_err(|_| "bad snapshot".to_string())?;
+        self.0 = u64::from_le_bytes(bytes);
+        Ok(())
+    }
+}
+
+async fn sleep<R: Runtime>(rt: &R, d: Duration) {
+    rt.sleep_until(rt.now().add(d)).await;
+}
+
+async fn wait_for<R: Runtime>(rt: &R, what: &str, mut f: impl FnMut() -> bool) {
+    for _ in 0..500 {
+        if f() {
+            return;
+        }
+        sleep(rt, Duration::from_millis(10)).await;
+    }
+    panic!("timed out waiting for {what}");
+}
+
+fn leader(nodes: &[Option<Raft<Counter>>]) -> Option<Raft<Counter>> {
+    nodes.iter().flatten().find(|n| n.status().role == Role::Leader).cloned()
+}
+
+async fn start<R: Runtime>(rt: &R, net: &MemNetwork<R>, id: NodeId, store: MemStore, bootstrap: bool) -> Raft<Counter> {
+    let config = Config::default();
+    let raft = if bootstrap {
+        Raft::bootstrap(id, [1, 2, 3], config, rt.clone(), store, net.endpoint(id), Counter::default()).await
+    } else {
+        Raft::restart(id, config, rt.clone(), store, net.endpoint(id), Counter::default()).await
+    }
+    .expect("node starts");
+    let r2 = raft.clone();
+    net.register(id, Arc::new(move |m| r2.receive(m)));
+    raft
+}
+
+/// Elects a leader, commits on every node, survives the loss and return of the leader,
+/// and shuts down cleanly.
+async fn three_node_cluster<R: Runtime>(rt: R) {
+    let net = MemNetwork::new(rt.clone(), 7);
+    let stores: Vec<MemStore> = (0..3).map(|_| MemStore::new()).collect();
+    let mut nodes = Vec::new();
+    for id in 1..=3 {
+        nodes.push(Some(start(&rt, &net, id, stores[id as usize - 1].clone(), true).await));
+    }
+    wait_for(&rt, "a leader", || leader(&nodes).is_some()).await;
+    let l = leader(&nodes).unwrap();
+    for i in 1..=50 {
+        assert_eq!(l.propose(1).await, Ok(i));
+    }
+    // A follower rejects proposals with a hint.
+    let follower = nodes.iter().flatten().find(|n| n.id() != l.id()).unwrap().clone();
+    match follower.propose(1).await {
+        Err(raft::ClientError::NotLeader { leader }) => assert_eq!(leader, Some(l.id())),
+        other => panic!("follower must refuse with a leader hint, got {other:?}"),
+    }
+    wait_for(&rt, "every node to apply 50 commands", || {
+        nodes.iter().flatten().all(|n| n.read_local_stale(|c| c.0) == 50)
+    })
+    .await;
+
+    // The leader goes away; the others elect a new one and keep committing.
+    let old = l.id();
+    net.unregister(old);
+    l.shutdown().await;
+    nodes[old as usize - 1] = None;
+    wait_for(&rt, "a new leader", || leader(&nodes).is_some_and(|n| n.id() != old)).await;
+    let l2 = leader(&nodes).unwrap();
+    for _ in 0..10 {
+        l2.propose(2).await.expect("new leader commits");
+    }
+    // The old node restarts from its store and catches up.
+    nodes[old as usize - 1] = Some(start(&rt, &net, old, stores[old as usize - 1].clone(), false).await);
+    wait_for(&rt, "the restarted node to catch up", || {
+        nodes[old as usize - 1].as_ref().unwrap().read_local_stale(|c| c.0) == 70
+    })
+    .await;
+    let restarted = nodes[old as usize - 1].as_ref().unwrap().status();
+    assert_eq!(restarted.role, Role::Follower);
+    assert_eq!(restarted.leader, Some(l2.id()));
+
+    for n in nodes.iter().flatten() {
+        n.shutdown().await;
+        assert!(n.status().stopped);
+        assert_eq!(n.propose(1).await, Err(raft::ClientError::ShuttingDown));
+    }
+}
+
+/// A store that fails a write stops the node (fail-stop) with a clear error, and the
+/// others carry on.
+async fn failed_store_write_stops_only_that_node<R: Runtime>(rt: R) {
+    let net = MemNetwork::new(rt.clone(), 9);
+    let stores: Vec<MemStore> = (0..3).map(|_| MemStore::new()).collect();
+    let mut nodes = Vec::new();
+    for id in 1..=3 {
+        nodes.push(Some(start(&rt, &net, id, stores[id as usize - 1].clone(), true).await));
+    }
+    wait_for(&rt, "a leader", || leader(&nodes).is_some()).await;
+    let l = leader(&nodes).unwrap();
+    let victim = nodes.iter().flatten().find(|n| n.id() != l.id()).unwrap().clone();
+    stores[victim.id() as usize - 1].fail_next_write();
+    for _ in 0..5 {
+        l.propose(1).await.expect("the healthy majority commits");
+    }
+    wait_for(&rt, "the failed node to stop", || victim.status().stopped).await;
+    let err = victim.status().fatal_error.expect("a fatal error is reported");
+    assert!(err.contains("log store write failed"), "{err}");
+    assert!(matches!(victim.propose(1).await, Err(raft::ClientError::Fatal(_))));
+    for n in nodes.iter().flatten() {
+        n.shutdown().await;
+    }
+}
+
+#[cfg(feature = "tokio")]
+mod on_tokio {
+    use raft::runtime::TokioRuntime;
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn three_node_cluster_on_tokio() {
+        super::three_node_cluster(TokioRuntime::new()).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn failed_store_write_stops_only_that_node_on_tokio() {
+        super::failed_store_write_stops_only_that_node(TokioRuntime::new()).await;
+    }
+}
+
+#[cfg(feature = "smol")]
+mod on_smol {
+    use raft::runtime::SmolRuntime;
+
+    #[test]
+    fn three_node_cluster_on_smol() {
+        smol::block_on(super::three_node_cluster(SmolRuntime::new()));
+    }
+
+    #[test]
+    fn failed_store_write_stops_only_that_node_on_smol() {
+        smol::block_on(super::failed_store_write_stops_only_that_node(SmolRuntime::new()));
+    }
+}
