@@ -1158,8 +1158,8 @@ fn random_divergent_logs_converge_to_the_leaders() {
         for t in base + 1..=top {
             let run = rng.usize(1..6);
             match rng.u8(0..3) {
-                0 => leader.extend(std::iter::repeat(t).take(run)),
-                1 => follower.extend(std::iter::repeat(t).take(run)),
+                0 => leader.extend(std::iter::repeat_n(t, run)),
+                1 => follower.extend(std::iter::repeat_n(t, run)),
                 _ => {}
             }
         }

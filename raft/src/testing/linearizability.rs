@@ -1137,7 +1137,7 @@ mod tests {
         fn step(&self, input: &CounterInput, output: Option<&u64>) -> Option<Self> {
             match input {
                 CounterInput::Add(n) => Some(Counter(self.0 + n)),
-                CounterInput::Read => output.map_or(true, |&seen| seen == self.0).then(|| self.clone()),
+                CounterInput::Read => output.is_none_or(|&seen| seen == self.0).then(|| self.clone()),
             }
         }
     }

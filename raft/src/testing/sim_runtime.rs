@@ -489,7 +489,7 @@ impl Simulation {
             assert!(!st.polling, "the simulation must not be driven from inside a simulated task");
             let main_ready = with_main && st.main.as_ref().is_some_and(|m| m.woken);
             let candidates = st.ready.len() + usize::from(main_ready);
-            let may_start = limit.map_or(true, |l| st.now <= l);
+            let may_start = limit.is_none_or(|l| st.now <= l);
             if candidates > 0 && may_start {
                 let pick = st.rng.usize(..candidates);
                 if pick == st.ready.len() {

@@ -189,9 +189,8 @@ impl SimOptions {
     /// Options varied by `seed`: 3 or 5 nodes, pre-vote and check-quorum on or off,
     /// different message, window and memory-cache sizes.
     pub fn for_seed(seed: u64) -> Self {
-        let mut rng = fastrand::Rng::with_seed(seed ^ 0x5eed_0f_0b71_0a5);
-        let mut o = SimOptions::default();
-        o.nodes = if rng.u8(..4) == 0 { 5 } else { 3 };
+        let mut rng = fastrand::Rng::with_seed(seed ^ 0x5eed_0f0b_710a);
+        let mut o = SimOptions { nodes: if rng.u8(..4) == 0 { 5 } else { 3 }, ..SimOptions::default() };
         o.config.pre_vote = rng.u8(..4) != 0;
         o.config.check_quorum = rng.u8(..4) != 0;
         o.config.max_inflight_messages = rng.usize(1..16);
@@ -297,7 +296,7 @@ impl SimCluster {
     /// `seed`.
     pub fn new(seed: u64, opts: SimOptions) -> Result<Self, SimFailure> {
         let sim = Arc::new(Simulation::new(seed));
-        let net = MemNetwork::new(sim.runtime(), seed ^ 0x6e65_7477_6f72_6b);
+        let net = MemNetwork::new(sim.runtime(), seed ^ 0x6e65_7477_6f72);
         let trace = Trace { lines: Mutex::new(VecDeque::new()), verbose: opts.verbose };
         let state = Arc::new(ClusterState { sim, net, opts, nodes: Mutex::new(BTreeMap::new()), trace });
         let cluster = SimCluster { state, checker: Checker::new(seed) };
@@ -754,7 +753,7 @@ pub fn run_seed(seed: u64, opts: SimOptions) -> Result<SimReport, SimFailure> {
         let state = cluster.state.clone();
         let stop = stop.clone();
         let crashes = crashes.clone();
-        let rng = fastrand::Rng::with_seed(seed ^ 0x6e65_6d65_7369_73);
+        let rng = fastrand::Rng::with_seed(seed ^ 0x6e65_6d65_7369);
         drop(cluster.state.sim.runtime().spawn(nemesis_task(state, rng, stop, crashes)));
     }
 
