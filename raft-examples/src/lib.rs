@@ -1,1 +1,3 @@
-//! Example apps.
+//! Example applications built on the `raft` framework, and the benchmark tool.
+
+pub mod counter;

@@ -1,6 +1,67 @@
-//! A Raft consensus framework: a deterministic, sans-IO protocol core driven by thin
-//! async drivers on tokio or smol.
-#![doc = include_str!("../README.md")]
+//! A Raft consensus framework: a deterministic, sans-IO protocol core ([`core`]) driven
+//! by a thin async driver ([`Raft`]) on tokio or smol, against your [`StateMachine`] and
+//! any [`LogStore`] and [`Network`].
+//!
+//! # Example
+//!
+//! Three nodes in one process with the in-memory store and network of the `testing`
+//! feature, on tokio:
+//!
+//! ```
+//! # #[cfg(all(feature = "tokio", feature = "testing"))]
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! use std::sync::Arc;
+//! use raft::testing::{mem_network::MemNetwork, mem_store::MemStore};
+//! use raft::{runtime::TokioRuntime, Config, LogIndex, Raft, Role, StateMachine};
+//!
+//! #[derive(Default)]
+//! struct Counter(u64);
+//!
+//! impl StateMachine for Counter {
+//!     type Command = u64;
+//!     type Response = u64;
+//!     fn apply(&mut self, _index: LogIndex, delta: u64) -> u64 {
+//!         self.0 += delta;
+//!         self.0
+//!     }
+//!     fn snapshot(&self) -> Vec<u8> {
+//!         self.0.to_le_bytes().to_vec()
+//!     }
+//!     fn restore(&mut self, s: &[u8]) -> Result<(), String> {
+//!         self.0 = u64::from_le_bytes(s.try_into().map_err(|_| "bad snapshot")?);
+//!         Ok(())
+//!     }
+//! }
+//!
+//! let rt = tokio::runtime::Runtime::new()?;
+//! rt.block_on(async {
+//!     let runtime = TokioRuntime::new();
+//!     let net = MemNetwork::new(runtime.clone(), 1);
+//!     let mut nodes = Vec::new();
+//!     for id in 1..=3 {
+//!         let node = Raft::bootstrap(id, [1, 2, 3], Config::default(), runtime.clone(),
+//!                                    MemStore::new(), net.endpoint(id), Counter::default()).await?;
+//!         let n = node.clone();
+//!         net.register(id, Arc::new(move |msg| n.receive(msg)));
+//!         nodes.push(node);
+//!     }
+//!     let leader = loop {
+//!         if let Some(l) = nodes.iter().find(|n| n.status().role == Role::Leader) {
+//!             break l.clone();
+//!         }
+//!         tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+//!     };
+//!     assert_eq!(leader.propose(5).await?, 5);
+//!     assert_eq!(leader.propose(2).await?, 7);
+//!     for n in &nodes {
+//!         n.shutdown().await;
+//!     }
+//!     Ok(())
+//! })
+//! # }
+//! # #[cfg(not(all(feature = "tokio", feature = "testing")))]
+//! # fn main() {}
+//! ```
 
 pub mod config;
 pub mod core;
