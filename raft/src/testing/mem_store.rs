@@ -3,7 +3,7 @@
 //!
 //! # Durability model
 //!
-//! The store keeps two views of the same data:
+//! The store models two views of the same data:
 //!
 //! - the **volatile** view, what a process would see through its page cache: every write
 //!   (`append`, `truncate`, `save_hard_state`, `purge`) takes effect here at once, and every
@@ -26,6 +26,14 @@
 //! and everything after it is lost. The durable view then becomes the volatile view of the
 //! next incarnation. The log after a crash is therefore always a prefix of what was
 //! written, and contains everything that was reported durable.
+//!
+//! Only the volatile view is stored. Each queued write that is not yet durable keeps an
+//! undo record instead (where the log ended before an append, the entries a truncate or a
+//! purge removed, the hard state a save replaced), so the durable view is the volatile one
+//! with the queued writes rolled back, newest first; a crash rolls back the writes it
+//! loses that way, and a write becoming durable just drops the records up to it. An append
+//! thus clones its entries once, and the common case (no delay, durable at once) does no
+//! work proportional to the length of the log.
 //!
 //! # Incarnations
 //!
@@ -80,24 +88,37 @@ pub struct MemStoreStats {
     pub torn_appends: u64,
 }
 
-/// One queued write.
-#[derive(Clone, Debug)]
-enum Op {
-    Append(Vec<Entry>),
+/// One write, checked against the contract by [`LogState::validate`] before it is applied.
+#[derive(Clone, Copy, Debug)]
+enum Op<'a> {
+    Append(&'a [Entry]),
     Truncate(LogIndex),
     HardState(HardState),
     Purge(LogIndex),
 }
 
-impl Op {
-    /// Whether the op is a write that the caller awaits until it is durable (all but
+/// What it takes to roll back one write that is applied to the log but not yet durable.
+#[derive(Clone, Debug)]
+enum Undo {
+    /// An append of `count` (at least one) entries to a log that ended at `prev_last`.
+    Append { prev_last: LogId, count: usize },
+    /// A truncate, with the entries it removed (at least one).
+    Truncate(Vec<Entry>),
+    /// A hard state write, with the hard state it replaced.
+    HardState(HardState),
+    /// A purge, with the `prev` it replaced and the entries it removed (at least one).
+    Purge { prev: LogId, removed: Vec<Entry> },
+}
+
+impl Undo {
+    /// Whether the write is one that the caller awaits until it is durable (all but
     /// purge).
     fn is_synced(&self) -> bool {
-        !matches!(self, Op::Purge(_))
+        !matches!(self, Undo::Purge { .. })
     }
 }
 
-/// One view of the store's data.
+/// The store's data: the hard state and the log.
 #[derive(Clone, Debug, Default)]
 struct LogState {
     hard_state: HardState,
@@ -107,7 +128,7 @@ struct LogState {
 
 impl LogState {
     fn last(&self) -> LogId {
-        self.entries.last().map_or(self.prev, |e| LogId { term: e.term, index: e.index })
+        self.entries.last().map_or(self.prev, log_id)
     }
 
     /// The position in `entries` of the entry with `index`, which must be above `prev`.
@@ -116,7 +137,7 @@ impl LogState {
     }
 
     /// Checks `op` against the contract. `Ok(false)` means it is valid but a no-op.
-    fn validate(&self, op: &Op) -> Result<bool, StoreError> {
+    fn validate(&self, op: &Op<'_>) -> Result<bool, StoreError> {
         let last = self.last();
         match op {
             Op::Append(entries) => {
@@ -159,32 +180,49 @@ impl LogState {
         }
     }
 
-    /// Applies a validated `op`. Ops reach the durable view in the order they reached the
-    /// volatile one, so they are valid there too; anything else is ignored defensively.
-    fn apply(&mut self, op: &Op) {
+    /// Applies `op`, which [`validate`](Self::validate) accepted as valid and not a no-op,
+    /// and returns what rolls it back. An append clones its entries once; nothing else is
+    /// copied (removed entries move into the undo record).
+    fn apply(&mut self, op: Op<'_>) -> Undo {
         match op {
             Op::Append(entries) => {
-                if entries.first().is_some_and(|e| e.index == self.last().index + 1) {
-                    self.entries.extend_from_slice(entries);
-                }
+                let prev_last = self.last();
+                self.entries.extend_from_slice(entries);
+                Undo::Append { prev_last, count: entries.len() }
             }
             Op::Truncate(from) => {
-                if *from > self.prev.index {
-                    let keep = self.offset(*from);
-                    self.entries.truncate(keep);
-                }
+                let keep = self.offset(from);
+                Undo::Truncate(self.entries.split_off(keep))
             }
-            Op::HardState(hs) => self.hard_state = *hs,
+            Op::HardState(hs) => Undo::HardState(std::mem::replace(&mut self.hard_state, hs)),
             Op::Purge(upto) => {
-                if *upto > self.prev.index {
-                    let count = self.offset(*upto) + 1;
-                    if let Some(term) = self.entries.get(count - 1).map(|e| e.term) {
-                        self.entries.drain(..count);
-                        self.prev = LogId { term, index: *upto };
-                    }
-                }
+                let count = self.offset(upto) + 1;
+                let removed: Vec<Entry> = self.entries.drain(..count).collect();
+                let term = removed.last().map_or(self.prev.term, |e| e.term);
+                let prev = std::mem::replace(&mut self.prev, LogId { term, index: upto });
+                Undo::Purge { prev, removed }
             }
         }
+    }
+
+    /// Rolls back the last write applied, given its undo record.
+    fn roll_back(&mut self, undo: Undo) {
+        match undo {
+            Undo::Append { count, .. } => self.drop_last(count),
+            Undo::Truncate(mut removed) => self.entries.append(&mut removed),
+            Undo::HardState(hs) => self.hard_state = hs,
+            Undo::Purge { prev, mut removed } => {
+                removed.append(&mut self.entries);
+                self.entries = removed;
+                self.prev = prev;
+            }
+        }
+    }
+
+    /// Removes the last `count` entries.
+    fn drop_last(&mut self, count: usize) {
+        let keep = self.entries.len().saturating_sub(count);
+        self.entries.truncate(keep);
     }
 
     fn term_at(&self, index: LogIndex) -> Option<Term> {
@@ -200,10 +238,12 @@ impl LogState {
 
 struct Inner {
     epoch: u64,
-    volatile: LogState,
-    durable: LogState,
-    /// Writes applied to `volatile` but not yet to `durable`, with their sequence numbers.
-    pending: VecDeque<(u64, Op)>,
+    /// The volatile view: every write applied so far, pending or durable.
+    log: LogState,
+    /// Writes applied to `log` but not yet durable, oldest first, with their sequence
+    /// numbers and undo records. The durable view is `log` with these rolled back, newest
+    /// first.
+    pending: VecDeque<(u64, Undo)>,
     next_seq: u64,
     /// Why the store refuses writes, after a failed write.
     failed: Option<String>,
@@ -213,14 +253,62 @@ struct Inner {
 }
 
 impl Inner {
-    /// Makes every queued write up to and including `seq` durable.
+    /// Makes every queued write up to and including `seq` durable: their undo records
+    /// are no longer needed.
     fn sync_through(&mut self, seq: u64) {
         while self.pending.front().is_some_and(|(s, _)| *s <= seq) {
-            if let Some((_, op)) = self.pending.pop_front() {
-                self.durable.apply(&op);
-            }
+            self.pending.pop_front();
         }
     }
+
+    /// The durable view, rebuilt by rolling back a copy of the volatile one. Inspection
+    /// only: it copies the whole log.
+    fn durable(&self) -> LogState {
+        let mut state = self.log.clone();
+        for (_, undo) in self.pending.iter().rev() {
+            state.roll_back(undo.clone());
+        }
+        state
+    }
+
+    /// The durable hard state: the one the oldest pending hard state write replaced.
+    fn durable_hard_state(&self) -> HardState {
+        self.pending
+            .iter()
+            .find_map(|(_, undo)| match undo {
+                Undo::HardState(hs) => Some(*hs),
+                _ => None,
+            })
+            .unwrap_or(self.log.hard_state)
+    }
+
+    /// The durable `prev`: the one the oldest pending purge replaced.
+    fn durable_prev(&self) -> LogId {
+        self.pending
+            .iter()
+            .find_map(|(_, undo)| match undo {
+                Undo::Purge { prev, .. } => Some(*prev),
+                _ => None,
+            })
+            .unwrap_or(self.log.prev)
+    }
+
+    /// The durable last position: where the log ended before the oldest pending append or
+    /// truncate (purges and hard state writes do not move it).
+    fn durable_last(&self) -> LogId {
+        self.pending
+            .iter()
+            .find_map(|(_, undo)| match undo {
+                Undo::Append { prev_last, .. } => Some(*prev_last),
+                Undo::Truncate(removed) => removed.last().map(log_id),
+                _ => None,
+            })
+            .unwrap_or_else(|| self.log.last())
+    }
+}
+
+fn log_id(e: &Entry) -> LogId {
+    LogId { term: e.term, index: e.index }
 }
 
 /// What a write must still do after it reached the volatile view.
@@ -273,8 +361,7 @@ impl MemStore {
         MemStore {
             inner: Arc::new(Mutex::new(Inner {
                 epoch: 0,
-                volatile: LogState::default(),
-                durable: LogState::default(),
+                log: LogState::default(),
                 pending: VecDeque::new(),
                 next_seq: 0,
                 failed: None,
@@ -318,29 +405,29 @@ impl MemStore {
         let inner = &mut *guard;
         inner.epoch += 1;
         inner.stats.crashes += 1;
-        let pending: Vec<Op> = inner.pending.drain(..).map(|(_, op)| op).collect();
-        let kept = rng.usize(..=pending.len());
-        for op in &pending[..kept] {
-            inner.durable.apply(op);
-        }
-        if let Some(Op::Append(entries)) = pending.get(kept) {
-            if !entries.is_empty() {
-                let torn = rng.usize(..entries.len());
-                if torn > 0 {
-                    inner.durable.apply(&Op::Append(entries[..torn].to_vec()));
-                    inner.stats.torn_appends += 1;
+        let pending = inner.pending.len();
+        let kept = rng.usize(..=pending);
+        // Roll back the lost writes, newest first; the first lost one may be torn.
+        while inner.pending.len() > kept {
+            let Some((_, undo)) = inner.pending.pop_back() else { break };
+            if inner.pending.len() == kept {
+                if let Undo::Append { count, .. } = undo {
+                    if count > 0 {
+                        let torn = rng.usize(..count);
+                        inner.log.drop_last(count - torn);
+                        if torn > 0 {
+                            inner.stats.torn_appends += 1;
+                        }
+                        continue;
+                    }
                 }
             }
+            inner.log.roll_back(undo);
         }
-        inner.volatile = inner.durable.clone();
+        // The rest survives.
+        inner.pending.clear();
         inner.failed = None;
-        tracing::debug!(
-            epoch = inner.epoch,
-            pending = pending.len(),
-            kept,
-            last = ?inner.durable.last(),
-            "mem store crashed"
-        );
+        tracing::debug!(epoch = inner.epoch, pending, kept, last = ?inner.log.last(), "mem store crashed");
     }
 
     /// The current incarnation, bumped by every crash.
@@ -355,49 +442,49 @@ impl MemStore {
 
     /// The hard state in the volatile view (what reads see).
     pub fn hard_state(&self) -> HardState {
-        self.lock().volatile.hard_state
+        self.lock().log.hard_state
     }
 
     /// The hard state that would survive a crash now (ignoring in-flight writes, which a
     /// crash may or may not keep).
     pub fn durable_hard_state(&self) -> HardState {
-        self.lock().durable.hard_state
+        self.lock().durable_hard_state()
     }
 
     /// The purged position in the volatile view.
     pub fn prev(&self) -> LogId {
-        self.lock().volatile.prev
+        self.lock().log.prev
     }
 
     /// The last entry in the volatile view, or `prev` if the log is empty.
     pub fn last(&self) -> LogId {
-        self.lock().volatile.last()
+        self.lock().log.last()
     }
 
     /// The purged position in the durable view.
     pub fn durable_prev(&self) -> LogId {
-        self.lock().durable.prev
+        self.lock().durable_prev()
     }
 
     /// The last durable entry, or the durable `prev` if the durable log is empty.
     pub fn durable_last(&self) -> LogId {
-        self.lock().durable.last()
+        self.lock().durable_last()
     }
 
     /// Every entry held in the volatile view, in index order.
     pub fn entries_snapshot(&self) -> Vec<Entry> {
-        self.lock().volatile.entries.clone()
+        self.lock().log.entries.clone()
     }
 
     /// Every entry held in the durable view, in index order.
     pub fn durable_entries(&self) -> Vec<Entry> {
-        self.lock().durable.entries.clone()
+        self.lock().durable().entries
     }
 
     /// The term of the entry at `index` in the volatile view (`prev.term` at
     /// `prev.index`), or `None` if the view does not hold that position.
     pub fn term_at(&self, index: LogIndex) -> Option<Term> {
-        self.lock().volatile.term_at(index)
+        self.lock().log.term_at(index)
     }
 
     /// The number of writes (including purges) in the volatile view that are not yet
@@ -411,26 +498,26 @@ impl MemStore {
         self.lock().stats
     }
 
-    /// Validates `op`, applies it to the volatile view and queues it. `Ok(None)` means the
+    /// Validates `op`, applies it to the volatile view and queues its undo record. `Ok(None)` means the
     /// op was a no-op or needs no sync.
-    fn begin(&mut self, op: Op) -> Result<Option<Ticket>, StoreError> {
+    fn begin(&mut self, op: Op<'_>) -> Result<Option<Ticket>, StoreError> {
         let mut guard = lock(&self.inner);
         let inner = &mut *guard;
         let epoch = bind(&mut self.incarnation, inner)?;
         if let Some(why) = &inner.failed {
             return Err(StoreError::Failed(why.clone()));
         }
-        if !inner.volatile.validate(&op)? {
+        if !inner.log.validate(&op)? {
             return Ok(None);
         }
-        inner.volatile.apply(&op);
-        let synced = op.is_synced();
+        let undo = inner.log.apply(op);
+        let synced = undo.is_synced();
         let seq = inner.next_seq;
         inner.next_seq += 1;
-        if let Op::Purge(_) = op {
+        if !synced {
             inner.stats.purges += 1;
         }
-        inner.pending.push_back((seq, op));
+        inner.pending.push_back((seq, undo));
         if !synced {
             return Ok(None);
         }
@@ -463,7 +550,7 @@ impl MemStore {
     }
 
     /// Runs a synced write; `Ok(true)` if it had an effect.
-    async fn write(&mut self, op: Op) -> Result<bool, StoreError> {
+    async fn write(&mut self, op: Op<'_>) -> Result<bool, StoreError> {
         match self.begin(op)? {
             Some(ticket) => self.complete(ticket).await.map(|()| true),
             None => Ok(false),
@@ -490,9 +577,9 @@ impl fmt::Debug for MemStore {
         f.debug_struct("MemStore")
             .field("epoch", &inner.epoch)
             .field("incarnation", &self.incarnation)
-            .field("prev", &inner.volatile.prev)
-            .field("last", &inner.volatile.last())
-            .field("durable_last", &inner.durable.last())
+            .field("prev", &inner.log.prev)
+            .field("last", &inner.log.last())
+            .field("durable_last", &inner.durable_last())
             .field("pending", &inner.pending.len())
             .field("failed", &inner.failed)
             .finish()
@@ -505,11 +592,7 @@ impl LogStore for MemStore {
         let mut guard = lock(&self.inner);
         let inner = &mut *guard;
         bind(&mut self.incarnation, inner)?;
-        Ok(InitialState {
-            hard_state: inner.volatile.hard_state,
-            prev: inner.volatile.prev,
-            last: inner.volatile.last(),
-        })
+        Ok(InitialState { hard_state: inner.log.hard_state, prev: inner.log.prev, last: inner.log.last() })
     }
 
     async fn save_hard_state(&mut self, hs: &HardState) -> Result<(), StoreError> {
@@ -519,7 +602,7 @@ impl LogStore for MemStore {
     }
 
     async fn append(&mut self, entries: &[Entry]) -> Result<(), StoreError> {
-        self.write(Op::Append(entries.to_vec())).await?;
+        self.write(Op::Append(entries)).await?;
         let mut inner = self.lock();
         inner.stats.appends += 1;
         inner.stats.appended_entries += entries.len() as u64;
@@ -541,7 +624,7 @@ impl LogStore for MemStore {
         let mut guard = lock(&self.inner);
         let inner = &mut *guard;
         bind(&mut self.incarnation, inner)?;
-        let view = &inner.volatile;
+        let view = &inner.log;
         if start > end {
             return Err(StoreError::Invalid(format!("entries range {start}..{end} is reversed")));
         }
@@ -816,5 +899,233 @@ mod tests {
         });
         assert_eq!(harness.last(), LogId::default());
         assert_eq!(harness.stats(), MemStoreStats::default());
+    }
+
+    /// A write as the model records it.
+    #[derive(Clone, Debug)]
+    enum ModelOp {
+        Append(Vec<Entry>),
+        Truncate(LogIndex),
+        HardState(HardState),
+        Purge(LogIndex),
+    }
+
+    /// What the model expects a write to return when first polled.
+    #[derive(Debug, PartialEq)]
+    enum Expect {
+        Invalid,
+        Refused,
+        Done,
+        Injected,
+        Queued(u64),
+    }
+
+    /// A straightforward reference: two full copies of the data, the durable one rebuilt
+    /// by replaying the queued writes in order.
+    #[derive(Default)]
+    struct Model {
+        volatile: LogState,
+        durable: LogState,
+        pending: VecDeque<(u64, ModelOp)>,
+        next_seq: u64,
+        failed: bool,
+        fail_next: bool,
+    }
+
+    fn model_apply(state: &mut LogState, op: &ModelOp) {
+        match op {
+            ModelOp::Append(entries) => state.entries.extend_from_slice(entries),
+            ModelOp::Truncate(from) => {
+                let keep = state.offset(*from);
+                state.entries.truncate(keep);
+            }
+            ModelOp::HardState(hs) => state.hard_state = *hs,
+            ModelOp::Purge(upto) => {
+                let count = state.offset(*upto) + 1;
+                let term = state.entries[count - 1].term;
+                state.entries.drain(..count);
+                state.prev = LogId { term, index: *upto };
+            }
+        }
+    }
+
+    impl Model {
+        fn begin(&mut self, op: &ModelOp) -> Expect {
+            if self.failed {
+                return Expect::Refused;
+            }
+            let checked = match op {
+                ModelOp::Append(entries) => self.volatile.validate(&Op::Append(entries)),
+                ModelOp::Truncate(from) => self.volatile.validate(&Op::Truncate(*from)),
+                ModelOp::HardState(hs) => self.volatile.validate(&Op::HardState(*hs)),
+                ModelOp::Purge(upto) => self.volatile.validate(&Op::Purge(*upto)),
+            };
+            match checked {
+                Err(_) => return Expect::Invalid,
+                Ok(false) => return Expect::Done,
+                Ok(true) => {}
+            }
+            model_apply(&mut self.volatile, op);
+            let seq = self.next_seq;
+            self.next_seq += 1;
+            self.pending.push_back((seq, op.clone()));
+            if let ModelOp::Purge(_) = op {
+                return Expect::Done;
+            }
+            if self.fail_next {
+                self.fail_next = false;
+                self.failed = true;
+                return Expect::Injected;
+            }
+            Expect::Queued(seq)
+        }
+
+        fn sync_through(&mut self, seq: u64) {
+            while self.pending.front().is_some_and(|(s, _)| *s <= seq) {
+                let (_, op) = self.pending.pop_front().unwrap();
+                model_apply(&mut self.durable, &op);
+            }
+        }
+
+        fn crash(&mut self, rng: &mut fastrand::Rng) {
+            let pending: Vec<ModelOp> = self.pending.drain(..).map(|(_, op)| op).collect();
+            let kept = rng.usize(..=pending.len());
+            for op in &pending[..kept] {
+                model_apply(&mut self.durable, op);
+            }
+            if let Some(ModelOp::Append(entries)) = pending.get(kept) {
+                let torn = rng.usize(..entries.len());
+                if torn > 0 {
+                    model_apply(&mut self.durable, &ModelOp::Append(entries[..torn].to_vec()));
+                }
+            }
+            self.volatile = self.durable.clone();
+            self.failed = false;
+        }
+    }
+
+    fn random_op(rng: &mut fastrand::Rng, state: &LogState, term: &mut Term) -> ModelOp {
+        let (prev, last) = (state.prev.index, state.last().index);
+        match rng.u32(..20) {
+            0..=9 => {
+                if rng.u32(..5) == 0 {
+                    *term += 1;
+                }
+                let start = if rng.u32(..20) == 0 { last + 2 } else { last + 1 };
+                ModelOp::Append(entries(*term, start..=start + rng.u64(..4)))
+            }
+            10..=12 => ModelOp::Truncate(rng.u64(prev..=last + 1)),
+            13..=16 => {
+                ModelOp::HardState(HardState { term: rng.u64(..10), voted_for: rng.bool().then(|| rng.u64(..5)) })
+            }
+            _ => ModelOp::Purge(rng.u64(prev..=last + 1)),
+        }
+    }
+
+    fn run_op(mut node: MemStore, op: ModelOp) -> BoxFuture<'static, Result<(), StoreError>> {
+        Box::pin(async move {
+            match op {
+                ModelOp::Append(entries) => node.append(&entries).await,
+                ModelOp::Truncate(from) => node.truncate(from).await,
+                ModelOp::HardState(hs) => node.save_hard_state(&hs).await,
+                ModelOp::Purge(upto) => node.purge(upto).await,
+            }
+        })
+    }
+
+    fn assert_matches_model(store: &MemStore, model: &Model, what: &str) {
+        assert_eq!(store.entries_snapshot(), model.volatile.entries, "{what}: entries");
+        assert_eq!(store.last(), model.volatile.last(), "{what}: last");
+        assert_eq!(store.prev(), model.volatile.prev, "{what}: prev");
+        assert_eq!(store.hard_state(), model.volatile.hard_state, "{what}: hard state");
+        assert_eq!(store.durable_entries(), model.durable.entries, "{what}: durable entries");
+        assert_eq!(store.durable_last(), model.durable.last(), "{what}: durable last");
+        assert_eq!(store.durable_prev(), model.durable.prev, "{what}: durable prev");
+        assert_eq!(store.durable_hard_state(), model.durable.hard_state, "{what}: durable hard state");
+        assert_eq!(store.pending_writes(), model.pending.len(), "{what}: pending writes");
+    }
+
+    #[test]
+    fn matches_a_two_copy_model_under_random_writes_and_crashes() {
+        type InFlight = (BoxFuture<'static, Result<(), StoreError>>, Arc<AtomicBool>, u64);
+        let mut torn = 0;
+        for seed in 0..300 {
+            let mut rng = fastrand::Rng::with_seed(seed);
+            let harness = MemStore::new();
+            let mut model = Model::default();
+            let gates: Arc<Mutex<Vec<Arc<AtomicBool>>>> = Arc::default();
+            let delay: DelayFn = {
+                let gates = Arc::clone(&gates);
+                Arc::new(move || {
+                    let flag = Arc::new(AtomicBool::new(false));
+                    gates.lock().unwrap().push(Arc::clone(&flag));
+                    Box::pin(futures::future::poll_fn(move |_| {
+                        if flag.load(Ordering::SeqCst) {
+                            Poll::Ready(())
+                        } else {
+                            Poll::Pending
+                        }
+                    }))
+                })
+            };
+            let mut in_flight: Vec<InFlight> = Vec::new();
+            let mut term = 1;
+            for step in 0..80 {
+                let what = format!("seed {seed} step {step}");
+                match rng.u32(..12) {
+                    0..=6 => {
+                        let delayed = rng.bool();
+                        harness.set_write_delay(delayed.then(|| Arc::clone(&delay)));
+                        if rng.u32(..25) == 0 {
+                            harness.fail_next_write();
+                            model.fail_next = true;
+                        }
+                        let op = random_op(&mut rng, &model.volatile, &mut term);
+                        let gated = gates.lock().unwrap().len();
+                        let mut fut = run_op(harness.clone(), op.clone());
+                        let polled = poll_once(&mut fut);
+                        let expect = model.begin(&op);
+                        match (&expect, polled) {
+                            (Expect::Invalid, Poll::Ready(Err(StoreError::Invalid(_))))
+                            | (Expect::Refused, Poll::Ready(Err(StoreError::Failed(_))))
+                            | (Expect::Injected, Poll::Ready(Err(StoreError::Io(_))))
+                            | (Expect::Done, Poll::Ready(Ok(()))) => {}
+                            (Expect::Queued(seq), Poll::Ready(Ok(()))) if !delayed => model.sync_through(*seq),
+                            (Expect::Queued(seq), Poll::Pending) if delayed => {
+                                let gate =
+                                    gates.lock().unwrap().get(gated).cloned().expect("the write awaits its delay");
+                                in_flight.push((fut, gate, *seq));
+                            }
+                            (_, polled) => panic!("{what}: {op:?} expected {expect:?}, got {polled:?}"),
+                        }
+                    }
+                    7..=9 if !in_flight.is_empty() => {
+                        let (mut fut, gate, seq) = in_flight.swap_remove(rng.usize(..in_flight.len()));
+                        gate.store(true, Ordering::SeqCst);
+                        match poll_once(&mut fut) {
+                            Poll::Ready(Ok(())) if !model.failed => model.sync_through(seq),
+                            Poll::Ready(Err(StoreError::Failed(_))) if model.failed => {}
+                            other => panic!("{what}: completion got {other:?}, failed {}", model.failed),
+                        }
+                    }
+                    _ => {
+                        let mut a = fastrand::Rng::with_seed(rng.u64(..));
+                        let mut b = a.clone();
+                        let torn_before = harness.stats().torn_appends;
+                        harness.crash(&mut a);
+                        model.crash(&mut b);
+                        assert_eq!(a.u64(..), b.u64(..), "{what}: the crash drew other random numbers");
+                        torn += harness.stats().torn_appends - torn_before;
+                        // Writes of the crashed incarnation fail and change nothing.
+                        for (mut fut, gate, _) in in_flight.drain(..) {
+                            gate.store(true, Ordering::SeqCst);
+                            assert!(matches!(poll_once(&mut fut), Poll::Ready(Err(StoreError::Io(_)))), "{what}");
+                        }
+                    }
+                }
+                assert_matches_model(&harness, &model, &what);
+            }
+        }
+        assert!(torn > 0, "no crash tore an append");
     }
 }
