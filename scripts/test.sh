@@ -13,11 +13,12 @@ cargo clippy --workspace --all-targets --all-features -- -D warnings
 echo "== tests: tokio + smol + testing (all features), including the simulator sweep"
 cargo nextest run --workspace --all-features --no-fail-fast
 
+# The simulator does not depend on the runtime features; its sweep ran above.
 echo "== tests: tokio only"
-cargo nextest run -p raft --no-default-features --features tokio,testing --no-fail-fast
+cargo nextest run -p raft --no-default-features --features tokio,testing --no-fail-fast -E 'not test(/simulator_sweep/)'
 
 echo "== tests: smol only"
-cargo nextest run -p raft --no-default-features --features smol,testing --no-fail-fast
+cargo nextest run -p raft --no-default-features --features smol,testing --no-fail-fast -E 'not test(/simulator_sweep/)'
 
 echo "== doc tests"
 cargo test --workspace --all-features --doc
