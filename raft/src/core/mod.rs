@@ -109,6 +109,9 @@ pub enum Action {
     },
 }
 
+/// Messages with a larger term are malformed and dropped.
+const MAX_TERM: Term = u64::MAX / 2;
+
 /// The core trims its in-memory log in chunks of at least this many entries (or a
 /// quarter of `Config::max_cached_lag` if that is smaller).
 const TRIM_CHUNK: u64 = 1 << 12;
@@ -436,8 +439,13 @@ impl RaftCore {
     // ----- messages -----
 
     fn step_message(&mut self, now: Instant, m: Message) {
-        if m.to != self.id {
-            tracing::warn!(node = self.id, to = m.to, from = m.from, "dropping message addressed to another node");
+        if m.to != self.id || m.from == self.id || m.from == 0 {
+            tracing::warn!(node = self.id, to = m.to, from = m.from, "dropping misaddressed message");
+            return;
+        }
+        if m.term > MAX_TERM {
+            // No real cluster gets near this; it would make term arithmetic overflow.
+            tracing::warn!(node = self.id, from = m.from, term = m.term, "dropping message with an absurd term");
             return;
         }
         if m.term > self.hs.term {

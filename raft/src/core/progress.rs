@@ -31,6 +31,9 @@ pub(crate) struct Progress {
     pub(crate) recent_active: bool,
     /// Entries for this peer are being read from the store.
     pub(crate) loading: bool,
+    /// An append was acknowledged since the last heartbeat went out: the window is
+    /// moving, so a full window means slow, not lost.
+    pub(crate) acked_recently: bool,
 }
 
 impl Progress {
@@ -44,6 +47,7 @@ impl Progress {
             inflight_bytes: 0,
             recent_active: false,
             loading: false,
+            acked_recently: false,
         }
     }
 
@@ -80,6 +84,7 @@ impl Progress {
             self.inflight_bytes -= bytes;
         }
         self.probe_sent = false;
+        self.acked_recently = true;
         let news = index > self.match_index;
         if news {
             self.match_index = index;

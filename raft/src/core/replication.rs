@@ -137,6 +137,9 @@ impl RaftCore {
     /// full window never starves them; each carries the commit index capped at what the
     /// peer is known to hold.
     pub(crate) fn broadcast_heartbeat(&mut self) {
+        for p in self.progress.values_mut() {
+            p.acked_recently = false;
+        }
         let targets: Vec<(NodeId, LogIndex)> =
             self.progress.iter().map(|(&id, p)| (id, p.match_index.min(self.log.commit))).collect();
         for (peer, commit) in targets {
@@ -154,6 +157,10 @@ impl RaftCore {
         entries: Vec<Entry>,
         leader_commit: LogIndex,
     ) {
+        if !well_formed_append(prev_log_index, prev_log_term, &entries, self.hs.term) {
+            tracing::warn!(node = self.id, from, prev_log_index, "dropping malformed AppendEntries");
+            return;
+        }
         if self.role != Role::Follower || self.leader != Some(from) {
             // A candidate of this term learns it lost (paper §5.2).
             self.become_follower(now, self.hs.term, Some(from));
@@ -235,8 +242,13 @@ impl RaftCore {
             return;
         }
         let (max_msgs, max_bytes) = (self.cfg.max_inflight_messages, self.cfg.max_inflight_bytes);
+        let last = self.log.last_index();
         let Some(pr) = self.progress.get_mut(&from) else { return };
         pr.recent_active = true;
+        if success && index > last {
+            tracing::warn!(node = self.id, peer = from, index, last, "ignoring acknowledgement beyond our log");
+            return;
+        }
         if success {
             // A paused peer was skipped by any commit broadcast meanwhile; unless a new
             // broadcast is due anyway, tell it the commit index now, even with no entries.
@@ -297,7 +309,9 @@ impl RaftCore {
             // its oldest slot. If appends were lost, the follower rejects the next one and
             // the peer falls back to probing.
             pr.probe_sent = false;
-            pr.free_oldest_inflight();
+            if !pr.acked_recently {
+                pr.free_oldest_inflight();
+            }
             self.send_appends(from, true);
         }
     }
@@ -322,4 +336,21 @@ impl RaftCore {
             self.broadcast_commit = true;
         }
     }
+}
+
+/// Whether an AppendEntries is internally consistent: entries contiguous from
+/// `prev_log_index + 1`, terms never decreasing, none newer than the sender's term. A
+/// message that is not is dropped rather than trusted (design invariant 8).
+fn well_formed_append(prev_log_index: LogIndex, prev_log_term: Term, entries: &[Entry], term: Term) -> bool {
+    let mut expect_index = prev_log_index;
+    let mut min_term = prev_log_term;
+    for e in entries {
+        let Some(next) = expect_index.checked_add(1) else { return false };
+        if e.index != next || e.term < min_term || e.term > term {
+            return false;
+        }
+        expect_index = next;
+        min_term = e.term;
+    }
+    prev_log_term <= term
 }

@@ -1446,3 +1446,78 @@ fn restart_restores_term_vote_and_log_from_the_store() {
     assert_eq!(c.commit(2), 5);
     assert_eq!(c.node(2).applied, c.log(2));
 }
+
+// ----- bad input -----
+
+#[test]
+fn malformed_appends_are_dropped_without_panic_or_reply() {
+    let mut c = Cluster::new(3);
+    c.elect(1);
+    let term = c.core(2).term();
+    let last = c.last(2);
+    let gap = vec![blank(last.index + 1, term), blank(last.index + 3, term)];
+    let decreasing = vec![blank(last.index + 1, term), blank(last.index + 2, term - 1)];
+    let future_term = vec![blank(last.index + 1, term + 5)];
+    let overflow = vec![blank(0, term)];
+    for (prev, entries) in [
+        ((last.index, last.term), gap),
+        ((last.index, last.term), decreasing),
+        ((last.index, last.term), future_term),
+        ((u64::MAX, term), overflow),
+    ] {
+        c.take_where(|_| true);
+        c.inject(append(1, 2, term, prev, entries, 0));
+        assert!(c.queued(|m| m.from == 2).is_empty(), "no answer to a malformed append");
+        assert_eq!(c.last(2), last, "the log is untouched");
+    }
+    // The node still works.
+    c.propose(1, vec![cmd(1)]).unwrap();
+    c.deliver_all();
+    assert_eq!(c.last(2).index, last.index + 1);
+}
+
+#[test]
+fn acknowledgement_beyond_the_leaders_log_is_ignored() {
+    let mut c = Cluster::new(3);
+    c.elect(1);
+    let (term, commit) = (c.core(1).term(), c.commit(1));
+    c.take_where(|_| true);
+    let bogus = MessageBody::AppendEntriesResponse { success: true, index: 1_000_000, hint: None };
+    c.inject(Message { from: 2, to: 1, term, body: bogus.clone() });
+    c.inject(Message { from: 3, to: 1, term, body: bogus });
+    assert_eq!(c.commit(1), commit, "a claim beyond the log commits nothing");
+    assert!(c.core(1).status().match_index.get(&2).copied().unwrap_or(0) <= c.last(1).index);
+}
+
+#[test]
+fn messages_with_absurd_terms_or_senders_are_dropped() {
+    let mut c = Cluster::new(3);
+    c.elect(1);
+    let before = (c.core(2).term(), c.core(2).leader());
+    c.take_where(|_| true);
+    c.inject(request_vote(3, 2, u64::MAX, (u64::MAX, u64::MAX)));
+    c.inject(pre_vote(3, 2, u64::MAX, (1, 1)));
+    c.inject(Message { from: 2, to: 2, term: before.0 + 1, body: MessageBody::Heartbeat { commit: 0, ctx: 0 } });
+    c.inject(Message { from: 0, to: 2, term: before.0 + 1, body: MessageBody::Heartbeat { commit: 0, ctx: 0 } });
+    assert_eq!((c.core(2).term(), c.core(2).leader()), before);
+    assert!(c.queued(|m| m.from == 2).is_empty());
+}
+
+#[test]
+fn heartbeat_answers_free_a_window_slot_only_when_appends_stall() {
+    let cfg = Config { max_inflight_messages: 2, max_entries_per_message: 1, ..config() };
+    let mut c = Cluster::with_config(3, cfg);
+    c.elect(1);
+    c.deliver_all();
+    // Fill the window to node 2 and lose those appends.
+    c.propose(1, cmds(0..4)).unwrap();
+    let lost = c.take_where(|m| m.to == 2 && is_append_with_entries(m));
+    assert_eq!(lost.len(), 2, "window of two");
+    c.deliver_where(|m| m.to != 2 && m.from != 2);
+    // A heartbeat round with no acknowledgement since: one slot is freed and the next
+    // append goes out; node 2 rejects it (a gap) and the leader probes back.
+    c.advance(config().heartbeat_interval);
+    c.tick(1);
+    c.deliver_all();
+    assert_eq!(c.last(2), c.last(1), "node 2 is repaired after the lost appends");
+}
