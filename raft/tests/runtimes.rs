@@ -61,17 +61,25 @@ async fn start<R: Runtime>(rt: &R, net: &MemNetwork<R>, id: NodeId, store: MemSt
     raft
 }
 
-/// Elects a leader, commits on every node, survives the loss and return of the leader,
-/// and shuts down cleanly.
-async fn three_node_cluster<R: Runtime>(rt: R) {
-    let net = MemNetwork::new(rt.clone(), 7);
+type Cluster<R> = (MemNetwork<R>, Vec<MemStore>, Vec<Option<Raft<Counter>>>, Raft<Counter>);
+
+/// Bootstraps nodes 1..=3 and waits for a leader.
+async fn start_cluster<R: Runtime>(rt: &R, seed: u64) -> Cluster<R> {
+    let net = MemNetwork::new(rt.clone(), seed);
     let stores: Vec<MemStore> = (0..3).map(|_| MemStore::new()).collect();
     let mut nodes = Vec::new();
     for id in 1..=3 {
-        nodes.push(Some(start(&rt, &net, id, stores[id as usize - 1].clone(), true).await));
+        nodes.push(Some(start(rt, &net, id, stores[id as usize - 1].clone(), true).await));
     }
-    wait_for(&rt, "a leader", || leader(&nodes).is_some()).await;
-    let l = leader(&nodes).unwrap();
+    wait_for(rt, "a leader", || leader(&nodes).is_some()).await;
+    let l = leader(&nodes).expect("a leader was seen");
+    (net, stores, nodes, l)
+}
+
+/// Elects a leader, commits on every node, survives the loss and return of the leader,
+/// and shuts down cleanly.
+async fn three_node_cluster<R: Runtime>(rt: R) {
+    let (net, stores, mut nodes, l) = start_cluster(&rt, 7).await;
     for i in 1..=50 {
         assert_eq!(l.propose(1).await, Ok(i));
     }
@@ -116,14 +124,7 @@ async fn three_node_cluster<R: Runtime>(rt: R) {
 /// A store that fails a write stops the node (fail-stop) with a clear error, and the
 /// others carry on.
 async fn failed_store_write_stops_only_that_node<R: Runtime>(rt: R) {
-    let net = MemNetwork::new(rt.clone(), 9);
-    let stores: Vec<MemStore> = (0..3).map(|_| MemStore::new()).collect();
-    let mut nodes = Vec::new();
-    for id in 1..=3 {
-        nodes.push(Some(start(&rt, &net, id, stores[id as usize - 1].clone(), true).await));
-    }
-    wait_for(&rt, "a leader", || leader(&nodes).is_some()).await;
-    let l = leader(&nodes).unwrap();
+    let (_net, stores, nodes, l) = start_cluster(&rt, 9).await;
     let victim = nodes.iter().flatten().find(|n| n.id() != l.id()).unwrap().clone();
     stores[victim.id() as usize - 1].fail_next_write();
     for _ in 0..5 {

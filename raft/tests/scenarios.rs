@@ -6,8 +6,8 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use raft::testing::linearizability::KvOutput;
-use raft::testing::simulator::{KvAction, KvCommand, SimCluster, SimFailure, SimOptions};
+use raft::testing::linearizability::{KvInput, KvOutput};
+use raft::testing::simulator::{KvCommand, SimCluster, SimFailure, SimOptions};
 use raft::{ClientError, NodeId, Role, Runtime};
 
 const SEC: Duration = Duration::from_secs(1);
@@ -17,12 +17,12 @@ fn cluster(seed: u64, nodes: u64) -> SimCluster {
     SimCluster::new(seed, opts).unwrap_or_else(|f| panic!("{f}"))
 }
 
-fn put(key: &str, value: &str) -> KvAction {
-    KvAction::Put { key: key.into(), value: value.into() }
+fn put(key: &str, value: &str) -> KvInput {
+    KvInput::Put { key: key.into(), value: value.into() }
 }
 
-fn get(key: &str) -> KvAction {
-    KvAction::Get { key: key.into() }
+fn get(key: &str) -> KvInput {
+    KvInput::Get { key: key.into() }
 }
 
 fn ok<T>(r: Result<T, SimFailure>) -> T {

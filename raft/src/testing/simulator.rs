@@ -44,49 +44,7 @@ pub struct KvCommand {
     /// A unique operation id.
     pub op: u64,
     /// What to do.
-    pub action: KvAction,
-}
-
-/// The operations of the simulated KV store.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub enum KvAction {
-    /// Set `key` to `value`.
-    Put {
-        /// The key.
-        key: String,
-        /// The value.
-        value: String,
-    },
-    /// Read `key` (through the log).
-    Get {
-        /// The key.
-        key: String,
-    },
-    /// Remove `key`.
-    Delete {
-        /// The key.
-        key: String,
-    },
-    /// Set `key` to `new` if it holds `expected`.
-    Cas {
-        /// The key.
-        key: String,
-        /// The value required (`None`: absent).
-        expected: Option<String>,
-        /// The value to set.
-        new: String,
-    },
-}
-
-impl KvAction {
-    fn to_input(&self) -> KvInput {
-        match self.clone() {
-            KvAction::Put { key, value } => KvInput::Put { key, value },
-            KvAction::Get { key } => KvInput::Get { key },
-            KvAction::Delete { key } => KvInput::Delete { key },
-            KvAction::Cas { key, expected, new } => KvInput::Cas { key, expected, new },
-        }
-    }
+    pub action: KvInput,
 }
 
 /// The record of what one node applied: `(index, op id)` in apply order.
@@ -118,16 +76,16 @@ impl StateMachine for SimKv {
     fn apply(&mut self, index: LogIndex, cmd: KvCommand) -> KvOutput {
         lock(&self.applied).push((index, cmd.op));
         match cmd.action {
-            KvAction::Put { key, value } => {
+            KvInput::Put { key, value } => {
                 self.map.insert(key, value);
                 KvOutput::Ok
             }
-            KvAction::Get { key } => KvOutput::Value(self.map.get(&key).cloned()),
-            KvAction::Delete { key } => {
+            KvInput::Get { key } => KvOutput::Value(self.map.get(&key).cloned()),
+            KvInput::Delete { key } => {
                 self.map.remove(&key);
                 KvOutput::Ok
             }
-            KvAction::Cas { key, expected, new } => {
+            KvInput::Cas { key, expected, new } => {
                 let current = self.map.get(&key).cloned();
                 if current == expected {
                     self.map.insert(key, new);
@@ -416,7 +374,7 @@ impl SimCluster {
     pub fn propose(
         &mut self,
         via: NodeId,
-        action: KvAction,
+        action: KvInput,
         limit: Duration,
     ) -> Result<Option<Result<KvOutput, ClientError>>, SimFailure> {
         let Some(raft) = self.node(via) else { return Ok(Some(Err(ClientError::ShuttingDown))) };
@@ -434,7 +392,7 @@ impl SimCluster {
 
     /// Proposes through whichever node leads, following leader hints, until it
     /// succeeds or `limit` passes.
-    pub fn propose_anywhere(&mut self, action: KvAction, limit: Duration) -> Result<Option<KvOutput>, SimFailure> {
+    pub fn propose_anywhere(&mut self, action: KvInput, limit: Duration) -> Result<Option<KvOutput>, SimFailure> {
         let end = self.now().add(limit);
         while self.now() < end {
             let Some(leader) = self.leader() else {
@@ -770,7 +728,7 @@ pub fn run_seed(seed: u64, opts: SimOptions) -> Result<SimReport, SimFailure> {
     }
     // Progress: a write commits after healing, and every node catches up.
     let before = cluster.max_commit();
-    let op = KvAction::Put { key: "final".into(), value: "done".into() };
+    let op = KvInput::Put { key: "final".into(), value: "done".into() };
     if cluster.propose_anywhere(op, heal_time)?.is_none() {
         return Err(cluster.fail(format!("no progress: no write committed within {heal_time:?} after healing")));
     }
@@ -827,12 +785,12 @@ async fn client_task(
         op_id += 1;
         let key = keys[rng.usize(..keys.len())].to_string();
         let action = match rng.u8(..10) {
-            0..=3 => KvAction::Put { key, value: format!("c{client}-{seq}") },
-            4..=6 => KvAction::Get { key },
-            7 => KvAction::Delete { key },
+            0..=3 => KvInput::Put { key, value: format!("c{client}-{seq}") },
+            4..=6 => KvInput::Get { key },
+            7 => KvInput::Delete { key },
             _ => {
                 let expected = if rng.bool() { None } else { Some(format!("c{}-{}", rng.u64(0..4), rng.u64(1..=seq))) };
-                KvAction::Cas { key, expected, new: format!("c{client}-{seq}") }
+                KvInput::Cas { key, expected, new: format!("c{client}-{seq}") }
             }
         };
         let call = rt.now();
@@ -857,7 +815,7 @@ async fn client_task(
             let record = |ret: Option<Instant>, output: Option<KvOutput>| {
                 lock(&history).push(Operation {
                     client,
-                    input: action.to_input(),
+                    input: action.clone(),
                     call: call.as_nanos(),
                     ret: ret.map(Instant::as_nanos),
                     output,
