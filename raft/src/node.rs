@@ -439,22 +439,33 @@ impl<SM: StateMachine, R: Runtime, N: Network> Driver<SM, R, N> {
         let _ = self.apply_tx.unbounded_send(ApplyBatch { entries, responders });
     }
 
+    /// Copies the core's state into the shared status, without allocating in the
+    /// common case (this runs after every batch).
     fn publish_status(&self) {
-        let cs = self.core.status();
+        let core = &self.core;
         let mut s = lock(&self.shared.status);
-        s.role = cs.role;
-        s.is_voter = cs.membership.is_voter(cs.id);
-        s.term = cs.term;
-        s.leader = cs.leader;
-        s.commit_index = cs.commit_index;
-        s.applied_index = cs.applied_index;
-        s.last_log_index = cs.last_log.index;
-        s.durable_index = cs.durable_index;
-        if s.membership != cs.membership {
-            s.membership = cs.membership;
+        s.role = core.role();
+        s.term = core.term();
+        s.leader = core.leader();
+        s.commit_index = core.commit_index();
+        s.applied_index = core.applied_index();
+        s.last_log_index = core.last_index();
+        s.durable_index = core.durable_index();
+        s.cached_entries = core.cached_entries();
+        if s.membership != *core.membership() {
+            s.membership = core.membership().clone();
+            s.is_voter = s.membership.is_voter(s.id);
         }
-        s.match_index = cs.match_index;
-        s.cached_entries = cs.cached_entries;
+        if core.role() == Role::Leader {
+            for (id, m) in core.match_indexes() {
+                *s.match_index.entry(id).or_default() = m;
+            }
+            if s.match_index.len() != core.match_indexes().count() {
+                s.match_index = core.match_indexes().collect();
+            }
+        } else if !s.match_index.is_empty() {
+            s.match_index.clear();
+        }
     }
 
     async fn stop(mut self, fatal: Option<String>) {

@@ -308,6 +308,36 @@ impl RaftCore {
         }
     }
 
+    /// The commit index.
+    pub fn commit_index(&self) -> LogIndex {
+        self.log.commit
+    }
+
+    /// The last index the state machine reported applied.
+    pub fn applied_index(&self) -> LogIndex {
+        self.applied_index
+    }
+
+    /// The highest index known durable in the local store.
+    pub fn durable_index(&self) -> LogIndex {
+        self.log.durable
+    }
+
+    /// How many log entries the core holds in memory.
+    pub fn cached_entries(&self) -> usize {
+        self.log.cached_len()
+    }
+
+    /// The membership configuration in effect.
+    pub fn membership(&self) -> &Membership {
+        &self.membership
+    }
+
+    /// When leader, each peer's match index.
+    pub fn match_indexes(&self) -> impl Iterator<Item = (NodeId, LogIndex)> + '_ {
+        self.progress.iter().map(|(&id, p)| (id, p.match_index))
+    }
+
     /// The term of the entry at `index`, if the core holds it in memory.
     pub fn term_at(&self, index: LogIndex) -> Option<Term> {
         self.log.term_at(index)
