@@ -476,6 +476,20 @@ impl MemStore {
         self.lock().log.entries.clone()
     }
 
+    /// The entries with indexes in `start..=end` held in the volatile view (those in
+    /// range that it holds), in index order. For checkers; not bound to an incarnation.
+    pub fn entries_in(&self, start: LogIndex, end: LogIndex) -> Vec<Entry> {
+        let inner = self.lock();
+        let log = &inner.log;
+        let first = start.max(log.prev.index + 1);
+        if first > end {
+            return Vec::new();
+        }
+        let from = log.offset(first).min(log.entries.len());
+        let to = log.offset(end).saturating_add(1).min(log.entries.len());
+        log.entries[from..to.max(from)].to_vec()
+    }
+
     /// Every entry held in the durable view, in index order.
     pub fn durable_entries(&self) -> Vec<Entry> {
         self.lock().durable().entries

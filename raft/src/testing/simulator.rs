@@ -7,9 +7,10 @@
 //!
 //! [`run_seed`] is the randomized test: concurrent clients write to a KV state machine
 //! while a nemesis partitions, isolates, drops, duplicates, delays, crashes and restarts;
-//! after every simulation step the invariants of the design are checked (election
-//! safety, state machine safety, and — at a coarser grain, since they read whole logs —
-//! log matching and leader completeness); at the end the client history is checked for
+//! after every simulation step the invariants of the design are checked, incrementally:
+//! election safety, state machine safety, log matching of every committed prefix and
+//! leader completeness (every 256 steps and at the end, also a pairwise comparison of
+//! whole logs, uncommitted tails included); at the end the client history is checked for
 //! linearizability and the healed cluster must make progress.
 
 use std::collections::{BTreeMap, VecDeque};
@@ -232,6 +233,9 @@ struct NodeSlot {
     applied_checked: usize,
     /// How far this incarnation's committed log has been checked.
     log_checked: LogIndex,
+    /// As leader of the term given: how far its log has been checked against the
+    /// committed log (a leader never removes entries, so this only grows).
+    leader_checked: (Term, LogIndex),
 }
 
 /// The shared state of a simulated cluster, usable from inside simulated tasks.
@@ -274,8 +278,10 @@ impl SimCluster {
                 })
             })));
             let applied: AppliedLog = Arc::default();
-            lock(&cluster.state.nodes)
-                .insert(id, NodeSlot { raft: None, store, applied, applied_checked: 0, log_checked: 0 });
+            lock(&cluster.state.nodes).insert(
+                id,
+                NodeSlot { raft: None, store, applied, applied_checked: 0, log_checked: 0, leader_checked: (0, 0) },
+            );
             let state = cluster.state.clone();
             let started = cluster
                 .state
@@ -499,6 +505,7 @@ impl ClusterState {
             lock(&slot.applied).clear();
             slot.applied_checked = 0;
             slot.log_checked = 0;
+            slot.leader_checked = (0, 0);
             (slot.store.clone(), slot.applied.clone())
         };
         let mut config = self.opts.config.clone();
@@ -614,55 +621,56 @@ impl Checker {
             slot.applied_checked = applied.len();
         }
         drop(nodes);
-        if self.steps % 256 == 0 {
-            self.check_logs(state, false)?;
-        }
-        Ok(())
+        self.check_logs(state, self.steps % 256 == 0)
     }
 
-    /// Log matching and leader completeness, read from the stores: every entry at or
-    /// below a node's commit index equals the committed entry first observed there; a
-    /// leader's log holds every committed entry; with `full`, every pair of logs that
-    /// agree on an index's term agree on the whole prefix.
+    /// Log matching and leader completeness, read from the stores, incrementally: every
+    /// entry at or below a node's commit index equals the committed entry first observed
+    /// there; a leader's log holds every entry committed in an earlier term. With
+    /// `full`, also every pair of whole logs: if they agree on an index's term they
+    /// agree on the whole prefix.
     fn check_logs(&mut self, state: &ClusterState, full: bool) -> Result<(), String> {
         let mut nodes = lock(&state.nodes);
-        let max_committed = self.committed.keys().next_back().copied().unwrap_or(0);
         for (&id, slot) in nodes.iter_mut() {
             let Some(raft) = &slot.raft else { continue };
             let (role, commit, durable, term) = raft.with_status(|s| (s.role, s.commit_index, s.durable_index, s.term));
             let upto = commit.min(durable);
-            if upto <= slot.log_checked && role != Role::Leader {
-                continue;
-            }
-            let log = slot.store.entries_snapshot();
-            let start = slot.log_checked + 1;
-            for e in log.iter().filter(|e| e.index >= start && e.index <= upto) {
-                match self.committed.get(&e.index) {
-                    Some((c, _)) if c != e => {
-                        return Err(format!(
-                            "log matching: node {id} holds {e:?} at committed index {}, committed entry is {c:?}",
-                            e.index
-                        ))
-                    }
-                    Some(_) => {}
-                    None => {
-                        self.committed.insert(e.index, (e.clone(), term));
-                    }
-                }
-            }
-            slot.log_checked = slot.log_checked.max(upto);
-            // Leader completeness (paper §5.4): once a leader's log is durable past the
-            // committed prefix, it holds every entry committed in an earlier term.
-            if role == Role::Leader && durable >= max_committed {
-                for (idx, (c, _)) in self.committed.range(..=max_committed).filter(|(_, (_, t))| *t < term) {
-                    match log.get((*idx as usize).wrapping_sub(1)) {
-                        Some(e) if e == c => {}
-                        other => {
+            if upto > slot.log_checked {
+                for e in slot.store.entries_in(slot.log_checked + 1, upto) {
+                    match self.committed.get(&e.index) {
+                        Some((c, _)) if *c != e => {
                             return Err(format!(
-                            "leader completeness: leader {id} has {other:?} at index {idx}, committed entry is {c:?}"
-                        ))
+                                "log matching: node {id} holds {e:?} at committed index {}, committed entry is {c:?}",
+                                e.index
+                            ))
+                        }
+                        Some(_) => {}
+                        None => {
+                            self.committed.insert(e.index, (e, term));
                         }
                     }
+                }
+                slot.log_checked = upto;
+            }
+            // Leader completeness (paper §5.4): once the leader's log is durable that far,
+            // it holds every entry committed in an earlier term.
+            if role == Role::Leader {
+                if slot.leader_checked.0 != term {
+                    slot.leader_checked = (term, 0);
+                }
+                let want = self.committed.range(..=durable).next_back().map_or(0, |(&i, _)| i);
+                if want > slot.leader_checked.1 {
+                    let from = slot.leader_checked.1 + 1;
+                    let held = slot.store.entries_in(from, want);
+                    for (idx, (c, _)) in self.committed.range(from..=want).filter(|(_, (_, t))| *t < term) {
+                        let e = held.get((*idx - from) as usize);
+                        if e != Some(c) {
+                            return Err(format!(
+                                "leader completeness: leader {id} of term {term} has {e:?} at index {idx}, committed entry is {c:?}"
+                            ));
+                        }
+                    }
+                    slot.leader_checked.1 = want;
                 }
             }
         }
