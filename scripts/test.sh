@@ -20,5 +20,6 @@ cargo nextest run -p raft --no-default-features --features tokio,testing --no-fa
 echo "== tests: smol only"
 cargo nextest run -p raft --no-default-features --features smol,testing --no-fail-fast -E 'not test(/simulator_sweep/)'
 
-echo "== doc tests"
+echo "== doc tests and docs (broken links are errors)"
 cargo test --workspace --all-features --doc
+RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --all-features
