@@ -284,6 +284,7 @@ struct Conn {
 }
 
 impl Conn {
+    #[allow(clippy::result_large_err)] // the error type is openraft's
     fn node<E: std::error::Error>(&self) -> Result<Raft<C>, RPCError<NodeId, BasicNode, E>> {
         self.router.get(self.target).ok_or_else(|| RPCError::Unreachable(Unreachable::new(&NotRegistered(self.target))))
     }
