@@ -96,6 +96,9 @@ struct Shared<SM> {
 }
 
 /// A handle to a running Raft node. Cheap to clone; all clones refer to the same node.
+///
+/// The node runs until [`Raft::shutdown`] (or a fatal store error); dropping every handle
+/// does not stop it.
 pub struct Raft<SM: StateMachine> {
     id: NodeId,
     tx: mpsc::UnboundedSender<Event<SM>>,

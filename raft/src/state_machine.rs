@@ -11,7 +11,10 @@ use crate::types::LogIndex;
 /// - `apply` is called for every committed command, in log order, exactly once per
 ///   index over the life of the state machine value, on every node. It must be
 ///   deterministic: the same commands in the same order give the same state and
-///   responses everywhere.
+///   responses everywhere. Entries without a command (a new leader's blank entry, a
+///   membership change) are not passed to it, so consecutive calls may skip indexes.
+/// - A committed command that no longer decodes as `Command` (a format change without a
+///   migration) is skipped on every node alike and logged; its proposer gets an error.
 /// - `apply` runs on the driver's apply task, never on the protocol loop, so a slow
 ///   state machine does not delay heartbeats; it still delays later responses.
 /// - A node that restarts without a snapshot rebuilds its state by applying the log from
