@@ -373,3 +373,38 @@ mod on_smol {
         smol::block_on(super::shutdown_closes_the_listener(SmolRuntime::new()));
     }
 }
+
+/// One node on tokio and two on smol form one cluster: the wire format is the same.
+#[cfg(all(feature = "tokio", feature = "smol"))]
+#[test]
+fn mixed_runtimes_interoperate() {
+    use raft::runtime::{SmolRuntime, TokioRuntime};
+
+    let tokio_rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    let trt = TokioRuntime::from_handle(tokio_rt.handle().clone());
+    let srt = SmolRuntime::new();
+    smol::block_on(async {
+        let t1 = bind(&trt, 1).await;
+        let t2 = bind(&srt, 2).await;
+        let t3 = bind(&srt, 3).await;
+        let addrs: HashMap<NodeId, SocketAddr> =
+            [(1, t1.local_addr()), (2, t2.local_addr()), (3, t3.local_addr())].into_iter().collect();
+        set_peers(&t1, &addrs);
+        set_peers(&t2, &addrs);
+        set_peers(&t3, &addrs);
+        let n1 = start_raft(&trt, t1, MemStore::new(), true).await;
+        let n2 = start_raft(&srt, t2, MemStore::new(), true).await;
+        let n3 = start_raft(&srt, t3, MemStore::new(), true).await;
+        let rafts = [n1.raft.clone(), n2.raft.clone(), n3.raft.clone()];
+        let lead = || rafts.iter().find(|r| r.status().role == Role::Leader).cloned();
+        wait_for(&srt, "a leader", || lead().is_some()).await;
+        let l = lead().unwrap();
+        for i in 1..=20 {
+            assert_eq!(l.propose(1).await, Ok(i));
+        }
+        wait_for(&srt, "every node to apply", || rafts.iter().all(|r| r.read_local_stale(|c| c.0) == 20)).await;
+        n1.stop().await;
+        n2.stop().await;
+        n3.stop().await;
+    });
+}
