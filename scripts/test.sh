@@ -20,6 +20,10 @@ cargo nextest run -p raft --no-default-features --features tokio,testing --no-fa
 echo "== tests: smol only"
 cargo nextest run -p raft --no-default-features --features smol,testing --no-fail-fast -E 'not test(/simulator_sweep/)'
 
+echo "== raft-net-tcp on each runtime alone"
+cargo nextest run -p raft-net-tcp --no-default-features --features tokio --no-fail-fast
+cargo nextest run -p raft-net-tcp --no-default-features --features smol --no-fail-fast
+
 echo "== doc tests and docs (broken links are errors)"
 cargo test --workspace --all-features --doc
 RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --all-features

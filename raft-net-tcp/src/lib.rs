@@ -1,0 +1,21 @@
+//! A TCP transport for the `raft` framework, on tokio (feature `tokio`) or smol
+//! (feature `smol`); both may be enabled, and nodes on either runtime interoperate
+//! since the wire format is the same (see `docs/wire-protocol.md`).
+//!
+//! - [`TcpTransport`]: binds a listener, keeps one long-lived outgoing connection per
+//!   peer, and hands incoming messages to a callback (`Raft::receive`).
+//! - [`TcpNetwork`]: its [`raft::Network`] half.
+//! - [`codec`]: the handshake and frame format, without I/O.
+//!
+//! Bad input from the network (garbage, oversized or truncated frames, undecodable
+//! messages, a handshake that never finishes, a wrong cluster id) closes only the
+//! connection it arrived on, with a log line naming the peer address.
+
+pub mod codec;
+pub mod error;
+mod rt;
+mod transport;
+
+pub use error::{ConnectionError, FrameError, HandshakeError};
+pub use rt::TcpRuntime;
+pub use transport::{Deliver, PeerStats, TcpConfig, TcpNetwork, TcpTransport};

@@ -1,0 +1,125 @@
+//! The runtime-specific part of the transport: TCP sockets on tokio or smol. Everything
+//! else is written against [`futures::io`] and [`raft::Runtime`].
+
+use std::io;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use futures::future::{BoxFuture, Either};
+use futures::io::{AsyncRead, AsyncWrite};
+use raft::Runtime;
+
+/// A [`Runtime`] that can open TCP connections and listen for them. Implemented for
+/// `TokioRuntime` (feature `tokio`) and `SmolRuntime` (feature `smol`).
+pub trait TcpRuntime: Runtime {
+    /// A connected TCP stream.
+    type Stream: AsyncRead + AsyncWrite + Send + Unpin + 'static;
+    /// A bound listening socket.
+    type Listener: Send + Sync + 'static;
+
+    /// Connects to `addr` with `TCP_NODELAY` set.
+    fn connect(&self, addr: SocketAddr) -> BoxFuture<'static, io::Result<Self::Stream>>;
+
+    /// Binds a listener to `addr`.
+    fn bind(&self, addr: SocketAddr) -> BoxFuture<'static, io::Result<Self::Listener>>;
+
+    /// Accepts one connection, with `TCP_NODELAY` set. Cancel safe.
+    fn accept(listener: &Self::Listener) -> BoxFuture<'_, io::Result<(Self::Stream, SocketAddr)>>;
+
+    /// The address the listener is bound to.
+    fn local_addr(listener: &Self::Listener) -> io::Result<SocketAddr>;
+}
+
+/// Runs `fut` for at most `d`: `None` when the time ran out first.
+pub(crate) async fn timeout<R: Runtime, F: std::future::Future>(rt: &R, d: Duration, fut: F) -> Option<F::Output> {
+    let sleep = rt.sleep_until(rt.now().add(d));
+    futures::pin_mut!(fut, sleep);
+    match futures::future::select(fut, sleep).await {
+        Either::Left((v, _)) => Some(v),
+        Either::Right(_) => None,
+    }
+}
+
+/// Sleeps for `d`.
+pub(crate) async fn sleep<R: Runtime>(rt: &R, d: Duration) {
+    rt.sleep_until(rt.now().add(d)).await;
+}
+
+#[cfg(feature = "tokio")]
+mod tokio_impl {
+    use super::*;
+    use raft::runtime::TokioRuntime;
+    use tokio_util::compat::{Compat, TokioAsyncReadCompatExt};
+
+    impl TcpRuntime for TokioRuntime {
+        type Stream = Compat<tokio::net::TcpStream>;
+        type Listener = tokio::net::TcpListener;
+
+        fn connect(&self, addr: SocketAddr) -> BoxFuture<'static, io::Result<Self::Stream>> {
+            Box::pin(async move {
+                let s = tokio::net::TcpStream::connect(addr).await?;
+                s.set_nodelay(true)?;
+                Ok(s.compat())
+            })
+        }
+
+        fn bind(&self, addr: SocketAddr) -> BoxFuture<'static, io::Result<Self::Listener>> {
+            // Bind inside the runtime, so that callers outside a tokio context (another
+            // runtime's thread) can bind too.
+            let (tx, rx) = futures::channel::oneshot::channel();
+            drop(self.spawn(async move {
+                let _ = tx.send(tokio::net::TcpListener::bind(addr).await);
+            }));
+            Box::pin(async move {
+                rx.await.unwrap_or_else(|_| Err(io::Error::other("the tokio runtime stopped before binding")))
+            })
+        }
+
+        fn accept(listener: &Self::Listener) -> BoxFuture<'_, io::Result<(Self::Stream, SocketAddr)>> {
+            Box::pin(async move {
+                let (s, addr) = listener.accept().await?;
+                s.set_nodelay(true)?;
+                Ok((s.compat(), addr))
+            })
+        }
+
+        fn local_addr(listener: &Self::Listener) -> io::Result<SocketAddr> {
+            listener.local_addr()
+        }
+    }
+}
+
+#[cfg(feature = "smol")]
+mod smol_impl {
+    use super::*;
+    use raft::runtime::SmolRuntime;
+
+    impl TcpRuntime for SmolRuntime {
+        type Stream = smol::net::TcpStream;
+        type Listener = smol::net::TcpListener;
+
+        fn connect(&self, addr: SocketAddr) -> BoxFuture<'static, io::Result<Self::Stream>> {
+            Box::pin(async move {
+                let s = smol::net::TcpStream::connect(addr).await?;
+                s.set_nodelay(true)?;
+                Ok(s)
+            })
+        }
+
+        fn bind(&self, addr: SocketAddr) -> BoxFuture<'static, io::Result<Self::Listener>> {
+            Box::pin(smol::net::TcpListener::bind(addr))
+        }
+
+        fn accept(listener: &Self::Listener) -> BoxFuture<'_, io::Result<(Self::Stream, SocketAddr)>> {
+            Box::pin(async move {
+                let (s, addr) = listener.accept().await?;
+                s.set_nodelay(true)?;
+                Ok((s, addr))
+            })
+        }
+
+        fn local_addr(listener: &Self::Listener) -> io::Result<SocketAddr> {
+            listener.local_addr()
+        }
+    }
+}
