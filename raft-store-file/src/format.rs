@@ -82,6 +82,24 @@ pub fn encode_frame(payload: &[u8], out: &mut Vec<u8>) {
     out.extend_from_slice(payload);
 }
 
+/// Appends one record frame to `out` for the bytes that `write_payload` appends, with no
+/// intermediate copy; returns the payload length. The frame header is filled in after the
+/// payload is written.
+pub fn encode_frame_with<E>(
+    out: &mut Vec<u8>,
+    write_payload: impl FnOnce(&mut Vec<u8>) -> Result<(), E>,
+) -> Result<usize, E> {
+    let start = out.len();
+    out.extend_from_slice(&[0u8; FRAME_HEADER_LEN]);
+    write_payload(out)?;
+    let payload_len = out.len() - start - FRAME_HEADER_LEN;
+    let len = payload_len as u32;
+    let crc = frame_crc(len, &out[start + FRAME_HEADER_LEN..]);
+    out[start..start + 4].copy_from_slice(&len.to_le_bytes());
+    out[start + 4..start + 8].copy_from_slice(&crc.to_le_bytes());
+    Ok(payload_len)
+}
+
 /// What [`parse_frame`] found at the start of a buffer.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Frame<'a> {
@@ -177,6 +195,12 @@ mod tests {
         let mut buf = Vec::new();
         encode_frame(b"hello world", &mut buf);
         assert_eq!(parse_frame(&buf, 1024), Frame::Record(b"hello world", buf.len()));
+        let mut other = Vec::new();
+        let n = encode_frame_with(&mut other, |o| {
+            o.extend_from_slice(b"hello world");
+            Ok::<(), ()>(())
+        });
+        assert_eq!((n, &other), (Ok(11), &buf));
         for cut in 0..buf.len() {
             assert_eq!(parse_frame(&buf[..cut], 1024), Frame::Incomplete, "cut at {cut}");
         }

@@ -668,23 +668,23 @@ impl LogStore for FileStore {
                 first.index, self.last.index
             )));
         }
-        let mut buf = Vec::new();
+        let mut buf = Vec::with_capacity(entries.iter().map(|e| e.approx_size() + 16).sum());
         let mut offsets = Vec::with_capacity(entries.len());
         for (i, e) in entries.iter().enumerate() {
             if e.index != first.index + i as u64 {
                 return Err(StoreError::Invalid(format!("append is not contiguous at index {}", e.index)));
             }
-            let payload = postcard::to_allocvec(e)
-                .map_err(|err| StoreError::Invalid(format!("entry {} cannot be encoded: {err}", e.index)))?;
-            if payload.len() > self.opts.max_record_size as usize {
+            let len = format::encode_frame_with(&mut buf, |out| {
+                *out = postcard::to_extend(e, std::mem::take(out))?;
+                Ok::<(), postcard::Error>(())
+            })
+            .map_err(|err| StoreError::Invalid(format!("entry {} cannot be encoded: {err}", e.index)))?;
+            if len > self.opts.max_record_size as usize {
                 return Err(StoreError::Invalid(format!(
-                    "entry {} encodes to {} bytes, over the maximum record size {}",
-                    e.index,
-                    payload.len(),
-                    self.opts.max_record_size
+                    "entry {} encodes to {len} bytes, over the maximum record size {}",
+                    e.index, self.opts.max_record_size
                 )));
             }
-            format::encode_frame(&payload, &mut buf);
             offsets.push(buf.len() as u64);
         }
         match self.append_inner(first.index, &buf, &offsets) {
