@@ -49,6 +49,8 @@ pub const HARD_STATE_FILE: &str = "hardstate";
 pub const META_FILE: &str = "meta";
 
 const HARD_STATE_BODY_LEN: usize = 17;
+/// How many sealed segments keep their record offsets in memory at once.
+const MAX_INDEXED_SEALED: usize = 8;
 const META_BODY_LEN: usize = 16;
 
 /// Options of a [`FileStore`].
@@ -422,6 +424,17 @@ impl FileStore {
             }
         }
         self.segments[i].index = Some(scan.index);
+        // Bound memory: keep the record offsets of at most MAX_INDEXED_SEALED sealed
+        // segments (they are rebuilt from the file when needed again).
+        let last = self.segments.len() - 1;
+        let indexed = self.segments[..last].iter().filter(|s| s.index.is_some()).count();
+        if indexed > MAX_INDEXED_SEALED {
+            for (j, s) in self.segments[..last].iter_mut().enumerate() {
+                if j != i {
+                    s.index = None;
+                }
+            }
+        }
         Ok(())
     }
 
