@@ -106,9 +106,17 @@ fn leader<R: TcpRuntime>(nodes: &[Option<Node<R>>]) -> Option<Raft<Counter>> {
 
 /// Binds three transports on ephemeral ports, wires them up and bootstraps nodes 1..=3.
 async fn start_cluster<R: TcpRuntime>(rt: &R) -> (Vec<MemStore>, Vec<Option<Node<R>>>, HashMap<NodeId, SocketAddr>) {
+    start_cluster_with(rt, test_config).await
+}
+
+/// [`start_cluster`] with each node's transport configured by `config`.
+async fn start_cluster_with<R: TcpRuntime>(
+    rt: &R,
+    config: impl Fn(NodeId) -> TcpConfig,
+) -> (Vec<MemStore>, Vec<Option<Node<R>>>, HashMap<NodeId, SocketAddr>) {
     let mut transports = Vec::new();
     for id in 1..=3 {
-        transports.push(bind(rt, id).await);
+        transports.push(TcpTransport::bind(rt.clone(), config(id), loopback()).await.expect("bind on loopback"));
     }
     let addrs: HashMap<NodeId, SocketAddr> = transports.iter().map(|t| (t.config().node_id, t.local_addr())).collect();
     let stores: Vec<MemStore> = (0..3).map(|_| MemStore::new()).collect();
@@ -287,6 +295,92 @@ async fn bad_input_closes_only_that_connection<R: TcpRuntime>(rt: R) {
     }
 }
 
+/// Whether the server has closed `s`: true on end of stream or an error, false if the
+/// connection is still open (nothing to read within 100 ms).
+async fn is_closed<R: TcpRuntime>(rt: &R, s: &mut R::Stream) -> bool {
+    let mut buf = [0u8; 64];
+    matches!(raft_net_tcp_read(rt, s, &mut buf).await, Some(Ok(0)) | Some(Err(_)))
+}
+
+/// A flood of inbound connections, six times the limit on each of two nodes, all idle
+/// before or in the middle of the handshake: the connections over the limit are closed
+/// at once, the others when their handshake times out, and meanwhile the cluster keeps
+/// committing over the peers' established connections. Once the flood is gone, a
+/// valid peer connection is accepted again.
+async fn connection_flood_is_bounded<R: TcpRuntime>(rt: R) {
+    const LIMIT: usize = 8;
+    const FLOOD: usize = 6 * LIMIT;
+    let handshake_timeout = Duration::from_secs(3);
+    let (_stores, nodes, _addrs) = start_cluster_with(&rt, |id| {
+        let mut c = test_config(id);
+        c.max_inbound_connections = LIMIT;
+        c.handshake_timeout = handshake_timeout;
+        c
+    })
+    .await;
+    let l = leader(&nodes).unwrap();
+    l.propose(1).await.unwrap();
+    all_apply(&rt, &nodes, 1).await;
+    let follower = nodes.iter().flatten().find(|n| n.raft.id() != l.id()).unwrap();
+    let leader_addr = nodes.iter().flatten().find(|n| n.raft.id() == l.id()).unwrap().transport.local_addr();
+    let targets = [(follower.transport.local_addr(), follower.raft.id()), (leader_addr, l.id())];
+
+    let start = rt.now();
+    let mut flood = Vec::new();
+    for &(addr, to) in &targets {
+        for i in 0..FLOOD {
+            let mut s = raw_connect(&rt, addr).await;
+            if i % 3 == 0 {
+                // A handshake that stops half way; the rest send nothing at all.
+                let hello = Hello { version: PROTOCOL_VERSION, cluster_id: CLUSTER, from: 1, to };
+                s.write_all(&hello.encode()[..HELLO_LEN / 2]).await.unwrap();
+            }
+            flood.push(s);
+        }
+    }
+    // Let the listeners accept (and refuse) the whole flood.
+    sleep(&rt, Duration::from_millis(300)).await;
+
+    // Well within the handshake timeout, only the connections under the limit are open.
+    let mut open = 0;
+    for s in &mut flood {
+        if !is_closed(&rt, s).await {
+            open += 1;
+        }
+    }
+    assert!(
+        rt.now().saturating_since(start) < handshake_timeout,
+        "the flood took too long to check; raise the handshake timeout"
+    );
+    assert!(open <= targets.len() * LIMIT, "{open} flood connections open, over the limit of {LIMIT} per node");
+
+    // The cluster keeps committing while the flood holds the free slots.
+    for _ in 0..10 {
+        l.propose(1).await.expect("commits during the flood");
+    }
+    all_apply(&rt, &nodes, 11).await;
+
+    // The connections that were let in are closed when their handshake times out.
+    for s in &mut flood {
+        expect_closed(&rt, s, "idle flood connection").await;
+    }
+    drop(flood);
+
+    // With the flood gone, a valid peer connection is accepted again, and the cluster
+    // still replicates to every node.
+    for &(addr, to) in &targets {
+        let from = if to == l.id() { follower.raft.id() } else { l.id() };
+        drop(handshake(&rt, addr, from, to).await);
+    }
+    for _ in 0..10 {
+        l.propose(1).await.expect("commits after the flood");
+    }
+    all_apply(&rt, &nodes, 21).await;
+    for n in nodes.iter().flatten() {
+        n.stop().await;
+    }
+}
+
 /// A peer that is down: the send queue stays bounded, the oldest frames are dropped.
 async fn down_peer_queue_stays_bounded<R: TcpRuntime>(rt: R) {
     let mut config = test_config(1);
@@ -339,6 +433,11 @@ mod on_tokio {
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn connection_flood_is_bounded_on_tokio() {
+        super::connection_flood_is_bounded(TokioRuntime::new()).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn down_peer_queue_stays_bounded_on_tokio() {
         super::down_peer_queue_stays_bounded(TokioRuntime::new()).await;
     }
@@ -361,6 +460,11 @@ mod on_smol {
     #[test]
     fn bad_input_closes_only_that_connection_on_smol() {
         smol::block_on(super::bad_input_closes_only_that_connection(SmolRuntime::new()));
+    }
+
+    #[test]
+    fn connection_flood_is_bounded_on_smol() {
+        smol::block_on(super::connection_flood_is_bounded(SmolRuntime::new()));
     }
 
     #[test]
