@@ -7,33 +7,13 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use futures::io::{AsyncReadExt, AsyncWriteExt};
+use raft::testing::helpers::{sleep, wait_for, Counter};
 use raft::testing::mem_store::MemStore;
-use raft::{Config, LogIndex, Message, MessageBody, Network, NodeId, Raft, Role, Runtime, StateMachine};
+use raft::{Config, Message, MessageBody, Network, NodeId, Raft, Role};
 use raft_net_tcp::codec::{self, Hello, HelloStatus, HELLO_LEN, PROTOCOL_VERSION, REPLY_LEN};
 use raft_net_tcp::{TcpConfig, TcpRuntime, TcpTransport};
 
 const CLUSTER: u64 = 0x5eed;
-
-/// A replicated counter: commands add to it.
-#[derive(Default)]
-struct Counter(u64);
-
-impl StateMachine for Counter {
-    type Command = u64;
-    type Response = u64;
-    fn apply(&mut self, _index: LogIndex, delta: u64) -> u64 {
-        self.0 += delta;
-        self.0
-    }
-    fn snapshot(&self) -> Vec<u8> {
-        self.0.to_le_bytes().to_vec()
-    }
-    fn restore(&mut self, s: &[u8]) -> Result<(), String> {
-        let bytes: [u8; 8] = s.try_into().map_err(|_| "bad snapshot".to_string())?;
-        self.0 = u64::from_le_bytes(bytes);
-        Ok(())
-    }
-}
 
 fn loopback() -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], 0))
@@ -45,20 +25,6 @@ fn test_config(id: NodeId) -> TcpConfig {
     c.handshake_timeout = Duration::from_millis(300);
     c.max_frame_size = 1 << 20;
     c
-}
-
-async fn sleep<R: Runtime>(rt: &R, d: Duration) {
-    rt.sleep_until(rt.now().add(d)).await;
-}
-
-async fn wait_for<R: Runtime>(rt: &R, what: &str, mut f: impl FnMut() -> bool) {
-    for _ in 0..1000 {
-        if f() {
-            return;
-        }
-        sleep(rt, Duration::from_millis(10)).await;
-    }
-    panic!("timed out waiting for {what}");
 }
 
 /// A running node: its transport and its Raft handle.

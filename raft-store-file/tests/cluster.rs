@@ -5,48 +5,10 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
+use raft::testing::helpers::{leader, sleep, wait_for, Counter};
 use raft::testing::mem_network::MemNetwork;
-use raft::{Config, LogIndex, NodeId, Raft, Role, Runtime, StateMachine};
+use raft::{Config, NodeId, Raft, Runtime};
 use raft_store_file::{FileStore, FileStoreError, FileStoreOptions};
-
-/// A replicated counter.
-#[derive(Default)]
-struct Counter(u64);
-
-impl StateMachine for Counter {
-    type Command = u64;
-    type Response = u64;
-    fn apply(&mut self, _index: LogIndex, delta: u64) -> u64 {
-        self.0 += delta;
-        self.0
-    }
-    fn snapshot(&self) -> Vec<u8> {
-        self.0.to_le_bytes().to_vec()
-    }
-    fn restore(&mut self, s: &[u8]) -> Result<(), String> {
-        let bytes: [u8; 8] = s.try_into().map_err(|_| "bad snapshot".to_string())?;
-        self.0 = u64::from_le_bytes(bytes);
-        Ok(())
-    }
-}
-
-async fn sleep<R: Runtime>(rt: &R, d: Duration) {
-    rt.sleep_until(rt.now().add(d)).await;
-}
-
-async fn wait_for<R: Runtime>(rt: &R, what: &str, mut f: impl FnMut() -> bool) {
-    for _ in 0..1000 {
-        if f() {
-            return;
-        }
-        sleep(rt, Duration::from_millis(10)).await;
-    }
-    panic!("timed out waiting for {what}");
-}
-
-fn leader(nodes: &[Option<Raft<Counter>>]) -> Option<Raft<Counter>> {
-    nodes.iter().flatten().find(|n| n.status().role == Role::Leader).cloned()
-}
 
 /// Opens the store of a node; after a shutdown the old store may take a moment to be
 /// dropped by the persist task, so a held lock is retried.

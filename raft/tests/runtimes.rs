@@ -3,50 +3,11 @@
 #![cfg(feature = "testing")]
 
 use std::sync::Arc;
-use std::time::Duration;
 
+use raft::testing::helpers::{leader, wait_for, Counter};
 use raft::testing::mem_network::MemNetwork;
 use raft::testing::mem_store::MemStore;
-use raft::{Config, LogIndex, NodeId, Raft, Role, Runtime, StateMachine};
-
-/// A replicated counter: commands add to it; the response is the new value.
-#[derive(Default)]
-struct Counter(u64);
-
-impl StateMachine for Counter {
-    type Command = u64;
-    type Response = u64;
-    fn apply(&mut self, _index: LogIndex, delta: u64) -> u64 {
-        self.0 += delta;
-        self.0
-    }
-    fn snapshot(&self) -> Vec<u8> {
-        self.0.to_le_bytes().to_vec()
-    }
-    fn restore(&mut self, s: &[u8]) -> Result<(), String> {
-        let bytes: [u8; 8] = s.try_into().map_err(|_| "bad snapshot".to_string())?;
-        self.0 = u64::from_le_bytes(bytes);
-        Ok(())
-    }
-}
-
-async fn sleep<R: Runtime>(rt: &R, d: Duration) {
-    rt.sleep_until(rt.now().add(d)).await;
-}
-
-async fn wait_for<R: Runtime>(rt: &R, what: &str, mut f: impl FnMut() -> bool) {
-    for _ in 0..500 {
-        if f() {
-            return;
-        }
-        sleep(rt, Duration::from_millis(10)).await;
-    }
-    panic!("timed out waiting for {what}");
-}
-
-fn leader(nodes: &[Option<Raft<Counter>>]) -> Option<Raft<Counter>> {
-    nodes.iter().flatten().find(|n| n.status().role == Role::Leader).cloned()
-}
+use raft::{Config, NodeId, Raft, Role, Runtime};
 
 async fn start<R: Runtime>(rt: &R, net: &MemNetwork<R>, id: NodeId, store: MemStore, bootstrap: bool) -> Raft<Counter> {
     let config = Config::default();
@@ -169,90 +130,101 @@ mod on_smol {
     }
 }
 
-/// A state machine that blocks in `apply` when told to.
-struct Slow {
-    value: u64,
-    block: Option<Duration>,
-}
-
-impl StateMachine for Slow {
-    type Command = u64;
-    type Response = u64;
-    fn apply(&mut self, _index: LogIndex, delta: u64) -> u64 {
-        if delta == 0 {
-            if let Some(d) = self.block {
-                std::thread::sleep(d);
-            }
-        }
-        self.value += delta;
-        self.value
-    }
-    fn snapshot(&self) -> Vec<u8> {
-        self.value.to_le_bytes().to_vec()
-    }
-    fn restore(&mut self, _s: &[u8]) -> Result<(), String> {
-        Ok(())
-    }
-}
-
-/// Applying runs off the protocol loop: while every state machine is stuck for longer
-/// than an election timeout, the leader keeps its followers (no new election) and keeps
-/// committing.
+/// Applying runs off the protocol loop (tokio only: it needs worker threads to spare).
 #[cfg(feature = "tokio")]
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn slow_state_machine_does_not_delay_heartbeats_or_commits() {
+mod slow_apply {
+    use std::sync::Arc;
+    use std::time::Duration;
+
     use raft::runtime::TokioRuntime;
-    let rt = TokioRuntime::new();
-    let net = MemNetwork::new(rt.clone(), 11);
-    let mut nodes = Vec::new();
-    for id in 1..=3u64 {
-        // Generous timeouts so a busy test machine does not cause elections by itself;
-        // the state machine blocks for more than twice the longest election timeout.
-        let cfg = Config {
-            election_timeout_min: Duration::from_millis(500),
-            election_timeout_max: Duration::from_millis(1000),
-            heartbeat_interval: Duration::from_millis(50),
-            ..Config::default()
-        };
-        let sm = Slow { value: 0, block: Some(Duration::from_millis(2500)) };
-        let raft = Raft::bootstrap(id, [1, 2, 3], cfg, rt.clone(), MemStore::new(), net.endpoint(id), sm)
-            .await
-            .expect("node starts");
-        let r2 = raft.clone();
-        net.register(id, Arc::new(move |m| r2.receive(m)));
-        nodes.push(raft);
+    use raft::testing::helpers::sleep;
+    use raft::testing::mem_network::MemNetwork;
+    use raft::testing::mem_store::MemStore;
+    use raft::{Config, LogIndex, Raft, Role, StateMachine};
+
+    /// A state machine that blocks in `apply` when told to.
+    struct Slow {
+        value: u64,
+        block: Option<Duration>,
     }
-    let l = loop {
-        if let Some(l) = nodes.iter().find(|n| n.status().role == Role::Leader) {
-            break l.clone();
+
+    impl StateMachine for Slow {
+        type Command = u64;
+        type Response = u64;
+        fn apply(&mut self, _index: LogIndex, delta: u64) -> u64 {
+            if delta == 0 {
+                if let Some(d) = self.block {
+                    std::thread::sleep(d);
+                }
+            }
+            self.value += delta;
+            self.value
         }
-        sleep(&rt, Duration::from_millis(10)).await;
-    };
-    let term = l.status().term;
-    // The blocking command, then more commands while the leader's apply task is stuck.
-    let l2 = l.clone();
-    let stuck = tokio::spawn(async move { l2.propose(0).await });
-    sleep(&rt, Duration::from_millis(50)).await;
-    let before = l.status().commit_index;
-    let mut later = Vec::new();
-    for _ in 0..5 {
-        let l = l.clone();
-        later.push(tokio::spawn(async move { l.propose(1).await }));
+        fn snapshot(&self) -> Vec<u8> {
+            self.value.to_le_bytes().to_vec()
+        }
+        fn restore(&mut self, _s: &[u8]) -> Result<(), String> {
+            Ok(())
+        }
     }
-    sleep(&rt, Duration::from_millis(2000)).await;
-    let s = l.status();
-    assert!(s.commit_index >= before + 5, "commits continue while applying is stuck: {s:?}");
-    for n in &nodes {
-        let st = n.status();
-        assert_eq!(st.term, term, "no election on node {} while the leader applies slowly", n.id());
-        assert_eq!(st.leader, Some(l.id()));
-    }
-    assert!(s.applied_index < s.commit_index, "the stuck state machine lags the commit index: {s:?}");
-    stuck.await.expect("task").expect("blocking command applies");
-    for t in later {
-        t.await.expect("task").expect("later commands apply");
-    }
-    for n in &nodes {
-        n.shutdown().await;
+
+    /// Applying runs off the protocol loop: while every state machine is stuck for longer
+    /// than an election timeout, the leader keeps its followers (no new election) and keeps
+    /// committing.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn slow_state_machine_does_not_delay_heartbeats_or_commits() {
+        let rt = TokioRuntime::new();
+        let net = MemNetwork::new(rt.clone(), 11);
+        let mut nodes = Vec::new();
+        for id in 1..=3u64 {
+            // Generous timeouts so a busy test machine does not cause elections by itself;
+            // the state machine blocks for more than twice the longest election timeout.
+            let cfg = Config {
+                election_timeout_min: Duration::from_millis(500),
+                election_timeout_max: Duration::from_millis(1000),
+                heartbeat_interval: Duration::from_millis(50),
+                ..Config::default()
+            };
+            let sm = Slow { value: 0, block: Some(Duration::from_millis(2500)) };
+            let raft = Raft::bootstrap(id, [1, 2, 3], cfg, rt.clone(), MemStore::new(), net.endpoint(id), sm)
+                .await
+                .expect("node starts");
+            let r2 = raft.clone();
+            net.register(id, Arc::new(move |m| r2.receive(m)));
+            nodes.push(raft);
+        }
+        let l = loop {
+            if let Some(l) = nodes.iter().find(|n| n.status().role == Role::Leader) {
+                break l.clone();
+            }
+            sleep(&rt, Duration::from_millis(10)).await;
+        };
+        let term = l.status().term;
+        // The blocking command, then more commands while the leader's apply task is stuck.
+        let l2 = l.clone();
+        let stuck = tokio::spawn(async move { l2.propose(0).await });
+        sleep(&rt, Duration::from_millis(50)).await;
+        let before = l.status().commit_index;
+        let mut later = Vec::new();
+        for _ in 0..5 {
+            let l = l.clone();
+            later.push(tokio::spawn(async move { l.propose(1).await }));
+        }
+        sleep(&rt, Duration::from_millis(2000)).await;
+        let s = l.status();
+        assert!(s.commit_index >= before + 5, "commits continue while applying is stuck: {s:?}");
+        for n in &nodes {
+            let st = n.status();
+            assert_eq!(st.term, term, "no election on node {} while the leader applies slowly", n.id());
+            assert_eq!(st.leader, Some(l.id()));
+        }
+        assert!(s.applied_index < s.commit_index, "the stuck state machine lags the commit index: {s:?}");
+        stuck.await.expect("task").expect("blocking command applies");
+        for t in later {
+            t.await.expect("task").expect("later commands apply");
+        }
+        for n in &nodes {
+            n.shutdown().await;
+        }
     }
 }

@@ -4,6 +4,7 @@
 //! suite, a deterministic simulated runtime and a linearizability checker.
 
 pub mod conformance;
+pub mod helpers;
 pub mod linearizability;
 pub mod mem_network;
 pub mod mem_store;
