@@ -38,9 +38,21 @@ impl MajorityQuorum {
         if self.voters.is_empty() {
             return LogIndex::MAX;
         }
-        let mut idx: Vec<LogIndex> = self.voters.iter().map(|&v| index_of(v).unwrap_or(0)).collect();
+        let n = self.voters.len();
+        // This runs on every acknowledgement: no allocation for the usual small clusters.
+        let mut small = [0 as LogIndex; 9];
+        let mut large = Vec::new();
+        let idx: &mut [LogIndex] = if n <= small.len() {
+            &mut small[..n]
+        } else {
+            large.resize(n, 0);
+            &mut large
+        };
+        for (slot, &v) in idx.iter_mut().zip(&self.voters) {
+            *slot = index_of(v).unwrap_or(0);
+        }
         idx.sort_unstable_by(|a, b| b.cmp(a));
-        idx[self.voters.len() / 2]
+        idx[n / 2]
     }
 
     /// Counts votes: `vote_of(v)` is `Some(true)` for granted, `Some(false)` for
@@ -130,6 +142,12 @@ mod tests {
         let q = MajorityQuorum::new([1, 2, 3, 4]);
         let m: HashMap<u64, u64> = [(1, 5), (2, 3), (3, 9), (4, 1)].into();
         assert_eq!(q.committed_index(|id| m.get(&id).copied()), 3);
+    }
+
+    #[test]
+    fn large_majority_commit_is_the_median_too() {
+        let q = MajorityQuorum::new(1..=11);
+        assert_eq!(q.committed_index(Some), 6, "indexes 1..=11, a majority of 6 has reached 6");
     }
 
     #[test]

@@ -46,7 +46,7 @@ impl RaftCore {
         }
         let (last_log_index, last_log_term) = (self.log.last_index(), self.log.last_term());
         let term = self.hs.term + 1;
-        for to in self.membership.quorum().voters() {
+        for to in self.quorum.voters() {
             if to != self.id {
                 // Sent with the prospective term; our own term stays as it is.
                 let msg = crate::message::Message {
@@ -74,7 +74,7 @@ impl RaftCore {
             return;
         }
         let (last_log_index, last_log_term) = (self.log.last_index(), self.log.last_term());
-        for to in self.membership.quorum().voters() {
+        for to in self.quorum.voters() {
             if to != self.id {
                 // Held until the new term and self-vote are durable.
                 self.send(to, MessageBody::RequestVote { last_log_index, last_log_term });
@@ -83,7 +83,7 @@ impl RaftCore {
     }
 
     fn election_result(&self) -> VoteResult {
-        self.membership.quorum().vote_result(|id| self.votes.get(&id).copied())
+        self.quorum.vote_result(|id| self.votes.get(&id).copied())
     }
 
     fn election_won(&self) -> bool {
@@ -183,7 +183,7 @@ impl RaftCore {
             return;
         }
         let me = self.id;
-        let active = self.membership.quorum().vote_result(|id| {
+        let active = self.quorum.vote_result(|id| {
             if id == me {
                 Some(true)
             } else {

@@ -24,6 +24,7 @@ use bytes::Bytes;
 use crate::config::Config;
 use crate::membership::Membership;
 use crate::message::{Message, MessageBody};
+use crate::quorum::JointQuorum;
 use crate::types::{Entry, EntryPayload, HardState, Instant, LogId, LogIndex, NodeId, Term};
 use log::RaftLog;
 use progress::Progress;
@@ -184,6 +185,9 @@ pub struct RaftCore {
     /// truncation can fall back (thesis §4.1: a configuration takes effect when appended).
     configs: Vec<(LogIndex, Membership)>,
     pub(crate) membership: Membership,
+    /// The quorum rule of `membership`, kept beside it so counting votes and the commit
+    /// index does not rebuild it on every acknowledgement.
+    pub(crate) quorum: JointQuorum,
 
     // Timers.
     election_deadline: Instant,
@@ -233,6 +237,7 @@ impl RaftCore {
             }
         }
         let membership = configs.last().map(|(_, m)| m.clone()).unwrap_or_default();
+        let quorum = membership.quorum();
         let store_last = log.last_index();
         let apply_index = log.commit;
         let mut core = RaftCore {
@@ -245,6 +250,7 @@ impl RaftCore {
             log,
             configs,
             membership,
+            quorum,
             election_deadline: now,
             heartbeat_deadline: now,
             check_quorum_deadline: now,
@@ -597,6 +603,7 @@ impl RaftCore {
     }
 
     fn set_membership(&mut self, m: Membership) {
+        self.quorum = m.quorum();
         self.membership = m;
         if self.role == Role::Leader {
             let next = self.log.last_index() + 1;

@@ -322,7 +322,7 @@ impl RaftCore {
     pub(crate) fn maybe_commit(&mut self) {
         let me = self.id;
         let durable = self.log.durable;
-        let q = self.membership.quorum().committed_index(|id| {
+        let q = self.quorum.committed_index(|id| {
             if id == me {
                 Some(durable)
             } else {
