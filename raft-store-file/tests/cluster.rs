@@ -2,12 +2,11 @@
 //! stopped, its directory reopened, and it catches up from what it had on disk.
 
 use std::path::Path;
-use std::sync::Arc;
 use std::time::Duration;
 
-use raft::testing::helpers::{leader, sleep, wait_for, Counter};
+use raft::testing::helpers::{leader, sleep, start_counter_node, wait_for, Counter};
 use raft::testing::mem_network::MemNetwork;
-use raft::{Config, NodeId, Raft, Runtime};
+use raft::{NodeId, Raft, Runtime};
 use raft_store_file::{FileStore, FileStoreError, FileStoreOptions};
 
 /// Opens the store of a node; after a shutdown the old store may take a moment to be
@@ -26,16 +25,7 @@ async fn open_store<R: Runtime>(rt: &R, dir: &Path) -> FileStore {
 
 async fn start<R: Runtime>(rt: &R, net: &MemNetwork<R>, id: NodeId, dir: &Path, bootstrap: bool) -> Raft<Counter> {
     let store = open_store(rt, dir).await;
-    let config = Config::default();
-    let raft = if bootstrap {
-        Raft::bootstrap(id, [1, 2, 3], config, rt.clone(), store, net.endpoint(id), Counter::default()).await
-    } else {
-        Raft::restart(id, config, rt.clone(), store, net.endpoint(id), Counter::default()).await
-    }
-    .expect("node starts");
-    let r2 = raft.clone();
-    net.register(id, Arc::new(move |m| r2.receive(m)));
-    raft
+    start_counter_node(rt, net, id, store, bootstrap).await
 }
 
 async fn cluster_on_file_stores<R: Runtime>(rt: R) {

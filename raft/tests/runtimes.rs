@@ -2,25 +2,10 @@
 //! nodes with the in-memory store and network, on wall-clock time.
 #![cfg(feature = "testing")]
 
-use std::sync::Arc;
-
-use raft::testing::helpers::{leader, wait_for, Counter};
+use raft::testing::helpers::{leader, start_counter_node as start, wait_for, Counter};
 use raft::testing::mem_network::MemNetwork;
 use raft::testing::mem_store::MemStore;
-use raft::{Config, NodeId, Raft, Role, Runtime};
-
-async fn start<R: Runtime>(rt: &R, net: &MemNetwork<R>, id: NodeId, store: MemStore, bootstrap: bool) -> Raft<Counter> {
-    let config = Config::default();
-    let raft = if bootstrap {
-        Raft::bootstrap(id, [1, 2, 3], config, rt.clone(), store, net.endpoint(id), Counter::default()).await
-    } else {
-        Raft::restart(id, config, rt.clone(), store, net.endpoint(id), Counter::default()).await
-    }
-    .expect("node starts");
-    let r2 = raft.clone();
-    net.register(id, Arc::new(move |m| r2.receive(m)));
-    raft
-}
+use raft::{Raft, Role, Runtime};
 
 type Cluster<R> = (MemNetwork<R>, Vec<MemStore>, Vec<Option<Raft<Counter>>>, Raft<Counter>);
 

@@ -1,13 +1,18 @@
 //! Small pieces shared by cluster tests on real runtimes: a counter state machine and
 //! waiting helpers.
 
+use std::sync::Arc;
 use std::time::Duration;
 
+use super::mem_network::MemNetwork;
+use crate::config::Config;
 use crate::core::Role;
 use crate::node::Raft;
 use crate::runtime::Runtime;
 use crate::state_machine::StateMachine;
+use crate::storage::LogStore;
 use crate::types::LogIndex;
+use crate::types::NodeId;
 
 /// A replicated counter: each command adds to it and the response is the new value.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -52,4 +57,26 @@ pub async fn wait_for<R: Runtime>(rt: &R, what: &str, mut f: impl FnMut() -> boo
 /// The running node that reports itself leader, if any.
 pub fn leader<SM: StateMachine>(nodes: &[Option<Raft<SM>>]) -> Option<Raft<SM>> {
     nodes.iter().flatten().find(|n| n.status().role == Role::Leader).cloned()
+}
+
+/// Starts node `id` of a counter cluster with members 1..=3 on `store`, reachable
+/// through `net`: bootstraps a new member, or restarts from what the store holds.
+/// Panics if the node cannot start (this is test support).
+pub async fn start_counter_node<R: Runtime, S: LogStore>(
+    rt: &R,
+    net: &MemNetwork<R>,
+    id: NodeId,
+    store: S,
+    bootstrap: bool,
+) -> Raft<Counter> {
+    let config = Config::default();
+    let raft = if bootstrap {
+        Raft::bootstrap(id, [1, 2, 3], config, rt.clone(), store, net.endpoint(id), Counter::default()).await
+    } else {
+        Raft::restart(id, config, rt.clone(), store, net.endpoint(id), Counter::default()).await
+    }
+    .unwrap_or_else(|e| panic!("node {id} does not start: {e}"));
+    let handle = raft.clone();
+    net.register(id, Arc::new(move |m| handle.receive(m)));
+    raft
 }
