@@ -2,8 +2,8 @@
 //!
 //! The log lives in one directory: segment files named by the index of their first
 //! record, a hard state file (term and vote), a purge marker (the position before the
-//! first entry held) and a lock file. The byte layout and the recovery rules are in
-//! `docs/storage-format.md`.
+//! first entry held), at most one snapshot file and a lock file. The byte layout and the
+//! recovery rules are in `docs/storage-format.md`.
 //!
 //! - **Durability:** `append` writes the whole batch with one `write` and one
 //!   `fdatasync` (the driver merges queued appends into one call: group commit);
@@ -16,10 +16,15 @@
 //! - **Fail-stop:** after a failed write or sync every later write returns
 //!   [`raft::StoreError::Failed`].
 //! - **One process per directory:** the directory is locked while a store is open.
+//! - **Snapshots** (inherent methods, until [`raft::LogStore`] has them):
+//!   [`FileStore::save_snapshot`] writes a checksummed snapshot file atomically and keeps
+//!   only the newest; [`FileStore::reset_to_snapshot`] discards the log so that it
+//!   continues after a snapshot, crash-safely.
 //!
-//! The store uses blocking `std::fs` calls inside its `async` methods: it needs no runtime
-//! and works under tokio and smol alike, but each call blocks the task's thread for the
-//! duration of its I/O (the driver runs the store in its own persist task).
+//! The store uses blocking `std::fs` calls (through the [`Vfs`] trait, [`StdFs`] by
+//! default) inside its `async` methods: it needs no runtime and works under tokio and smol
+//! alike, but each call blocks the task's thread for the duration of its I/O (the driver
+//! runs the store in its own persist task).
 //!
 //! ```no_run
 //! use raft_store_file::{FileStore, FileStoreOptions};
@@ -30,6 +35,7 @@
 
 mod error;
 pub mod format;
+mod snapshot;
 pub mod vfs;
 
 use std::path::{Path, PathBuf};
@@ -39,6 +45,7 @@ use raft::{Entry, HardState, InitialState, LogId, LogIndex, LogStore, StoreError
 
 pub use crate::error::FileStoreError;
 use crate::format::{Frame, SegmentHeader, FRAME_HEADER_LEN, SEGMENT_HEADER_LEN};
+pub use crate::snapshot::SnapshotMeta;
 pub use crate::vfs::{StdFs, Vfs, VfsFile};
 
 /// Name of the lock file in the data directory.
@@ -47,6 +54,8 @@ pub const LOCK_FILE: &str = "LOCK";
 pub const HARD_STATE_FILE: &str = "hardstate";
 /// Name of the purge marker file.
 pub const META_FILE: &str = "meta";
+/// Name of the reset marker file, present only while a log reset is being carried out.
+pub const RESET_FILE: &str = "reset";
 
 const HARD_STATE_BODY_LEN: usize = 17;
 /// How many sealed segments keep their record offsets in memory at once.
@@ -113,6 +122,8 @@ pub struct FileStore<F: Vfs = StdFs> {
     active: Option<F::File>,
     /// Why the store refuses writes, once a write has failed.
     failed: Option<String>,
+    /// The metadata of the snapshot held, if any.
+    snapshot: Option<SnapshotMeta>,
     /// Test hook: make the next sync fail.
     #[cfg(test)]
     fail_next_sync: bool,
@@ -286,9 +297,12 @@ impl<F: Vfs> FileStore<F> {
         };
 
         let mut seg_firsts = Vec::new();
+        let mut snapshots = Vec::new();
         for name in fs.list(&dir).map_err(|e| FileStoreError::io(&dir, e))? {
             if let Some(first) = format::parse_segment_file_name(&name) {
                 seg_firsts.push(first);
+            } else if let Some(index) = format::parse_snapshot_file_name(&name) {
+                snapshots.push(index);
             } else if name.ends_with(".tmp") {
                 // An atomic write that did not reach its rename.
                 remove(&fs, &dir.join(&name))?;
@@ -335,12 +349,15 @@ impl<F: Vfs> FileStore<F> {
             segments: seg_firsts.iter().map(|&first| Segment { first, path: PathBuf::new(), index: None }).collect(),
             active: None,
             failed: None,
+            snapshot: None,
             #[cfg(test)]
             fail_next_sync: false,
         };
         for s in &mut store.segments {
             s.path = store.dir.join(format::segment_file_name(s.first));
         }
+        store.recover_snapshot(snapshots)?;
+        store.recover_reset()?;
         store.recover()?;
         Ok(store)
     }
@@ -506,19 +523,19 @@ impl<F: Vfs> FileStore<F> {
         f.sync_data().map_err(|e| FileStoreError::io(path, e))
     }
 
-    fn check_writable(&self) -> Result<(), StoreError> {
+    fn check_writable(&self) -> Result<(), FileStoreError> {
         match &self.failed {
-            Some(why) => Err(StoreError::Failed(why.clone())),
+            Some(why) => Err(FileStoreError::Failed(why.clone())),
             None => Ok(()),
         }
     }
 
     /// Records a failed write: the store refuses every later write.
-    fn fail(&mut self, op: &str, e: FileStoreError) -> StoreError {
+    fn fail(&mut self, op: &str, e: FileStoreError) -> FileStoreError {
         tracing::error!(dir = %self.dir.display(), error = %e, "{op} failed; the store refuses further writes");
         self.failed = Some(format!("{op} failed: {e}"));
         self.active = None;
-        e.into()
+        e
     }
 
     fn append_inner(&mut self, first: LogIndex, buf: &[u8], offsets: &[u64]) -> Result<(), FileStoreError> {
@@ -660,7 +677,7 @@ impl<F: Vfs> LogStore for FileStore<F> {
                 self.hard_state = *hs;
                 Ok(())
             }
-            Err(e) => Err(self.fail("save_hard_state", e)),
+            Err(e) => Err(self.fail("save_hard_state", e).into()),
         }
     }
 
@@ -701,7 +718,7 @@ impl<F: Vfs> LogStore for FileStore<F> {
                 }
                 Ok(())
             }
-            Err(e) => Err(self.fail("append", e)),
+            Err(e) => Err(self.fail("append", e).into()),
         }
     }
 
@@ -716,7 +733,7 @@ impl<F: Vfs> LogStore for FileStore<F> {
         if from > self.last.index {
             return Ok(());
         }
-        self.truncate_inner(from).map_err(|e| self.fail("truncate", e))
+        Ok(self.truncate_inner(from).map_err(|e| self.fail("truncate", e))?)
     }
 
     async fn purge(&mut self, upto: LogIndex) -> Result<(), StoreError> {
@@ -727,7 +744,7 @@ impl<F: Vfs> LogStore for FileStore<F> {
         if upto <= self.prev.index {
             return Ok(());
         }
-        self.purge_inner(upto).map_err(|e| self.fail("purge", e))
+        Ok(self.purge_inner(upto).map_err(|e| self.fail("purge", e))?)
     }
 
     async fn entries(&mut self, start: LogIndex, end: LogIndex) -> Result<Vec<Entry>, StoreError> {
