@@ -36,6 +36,8 @@
 mod error;
 pub mod format;
 mod snapshot;
+#[cfg(any(test, feature = "testing"))]
+pub mod testing;
 pub mod vfs;
 
 use std::path::{Path, PathBuf};
@@ -124,9 +126,6 @@ pub struct FileStore<F: Vfs = StdFs> {
     failed: Option<String>,
     /// The metadata of the snapshot held, if any.
     snapshot: Option<SnapshotMeta>,
-    /// Test hook: make the next sync fail.
-    #[cfg(test)]
-    fail_next_sync: bool,
 }
 
 fn sync_dir<F: Vfs>(fs: &F, dir: &Path) -> Result<(), FileStoreError> {
@@ -350,8 +349,6 @@ impl<F: Vfs> FileStore<F> {
             active: None,
             failed: None,
             snapshot: None,
-            #[cfg(test)]
-            fail_next_sync: false,
         };
         for s in &mut store.segments {
             s.path = store.dir.join(format::segment_file_name(s.first));
@@ -359,6 +356,10 @@ impl<F: Vfs> FileStore<F> {
         store.recover_snapshot(snapshots)?;
         store.recover_reset()?;
         store.recover()?;
+        // Make every file name this open relied on durable (a rename or create whose
+        // directory sync failed in an earlier process would otherwise be visible now and
+        // lost in a later crash).
+        sync_dir(&store.fs, &store.dir)?;
         Ok(store)
     }
 
@@ -378,11 +379,15 @@ impl<F: Vfs> FileStore<F> {
             }
             read_header(&seg.path, &data, seg.first, self.opts.cluster_id)?;
             let scan = scan_records(&seg.path, &data, seg.first, self.opts.max_record_size, true)?;
+            // The tail is synced even when whole: a process that stopped after a failed
+            // sync may have left written but unsynced records, which this open is about
+            // to report as held (durable).
+            let mut f = self.fs.open_write(&seg.path).map_err(|e| FileStoreError::io(&seg.path, e))?;
             if let Some((at, reason)) = &scan.torn_at {
                 tracing::warn!(file = %seg.path.display(), offset = at, reason = %reason, "truncating a torn tail");
-                let mut f = self.fs.open_write(&seg.path).map_err(|e| FileStoreError::io(&seg.path, e))?;
-                f.set_len(*at).and_then(|()| f.sync_all()).map_err(|e| FileStoreError::io(&seg.path, e))?;
+                f.set_len(*at).map_err(|e| FileStoreError::io(&seg.path, e))?;
             }
+            f.sync_all().map_err(|e| FileStoreError::io(&seg.path, e))?;
             last_term = scan.last_term.map(|t| (t, seg.first + scan.index.len() as u64 - 2));
             seg.index = Some(scan.index);
             break;
@@ -515,14 +520,6 @@ impl<F: Vfs> FileStore<F> {
         Ok(out)
     }
 
-    fn sync_data(&mut self, f: &mut F::File, path: &Path) -> Result<(), FileStoreError> {
-        #[cfg(test)]
-        if std::mem::take(&mut self.fail_next_sync) {
-            return Err(FileStoreError::io(path, std::io::Error::other("injected sync failure")));
-        }
-        f.sync_data().map_err(|e| FileStoreError::io(path, e))
-    }
-
     fn check_writable(&self) -> Result<(), FileStoreError> {
         match &self.failed {
             Some(why) => Err(FileStoreError::Failed(why.clone())),
@@ -559,7 +556,7 @@ impl<F: Vfs> FileStore<F> {
             data.extend_from_slice(buf);
             let mut f = self.fs.create(&path, true).map_err(|e| FileStoreError::io(&path, e))?;
             f.write_at(0, &data).map_err(|e| FileStoreError::io(&path, e))?;
-            self.sync_data(&mut f, &path)?;
+            f.sync_data().map_err(|e| FileStoreError::io(&path, e))?;
             sync_dir(&self.fs, &self.dir)?;
             let base = SEGMENT_HEADER_LEN as u64;
             let mut index = vec![base];
@@ -576,7 +573,7 @@ impl<F: Vfs> FileStore<F> {
             None => self.fs.open_write(&path).map_err(|e| FileStoreError::io(&path, e))?,
         };
         f.write_at(base, buf).map_err(|e| FileStoreError::io(&path, e))?;
-        self.sync_data(&mut f, &path)?;
+        f.sync_data().map_err(|e| FileStoreError::io(&path, e))?;
         self.active = Some(f);
         if let Some(ix) = self.segments.last_mut().and_then(|s| s.index.as_mut()) {
             ix.extend(offsets.iter().map(|o| o + base));
@@ -610,10 +607,6 @@ impl<F: Vfs> FileStore<F> {
                     f.set_len(len).map_err(|e| FileStoreError::io(&seg.path, e))?;
                     let path = seg.path.clone();
                     ix.truncate(keep + 1);
-                    #[cfg(test)]
-                    if std::mem::take(&mut self.fail_next_sync) {
-                        return Err(FileStoreError::io(path, std::io::Error::other("injected sync failure")));
-                    }
                     f.sync_all().map_err(|e| FileStoreError::io(&path, e))?;
                 }
             }
