@@ -6,7 +6,10 @@
 //! log that contains every entry reported durable, the last hard state and snapshot
 //! saved (or the one being saved when the crash came), and never panic.
 //!
-//! `RAFT_FS_SEED=N` replays one seed; `RAFT_FS_SEEDS=N` runs that many seeds.
+//! `RAFT_FS_SEED=N` replays one seed; `RAFT_FS_SEEDS=N` runs that many seeds (default
+//! 1000). The sweep also checks that faults fired at every kind of file operation.
+
+use std::collections::BTreeMap;
 
 use bytes::Bytes;
 use futures::executor::block_on;
@@ -230,7 +233,18 @@ impl Drop for SeedGuard {
     }
 }
 
-fn run_seed(seed: u64, steps: usize) {
+/// The operation at which an injected crash or failure fired, from the error message
+/// ("simulated crash at write of /data/...").
+fn fault_site(error: &str) -> Option<String> {
+    let at = error.find(" at ").or_else(|| error.find("failure of "))?;
+    let rest = error[at..].trim_start_matches(" at ").trim_start_matches("failure of ");
+    rest.split_whitespace().next().map(|s| s.to_string())
+}
+
+/// Runs one seed; returns how often a fault fired at each kind of operation during a
+/// store call (crashes and failures together).
+fn run_seed(seed: u64, steps: usize) -> BTreeMap<String, usize> {
+    let mut sites = BTreeMap::new();
     let _guard = SeedGuard(seed);
     let mut rng = fastrand::Rng::with_seed(seed);
     let fs = FaultFs::new();
@@ -281,6 +295,9 @@ fn run_seed(seed: u64, steps: usize) {
             }
             Err(e) => {
                 assert!(armed, "step {step}: {op:?} failed without an injected fault: {e}");
+                if let Some(site) = fault_site(&e) {
+                    *sites.entry(site).or_insert(0) += 1;
+                }
                 if !fs.is_down() {
                     // An injected I/O error: the store must refuse every later write.
                     let again = block_on(store.save_hard_state(&m.hs));
@@ -308,21 +325,33 @@ fn run_seed(seed: u64, steps: usize) {
     fs.crash(&mut rng);
     let mut store = reopen(&fs, &mut rng);
     assert_eq!(observe(&mut store), m, "after the final crash");
+    sites
 }
 
 #[test]
 fn random_operations_with_crashes_and_failures_keep_every_durable_record() {
     if let Ok(seed) = std::env::var("RAFT_FS_SEED") {
         let seed: u64 = seed.parse().expect("RAFT_FS_SEED is a number");
-        run_seed(seed, 200);
+        let sites = run_seed(seed, 200);
+        eprintln!("seed {seed} passed; faults fired at: {sites:?}");
         return;
     }
-    let seeds: u64 = std::env::var("RAFT_FS_SEEDS").ok().and_then(|s| s.parse().ok()).unwrap_or(300);
+    let seeds: u64 = std::env::var("RAFT_FS_SEEDS").ok().and_then(|s| s.parse().ok()).unwrap_or(1000);
     let start = std::time::Instant::now();
+    let mut sites: BTreeMap<String, usize> = BTreeMap::new();
     for seed in 0..seeds {
-        run_seed(seed, 200);
+        for (site, n) in run_seed(seed, 200) {
+            *sites.entry(site).or_insert(0) += n;
+        }
     }
-    eprintln!("{seeds} seeds in {:.1} s", start.elapsed().as_secs_f64());
+    eprintln!("{seeds} seeds in {:.1} s; faults fired at: {sites:?}", start.elapsed().as_secs_f64());
+    if seeds >= 100 {
+        // Crashes land between a write and its sync, at a rename before the directory
+        // sync, and at every other kind of operation.
+        for site in ["create", "write", "sync_data", "sync_all", "rename", "remove", "sync_dir", "set_len"] {
+            assert!(sites.get(site).is_some_and(|&n| n > 0), "no fault at {site}: {sites:?}");
+        }
+    }
 }
 
 /// Runs `op` on a store holding a log and a snapshot, with a crash at each of its
