@@ -267,8 +267,9 @@ fn read_header(path: &Path, data: &[u8], want_first: LogIndex, cluster_id: u64) 
 
 impl FileStore<StdFs> {
     /// Opens the store in `dir`, creating the directory if needed, and recovers it: the
-    /// tail of the last segment is scanned and a torn tail cut off; every other file is
-    /// checked as far as its header.
+    /// tail of the last segment is scanned and a torn tail cut off; the snapshot is read
+    /// and verified whole; every other file is checked as far as its header. A reset that
+    /// a crash interrupted is finished.
     ///
     /// Fails with [`FileStoreError::Locked`] if the directory is held by another open
     /// store, and with [`FileStoreError::Corrupt`] on corruption that is not a torn tail.

@@ -326,17 +326,6 @@ impl FaultFs {
         s.fail_countdown = None;
         s.fail_sync = false;
     }
-
-    /// Overwrites a file's content, durably and at once (for corruption tests).
-    pub fn set_content(&self, path: &Path, data: Vec<u8>) -> io::Result<()> {
-        let mut s = self.lock();
-        let ino = s.lookup(path)?;
-        let inode = s.inode_mut(ino)?;
-        inode.pending.clear();
-        inode.current = data.clone();
-        inode.durable = data;
-        Ok(())
-    }
 }
 
 impl fmt::Debug for FaultFs {
