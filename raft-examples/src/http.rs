@@ -13,10 +13,10 @@ use std::sync::Arc;
 use std::task::{ready, Context, Poll};
 use std::time::Duration;
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use futures::future::Either;
 use futures::io::{AsyncRead, AsyncWrite};
-use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
+use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper::header::{HeaderValue, CONTENT_TYPE};
 use hyper::{Request, Response, StatusCode};
@@ -313,24 +313,50 @@ pub trait Handler: Send + Sync + 'static {
     fn handle(self: Arc<Self>, request: Request<Bytes>) -> impl Future<Output = HttpResponse> + Send;
 }
 
-/// Reads the body of `request` (at most `handler.max_body_size(..)` bytes, within
-/// `handler.body_timeout()`), then lets `handler` answer it.
+/// How many bytes of a body beyond the limit are still read (and dropped) before the
+/// 413 answer, so that a client that sends its whole body first still reads the answer
+/// instead of a reset connection.
+pub const DRAIN_LIMIT: usize = 8 << 20;
+
+/// Reads a whole body of at most `limit` bytes; a longer one is drained (up to
+/// [`DRAIN_LIMIT`] more bytes) and refused with 413.
+async fn read_body(mut body: Incoming, limit: usize) -> Result<Bytes, ApiError> {
+    let mut buf = BytesMut::new();
+    let mut total = 0usize;
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(|e| ApiError::BadRequest(format!("the request body could not be read: {e}")))?;
+        if let Ok(data) = frame.into_data() {
+            total = total.saturating_add(data.len());
+            if total <= limit {
+                buf.extend_from_slice(&data);
+            } else if total > limit.saturating_add(DRAIN_LIMIT) {
+                break;
+            }
+        }
+    }
+    if total > limit {
+        return Err(ApiError::TooLarge(format!("the request body is larger than {limit} bytes")));
+    }
+    Ok(buf.freeze())
+}
+
+/// Reads the body of `request` (see [`read_body`]) within `handler.body_timeout()`,
+/// then lets `handler` answer it.
 async fn answer<H: Handler>(handler: Arc<H>, request: Request<Incoming>) -> HttpResponse {
     let (parts, body) = request.into_parts();
     let limit = handler.max_body_size(&parts);
-    let read = Limited::new(body, limit).collect();
+    let declared = hyper::body::Body::size_hint(&body).lower();
+    if declared > limit.saturating_add(DRAIN_LIMIT) as u64 {
+        // Far too large to drain: refused without reading the body.
+        return ApiError::TooLarge(format!("the request body ({declared} bytes) is larger than {limit} bytes"))
+            .into_response();
+    }
+    let read = read_body(body, limit);
     let timeout = handler.sleep(handler.body_timeout());
     futures::pin_mut!(read);
     let body = match futures::future::select(read, timeout).await {
-        Either::Left((Ok(collected), _)) => collected.to_bytes(),
-        Either::Left((Err(e), _)) => {
-            let err = if e.downcast_ref::<LengthLimitError>().is_some() {
-                ApiError::TooLarge(format!("the request body is larger than {limit} bytes"))
-            } else {
-                ApiError::BadRequest(format!("the request body could not be read: {e}"))
-            };
-            return err.into_response();
-        }
+        Either::Left((Ok(body), _)) => body,
+        Either::Left((Err(e), _)) => return e.into_response(),
         Either::Right(_) => {
             return ApiError::RequestTimeout("the request body did not arrive in time".into()).into_response();
         }
