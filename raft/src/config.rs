@@ -36,6 +36,10 @@ pub struct Config {
     pub max_cached_lag: u64,
     /// Seed for the random election timeouts; `None` draws one from the OS.
     pub rng_seed: Option<u64>,
+    /// How long [`Raft::propose`](crate::Raft::propose) and
+    /// [`Raft::read`](crate::Raft::read) wait for an answer, including the time spent
+    /// finding a leader, before they give up with a timeout error.
+    pub request_timeout: Duration,
 }
 
 impl Default for Config {
@@ -53,6 +57,7 @@ impl Default for Config {
             max_uncommitted_entries: 1 << 20,
             max_cached_lag: 1 << 16,
             rng_seed: None,
+            request_timeout: Duration::from_secs(5),
         }
     }
 }
@@ -72,6 +77,9 @@ impl Config {
         }
         if self.max_inflight_messages == 0 || self.max_inflight_bytes == 0 {
             return bad("in-flight limits must be positive");
+        }
+        if self.request_timeout.is_zero() {
+            return bad("request_timeout must be positive");
         }
         if self.max_uncommitted_entries == 0 {
             return bad("max_uncommitted_entries must be positive");

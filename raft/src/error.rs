@@ -61,10 +61,22 @@ pub enum ClientError {
         /// The current leader, if known.
         leader: Option<NodeId>,
     },
-    /// The proposal was appended but lost when leadership changed; it was not applied.
-    /// The caller may retry.
+    /// The proposal was appended but lost when leadership changed: a different entry
+    /// was committed at its position, so it was not applied. The caller may retry.
     #[error("proposal was dropped by a leadership change")]
     Dropped,
+    /// No leader was known within the request timeout. A proposal was not appended
+    /// anywhere; a read was not served.
+    #[error("no leader is known within the request timeout")]
+    NoLeader,
+    /// No answer came within the request timeout. A proposal may or may not take effect.
+    #[error("no answer within the request timeout; the outcome is unknown")]
+    Timeout,
+    /// A forwarded proposal was applied on this node before the leader's acknowledgement
+    /// arrived (messages were reordered), so its response is not known here. It may or
+    /// may not have taken effect.
+    #[error("the proposal's outcome could not be observed; it may have taken effect")]
+    Indeterminate,
     /// The leader has too many uncommitted entries; retry later.
     #[error("leader is overloaded with uncommitted proposals")]
     Overloaded,

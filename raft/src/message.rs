@@ -83,6 +83,55 @@ pub enum MessageBody {
         /// The echoed context.
         ctx: u64,
     },
+    /// Client commands proposed on a follower, forwarded to the leader it knows. Not part
+    /// of the protocol proper: the message's `term` is ignored, and the receiver answers
+    /// with [`MessageBody::ForwardResponse`].
+    Forward {
+        /// Chosen by the sender to match the answer.
+        id: u64,
+        /// The encoded commands, to be appended in this order.
+        commands: Vec<bytes::Bytes>,
+    },
+    /// The answer to [`MessageBody::Forward`]. On acceptance the message's `term` is the
+    /// term of the appended entries.
+    ForwardResponse {
+        /// The request's id.
+        id: u64,
+        /// What the receiver did with the commands.
+        result: ForwardResult,
+    },
+    /// A follower asks the leader for a read index (thesis §6.4.1). The message's `term`
+    /// is ignored.
+    ReadIndex {
+        /// Chosen by the sender to match the answer.
+        id: u64,
+    },
+    /// The answer to [`MessageBody::ReadIndex`]: the leader's commit index once a quorum
+    /// confirmed its leadership, or `None` if the receiver could not serve it (not the
+    /// leader, or it lost leadership before confirmation).
+    ReadIndexResponse {
+        /// The request's id.
+        id: u64,
+        /// The read index.
+        index: Option<LogIndex>,
+    },
+}
+
+/// What a leader did with forwarded commands.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ForwardResult {
+    /// Appended at consecutive indexes from `first_index`, in the response's term.
+    Accepted {
+        /// Index of the first command.
+        first_index: LogIndex,
+    },
+    /// The receiver does not lead; the leader it knows of, if any. Nothing was appended.
+    NotLeader {
+        /// The receiver's leader hint.
+        leader: Option<NodeId>,
+    },
+    /// The leader refused for back-pressure. Nothing was appended.
+    Overloaded,
 }
 
 /// Where a follower's log may match the leader's, sent with a rejected append.
@@ -124,6 +173,7 @@ impl Message {
     pub fn approx_size(&self) -> usize {
         match &self.body {
             MessageBody::AppendEntries { entries, .. } => 48 + entries.iter().map(Entry::approx_size).sum::<usize>(),
+            MessageBody::Forward { commands, .. } => 48 + commands.iter().map(|c| 8 + c.len()).sum::<usize>(),
             _ => 48,
         }
     }

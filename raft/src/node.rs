@@ -14,9 +14,10 @@
 //! - one **sender task per peer**, calling [`Network::send`] in order;
 //! - the **timer task**, which sends a tick when the core's deadline passes.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
 
 use bytes::Bytes;
 use futures::channel::{mpsc, oneshot};
@@ -32,16 +33,18 @@ use crate::network::Network;
 use crate::runtime::Runtime;
 use crate::state_machine::StateMachine;
 use crate::storage::LogStore;
-use crate::types::{Entry, EntryPayload, HardState, LogIndex, NodeId, Term};
+use crate::types::{Entry, EntryPayload, HardState, Instant, LogIndex, NodeId, Term};
 
 /// Most events the protocol loop takes in one batch before it acts.
 const MAX_BATCH: usize = 4096;
 
 type Responder<SM> = oneshot::Sender<Result<<SM as StateMachine>::Response, ClientError>>;
+type ReadResponder = oneshot::Sender<Result<LogIndex, ClientError>>;
 
 enum Event<SM: StateMachine> {
     Message(Message),
     Propose { data: Bytes, tx: Responder<SM> },
+    Read { tx: ReadResponder },
     Tick,
     Persisted { seq: u64 },
     Applied { index: LogIndex },
@@ -93,6 +96,27 @@ struct Shared<SM> {
     status: Mutex<Status>,
     state_machine: Arc<Mutex<SM>>,
     tasks: Mutex<Vec<BoxFuture<'static, ()>>>,
+    clock: Box<dyn Clock>,
+    request_timeout: Duration,
+    /// Longest pause between retries while no leader is known.
+    retry_max: Duration,
+}
+
+/// The runtime's clock, without its type: the [`Raft`] handle is not generic over the
+/// runtime.
+trait Clock: Send + Sync + 'static {
+    fn now(&self) -> Instant;
+    fn sleep_until(&self, deadline: Instant) -> BoxFuture<'static, ()>;
+}
+
+impl<R: Runtime> Clock for R {
+    fn now(&self) -> Instant {
+        Runtime::now(self)
+    }
+
+    fn sleep_until(&self, deadline: Instant) -> BoxFuture<'static, ()> {
+        Runtime::sleep_until(self, deadline).boxed()
+    }
 }
 
 /// A handle to a running Raft node. Cheap to clone; all clones refer to the same node.
@@ -176,7 +200,7 @@ impl<SM: StateMachine> Raft<SM> {
             .into());
         }
         let now = runtime.now();
-        let core = RaftCore::new(id, config, init.hard_state, init.prev, entries, now);
+        let core = RaftCore::new(id, config.clone(), init.hard_state, init.prev, entries, now);
         let cs = core.status();
         let status = Status {
             id,
@@ -198,6 +222,9 @@ impl<SM: StateMachine> Raft<SM> {
             status: Mutex::new(status),
             state_machine: Arc::new(Mutex::new(state_machine)),
             tasks: Mutex::new(Vec::new()),
+            clock: Box::new(runtime.clone()),
+            request_timeout: config.request_timeout,
+            retry_max: config.heartbeat_interval,
         });
         let (tx, rx) = mpsc::unbounded();
         let (persist_tx, persist_rx) = mpsc::unbounded();
@@ -221,6 +248,13 @@ impl<SM: StateMachine> Raft<SM> {
             peers: BTreeMap::new(),
             peer_tasks: Vec::new(),
             pending: VecDeque::new(),
+            forward_batch: Vec::new(),
+            read_batch: Vec::new(),
+            forwards: HashMap::new(),
+            reads: HashMap::new(),
+            read_waiters: BTreeMap::new(),
+            handed_to_apply: 0,
+            applied: 0,
         };
         handles.push(runtime.spawn(driver.run(rx)).boxed());
         *lock(&shared.tasks) = handles;
@@ -233,17 +267,69 @@ impl<SM: StateMachine> Raft<SM> {
     }
 
     /// Proposes a command. Resolves to the state machine's response once the command is
-    /// committed and applied on this node, or to an error: [`ClientError::NotLeader`]
-    /// with the known leader when this node does not lead, [`ClientError::Dropped`] if
-    /// a leadership change discarded the entry, [`ClientError::ShuttingDown`] when the
-    /// node stops first.
+    /// committed and applied on this node. Any node accepts proposals: a follower
+    /// forwards them to the leader and answers once it has applied them itself.
+    ///
+    /// Waits at most [`Config::request_timeout`], retrying while no leader is known.
+    /// Errors: [`ClientError::NoLeader`] when no leader was found in time (nothing was
+    /// appended), [`ClientError::Timeout`] when a leader took the command but no answer
+    /// came in time (it may still take effect), [`ClientError::Dropped`] when a different
+    /// entry was committed at its position, [`ClientError::Overloaded`] under
+    /// back-pressure, [`ClientError::ShuttingDown`] when the node stops first.
     pub async fn propose(&self, command: SM::Command) -> Result<SM::Response, ClientError> {
-        let data = postcard::to_allocvec(&command).map_err(|e| ClientError::Encode(e.to_string()))?;
-        let (tx, rx) = oneshot::channel();
-        self.tx.unbounded_send(Event::Propose { data: Bytes::from(data), tx }).map_err(|_| self.stopped_error())?;
-        match rx.await {
-            Ok(r) => r,
-            Err(_) => Err(self.stopped_error()),
+        let data = Bytes::from(postcard::to_allocvec(&command).map_err(|e| ClientError::Encode(e.to_string()))?);
+        self.with_retries(|tx| Event::Propose { data: data.clone(), tx }).await
+    }
+
+    /// Runs `f` on the state machine once it reflects every write acknowledged before this
+    /// call began: a linearizable read by ReadIndex (thesis §6.4). The leader confirms
+    /// its leadership with a quorum round (shared by concurrent reads) and reports its
+    /// commit index; this node, leader or follower, runs `f` once it has applied up to
+    /// that index. Errors as for [`Raft::propose`]; a read has no side effect, so every
+    /// error means it was not served.
+    pub async fn read<T>(&self, f: impl FnOnce(&SM) -> T) -> Result<T, ClientError> {
+        self.read_index().await?;
+        Ok(f(&lock(&self.shared.state_machine)))
+    }
+
+    /// Waits until this node's state machine reflects every write acknowledged before the
+    /// call began (see [`Raft::read`]) and returns the read index it waited for.
+    pub async fn read_index(&self) -> Result<LogIndex, ClientError> {
+        self.with_retries(|tx| Event::Read { tx }).await
+    }
+
+    /// Sends the event made by `make` and waits for its answer, retrying while the
+    /// answer is "not the leader", within the request timeout.
+    async fn with_retries<T>(
+        &self,
+        mut make: impl FnMut(oneshot::Sender<Result<T, ClientError>>) -> Event<SM>,
+    ) -> Result<T, ClientError> {
+        let clock = &self.shared.clock;
+        let deadline = clock.now().add(self.shared.request_timeout);
+        let mut pause = Duration::from_millis(1);
+        loop {
+            let (tx, rx) = oneshot::channel();
+            self.tx.unbounded_send(make(tx)).map_err(|_| self.stopped_error())?;
+            let answer = match future::select(rx, clock.sleep_until(deadline)).await {
+                Either::Left((Ok(answer), _)) => answer,
+                Either::Left((Err(_), _)) => return Err(self.stopped_error()),
+                Either::Right(_) => return Err(ClientError::Timeout),
+            };
+            match answer {
+                Err(ClientError::NotLeader { .. }) => {
+                    let now = clock.now();
+                    if now >= deadline {
+                        return Err(ClientError::NoLeader);
+                    }
+                    let wake = now.add(pause).min(deadline);
+                    clock.sleep_until(wake).await;
+                    if wake >= deadline {
+                        return Err(ClientError::NoLeader);
+                    }
+                    pause = (pause * 2).min(self.shared.retry_max);
+                }
+                other => return other,
+            }
         }
     }
 
@@ -308,6 +394,20 @@ struct Driver<SM: StateMachine, R: Runtime, N: Network> {
     /// Proposals waiting for their entry to be applied: (index, term, responder), in
     /// index order.
     pending: VecDeque<(LogIndex, Term, Responder<SM>)>,
+    /// Proposals made on a follower in the current batch, forwarded together.
+    forward_batch: Vec<(Bytes, Responder<SM>)>,
+    /// Reads asked for in the current batch; they share one read index.
+    read_batch: Vec<ReadResponder>,
+    /// Forwarded batches waiting for the leader's answer.
+    forwards: HashMap<u64, Vec<Responder<SM>>>,
+    /// Read groups waiting for their read index.
+    reads: HashMap<u64, Vec<ReadResponder>>,
+    /// Reads whose index is known, waiting for the state machine to apply it.
+    read_waiters: BTreeMap<LogIndex, Vec<ReadResponder>>,
+    /// Last index handed to the apply task.
+    handed_to_apply: LogIndex,
+    /// Last index the apply task reported applied.
+    applied: LogIndex,
 }
 
 impl<SM: StateMachine, R: Runtime, N: Network> Driver<SM, R, N> {
@@ -323,10 +423,23 @@ impl<SM: StateMachine, R: Runtime, N: Network> Driver<SM, R, N> {
             while let Some(ev) = next.take() {
                 match ev {
                     Event::Message(m) => self.core.step(now, Input::Message(m)),
-                    Event::Propose { data, tx } => self.propose(data, tx),
-                    Event::Tick => self.core.step(now, Input::Tick),
+                    Event::Propose { data, tx } => {
+                        if self.core.role() == Role::Leader {
+                            self.propose(data, tx)
+                        } else {
+                            self.forward_batch.push((data, tx))
+                        }
+                    }
+                    Event::Read { tx } => self.read_batch.push(tx),
+                    Event::Tick => {
+                        self.core.step(now, Input::Tick);
+                        self.forget_abandoned_requests();
+                    }
                     Event::Persisted { seq } => self.core.step(now, Input::Persisted { seq }),
-                    Event::Applied { index } => self.core.step(now, Input::Applied { index }),
+                    Event::Applied { index } => {
+                        self.core.step(now, Input::Applied { index });
+                        self.on_applied(index);
+                    }
                     Event::Loaded { peer, term, entries } => {
                         self.core.step(now, Input::EntriesLoaded { peer, term, entries })
                     }
@@ -341,9 +454,9 @@ impl<SM: StateMachine, R: Runtime, N: Network> Driver<SM, R, N> {
                     next = rx.try_recv().ok();
                 }
             }
+            self.flush_client_batches();
             let actions = self.core.take_actions(now);
             self.dispatch(actions);
-            self.drop_truncated_proposals();
             self.publish_status();
         }
         self.stop(fatal).await;
@@ -351,37 +464,122 @@ impl<SM: StateMachine, R: Runtime, N: Network> Driver<SM, R, N> {
 
     fn propose(&mut self, data: Bytes, tx: Responder<SM>) {
         match self.core.propose(std::iter::once(data)) {
-            Ok((index, term)) => {
-                // Entries at or after `index` from an earlier term were truncated.
-                while self.pending.back().is_some_and(|p| p.0 >= index) {
-                    if let Some((_, _, old)) = self.pending.pop_back() {
-                        let _ = old.send(Err(ClientError::Dropped));
-                    }
-                }
-                self.pending.push_back((index, term, tx));
-            }
-            Err(ProposeError::NotLeader(leader)) => {
-                let _ = tx.send(Err(ClientError::NotLeader { leader }));
-            }
-            Err(ProposeError::Overloaded) => {
-                let _ = tx.send(Err(ClientError::Overloaded));
+            Ok((index, term)) => self.insert_pending(index, term, tx),
+            Err(e) => {
+                let _ = tx.send(Err(propose_error(e)));
             }
         }
     }
 
-    /// Fails proposals whose entries a new leader has overwritten: they can never
-    /// commit. Truncation removes a suffix, so checking from the newest is enough; once
-    /// one pending entry is intact, log matching says every earlier one is too.
-    fn drop_truncated_proposals(&mut self) {
-        let last = self.core.last_index();
-        while let Some(&(index, term, _)) = self.pending.back() {
-            if index <= last && self.core.term_at(index).is_none_or(|t| t == term) {
-                break;
-            }
-            if let Some((_, _, tx)) = self.pending.pop_back() {
-                let _ = tx.send(Err(ClientError::Dropped));
+    /// Records a proposal waiting for (index, term) to be applied. An entry truncated
+    /// from this node's log may still be committed by a later leader that holds it, so
+    /// a proposal is settled only when its index is applied: by its own entry (the
+    /// response) or by another one ([`ClientError::Dropped`]).
+    fn insert_pending(&mut self, index: LogIndex, term: Term, tx: Responder<SM>) {
+        if index <= self.handed_to_apply {
+            // Applied before the leader's acknowledgement reached us.
+            let _ = tx.send(Err(ClientError::Indeterminate));
+            return;
+        }
+        if self.pending.back().is_none_or(|p| p.0 <= index) {
+            self.pending.push_back((index, term, tx));
+        } else {
+            let at = self.pending.partition_point(|p| p.0 <= index);
+            self.pending.insert(at, (index, term, tx));
+        }
+    }
+
+    /// Sends this batch's follower proposals to the leader as one message, and asks for
+    /// one read index for this batch's reads.
+    fn flush_client_batches(&mut self) {
+        if !self.forward_batch.is_empty() {
+            let batch = std::mem::take(&mut self.forward_batch);
+            if self.core.role() == Role::Leader {
+                for (data, tx) in batch {
+                    self.propose(data, tx);
+                }
+            } else {
+                let (commands, responders): (Vec<Bytes>, Vec<Responder<SM>>) = batch.into_iter().unzip();
+                match self.core.forward(commands) {
+                    Ok(id) => {
+                        self.forwards.insert(id, responders);
+                    }
+                    Err(e) => {
+                        for tx in responders {
+                            let _ = tx.send(Err(propose_error(e)));
+                        }
+                    }
+                }
             }
         }
+        if !self.read_batch.is_empty() {
+            let batch = std::mem::take(&mut self.read_batch);
+            match self.core.read_index() {
+                Ok(id) => {
+                    self.reads.insert(id, batch);
+                }
+                Err(e) => {
+                    for tx in batch {
+                        let _ = tx.send(Err(propose_error(e)));
+                    }
+                }
+            }
+        }
+    }
+
+    fn on_forwarded(&mut self, id: u64, result: Result<(LogIndex, Term), ProposeError>) {
+        let Some(responders) = self.forwards.remove(&id) else { return };
+        match result {
+            Ok((first, term)) => {
+                for (i, tx) in responders.into_iter().enumerate() {
+                    self.insert_pending(first + i as u64, term, tx);
+                }
+            }
+            Err(e) => {
+                for tx in responders {
+                    let _ = tx.send(Err(propose_error(e)));
+                }
+            }
+        }
+    }
+
+    fn on_read_ready(&mut self, id: u64, index: LogIndex) {
+        let Some(waiters) = self.reads.remove(&id) else { return };
+        if index <= self.applied {
+            for tx in waiters {
+                let _ = tx.send(Ok(index));
+            }
+        } else {
+            self.read_waiters.entry(index).or_default().extend(waiters);
+        }
+    }
+
+    fn on_read_failed(&mut self, id: u64) {
+        let Some(waiters) = self.reads.remove(&id) else { return };
+        let leader = self.core.leader();
+        for tx in waiters {
+            let _ = tx.send(Err(ClientError::NotLeader { leader }));
+        }
+    }
+
+    fn on_applied(&mut self, index: LogIndex) {
+        self.applied = self.applied.max(index);
+        while let Some(entry) = self.read_waiters.first_entry() {
+            if *entry.key() > self.applied {
+                break;
+            }
+            let read_index = *entry.key();
+            for tx in entry.remove() {
+                let _ = tx.send(Ok(read_index));
+            }
+        }
+    }
+
+    /// Forgets forwarded batches and read groups whose callers have all given up (the
+    /// answer was lost with a message, or the leader died), so they do not accumulate.
+    fn forget_abandoned_requests(&mut self) {
+        self.forwards.retain(|_, rs| rs.iter().any(|tx| !tx.is_canceled()));
+        self.reads.retain(|_, rs| rs.iter().any(|tx| !tx.is_canceled()));
     }
 
     fn dispatch(&mut self, actions: Vec<Action>) {
@@ -395,6 +593,9 @@ impl<SM: StateMachine, R: Runtime, N: Network> Driver<SM, R, N> {
                 }
                 Action::Send(msg) => self.send(msg),
                 Action::Apply(entries) => self.apply(entries),
+                Action::Forwarded { id, result } => self.on_forwarded(id, result),
+                Action::ReadReady { id, index } => self.on_read_ready(id, index),
+                Action::ReadFailed { id } => self.on_read_failed(id),
                 Action::SetTimer(t) => {
                     let t = t.as_nanos();
                     self.timer.deadline.store(t, Ordering::SeqCst);
@@ -429,6 +630,7 @@ impl<SM: StateMachine, R: Runtime, N: Network> Driver<SM, R, N> {
         let (Some(first), Some(last)) = (entries.first().map(|e| e.index), entries.last().map(|e| e.index)) else {
             return;
         };
+        self.handed_to_apply = last;
         let mut responders = Vec::new();
         while self.pending.front().is_some_and(|p| p.0 <= last) {
             let Some((index, term, tx)) = self.pending.pop_front() else { break };
@@ -489,12 +691,28 @@ impl<SM: StateMachine, R: Runtime, N: Network> Driver<SM, R, N> {
         for (_, _, tx) in self.pending.drain(..) {
             let _ = tx.send(Err(err.clone()));
         }
+        let forwarded = self.forwards.drain().flat_map(|(_, rs)| rs);
+        for tx in self.forward_batch.drain(..).map(|(_, tx)| tx).chain(forwarded) {
+            let _ = tx.send(Err(err.clone()));
+        }
+        let reads = self.reads.drain().flat_map(|(_, rs)| rs);
+        let waiting = std::mem::take(&mut self.read_waiters).into_values().flatten();
+        for tx in self.read_batch.drain(..).chain(reads).chain(waiting) {
+            let _ = tx.send(Err(err.clone()));
+        }
         // Closing these channels ends the persist, apply, timer and sender tasks.
         self.peers.clear();
         drop(self.persist_tx);
         drop(self.apply_tx);
         drop(self.wake_tx);
         future::join_all(self.peer_tasks).await;
+    }
+}
+
+fn propose_error(e: ProposeError) -> ClientError {
+    match e {
+        ProposeError::NotLeader(leader) => ClientError::NotLeader { leader },
+        ProposeError::Overloaded => ClientError::Overloaded,
     }
 }
 

@@ -29,12 +29,13 @@ async fn three_node_cluster<R: Runtime>(rt: R) {
     for i in 1..=50 {
         assert_eq!(l.propose(1).await, Ok(i));
     }
-    // A follower rejects proposals with a hint.
+    // A follower forwards proposals to the leader and answers once it applied them.
     let follower = nodes.iter().flatten().find(|n| n.id() != l.id()).unwrap().clone();
-    match follower.propose(1).await {
-        Err(raft::ClientError::NotLeader { leader }) => assert_eq!(leader, Some(l.id())),
-        other => panic!("follower must refuse with a leader hint, got {other:?}"),
-    }
+    assert_eq!(follower.propose(0).await, Ok(50));
+    // Linearizable reads on the follower and the leader see every acknowledged write.
+    assert_eq!(follower.read(|c| c.0).await, Ok(50));
+    assert_eq!(l.propose(0).await, Ok(50));
+    assert_eq!(l.read(|c| c.0).await, Ok(50));
     wait_for(&rt, "every node to apply 50 commands", || {
         nodes.iter().flatten().all(|n| n.read_local_stale(|c| c.0) == 50)
     })

@@ -257,3 +257,90 @@ fn figure_8_leader_crashes_never_lose_acknowledged_writes() {
     }
     ok(c.check_all());
 }
+
+/// Runs `request` on the simulation until it finishes (or `limit` of virtual time passes).
+fn run_request<T: Send + 'static>(
+    c: &mut SimCluster,
+    limit: Duration,
+    request: impl std::future::Future<Output = T> + Send + 'static,
+) -> Option<T> {
+    let out = Arc::new(Mutex::new(None));
+    let out2 = out.clone();
+    drop(c.sim().runtime().spawn(async move {
+        let r = request.await;
+        *out2.lock().unwrap() = Some(r);
+    }));
+    ok(c.run_until(limit, |_| out.lock().unwrap().is_some()));
+    let r = out.lock().unwrap().take();
+    r
+}
+
+fn read_key(c: &mut SimCluster, via: NodeId, key: &str) -> Option<Result<Option<String>, ClientError>> {
+    let raft = c.node(via).expect("node is running");
+    let key = key.to_string();
+    run_request(c, 10 * SEC, async move { raft.read(move |kv| kv.get(&key).cloned()).await })
+}
+
+fn write_via(c: &mut SimCluster, via: NodeId, op: u64, action: KvInput) -> Option<Result<KvOutput, ClientError>> {
+    let raft = c.node(via).expect("node is running");
+    run_request(c, 10 * SEC, async move { raft.propose(KvCommand { op, action }).await })
+}
+
+#[test]
+fn follower_forwards_writes_and_serves_linearizable_reads() {
+    let mut c = cluster(21, 3);
+    let leader = leader_of(&mut c);
+    let followers: Vec<NodeId> = c.ids().into_iter().filter(|&id| id != leader).collect();
+    for (i, &f) in followers.iter().enumerate() {
+        let value = format!("from-{f}");
+        assert_eq!(write_via(&mut c, f, 100 + i as u64, put("k", &value)), Some(Ok(KvOutput::Ok)));
+        // Every node, the other follower included, reads the write just acknowledged.
+        for id in c.ids() {
+            assert_eq!(read_key(&mut c, id, "k"), Some(Ok(Some(value.clone()))), "linearizable read on node {id}");
+        }
+    }
+    assert_eq!(c.leader(), Some(leader), "forwarding did not disturb the leader");
+    ok(c.check_all());
+}
+
+#[test]
+fn isolated_old_leader_never_serves_a_stale_read() {
+    let mut c = cluster(22, 3);
+    let old = leader_of(&mut c);
+    assert_eq!(write_via(&mut c, old, 1, put("k", "old")), Some(Ok(KvOutput::Ok)));
+    let others: Vec<NodeId> = c.ids().into_iter().filter(|&id| id != old).collect();
+    c.network().partition(&[old], &others);
+    // The majority elects a new leader and accepts a newer write.
+    let new = ok(c.run_until(5 * SEC, |c| c.leader().is_some_and(|l| l != old)));
+    assert!(new, "the majority side elects a new leader");
+    assert_eq!(write_via(&mut c, others[0], 2, put("k", "new")), Some(Ok(KvOutput::Ok)));
+    // The old leader cannot confirm leadership: its read ends in an error, never "old".
+    let read = read_key(&mut c, old, "k");
+    assert!(matches!(read, Some(Err(ClientError::NoLeader | ClientError::Timeout))), "got {read:?}");
+    c.network().heal();
+    ok(c.run_for(2 * SEC));
+    assert_eq!(read_key(&mut c, old, "k"), Some(Ok(Some("new".into()))), "after healing it reads the newer write");
+    ok(c.check_all());
+}
+
+#[test]
+fn requests_without_a_quorum_end_with_timeout_or_no_leader() {
+    let mut c = cluster(23, 3);
+    let leader = leader_of(&mut c);
+    for id in c.ids() {
+        if id != leader {
+            c.crash(id);
+        }
+    }
+    // The leader appends but cannot commit: the outcome is unknown when time runs out.
+    let start = c.now();
+    let r = write_via(&mut c, leader, 1, put("k", "v"));
+    assert_eq!(r, Some(Err(ClientError::Timeout)));
+    let waited = c.now().saturating_since(start);
+    assert!(waited >= 5 * SEC && waited < 6 * SEC, "answered at the request timeout, after {waited:?}");
+    // Check-quorum has made it step down by now: no leader is known, so nothing is
+    // appended and reads are refused.
+    assert_ne!(role(&c, leader), Some(Role::Leader));
+    assert_eq!(write_via(&mut c, leader, 2, put("k", "w")), Some(Err(ClientError::NoLeader)));
+    assert_eq!(read_key(&mut c, leader, "k"), Some(Err(ClientError::NoLeader)));
+}

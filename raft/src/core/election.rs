@@ -106,7 +106,7 @@ impl RaftCore {
         }
         self.heartbeat_deadline = now.add(self.cfg.heartbeat_interval);
         self.check_quorum_deadline = now.add(self.cfg.election_timeout_max);
-        self.append_local(EntryPayload::Blank);
+        self.term_start = self.append_local(EntryPayload::Blank);
     }
 
     /// Thesis §9.6: grant a pre-vote when the candidate's log is up to date, its

@@ -12,6 +12,7 @@
 //! leave before the term, vote and entries they speak for are on stable storage, while a
 //! leader's own appends go out in parallel with its local write.
 
+mod client;
 mod election;
 pub(crate) mod log;
 pub(crate) mod progress;
@@ -96,6 +97,28 @@ pub enum Action {
     Apply(Vec<Entry>),
     /// Deliver [`Input::Tick`] at or after this time.
     SetTimer(Instant),
+    /// The read with this id may be served once the state machine has applied `index`
+    /// (see [`RaftCore::read_index`]).
+    ReadReady {
+        /// The id given to [`RaftCore::read_index`].
+        id: u64,
+        /// The read index.
+        index: LogIndex,
+    },
+    /// The read with this id cannot be served by this request (leadership was lost or the
+    /// asked node does not lead); the caller may retry.
+    ReadFailed {
+        /// The id given to [`RaftCore::read_index`].
+        id: u64,
+    },
+    /// The leader's answer to commands forwarded with [`RaftCore::forward`]: the index of
+    /// the first command and the term of the entries, or why they were refused.
+    Forwarded {
+        /// The id given to [`RaftCore::forward`].
+        id: u64,
+        /// Where the commands were appended, or the refusal.
+        result: Result<(LogIndex, Term), ProposeError>,
+    },
     /// Read entries `start..end` from the store (they are no longer in the core's memory)
     /// and hand them back with [`Input::EntriesLoaded`], in the same `term`.
     LoadEntries {
@@ -200,6 +223,12 @@ pub struct RaftCore {
     // Candidate and leader state.
     votes: BTreeMap<NodeId, bool>,
     pub(crate) progress: BTreeMap<NodeId, Progress>,
+    /// Index of the first entry of this leader's term (its blank entry).
+    pub(crate) term_start: LogIndex,
+    /// Reads waiting for a read index (leader only).
+    pub(crate) reads: client::ReadState,
+    /// Ids for client requests, and the forwards seen from each follower.
+    request_ids: client::RequestIds,
     replicate_dirty: bool,
     /// The commit index advanced; followers should hear of it even without new entries.
     broadcast_commit: bool,
@@ -229,6 +258,8 @@ impl RaftCore {
     /// `prev` (the snapshot point, or `(0, 0)`). It starts as a follower.
     pub fn new(id: NodeId, cfg: Config, hard_state: HardState, prev: LogId, entries: Vec<Entry>, now: Instant) -> Self {
         let seed = cfg.rng_seed.unwrap_or_else(|| fastrand::u64(..)) ^ id.wrapping_mul(0x9e37_79b9_7f4a_7c15);
+        let rng = fastrand::Rng::with_seed(seed);
+        let request_ids = client::RequestIds::new(seed);
         let log = RaftLog::restore(prev, entries);
         let mut configs = Vec::new();
         for i in 1..=log.last_index() {
@@ -243,7 +274,7 @@ impl RaftCore {
         let mut core = RaftCore {
             id,
             cfg,
-            rng: fastrand::Rng::with_seed(seed),
+            rng,
             hs: hard_state,
             role: Role::Follower,
             leader: None,
@@ -258,6 +289,9 @@ impl RaftCore {
             last_leader_contact: None,
             votes: BTreeMap::new(),
             progress: BTreeMap::new(),
+            term_start: 0,
+            reads: client::ReadState::default(),
+            request_ids,
             replicate_dirty: false,
             broadcast_commit: false,
             pending: PendingPersist::default(),
@@ -404,6 +438,7 @@ impl RaftCore {
         let _ = now;
         if self.role == Role::Leader {
             self.maybe_commit();
+            self.start_read_round();
             if self.replicate_dirty || self.broadcast_commit {
                 let even_if_empty = self.broadcast_commit;
                 self.replicate_dirty = false;
@@ -455,7 +490,7 @@ impl RaftCore {
             }
             if now >= self.heartbeat_deadline {
                 self.heartbeat_deadline = now.add(self.cfg.heartbeat_interval);
-                self.broadcast_heartbeat();
+                self.send_heartbeats(true);
             }
         } else if now >= self.election_deadline {
             self.reset_election_deadline(now);
@@ -474,9 +509,12 @@ impl RaftCore {
 
     // ----- messages -----
 
-    fn step_message(&mut self, now: Instant, m: Message) {
+    fn step_message(&mut self, now: Instant, mut m: Message) {
         if m.to != self.id || m.from == self.id || m.from == 0 {
             tracing::warn!(node = self.id, to = m.to, from = m.from, "dropping misaddressed message");
+            return;
+        }
+        if self.step_client_message(&mut m) {
             return;
         }
         if m.term > MAX_TERM {
@@ -523,7 +561,11 @@ impl RaftCore {
                 self.on_append_response(m.from, success, index, hint)
             }
             MessageBody::Heartbeat { commit, ctx } => self.on_heartbeat(now, m.from, commit, ctx),
-            MessageBody::HeartbeatResponse { .. } => self.on_heartbeat_response(m.from),
+            MessageBody::HeartbeatResponse { ctx } => self.on_heartbeat_response(m.from, ctx),
+            MessageBody::Forward { .. }
+            | MessageBody::ForwardResponse { .. }
+            | MessageBody::ReadIndex { .. }
+            | MessageBody::ReadIndexResponse { .. } => {}
         }
     }
 
@@ -550,6 +592,9 @@ impl RaftCore {
         }
         if self.role != Role::Follower || self.leader != leader {
             tracing::debug!(node = self.id, term, ?leader, "becoming follower");
+        }
+        if self.role == Role::Leader {
+            self.fail_reads();
         }
         self.role = Role::Follower;
         self.leader = leader;

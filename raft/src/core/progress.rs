@@ -34,6 +34,8 @@ pub(crate) struct Progress {
     /// An append was acknowledged since the last heartbeat went out: the window is
     /// moving, so a full window means slow, not lost.
     pub(crate) acked_recently: bool,
+    /// The latest read-index round this peer has confirmed (thesis §6.4).
+    pub(crate) read_ack: u64,
 }
 
 impl Progress {
@@ -48,6 +50,7 @@ impl Progress {
             recent_active: false,
             loading: false,
             acked_recently: false,
+            read_ack: 0,
         }
     }
 

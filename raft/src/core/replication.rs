@@ -136,14 +136,22 @@ impl RaftCore {
     /// Heartbeats to every peer. They are independent of the replication window, so a
     /// full window never starves them; each carries the commit index capped at what the
     /// peer is known to hold.
-    pub(crate) fn broadcast_heartbeat(&mut self) {
-        for p in self.progress.values_mut() {
-            p.acked_recently = false;
+    ///
+    /// The context echoed back is `2 * round + periodic`: `round` is the latest read-index
+    /// round (so any answered heartbeat confirms it), and the low bit tells the periodic
+    /// heartbeats, whose answers drive window recovery, from the extra ones sent to
+    /// confirm reads, whose answers must not.
+    pub(crate) fn send_heartbeats(&mut self, periodic: bool) {
+        if periodic {
+            for p in self.progress.values_mut() {
+                p.acked_recently = false;
+            }
         }
+        let ctx = self.reads.last_ctx.saturating_mul(2) | u64::from(periodic);
         let targets: Vec<(NodeId, LogIndex)> =
             self.progress.iter().map(|(&id, p)| (id, p.match_index.min(self.log.commit))).collect();
         for (peer, commit) in targets {
-            self.send_leader(peer, MessageBody::Heartbeat { commit, ctx: 0 });
+            self.send_leader(peer, MessageBody::Heartbeat { commit, ctx });
         }
     }
 
@@ -297,14 +305,16 @@ impl RaftCore {
         self.send(from, MessageBody::HeartbeatResponse { ctx });
     }
 
-    pub(crate) fn on_heartbeat_response(&mut self, from: NodeId) {
+    pub(crate) fn on_heartbeat_response(&mut self, from: NodeId, ctx: u64) {
         if self.role != Role::Leader {
             return;
         }
+        self.on_read_ack(from, ctx / 2);
+        let periodic = ctx & 1 == 1;
         let last = self.log.last_index();
         let Some(pr) = self.progress.get_mut(&from) else { return };
         pr.recent_active = true;
-        if pr.match_index < last {
+        if periodic && pr.match_index < last {
             // Recover from lost appends: a probe may go again, and a full window gives up
             // its oldest slot. If appends were lost, the follower rejects the next one and
             // the peer falls back to probing.

@@ -95,6 +95,8 @@ struct Node {
     store: Store,
     /// Everything handed to the state machine, in order.
     applied: Vec<Entry>,
+    /// Answers to client requests (reads and forwarded proposals), in order.
+    answers: Vec<Action>,
 }
 
 impl Node {
@@ -149,7 +151,7 @@ impl Cluster {
             let id = i as NodeId + 1;
             let core = RaftCore::new(id, c.cfg.clone(), hs, LogId::default(), entries.clone(), c.now);
             let store = Store { hs, entries, ..Store::default() };
-            c.nodes.insert(id, Node { core, store, applied: Vec::new() });
+            c.nodes.insert(id, Node { core, store, applied: Vec::new(), answers: Vec::new() });
             c.process(id);
         }
         c
@@ -215,6 +217,9 @@ impl Cluster {
                         }
                     }
                     Action::SetTimer(_) => {}
+                    a @ (Action::ReadReady { .. } | Action::ReadFailed { .. } | Action::Forwarded { .. }) => {
+                        node.answers.push(a)
+                    }
                     Action::LoadEntries { peer, term, start, end } => {
                         let entries = node
                             .store
@@ -1281,7 +1286,7 @@ fn follower_commit_follows_leader_commit_capped_at_match() {
     let commits: Vec<(NodeId, MessageBody)> = beats.into_iter().map(|m| (m.to, m.body)).collect();
     assert_eq!(
         commits,
-        vec![(2, MessageBody::Heartbeat { commit: 5, ctx: 0 }), (3, MessageBody::Heartbeat { commit: 2, ctx: 0 })]
+        vec![(2, MessageBody::Heartbeat { commit: 5, ctx: 1 }), (3, MessageBody::Heartbeat { commit: 2, ctx: 1 })]
     );
     c.deliver_where(|m| matches!(m.body, MessageBody::Heartbeat { .. }));
     assert_eq!(c.commit(3), 2, "node 3 does not yet hold entries 3..=5");
@@ -1520,4 +1525,203 @@ fn heartbeat_answers_free_a_window_slot_only_when_appends_stall() {
     c.tick(1);
     c.deliver_all();
     assert_eq!(c.last(2), c.last(1), "node 2 is repaired after the lost appends");
+}
+
+// ----- linearizable reads (thesis §6.4) and forwarding -----
+
+impl Cluster {
+    fn read_index(&mut self, id: NodeId) -> Result<u64, ProposeError> {
+        let r = self.node_mut(id).core.read_index();
+        self.process(id);
+        r
+    }
+
+    fn forward(&mut self, id: NodeId, commands: Vec<Bytes>) -> Result<u64, ProposeError> {
+        let r = self.node_mut(id).core.forward(commands);
+        self.process(id);
+        r
+    }
+
+    /// The read indexes `id` was given, as (read id, index).
+    fn reads_ready(&self, id: NodeId) -> Vec<(u64, LogIndex)> {
+        let answers = &self.node(id).answers;
+        answers
+            .iter()
+            .filter_map(|a| if let Action::ReadReady { id, index } = a { Some((*id, *index)) } else { None })
+            .collect()
+    }
+
+    fn reads_failed(&self, id: NodeId) -> Vec<u64> {
+        let answers = &self.node(id).answers;
+        answers.iter().filter_map(|a| if let Action::ReadFailed { id } = a { Some(*id) } else { None }).collect()
+    }
+}
+
+fn is_heartbeat(m: &Message) -> bool {
+    matches!(m.body, MessageBody::Heartbeat { .. })
+}
+
+#[test]
+fn read_index_waits_until_leader_commits_an_entry_of_its_term() {
+    let mut c = Cluster::new(3);
+    c.fire_timeout(1);
+    c.deliver_where(is_vote_traffic);
+    assert_eq!(c.core(1).role(), Role::Leader);
+    let blank = c.last(1).index;
+    assert!(c.commit(1) < blank, "the new leader's blank entry is not committed yet");
+    let read = c.read_index(1).unwrap();
+    assert!(c.reads_ready(1).is_empty(), "no read index before an entry of this term commits");
+    assert!(c.queued(is_heartbeat).is_empty(), "no confirmation round yet");
+    c.deliver_all();
+    assert_eq!(
+        c.reads_ready(1),
+        vec![(read, blank)],
+        "the read index is the commit index, which covers the blank entry"
+    );
+}
+
+#[test]
+fn read_index_is_served_only_after_a_quorum_confirms_leadership() {
+    let mut c = Cluster::new(3);
+    c.elect(1);
+    c.deliver_all();
+    c.propose(1, cmds(0..3)).unwrap();
+    c.deliver_all();
+    let commit = c.commit(1);
+    c.isolate(1);
+    let read = c.read_index(1).unwrap();
+    c.deliver_all();
+    assert!(c.reads_ready(1).is_empty(), "an isolated leader cannot confirm its leadership");
+    // One follower's answer plus the leader's own make a quorum of three.
+    c.cut.remove(&(1, 2));
+    c.cut.remove(&(2, 1));
+    c.advance(config().heartbeat_interval);
+    c.tick(1);
+    c.deliver_all();
+    assert_eq!(c.reads_ready(1), vec![(read, commit)], "the next heartbeat round confirms the pending read");
+}
+
+#[test]
+fn concurrent_reads_share_one_heartbeat_round() {
+    let mut c = Cluster::new(3);
+    c.elect(1);
+    c.deliver_all();
+    let reads: Vec<u64> = (0..5).map(|_| c.node_mut(1).core.read_index().unwrap()).collect();
+    c.process(1);
+    assert_eq!(c.queued(is_heartbeat).len(), 2, "one heartbeat per follower for all five reads");
+    c.deliver_all();
+    let commit = c.commit(1);
+    assert_eq!(c.reads_ready(1), reads.iter().map(|&r| (r, commit)).collect::<Vec<_>>());
+}
+
+#[test]
+fn read_index_heartbeats_do_not_count_for_an_earlier_round() {
+    let mut c = Cluster::new(3);
+    c.elect(1);
+    c.deliver_all();
+    // A periodic heartbeat goes out before the read arrives; its answers must not
+    // confirm the read's round, which starts later.
+    c.advance(config().heartbeat_interval);
+    c.tick(1);
+    let early = c.take_where(is_heartbeat);
+    assert_eq!(early.len(), 2);
+    c.read_index(1).unwrap();
+    let round = c.take_where(is_heartbeat);
+    assert_eq!(round.len(), 2);
+    for m in early {
+        c.inject(m);
+    }
+    c.deliver_where(|m| matches!(m.body, MessageBody::HeartbeatResponse { .. }));
+    assert!(c.reads_ready(1).is_empty(), "answers to a heartbeat sent before the read do not confirm it");
+    c.inject(round[0].clone());
+    c.deliver_all();
+    assert_eq!(c.reads_ready(1).len(), 1, "one answer to the read's own round makes a quorum");
+}
+
+#[test]
+fn deposed_leader_fails_its_pending_reads() {
+    let mut c = Cluster::new(3);
+    c.elect(1);
+    c.deliver_all();
+    c.isolate(1);
+    let read = c.read_index(1).unwrap();
+    c.elect(2);
+    c.heal();
+    c.advance(config().heartbeat_interval);
+    c.tick(2);
+    c.deliver_all();
+    assert_eq!(c.core(1).role(), Role::Follower);
+    assert!(c.reads_ready(1).is_empty(), "a deposed leader never serves the read");
+    assert_eq!(c.reads_failed(1), vec![read]);
+    assert_eq!(c.core(1).pending_reads(), 0);
+}
+
+#[test]
+fn follower_read_asks_the_leader_for_its_read_index() {
+    let mut c = Cluster::new(3);
+    assert_eq!(c.read_index(2), Err(ProposeError::NotLeader(None)), "no leader known: refused at once");
+    c.elect(1);
+    c.deliver_all();
+    c.propose(1, cmds(0..2)).unwrap();
+    c.deliver_all();
+    let read = c.read_index(2).unwrap();
+    assert_eq!(c.queued(|m| matches!(m.body, MessageBody::ReadIndex { id } if id == read)).len(), 1);
+    c.deliver_all();
+    assert_eq!(c.reads_ready(2), vec![(read, c.commit(1))]);
+    // A node that does not lead answers a read-index request with a refusal.
+    c.inject(Message { from: 2, to: 3, term: 1, body: MessageBody::ReadIndex { id: 5 } });
+    c.deliver_all();
+    assert_eq!(c.reads_failed(2), vec![5]);
+}
+
+#[test]
+fn follower_forwards_proposals_to_the_leader_and_learns_their_position() {
+    let mut c = Cluster::new(3);
+    c.elect(1);
+    c.deliver_all();
+    let term = c.core(1).term();
+    let first = c.last(1).index + 1;
+    let request = c.forward(2, cmds(0..3)).unwrap();
+    // A duplicated copy of the message is dropped by the leader.
+    let copy = c.queued(|m| matches!(m.body, MessageBody::Forward { .. }));
+    assert_eq!(copy.len(), 1);
+    c.deliver_all();
+    for m in copy {
+        c.inject(m);
+    }
+    c.deliver_all();
+    assert_eq!(c.node(2).answers.len(), 1, "one answer: the duplicate is dropped");
+    assert!(matches!(
+        c.node(2).answers[0],
+        Action::Forwarded { id, result: Ok((f, t)) } if (id, f, t) == (request, first, term)
+    ));
+    let applied: Vec<Bytes> = c
+        .node(2)
+        .applied
+        .iter()
+        .filter_map(|e| if let EntryPayload::Command(b) = &e.payload { Some(b.clone()) } else { None })
+        .collect();
+    assert_eq!(applied, cmds(0..3), "the follower applies the forwarded commands");
+    assert_eq!(c.node(2).applied.iter().find(|e| e.index == first).map(|e| e.term), Some(term));
+}
+
+#[test]
+fn forward_to_a_node_that_does_not_lead_is_refused_with_its_leader_hint() {
+    let mut c = Cluster::new(3);
+    c.elect(1);
+    c.deliver_all();
+    assert_eq!(c.forward(1, cmds(0..1)), Err(ProposeError::NotLeader(Some(1))), "the leader proposes instead");
+    c.inject(Message { from: 2, to: 3, term: 1, body: MessageBody::Forward { id: 6, commands: cmds(0..1) } });
+    c.deliver_all();
+    assert_eq!(c.node(2).answers.len(), 1);
+    assert!(matches!(c.node(2).answers[0], Action::Forwarded { id: 6, result: Err(ProposeError::NotLeader(Some(1))) }));
+    assert_eq!(c.last(3), c.last(1), "nothing was appended for the refused forward");
+}
+
+#[test]
+fn single_voter_leader_confirms_reads_alone() {
+    let mut c = Cluster::new(1);
+    c.elect(1);
+    let read = c.read_index(1).unwrap();
+    assert_eq!(c.reads_ready(1), vec![(read, c.commit(1))]);
 }

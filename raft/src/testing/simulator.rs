@@ -6,7 +6,8 @@
 //! one seed, so a seed replays a run exactly.
 //!
 //! [`run_seed`] is the randomized test: concurrent clients write to a KV state machine
-//! while a nemesis partitions, isolates, drops, duplicates, delays, crashes and restarts;
+//! through any node (followers forward to the leader) and read it either through the log
+//! or with linearizable ReadIndex reads on any node, while a nemesis partitions, isolates, drops, duplicates, delays, crashes and restarts;
 //! after every simulation step the invariants of the design are checked, incrementally:
 //! election safety, state machine safety, log matching of every committed prefix and
 //! leader completeness (every 256 steps and at the end, also a pairwise comparison of
@@ -405,7 +406,9 @@ impl SimCluster {
                 self.run_for(Duration::from_millis(10))?;
                 continue;
             };
-            let left = end.saturating_since(self.now());
+            // A proposal on a leader that is about to be deposed may stay undecided until
+            // a later commit passes its index; try again rather than wait for it.
+            let left = end.saturating_since(self.now()).min(Duration::from_secs(1));
             if let Some(Ok(out)) = self.propose(leader, action.clone(), left)? {
                 return Ok(Some(out));
             }
@@ -788,6 +791,7 @@ async fn client_task(
     let keys = ["x", "y", "z"];
     let mut target: NodeId = rng.u64(1..=state.opts.nodes);
     let mut seq = 0;
+    let read_index_reads = client % 2 == 1;
     while !stop.load(Ordering::SeqCst) {
         seq += 1;
         op_id += 1;
@@ -813,10 +817,20 @@ async fn client_task(
                 }
                 continue;
             };
-            let cmd = KvCommand { op: op_id, action: action.clone() };
+            // Reads go half through the log and half through ReadIndex; either way, and
+            // for writes, the target may be any node: followers forward or ask the leader.
             let timeout = rt.sleep_until(rt.now().add(Duration::from_secs(1)));
-            let propose = raft.propose(cmd);
-            let outcome = match future::select(Box::pin(propose), Box::pin(timeout)).await {
+            let request: futures::future::BoxFuture<'static, Result<KvOutput, ClientError>> = match &action {
+                KvInput::Get { key } if read_index_reads => {
+                    let key = key.clone();
+                    Box::pin(async move { raft.read(move |kv| KvOutput::Value(kv.get(&key).cloned())).await })
+                }
+                _ => {
+                    let cmd = KvCommand { op: op_id, action: action.clone() };
+                    Box::pin(async move { raft.propose(cmd).await })
+                }
+            };
+            let outcome = match future::select(request, Box::pin(timeout)).await {
                 Either::Left((r, _)) => Some(r),
                 Either::Right(_) => None,
             };
@@ -834,10 +848,10 @@ async fn client_task(
                     record(Some(rt.now()), Some(out));
                     break;
                 }
-                // Refused or discarded: it never took effect; try again.
-                Some(Err(ClientError::NotLeader { leader })) => {
-                    target = leader.unwrap_or_else(|| rng.u64(1..=state.opts.nodes));
-                    rt.sleep_until(rt.now().add(Duration::from_millis(if leader.is_some() { 1 } else { 10 }))).await;
+                // Refused or discarded: it never took effect; try again, on any node.
+                Some(Err(ClientError::NotLeader { .. } | ClientError::NoLeader)) => {
+                    target = rng.u64(1..=state.opts.nodes);
+                    rt.sleep_until(rt.now().add(Duration::from_millis(10))).await;
                 }
                 Some(Err(ClientError::Dropped)) | Some(Err(ClientError::Overloaded)) => {
                     rt.sleep_until(rt.now().add(Duration::from_millis(5))).await;
