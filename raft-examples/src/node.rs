@@ -175,9 +175,9 @@ impl<SM: StateMachine> AppNode<SM> {
     }
 
     /// Runs `f` on the state machine once it reflects every write acknowledged before
-    /// the call (a linearizable read).
+    /// the call (a linearizable read by ReadIndex, on any node).
     pub async fn read<T: Send + 'static>(&self, f: impl FnOnce(&SM) -> T + Send + 'static) -> Result<T, ApiError> {
-        self.within("the read", linearizable_read(&self.raft, f)).await
+        self.within("the read", self.raft.read(f)).await
     }
 
     /// Runs `f` on this node's replica as it is, which may lag the cluster.
@@ -211,12 +211,6 @@ impl<SM: StateMachine> AppNode<SM> {
             "fatal_error": s.fatal_error,
         })
     }
-}
-
-/// A linearizable read.
-// replaced by Raft::read once it lands
-async fn linearizable_read<SM: StateMachine, T>(raft: &Raft<SM>, f: impl FnOnce(&SM) -> T) -> Result<T, ClientError> {
-    Ok(raft.read_local_stale(f))
 }
 
 /// The HTTP handler of a node: `/status`, then the app's routes.
@@ -364,7 +358,9 @@ pub async fn run<R: HttpRuntime, A: App>(
         }
     }
 
-    let config = Config::default();
+    // The framework's own timeout ends a request a little before the HTTP one, so that
+    // its more precise error (no leader, or an unknown outcome) is the one answered.
+    let config = Config { request_timeout: REQUEST_TIMEOUT - Duration::from_millis(500), ..Config::default() };
     let raft = if fresh {
         info!(node = id, members = ?peers.keys().collect::<Vec<_>>(), "empty data directory: bootstrapping the cluster");
         Raft::bootstrap(id, peers.keys().copied(), config, rt.clone(), store, transport.network(), A::Machine::default())

@@ -26,6 +26,8 @@ fn writes_and_linearizable_reads_through_any_node() {
     for field in ["id", "role", "term", "leader", "commit_index", "applied_index"] {
         assert!(s.get(field).is_some(), "/status lacks {field}: {s}");
     }
+    let runtime = if cfg!(feature = "tokio") { "tokio" } else { "smol" };
+    assert_eq!(s["runtime"], runtime, "the app runs on the runtime its features choose");
     let roles: Vec<String> = (0..3).map(|i| c.status(i).unwrap()["role"].as_str().unwrap().to_string()).collect();
     assert_eq!(roles.iter().filter(|r| *r == "leader").count(), 1, "{roles:?}");
 
@@ -146,7 +148,7 @@ fn all_nodes_killed_and_restarted_keep_every_acknowledged_write() {
             })
         })
         .collect();
-    wait_until("some writes to be acknowledged", PATIENCE, || (acked.lock().unwrap().len() >= 60).then_some(()));
+    wait_until("some writes to be acknowledged", PATIENCE, || (acked.lock().unwrap().len() >= 150).then_some(()));
     // Kill every node while writes are in flight.
     for i in 0..3 {
         c.kill9(i);
@@ -174,13 +176,15 @@ fn all_nodes_killed_and_restarted_keep_every_acknowledged_write() {
 
 /// Pauses node `paused` while writes go on through the others, resumes it, and checks
 /// that every linearizable read it answers is current (it may answer 503 while it finds
-/// its place, never an old value), and that it soon answers them all.
+/// its place, never a missing or old value), and that it soon answers them all.
 fn pause_writes_resume_and_read(c: &mut Cluster, paused: usize, round: usize) {
     c.pause(paused);
     let others: Vec<usize> = (0..3).filter(|&i| i != paused).collect();
     let mut expected = BTreeMap::new();
+    // Each key is written once (retries repeat the same value), so a write whose first
+    // attempt timed out cannot be mistaken for a newer one.
     for i in 0..20 {
-        let key = format!("p{round}-{}", i % 5);
+        let key = format!("p{round}-{i}");
         let value = format!("r{round}-{i}");
         c.put(others[i % 2], &key, value.as_bytes());
         expected.insert(key, value);
@@ -211,8 +215,7 @@ fn pause_writes_resume_and_read(c: &mut Cluster, paused: usize, round: usize) {
 fn paused_node_resumes_and_serves_only_current_linearizable_reads() {
     let mut c = start();
     for i in 0..5 {
-        c.put(i % 3, &format!("p0-{i}"), b"initial");
-        c.put(i % 3, &format!("p1-{i}"), b"initial");
+        c.put(i % 3, &format!("before{i}"), b"x");
     }
     // First the leader: on waking it may still believe it leads.
     let leader = c.wait_leader(None);
