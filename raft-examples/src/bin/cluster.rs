@@ -2,8 +2,10 @@
 //! processes on loopback, prints each node's HTTP address and curl examples, then shows
 //! a live status table until Ctrl-C, which stops every node cleanly.
 //!
-//!     cargo run --release -p raft-examples --bin cluster -- kv
-//!     cargo run --release -p raft-examples --bin cluster -- counter
+//! ```text
+//! cargo run --release -p raft-examples --bin cluster -- kv
+//! cargo run --release -p raft-examples --bin cluster -- counter
+//! ```
 //!
 //! Node N listens for Raft on `<base-port> + N` and for HTTP on `<base-port> + 1000 + N`
 //! (7001-7003 and 8001-8003 by default) and keeps its data in
