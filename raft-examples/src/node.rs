@@ -247,8 +247,10 @@ impl<A: App> Handler for NodeHandler<A> {
         match result {
             Ok(r) => r,
             Err(e) => {
-                if e.status() == StatusCode::SERVICE_UNAVAILABLE || e.status() == StatusCode::INTERNAL_SERVER_ERROR {
-                    warn!(%method, %path, error = %e, "request failed");
+                match e.status() {
+                    StatusCode::INTERNAL_SERVER_ERROR => warn!(%method, %path, error = %e, "request failed"),
+                    StatusCode::SERVICE_UNAVAILABLE => info!(%method, %path, error = %e, "request not served"),
+                    _ => {}
                 }
                 e.into_response()
             }
