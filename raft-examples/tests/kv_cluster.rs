@@ -98,6 +98,7 @@ fn killed_leader_is_replaced_writes_continue_and_it_catches_up_after_restart() {
     c.kill9(old);
     let new = c.wait_leader(Some(old));
     let took = killed_at.elapsed();
+    eprintln!("node {} took over {took:?} after node {} was killed", new + 1, old + 1);
     assert!(took < Duration::from_secs(10), "a new leader took {took:?}");
     let others: Vec<usize> = (0..3).filter(|&i| i != old).collect();
     for i in 0..20 {

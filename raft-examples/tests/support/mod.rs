@@ -112,43 +112,57 @@ pub struct Cluster {
     pub peers: String,
     /// The HTTP client.
     pub agent: ureq::Agent,
-    tmp: tempfile::TempDir,
+    tmp: Option<tempfile::TempDir>,
 }
 
 impl Cluster {
     /// Starts `n` nodes of the app at `bin`, with `extra(id)` added to node `id`'s
-    /// arguments, and waits until every node answers `/status`.
+    /// arguments, and waits until every node answers `/status`. Should a node exit
+    /// while starting (another process took one of the free ports in the meantime),
+    /// the cluster is started afresh on new ports, up to three times.
     pub fn start(bin: &str, n: usize, extra: impl Fn(u64) -> Vec<String>) -> Cluster {
-        let tmp = tempfile::tempdir().expect("temp dir");
-        let ports = free_ports(2 * n);
-        let mut nodes = Vec::new();
-        for i in 0..n {
-            let id = i as u64 + 1;
-            nodes.push(Node {
-                id,
-                raft: SocketAddr::from(([127, 0, 0, 1], ports[2 * i])),
-                http: SocketAddr::from(([127, 0, 0, 1], ports[2 * i + 1])),
-                dir: tmp.path().join(format!("node-{id}")),
-                log: tmp.path().join(format!("node-{id}.log")),
-                extra_args: extra(id),
-                child: None,
-                paused: false,
-            });
+        let mut tmp = Some(tempfile::tempdir().expect("temp dir"));
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let base = tmp.as_ref().expect("the temp dir").path().join(format!("attempt-{attempt}"));
+            let ports = free_ports(2 * n);
+            let mut nodes = Vec::new();
+            for i in 0..n {
+                let id = i as u64 + 1;
+                nodes.push(Node {
+                    id,
+                    raft: SocketAddr::from(([127, 0, 0, 1], ports[2 * i])),
+                    http: SocketAddr::from(([127, 0, 0, 1], ports[2 * i + 1])),
+                    dir: base.join(format!("node-{id}")),
+                    log: base.join(format!("node-{id}.log")),
+                    extra_args: extra(id),
+                    child: None,
+                    paused: false,
+                });
+            }
+            std::fs::create_dir_all(&base).expect("create the attempt's directory");
+            let peers = nodes.iter().map(|n| format!("{}={}", n.id, n.raft)).collect::<Vec<_>>().join(",");
+            let mut cluster = Cluster { bin: PathBuf::from(bin), nodes, peers, agent: client(), tmp: tmp.take() };
+            for i in 0..n {
+                cluster.spawn(i);
+            }
+            match (0..n).try_for_each(|i| cluster.try_wait_serving(i)) {
+                Ok(()) => return cluster,
+                Err(e) if attempt < 3 => {
+                    eprintln!("starting the cluster again on other ports: {e}");
+                    tmp = cluster.tmp.take();
+                    // Dropping the cluster kills its processes.
+                    drop(cluster);
+                }
+                Err(e) => panic!("{e}"),
+            }
         }
-        let peers = nodes.iter().map(|n| format!("{}={}", n.id, n.raft)).collect::<Vec<_>>().join(",");
-        let mut cluster = Cluster { bin: PathBuf::from(bin), nodes, peers, agent: client(), tmp };
-        for i in 0..n {
-            cluster.spawn(i);
-        }
-        for i in 0..n {
-            cluster.wait_serving(i);
-        }
-        cluster
     }
 
     /// The temp dir holding the nodes' data and logs.
     pub fn dir(&self) -> &Path {
-        self.tmp.path()
+        self.tmp.as_ref().expect("the temp dir").path()
     }
 
     /// Starts node index `i` (again), with its data directory as it is.
@@ -174,15 +188,30 @@ impl Cluster {
         node.paused = false;
     }
 
-    /// Waits until node index `i` answers `/status`.
+    /// Waits until node index `i` answers `/status`; panics (with its log) if it exits.
     pub fn wait_serving(&mut self, i: usize) {
+        if let Err(e) = self.try_wait_serving(i) {
+            panic!("{e}");
+        }
+    }
+
+    /// Waits until node index `i` answers `/status`, or fails if it exits first.
+    fn try_wait_serving(&mut self, i: usize) -> Result<(), String> {
         let id = self.nodes[i].id;
-        wait_until(&format!("node {id} to serve HTTP"), PATIENCE, || {
+        let deadline = Instant::now() + PATIENCE;
+        loop {
             if let Some(status) = self.nodes[i].child.as_mut().and_then(|c| c.try_wait().ok().flatten()) {
-                panic!("node {id} exited with {status}:\n{}", tail(&self.nodes[i].log, 40));
+                self.nodes[i].child = None;
+                return Err(format!("node {id} exited with {status}:\n{}", tail(&self.nodes[i].log, 40)));
             }
-            self.status(i)
-        });
+            if self.status(i).is_some() {
+                return Ok(());
+            }
+            if Instant::now() >= deadline {
+                return Err(format!("node {id} did not serve HTTP within {PATIENCE:?}"));
+            }
+            std::thread::sleep(Duration::from_millis(25));
+        }
     }
 
     fn pid(&self, i: usize) -> Pid {
