@@ -47,7 +47,12 @@ fn draw(path: &Path, caption: &str, y_desc: &str, series: &[Series]) -> Result<(
         .x_desc("concurrent clients")
         .y_desc(y_desc)
         .x_label_formatter(&|x| format!("{x:.0}"))
-        .y_label_formatter(&|y| if *y >= 10.0 { format!("{y:.0}") } else { format!("{y:.2}") })
+        .y_label_formatter(&|y| match *y {
+            y if y >= 10.0 => format!("{y:.0}"),
+            y if y >= 1.0 => format!("{y:.1}"),
+            y => format!("{y:.2}"),
+        })
+        .light_line_style(WHITE)
         .draw()
         .map_err(|e| err(&e))?;
     for (label, c, pts) in series {
