@@ -1,12 +1,22 @@
 //! `bench failover`: under a steady write load, kill the leader with SIGKILL and time
 //! how long until a write sent after the kill succeeds; restart the node and repeat.
+//!
+//! The load's clients each wait for their request in flight, which a system may hold
+//! until its own timeout when the leader it went to is gone. So that the figure is the
+//! time until the cluster takes writes again, not a client timeout, a prober also
+//! starts a fresh write (on a new connection, nodes in turn) every 20 ms after the kill;
+//! the first write sent after the kill that succeeds, from either, ends the round.
 
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::cluster::Cluster;
+use super::http::one_shot;
 use super::load::{Load, LoadConfig};
 use super::results::median;
-use super::target::{Target, Workload};
+use super::target::{Op, RequestBuilder, Target, Workload};
 use super::{block_on, SetupArgs};
 
 /// Options of `bench failover`.
@@ -46,6 +56,58 @@ pub fn percentile(xs: &[f64], q: f64) -> f64 {
     v[rank.clamp(1, v.len()) - 1]
 }
 
+/// Fresh writes started every `every` until one succeeds; reports when the first did.
+struct Prober {
+    done: Arc<AtomicBool>,
+    first_ok_ns: Arc<AtomicU64>,
+    start: Instant,
+}
+
+impl Prober {
+    fn start(target: Target, endpoints: Vec<SocketAddr>, value_size: usize, every: Duration) -> Prober {
+        let done = Arc::new(AtomicBool::new(false));
+        let first_ok_ns = Arc::new(AtomicU64::new(u64::MAX));
+        let start = Instant::now();
+        let (d, f) = (done.clone(), first_ok_ns.clone());
+        tokio::spawn(async move {
+            let builder = Arc::new(RequestBuilder::new(target, value_size));
+            let outstanding = Arc::new(AtomicU64::new(0));
+            let mut n = 0u64;
+            while !d.load(Ordering::Relaxed) {
+                // At most a few hundred probes in flight (a node may hold each for seconds).
+                if outstanding.load(Ordering::Relaxed) < 500 {
+                    let addr = endpoints[(n as usize) % endpoints.len().max(1)];
+                    let (b, d, f, o) = (builder.clone(), d.clone(), f.clone(), outstanding.clone());
+                    o.fetch_add(1, Ordering::Relaxed);
+                    tokio::spawn(async move {
+                        let r = one_shot(addr, Duration::from_secs(30), |h| b.build(h, Op::Put(n % 10_000))).await;
+                        if matches!(r, Ok((s, _)) if s.is_success()) {
+                            f.fetch_min(start.elapsed().as_nanos() as u64, Ordering::SeqCst);
+                            d.store(true, Ordering::Relaxed);
+                        }
+                        o.fetch_sub(1, Ordering::Relaxed);
+                    });
+                    n += 1;
+                }
+                tokio::time::sleep(every).await;
+            }
+        });
+        Prober { done, first_ok_ns, start }
+    }
+
+    /// When the first probe succeeded, measured from `since`.
+    fn first_ok_since(&self, since: Instant) -> Option<Duration> {
+        let ns = self.first_ok_ns.load(Ordering::SeqCst);
+        (ns != u64::MAX).then(|| (self.start + Duration::from_nanos(ns)).saturating_duration_since(since))
+    }
+}
+
+impl Drop for Prober {
+    fn drop(&mut self) {
+        self.done.store(true, Ordering::Relaxed);
+    }
+}
+
 async fn rounds(args: &FailoverArgs) -> Result<Vec<f64>, String> {
     let mut cluster = Cluster::start(args.target, &args.setup.options())?;
     cluster.wait_ready(Duration::from_secs(30)).await?;
@@ -72,9 +134,11 @@ async fn rounds(args: &FailoverArgs) -> Result<Vec<f64>, String> {
         }
         let killed_at = cluster.kill_signal(leader)?;
         load.mark_at(killed_at);
+        let prober = Prober::start(args.target, cluster.http_endpoints(), args.value_size, Duration::from_millis(20));
         let deadline = Instant::now() + Duration::from_secs(60);
         let took = loop {
-            if let Some(d) = load.first_ok_since_mark() {
+            let firsts = [load.first_ok_since_mark(), prober.first_ok_since(killed_at)];
+            if let Some(d) = firsts.into_iter().flatten().min() {
                 break d;
             }
             if Instant::now() > deadline {
