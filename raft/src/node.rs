@@ -233,7 +233,9 @@ impl<SM: StateMachine> Raft<SM> {
         let timer = Arc::new(TimerShared { deadline: AtomicU64::new(u64::MAX), sleeping_until: AtomicU64::new(0) });
 
         let mut handles: Vec<BoxFuture<'static, ()>> = Vec::new();
-        handles.push(runtime.spawn(persist_task::<SM, S>(id, store, persist_rx, tx.clone())).boxed());
+        // The store's writes and fsyncs may block: on a thread of their own where the
+        // runtime has one, so the protocol loop keeps running meanwhile.
+        handles.push(runtime.spawn_blocking_task(persist_task::<SM, S>(id, store, persist_rx, tx.clone())).boxed());
         handles.push(runtime.spawn(apply_task::<SM>(id, shared.state_machine.clone(), apply_rx, tx.clone())).boxed());
         handles.push(runtime.spawn(timer_task::<SM, R>(runtime.clone(), timer.clone(), wake_rx, tx.clone())).boxed());
         let driver = Driver {
