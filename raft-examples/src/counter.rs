@@ -2,24 +2,25 @@
 
 use raft::{LogIndex, StateMachine};
 
-/// A counter; each command adds a delta and answers the new value.
+/// A counter; each command adds a (possibly negative) delta and answers the new value.
+/// Arithmetic wraps around at the bounds of `i64`, the same on every node.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Counter {
-    value: u64,
+    value: i64,
 }
 
 impl Counter {
     /// The current value.
-    pub fn value(&self) -> u64 {
+    pub fn value(&self) -> i64 {
         self.value
     }
 }
 
 impl StateMachine for Counter {
-    type Command = u64;
-    type Response = u64;
+    type Command = i64;
+    type Response = i64;
 
-    fn apply(&mut self, _index: LogIndex, delta: u64) -> u64 {
+    fn apply(&mut self, _index: LogIndex, delta: i64) -> i64 {
         self.value = self.value.wrapping_add(delta);
         self.value
     }
@@ -31,7 +32,7 @@ impl StateMachine for Counter {
     fn restore(&mut self, snapshot: &[u8]) -> Result<(), String> {
         let bytes: [u8; 8] =
             snapshot.try_into().map_err(|_| format!("counter snapshot must be 8 bytes, got {}", snapshot.len()))?;
-        self.value = u64::from_le_bytes(bytes);
+        self.value = i64::from_le_bytes(bytes);
         Ok(())
     }
 }
@@ -45,6 +46,8 @@ mod tests {
         let mut c = Counter::default();
         assert_eq!(c.apply(1, 5), 5);
         assert_eq!(c.apply(2, 3), 8);
+        assert_eq!(c.apply(3, -10), -2);
+        assert_eq!(c.apply(4, 10), 8);
         let snap = c.snapshot();
         let mut d = Counter::default();
         d.restore(&snap).unwrap();

@@ -48,6 +48,13 @@ pub enum FileStoreError {
     /// The options are unusable.
     #[error("invalid file store options: {0}")]
     Options(String),
+    /// A call broke its method's contract (for example a snapshot older than the one
+    /// held); nothing was written.
+    #[error("invalid request: {0}")]
+    Invalid(String),
+    /// An earlier write or sync failed, so the store refuses every write (fail-stop).
+    #[error("the store refuses writes after an earlier failure: {0}")]
+    Failed(String),
 }
 
 impl FileStoreError {
@@ -74,6 +81,8 @@ impl From<FileStoreError> for StoreError {
             other @ (FileStoreError::Locked { .. } | FileStoreError::Options(_)) => {
                 StoreError::Invalid(other.to_string())
             }
+            FileStoreError::Invalid(why) => StoreError::Invalid(why),
+            FileStoreError::Failed(why) => StoreError::Failed(why),
         }
     }
 }

@@ -6,6 +6,10 @@ pub const SEGMENT_MAGIC: [u8; 8] = *b"RAFTSEG\0";
 pub const HARD_STATE_MAGIC: [u8; 8] = *b"RAFTHS\0\0";
 /// Magic bytes at the start of the purge marker file.
 pub const META_MAGIC: [u8; 8] = *b"RAFTMETA";
+/// Magic bytes at the start of the reset marker file.
+pub const RESET_MAGIC: [u8; 8] = *b"RAFTRSET";
+/// Magic bytes at the start of a snapshot file.
+pub const SNAPSHOT_MAGIC: [u8; 8] = *b"RAFTSNAP";
 /// The format version written into every file.
 pub const FORMAT_VERSION: u32 = 1;
 /// Size of a segment header in bytes.
@@ -172,6 +176,110 @@ pub fn read_u64(b: &[u8], at: usize) -> u64 {
     u64_at(b, at)
 }
 
+/// Size of the fixed part of a snapshot file before the membership: magic, version,
+/// cluster id, last included index and term, membership length.
+pub const SNAPSHOT_HEAD_LEN: usize = 40;
+/// Size of a snapshot file holding an empty membership and no data.
+pub const SNAPSHOT_MIN_LEN: usize = SNAPSHOT_HEAD_LEN + 8 + 4;
+
+/// The fields of a snapshot file, as [`decode_snapshot`] found them.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SnapshotFile<'a> {
+    /// The cluster the snapshot belongs to.
+    pub cluster_id: u64,
+    /// Index of the last entry the snapshot covers.
+    pub last_index: u64,
+    /// Term of that entry.
+    pub last_term: u64,
+    /// The membership bytes (postcard of `raft::Membership`).
+    pub membership: &'a [u8],
+    /// Where the state machine data starts in the file.
+    pub data_offset: usize,
+    /// The state machine data's length.
+    pub data_len: usize,
+}
+
+/// Encodes everything of a snapshot file that comes before the data: magic, version,
+/// cluster id, last index and term, membership length and bytes, data length.
+pub fn encode_snapshot_head(
+    cluster_id: u64,
+    last_index: u64,
+    last_term: u64,
+    membership: &[u8],
+    data_len: u64,
+) -> Vec<u8> {
+    let mut b = Vec::with_capacity(SNAPSHOT_HEAD_LEN + membership.len() + 8);
+    b.extend_from_slice(&SNAPSHOT_MAGIC);
+    b.extend_from_slice(&FORMAT_VERSION.to_le_bytes());
+    b.extend_from_slice(&cluster_id.to_le_bytes());
+    b.extend_from_slice(&last_index.to_le_bytes());
+    b.extend_from_slice(&last_term.to_le_bytes());
+    // Callers keep the membership far below u32::MAX bytes.
+    b.extend_from_slice(&(membership.len() as u32).to_le_bytes());
+    b.extend_from_slice(membership);
+    b.extend_from_slice(&data_len.to_le_bytes());
+    b
+}
+
+/// The trailing checksum of a snapshot file: CRC32C of the head followed by the data.
+pub fn snapshot_crc(head: &[u8], data: &[u8]) -> u32 {
+    crc32c::crc32c_append(crc32c::crc32c(head), data)
+}
+
+/// Decodes a whole snapshot file, checking its length fields against the file's length
+/// and its checksum; returns `(offset, reason)` of the first problem.
+pub fn decode_snapshot(b: &[u8]) -> Result<SnapshotFile<'_>, (u64, String)> {
+    if b.len() < SNAPSHOT_MIN_LEN {
+        return Err((0, format!("file is {} bytes, shorter than any snapshot ({SNAPSHOT_MIN_LEN})", b.len())));
+    }
+    if b[0..8] != SNAPSHOT_MAGIC {
+        return Err((0, "bad magic".into()));
+    }
+    let m = u32_at(b, 36) as usize;
+    if m > b.len() - SNAPSHOT_MIN_LEN {
+        return Err((36, format!("membership length {m} runs past the end of the file")));
+    }
+    let data_offset = SNAPSHOT_HEAD_LEN + m + 8;
+    let d = u64_at(b, SNAPSHOT_HEAD_LEN + m);
+    if Some(b.len() as u64) != d.checked_add(data_offset as u64 + 4) {
+        return Err(((SNAPSHOT_HEAD_LEN + m) as u64, format!("data length {d} does not match the file length")));
+    }
+    let crc_at = b.len() - 4;
+    if crc32c::crc32c(&b[..crc_at]) != u32_at(b, crc_at) {
+        return Err((crc_at as u64, "checksum mismatch".into()));
+    }
+    let version = u32_at(b, 8);
+    if version != FORMAT_VERSION {
+        return Err((8, format!("unsupported format version {version}")));
+    }
+    Ok(SnapshotFile {
+        cluster_id: u64_at(b, 12),
+        last_index: u64_at(b, 20),
+        last_term: u64_at(b, 28),
+        membership: &b[SNAPSHOT_HEAD_LEN..SNAPSHOT_HEAD_LEN + m],
+        data_offset,
+        data_len: d as usize,
+    })
+}
+
+/// The file name of the snapshot whose last included index is `index`.
+pub fn snapshot_file_name(index: u64) -> String {
+    format!("{index:020}.snap")
+}
+
+/// Parses a snapshot file name back into its last included index.
+pub fn parse_snapshot_file_name(name: &str) -> Option<u64> {
+    parse_index_name(name, ".snap")
+}
+
+fn parse_index_name(name: &str, suffix: &str) -> Option<u64> {
+    let digits = name.strip_suffix(suffix)?;
+    if digits.len() != 20 || !digits.bytes().all(|c| c.is_ascii_digit()) {
+        return None;
+    }
+    digits.parse().ok()
+}
+
 /// The file name of the segment whose first index is `first`.
 pub fn segment_file_name(first: u64) -> String {
     format!("{first:020}.seg")
@@ -179,11 +287,7 @@ pub fn segment_file_name(first: u64) -> String {
 
 /// Parses a segment file name back into its first index.
 pub fn parse_segment_file_name(name: &str) -> Option<u64> {
-    let digits = name.strip_suffix(".seg")?;
-    if digits.len() != 20 || !digits.bytes().all(|c| c.is_ascii_digit()) {
-        return None;
-    }
-    digits.parse().ok()
+    parse_index_name(name, ".seg")
 }
 
 #[cfg(test)]
@@ -229,7 +333,35 @@ mod tests {
             let _ = parse_frame(&b, 16);
             let _ = SegmentHeader::decode(&b);
             let _ = decode_small_file(META_MAGIC, &b, 16);
+            let _ = decode_snapshot(&b);
         }
+    }
+
+    fn snapshot_bytes(membership: &[u8], data: &[u8]) -> Vec<u8> {
+        let mut b = encode_snapshot_head(7, 42, 3, membership, data.len() as u64);
+        let crc = snapshot_crc(&b, data);
+        b.extend_from_slice(data);
+        b.extend_from_slice(&crc.to_le_bytes());
+        b
+    }
+
+    #[test]
+    fn snapshot_roundtrip_and_every_bit_flip_and_cut_is_detected() {
+        let b = snapshot_bytes(b"mm", b"state machine");
+        let s = decode_snapshot(&b).expect("decode");
+        assert_eq!((s.cluster_id, s.last_index, s.last_term, s.membership), (7, 42, 3, &b"mm"[..]));
+        assert_eq!(&b[s.data_offset..s.data_offset + s.data_len], b"state machine");
+        for bit in 0..b.len() * 8 {
+            let mut c = b.clone();
+            c[bit / 8] ^= 1 << (bit % 8);
+            assert!(decode_snapshot(&c).is_err(), "flip of bit {bit} not detected");
+        }
+        for cut in 0..b.len() {
+            assert!(decode_snapshot(&b[..cut]).is_err(), "cut at {cut} not detected");
+        }
+        let empty = snapshot_bytes(b"", b"");
+        assert_eq!(empty.len(), SNAPSHOT_MIN_LEN);
+        assert_eq!(decode_snapshot(&empty).map(|s| s.data_len), Ok(0));
     }
 
     #[test]
@@ -239,5 +371,7 @@ mod tests {
         assert_eq!(segment_file_name(1), "00000000000000000001.seg");
         assert_eq!(parse_segment_file_name(&segment_file_name(u64::MAX)), Some(u64::MAX));
         assert_eq!(parse_segment_file_name("1.seg"), None);
+        assert_eq!(parse_snapshot_file_name(&snapshot_file_name(9)), Some(9));
+        assert_eq!(parse_snapshot_file_name(&segment_file_name(9)), None);
     }
 }

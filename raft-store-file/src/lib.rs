@@ -2,8 +2,8 @@
 //!
 //! The log lives in one directory: segment files named by the index of their first
 //! record, a hard state file (term and vote), a purge marker (the position before the
-//! first entry held) and a lock file. The byte layout and the recovery rules are in
-//! `docs/storage-format.md`.
+//! first entry held), at most one snapshot file and a lock file. The byte layout and the
+//! recovery rules are in `docs/storage-format.md`.
 //!
 //! - **Durability:** `append` writes the whole batch with one `write` and one
 //!   `fdatasync` (the driver merges queued appends into one call: group commit);
@@ -16,10 +16,15 @@
 //! - **Fail-stop:** after a failed write or sync every later write returns
 //!   [`raft::StoreError::Failed`].
 //! - **One process per directory:** the directory is locked while a store is open.
+//! - **Snapshots** (inherent methods, until [`raft::LogStore`] has them):
+//!   [`FileStore::save_snapshot`] writes a checksummed snapshot file atomically and keeps
+//!   only the newest; [`FileStore::reset_to_snapshot`] discards the log so that it
+//!   continues after a snapshot, crash-safely.
 //!
-//! The store uses blocking `std::fs` calls inside its `async` methods: it needs no runtime
-//! and works under tokio and smol alike, but each call blocks the task's thread for the
-//! duration of its I/O (the driver runs the store in its own persist task).
+//! The store uses blocking `std::fs` calls (through the [`Vfs`] trait, [`StdFs`] by
+//! default) inside its `async` methods: it needs no runtime and works under tokio and smol
+//! alike, but each call blocks the task's thread for the duration of its I/O (the driver
+//! runs the store in its own persist task).
 //!
 //! ```no_run
 //! use raft_store_file::{FileStore, FileStoreOptions};
@@ -30,9 +35,11 @@
 
 mod error;
 pub mod format;
+mod snapshot;
+#[cfg(any(test, feature = "testing"))]
+pub mod testing;
+pub mod vfs;
 
-use std::fs::{File, OpenOptions};
-use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
 use async_trait::async_trait;
@@ -40,6 +47,8 @@ use raft::{Entry, HardState, InitialState, LogId, LogIndex, LogStore, StoreError
 
 pub use crate::error::FileStoreError;
 use crate::format::{Frame, SegmentHeader, FRAME_HEADER_LEN, SEGMENT_HEADER_LEN};
+pub use crate::snapshot::SnapshotMeta;
+pub use crate::vfs::{StdFs, Vfs, VfsFile};
 
 /// Name of the lock file in the data directory.
 pub const LOCK_FILE: &str = "LOCK";
@@ -47,6 +56,8 @@ pub const LOCK_FILE: &str = "LOCK";
 pub const HARD_STATE_FILE: &str = "hardstate";
 /// Name of the purge marker file.
 pub const META_FILE: &str = "meta";
+/// Name of the reset marker file, present only while a log reset is being carried out.
+pub const RESET_FILE: &str = "reset";
 
 const HARD_STATE_BODY_LEN: usize = 17;
 /// How many sealed segments keep their record offsets in memory at once.
@@ -94,49 +105,63 @@ impl Segment {
 }
 
 /// A durable file-backed [`LogStore`]. See the [crate documentation](crate).
+///
+/// `F` is the file system it runs on: the real one ([`StdFs`]) unless a test supplies a
+/// simulated one through [`FileStore::open_with`].
 #[derive(Debug)]
-pub struct FileStore {
+pub struct FileStore<F: Vfs = StdFs> {
+    fs: F,
     dir: PathBuf,
     opts: FileStoreOptions,
     /// Holds the directory lock while the store is open.
-    _lock: File,
+    _lock: F::Lock,
     hard_state: HardState,
     prev: LogId,
     last: LogId,
     /// Sorted by `first`; the last one is the active segment and is always indexed.
     segments: Vec<Segment>,
     /// Open write handle of the active segment.
-    active: Option<File>,
+    active: Option<F::File>,
     /// Why the store refuses writes, once a write has failed.
     failed: Option<String>,
-    /// Test hook: make the next sync fail.
-    #[cfg(test)]
-    fail_next_sync: bool,
+    /// The metadata of the snapshot held, if any.
+    snapshot: Option<SnapshotMeta>,
 }
 
-fn sync_dir(dir: &Path) -> Result<(), FileStoreError> {
-    File::open(dir).and_then(|d| d.sync_all()).map_err(|e| FileStoreError::io(dir, e))
+fn sync_dir<F: Vfs>(fs: &F, dir: &Path) -> Result<(), FileStoreError> {
+    fs.sync_dir(dir).map_err(|e| FileStoreError::io(dir, e))
 }
 
-/// Writes `bytes` to `dir/name` atomically: temp file, fsync, rename, directory fsync.
-fn write_atomic(dir: &Path, name: &str, bytes: &[u8]) -> Result<(), FileStoreError> {
+fn remove<F: Vfs>(fs: &F, path: &Path) -> Result<(), FileStoreError> {
+    fs.remove(path).map_err(|e| FileStoreError::io(path, e))
+}
+
+/// Writes `parts` (concatenated) to `dir/name` atomically: temp file, fsync, rename,
+/// directory fsync.
+fn write_atomic<F: Vfs>(fs: &F, dir: &Path, name: &str, parts: &[&[u8]]) -> Result<(), FileStoreError> {
     let tmp = dir.join(format!("{name}.tmp"));
     let dst = dir.join(name);
-    let mut f = File::create(&tmp).map_err(|e| FileStoreError::io(&tmp, e))?;
-    f.write_all(bytes).and_then(|()| f.sync_all()).map_err(|e| FileStoreError::io(&tmp, e))?;
+    let mut f = fs.create(&tmp, false).map_err(|e| FileStoreError::io(&tmp, e))?;
+    let mut at = 0u64;
+    for part in parts {
+        f.write_at(at, part).map_err(|e| FileStoreError::io(&tmp, e))?;
+        at += part.len() as u64;
+    }
+    f.sync_all().map_err(|e| FileStoreError::io(&tmp, e))?;
     drop(f);
-    std::fs::rename(&tmp, &dst).map_err(|e| FileStoreError::io(&dst, e))?;
-    sync_dir(dir)
+    fs.rename(&tmp, &dst).map_err(|e| FileStoreError::io(&dst, e))?;
+    sync_dir(fs, dir)
 }
 
 /// Reads a small checksummed file; `None` if it does not exist.
-fn read_small(
+fn read_small<F: Vfs>(
+    fs: &F,
     path: &Path,
     magic: [u8; 8],
     body_len: usize,
     cluster_id: u64,
 ) -> Result<Option<Vec<u8>>, FileStoreError> {
-    let bytes = match std::fs::read(path) {
+    let bytes = match fs.read(path) {
         Ok(b) => b,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
         Err(e) => return Err(FileStoreError::io(path, e)),
@@ -240,14 +265,22 @@ fn read_header(path: &Path, data: &[u8], want_first: LogIndex, cluster_id: u64) 
     Ok(())
 }
 
-impl FileStore {
+impl FileStore<StdFs> {
     /// Opens the store in `dir`, creating the directory if needed, and recovers it: the
-    /// tail of the last segment is scanned and a torn tail cut off; every other file is
-    /// checked as far as its header.
+    /// tail of the last segment is scanned and a torn tail cut off; the snapshot is read
+    /// and verified whole; every other file is checked as far as its header. A reset that
+    /// a crash interrupted is finished.
     ///
     /// Fails with [`FileStoreError::Locked`] if the directory is held by another open
     /// store, and with [`FileStoreError::Corrupt`] on corruption that is not a torn tail.
     pub fn open(dir: impl AsRef<Path>, opts: FileStoreOptions) -> Result<FileStore, FileStoreError> {
+        FileStore::open_with(StdFs, dir, opts)
+    }
+}
+
+impl<F: Vfs> FileStore<F> {
+    /// Like [`FileStore::open`], on the file system `fs` (tests pass a simulated one).
+    pub fn open_with(fs: F, dir: impl AsRef<Path>, opts: FileStoreOptions) -> Result<FileStore<F>, FileStoreError> {
         let dir = dir.as_ref().to_path_buf();
         if opts.segment_size == 0 {
             return Err(FileStoreError::Options("segment_size must be positive".into()));
@@ -255,38 +288,30 @@ impl FileStore {
         if opts.max_record_size == 0 || opts.max_record_size > u32::MAX / 2 {
             return Err(FileStoreError::Options(format!("max_record_size {} is out of range", opts.max_record_size)));
         }
-        std::fs::create_dir_all(&dir).map_err(|e| FileStoreError::io(&dir, e))?;
+        fs.create_dir_all(&dir).map_err(|e| FileStoreError::io(&dir, e))?;
         let lock_path = dir.join(LOCK_FILE);
-        let lock = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .open(&lock_path)
-            .map_err(|e| FileStoreError::io(&lock_path, e))?;
-        match lock.try_lock() {
-            Ok(()) => {}
-            Err(std::fs::TryLockError::WouldBlock) => return Err(FileStoreError::Locked { path: lock_path }),
-            Err(std::fs::TryLockError::Error(e)) => return Err(FileStoreError::io(&lock_path, e)),
-        }
+        let lock = match fs.try_lock(&lock_path) {
+            Ok(Some(lock)) => lock,
+            Ok(None) => return Err(FileStoreError::Locked { path: lock_path }),
+            Err(e) => return Err(FileStoreError::io(&lock_path, e)),
+        };
 
         let mut seg_firsts = Vec::new();
-        let listing = std::fs::read_dir(&dir).map_err(|e| FileStoreError::io(&dir, e))?;
-        for item in listing {
-            let item = item.map_err(|e| FileStoreError::io(&dir, e))?;
-            let name = item.file_name();
-            let Some(name) = name.to_str() else { continue };
-            if let Some(first) = format::parse_segment_file_name(name) {
+        let mut snapshots = Vec::new();
+        for name in fs.list(&dir).map_err(|e| FileStoreError::io(&dir, e))? {
+            if let Some(first) = format::parse_segment_file_name(&name) {
                 seg_firsts.push(first);
+            } else if let Some(index) = format::parse_snapshot_file_name(&name) {
+                snapshots.push(index);
             } else if name.ends_with(".tmp") {
                 // An atomic write that did not reach its rename.
-                let p = item.path();
-                std::fs::remove_file(&p).map_err(|e| FileStoreError::io(&p, e))?;
+                remove(&fs, &dir.join(&name))?;
             }
         }
         seg_firsts.sort_unstable();
 
         let hard_state = match read_small(
+            &fs,
             &dir.join(HARD_STATE_FILE),
             format::HARD_STATE_MAGIC,
             HARD_STATE_BODY_LEN,
@@ -308,12 +333,13 @@ impl FileStore {
                 HardState { term: format::read_u64(&b, 0), voted_for }
             }
         };
-        let prev = match read_small(&dir.join(META_FILE), format::META_MAGIC, META_BODY_LEN, opts.cluster_id)? {
+        let prev = match read_small(&fs, &dir.join(META_FILE), format::META_MAGIC, META_BODY_LEN, opts.cluster_id)? {
             None => LogId::default(),
             Some(b) => LogId { index: format::read_u64(&b, 0), term: format::read_u64(&b, 8) },
         };
 
         let mut store = FileStore {
+            fs,
             dir,
             opts,
             _lock: lock,
@@ -323,13 +349,18 @@ impl FileStore {
             segments: seg_firsts.iter().map(|&first| Segment { first, path: PathBuf::new(), index: None }).collect(),
             active: None,
             failed: None,
-            #[cfg(test)]
-            fail_next_sync: false,
+            snapshot: None,
         };
         for s in &mut store.segments {
             s.path = store.dir.join(format::segment_file_name(s.first));
         }
+        store.recover_snapshot(snapshots)?;
+        store.recover_reset()?;
         store.recover()?;
+        // Make every file name this open relied on durable (a rename or create whose
+        // directory sync failed in an earlier process would otherwise be visible now and
+        // lost in a later crash).
+        sync_dir(&store.fs, &store.dir)?;
         Ok(store)
     }
 
@@ -338,22 +369,26 @@ impl FileStore {
         // The last segment: drop it if its creation was torn, else scan it.
         let mut last_term = None;
         while let Some(seg) = self.segments.last_mut() {
-            let data = std::fs::read(&seg.path).map_err(|e| FileStoreError::io(&seg.path, e))?;
+            let data = self.fs.read(&seg.path).map_err(|e| FileStoreError::io(&seg.path, e))?;
             let head = &data[..data.len().min(SEGMENT_HEADER_LEN)];
             if data.len() < SEGMENT_HEADER_LEN || head.iter().all(|&b| b == 0) {
                 tracing::warn!(file = %seg.path.display(), "removing a segment whose creation was torn");
-                std::fs::remove_file(&seg.path).map_err(|e| FileStoreError::io(&seg.path, e))?;
-                sync_dir(&self.dir)?;
+                remove(&self.fs, &seg.path)?;
+                sync_dir(&self.fs, &self.dir)?;
                 self.segments.pop();
                 continue;
             }
             read_header(&seg.path, &data, seg.first, self.opts.cluster_id)?;
             let scan = scan_records(&seg.path, &data, seg.first, self.opts.max_record_size, true)?;
+            // The tail is synced even when whole: a process that stopped after a failed
+            // sync may have left written but unsynced records, which this open is about
+            // to report as held (durable).
+            let mut f = self.fs.open_write(&seg.path).map_err(|e| FileStoreError::io(&seg.path, e))?;
             if let Some((at, reason)) = &scan.torn_at {
                 tracing::warn!(file = %seg.path.display(), offset = at, reason = %reason, "truncating a torn tail");
-                let f = OpenOptions::new().write(true).open(&seg.path).map_err(|e| FileStoreError::io(&seg.path, e))?;
-                f.set_len(*at).and_then(|()| f.sync_all()).map_err(|e| FileStoreError::io(&seg.path, e))?;
+                f.set_len(*at).map_err(|e| FileStoreError::io(&seg.path, e))?;
             }
+            f.sync_all().map_err(|e| FileStoreError::io(&seg.path, e))?;
             last_term = scan.last_term.map(|t| (t, seg.first + scan.index.len() as u64 - 2));
             seg.index = Some(scan.index);
             break;
@@ -362,8 +397,7 @@ impl FileStore {
         for i in 0..n.saturating_sub(1) {
             let seg = &self.segments[i];
             let mut head = [0u8; SEGMENT_HEADER_LEN];
-            let mut f = File::open(&seg.path).map_err(|e| FileStoreError::io(&seg.path, e))?;
-            let got = read_up_to(&mut f, &mut head).map_err(|e| FileStoreError::io(&seg.path, e))?;
+            let got = self.fs.read_at(&seg.path, 0, &mut head).map_err(|e| FileStoreError::io(&seg.path, e))?;
             read_header(&seg.path, &head[..got], seg.first, self.opts.cluster_id)?;
         }
         // The last record: in the last segment, or (if it is empty) in an earlier one.
@@ -410,7 +444,7 @@ impl FileStore {
         }
         let expected = self.segments.get(i + 1).map(|n| n.first - self.segments[i].first);
         let seg = &self.segments[i];
-        let data = std::fs::read(&seg.path).map_err(|e| FileStoreError::io(&seg.path, e))?;
+        let data = self.fs.read(&seg.path).map_err(|e| FileStoreError::io(&seg.path, e))?;
         read_header(&seg.path, &data, seg.first, self.opts.cluster_id)?;
         let scan = scan_records(&seg.path, &data, seg.first, self.opts.max_record_size, false)?;
         let count = scan.index.len() as u64 - 1;
@@ -464,10 +498,10 @@ impl FileStore {
             let from = ix[(idx - seg.first) as usize];
             let to = ix[(hi - seg.first) as usize];
             let mut buf = vec![0u8; (to - from) as usize];
-            let mut f = File::open(&seg.path).map_err(|e| FileStoreError::io(&seg.path, e))?;
-            f.seek(SeekFrom::Start(from))
-                .and_then(|_| f.read_exact(&mut buf))
-                .map_err(|e| FileStoreError::io(&seg.path, e))?;
+            let got = self.fs.read_at(&seg.path, from, &mut buf).map_err(|e| FileStoreError::io(&seg.path, e))?;
+            if got < buf.len() {
+                return Err(FileStoreError::corrupt(&seg.path, from + got as u64, "segment shorter than indexed"));
+            }
             let mut pos = 0usize;
             while idx < hi {
                 let at = from + pos as u64;
@@ -487,27 +521,19 @@ impl FileStore {
         Ok(out)
     }
 
-    fn sync_data(&mut self, f: &File, path: &Path) -> Result<(), FileStoreError> {
-        #[cfg(test)]
-        if std::mem::take(&mut self.fail_next_sync) {
-            return Err(FileStoreError::io(path, std::io::Error::other("injected sync failure")));
-        }
-        f.sync_data().map_err(|e| FileStoreError::io(path, e))
-    }
-
-    fn check_writable(&self) -> Result<(), StoreError> {
+    fn check_writable(&self) -> Result<(), FileStoreError> {
         match &self.failed {
-            Some(why) => Err(StoreError::Failed(why.clone())),
+            Some(why) => Err(FileStoreError::Failed(why.clone())),
             None => Ok(()),
         }
     }
 
     /// Records a failed write: the store refuses every later write.
-    fn fail(&mut self, op: &str, e: FileStoreError) -> StoreError {
+    fn fail(&mut self, op: &str, e: FileStoreError) -> FileStoreError {
         tracing::error!(dir = %self.dir.display(), error = %e, "{op} failed; the store refuses further writes");
         self.failed = Some(format!("{op} failed: {e}"));
         self.active = None;
-        e.into()
+        e
     }
 
     fn append_inner(&mut self, first: LogIndex, buf: &[u8], offsets: &[u64]) -> Result<(), FileStoreError> {
@@ -520,7 +546,7 @@ impl FileStore {
                 if s.count() == 0 {
                     // An empty active segment that cannot take this batch.
                     self.active = None;
-                    std::fs::remove_file(&s.path).map_err(|e| FileStoreError::io(&s.path, e))?;
+                    remove(&self.fs, &s.path)?;
                     self.segments.pop();
                 }
             }
@@ -529,15 +555,10 @@ impl FileStore {
             let mut data = Vec::with_capacity(SEGMENT_HEADER_LEN + buf.len());
             data.extend_from_slice(&SegmentHeader { cluster_id: self.opts.cluster_id, first_index: first }.encode());
             data.extend_from_slice(buf);
-            let mut f = OpenOptions::new()
-                .read(true)
-                .write(true)
-                .create_new(true)
-                .open(&path)
-                .map_err(|e| FileStoreError::io(&path, e))?;
-            f.write_all(&data).map_err(|e| FileStoreError::io(&path, e))?;
-            self.sync_data(&f, &path)?;
-            sync_dir(&self.dir)?;
+            let mut f = self.fs.create(&path, true).map_err(|e| FileStoreError::io(&path, e))?;
+            f.write_at(0, &data).map_err(|e| FileStoreError::io(&path, e))?;
+            f.sync_data().map_err(|e| FileStoreError::io(&path, e))?;
+            sync_dir(&self.fs, &self.dir)?;
             let base = SEGMENT_HEADER_LEN as u64;
             let mut index = vec![base];
             index.extend(offsets.iter().map(|o| o + base));
@@ -550,10 +571,10 @@ impl FileStore {
         let base = seg.end_offset();
         let mut f = match self.active.take() {
             Some(f) => f,
-            None => OpenOptions::new().write(true).open(&path).map_err(|e| FileStoreError::io(&path, e))?,
+            None => self.fs.open_write(&path).map_err(|e| FileStoreError::io(&path, e))?,
         };
-        f.seek(SeekFrom::Start(base)).and_then(|_| f.write_all(buf)).map_err(|e| FileStoreError::io(&path, e))?;
-        self.sync_data(&f, &path)?;
+        f.write_at(base, buf).map_err(|e| FileStoreError::io(&path, e))?;
+        f.sync_data().map_err(|e| FileStoreError::io(&path, e))?;
         self.active = Some(f);
         if let Some(ix) = self.segments.last_mut().and_then(|s| s.index.as_mut()) {
             ix.extend(offsets.iter().map(|o| o + base));
@@ -572,26 +593,21 @@ impl FileStore {
         let removed = self.segments.len() > k;
         while self.segments.len() > k {
             if let Some(s) = self.segments.pop() {
-                std::fs::remove_file(&s.path).map_err(|e| FileStoreError::io(&s.path, e))?;
+                remove(&self.fs, &s.path)?;
             }
         }
         if removed {
-            sync_dir(&self.dir)?;
+            sync_dir(&self.fs, &self.dir)?;
         }
         if let Some(seg) = self.segments.last_mut() {
             let keep = (from - seg.first) as usize;
             if let Some(ix) = seg.index.as_mut() {
                 if keep + 1 < ix.len() {
                     let len = ix[keep];
-                    let f =
-                        OpenOptions::new().write(true).open(&seg.path).map_err(|e| FileStoreError::io(&seg.path, e))?;
+                    let mut f = self.fs.open_write(&seg.path).map_err(|e| FileStoreError::io(&seg.path, e))?;
                     f.set_len(len).map_err(|e| FileStoreError::io(&seg.path, e))?;
                     let path = seg.path.clone();
                     ix.truncate(keep + 1);
-                    #[cfg(test)]
-                    if std::mem::take(&mut self.fail_next_sync) {
-                        return Err(FileStoreError::io(path, std::io::Error::other("injected sync failure")));
-                    }
                     f.sync_all().map_err(|e| FileStoreError::io(&path, e))?;
                 }
             }
@@ -615,39 +631,28 @@ impl FileStore {
         body[0..8].copy_from_slice(&new_prev.index.to_le_bytes());
         body[8..16].copy_from_slice(&new_prev.term.to_le_bytes());
         write_atomic(
+            &self.fs,
             &self.dir,
             META_FILE,
-            &format::encode_small_file(format::META_MAGIC, self.opts.cluster_id, &body),
+            &[&format::encode_small_file(format::META_MAGIC, self.opts.cluster_id, &body)],
         )?;
         self.prev = new_prev;
         // Delete whole segments that hold nothing after `upto` (never the active one).
         let mut removed = false;
         while self.segments.len() >= 2 && self.segments[1].first <= upto + 1 {
             let s = self.segments.remove(0);
-            std::fs::remove_file(&s.path).map_err(|e| FileStoreError::io(&s.path, e))?;
+            remove(&self.fs, &s.path)?;
             removed = true;
         }
         if removed {
-            sync_dir(&self.dir)?;
+            sync_dir(&self.fs, &self.dir)?;
         }
         Ok(())
     }
 }
 
-/// Reads until `buf` is full or the file ends; returns the bytes read.
-fn read_up_to(f: &mut File, buf: &mut [u8]) -> std::io::Result<usize> {
-    let mut got = 0;
-    while got < buf.len() {
-        match f.read(&mut buf[got..])? {
-            0 => break,
-            n => got += n,
-        }
-    }
-    Ok(got)
-}
-
 #[async_trait]
-impl LogStore for FileStore {
+impl<F: Vfs> LogStore for FileStore<F> {
     async fn initial_state(&mut self) -> Result<InitialState, StoreError> {
         Ok(InitialState { hard_state: self.hard_state, prev: self.prev, last: self.last })
     }
@@ -661,12 +666,12 @@ impl LogStore for FileStore {
             body[9..17].copy_from_slice(&v.to_le_bytes());
         }
         let bytes = format::encode_small_file(format::HARD_STATE_MAGIC, self.opts.cluster_id, &body);
-        match write_atomic(&self.dir, HARD_STATE_FILE, &bytes) {
+        match write_atomic(&self.fs, &self.dir, HARD_STATE_FILE, &[&bytes]) {
             Ok(()) => {
                 self.hard_state = *hs;
                 Ok(())
             }
-            Err(e) => Err(self.fail("save_hard_state", e)),
+            Err(e) => Err(self.fail("save_hard_state", e).into()),
         }
     }
 
@@ -707,7 +712,7 @@ impl LogStore for FileStore {
                 }
                 Ok(())
             }
-            Err(e) => Err(self.fail("append", e)),
+            Err(e) => Err(self.fail("append", e).into()),
         }
     }
 
@@ -722,7 +727,7 @@ impl LogStore for FileStore {
         if from > self.last.index {
             return Ok(());
         }
-        self.truncate_inner(from).map_err(|e| self.fail("truncate", e))
+        Ok(self.truncate_inner(from).map_err(|e| self.fail("truncate", e))?)
     }
 
     async fn purge(&mut self, upto: LogIndex) -> Result<(), StoreError> {
@@ -733,7 +738,7 @@ impl LogStore for FileStore {
         if upto <= self.prev.index {
             return Ok(());
         }
-        self.purge_inner(upto).map_err(|e| self.fail("purge", e))
+        Ok(self.purge_inner(upto).map_err(|e| self.fail("purge", e))?)
     }
 
     async fn entries(&mut self, start: LogIndex, end: LogIndex) -> Result<Vec<Entry>, StoreError> {

@@ -1,28 +1,34 @@
-//! Tests that need the internal fault-injection hook.
+//! Tests that look at the store's internals, or inject faults through `FaultFs`.
 
 use futures::executor::block_on;
 use raft::testing::conformance::sample_entries;
 
 use super::*;
+use crate::testing::FaultFs;
 
-fn open(dir: &Path) -> FileStore {
-    FileStore::open(dir, FileStoreOptions::default()).expect("open")
+fn open_fault(fs: &FaultFs) -> FileStore<FaultFs> {
+    FileStore::open_with(fs.clone(), "/data", FileStoreOptions::default()).expect("open")
 }
 
 #[test]
 fn a_failed_append_sync_stops_every_later_write() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let mut s = open(dir.path());
+    let fs = FaultFs::new();
+    let mut s = open_fault(&fs);
     block_on(s.append(&sample_entries(1, 1..=3))).expect("append");
-    s.fail_next_sync = true;
+    fs.fail_next_sync();
     assert!(matches!(block_on(s.append(&sample_entries(1, 4..=5))), Err(StoreError::Io(_))));
     assert!(matches!(block_on(s.append(&sample_entries(1, 4..=5))), Err(StoreError::Failed(_))));
     assert!(matches!(block_on(s.truncate(2)), Err(StoreError::Failed(_))));
     assert!(matches!(block_on(s.purge(1)), Err(StoreError::Failed(_))));
     assert!(matches!(block_on(s.save_hard_state(&HardState { term: 2, voted_for: None })), Err(StoreError::Failed(_))));
+    assert!(matches!(s.save_snapshot(SnapshotMeta::default(), b""), Err(FileStoreError::Failed(_))));
+    assert!(matches!(s.reset_to_snapshot(LogId { index: 9, term: 1 }), Err(FileStoreError::Failed(_))));
+    // Reads keep working.
+    assert_eq!(block_on(s.entries(1, 4)).expect("read"), sample_entries(1, 1..=3));
     drop(s);
     // After a restart the durable prefix is there.
-    let mut s = open(dir.path());
+    fs.crash(&mut fastrand::Rng::with_seed(1));
+    let mut s = open_fault(&fs);
     let st = block_on(s.initial_state()).expect("state");
     assert!(st.last.index >= 3);
     assert_eq!(block_on(s.entries(1, 4)).expect("read"), sample_entries(1, 1..=3));
@@ -30,12 +36,38 @@ fn a_failed_append_sync_stops_every_later_write() {
 
 #[test]
 fn a_failed_truncate_sync_stops_every_later_write() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let mut s = open(dir.path());
+    let fs = FaultFs::new();
+    let mut s = open_fault(&fs);
     block_on(s.append(&sample_entries(1, 1..=6))).expect("append");
-    s.fail_next_sync = true;
+    fs.fail_next_sync();
     assert!(block_on(s.truncate(3)).is_err());
     assert!(matches!(block_on(s.append(&sample_entries(2, 3..=3))), Err(StoreError::Failed(_))));
+}
+
+#[test]
+fn a_failed_snapshot_or_reset_stops_every_later_write() {
+    for op in 0..2 {
+        for n in 0..12 {
+            let fs = FaultFs::new();
+            let mut s = open_fault(&fs);
+            block_on(s.append(&sample_entries(1, 1..=6))).expect("append");
+            s.save_snapshot(SnapshotMeta { last: LogId { index: 2, term: 1 }, ..Default::default() }, b"two")
+                .expect("first snapshot");
+            fs.fail_after(n);
+            let at = LogId { index: 4, term: 1 };
+            let r = match op {
+                0 => s.save_snapshot(SnapshotMeta { last: at, ..Default::default() }, b"four"),
+                _ => s.reset_to_snapshot(at),
+            };
+            fs.disarm();
+            if r.is_ok() {
+                // The call needed fewer than n + 1 operations.
+                continue;
+            }
+            assert!(matches!(block_on(s.append(&sample_entries(1, 7..=7))), Err(StoreError::Failed(_))));
+            assert!(matches!(s.save_snapshot(SnapshotMeta::default(), b""), Err(FileStoreError::Failed(_))));
+        }
+    }
 }
 
 #[test]

@@ -403,7 +403,7 @@ mod tests {
                                 }
                                 pending.drain(..end + 4 + len);
                                 n_req += 1;
-                                let resp: &[u8] = if n_req % 3 == 0 {
+                                let resp: &[u8] = if n_req.is_multiple_of(3) {
                                     b"HTTP/1.1 503 Service Unavailable\r\ncontent-length: 2\r\n\r\n{}"
                                 } else {
                                     b"HTTP/1.1 200 OK\r\ncontent-length: 11\r\n\r\n{\"ok\":true}"

@@ -39,7 +39,7 @@ impl Progress {
                 let ops = counters.ops();
                 let rate = (ops - last.1) as f64 / now.duration_since(last.0).as_secs_f64().max(1e-9);
                 last = (now, ops);
-                if tick % every != 0 {
+                if !tick.is_multiple_of(every) {
                     continue;
                 }
                 let line = status_line(&label, start.elapsed(), total, ops, rate, counters.errors());

@@ -4,13 +4,16 @@
 //! over, restarts the old node from its store and shows it catching up, printing the
 //! cluster's status table at each step.
 //!
-//!     cargo run --release -p raft-examples --bin demo [-- --runtime smol]
+//!     cargo run --release -p raft-examples --bin demo
+//!     cargo run --release -p raft-examples --features smol --bin demo -- --runtime smol
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use clap::{Parser, ValueEnum};
-use raft::runtime::{SmolRuntime, TokioRuntime};
+#[cfg(feature = "smol")]
+use raft::runtime::SmolRuntime;
+use raft::runtime::TokioRuntime;
 use raft::testing::mem_network::MemNetwork;
 use raft::testing::mem_store::MemStore;
 use raft::{Config, NodeId, Raft, Role, Runtime};
@@ -19,6 +22,8 @@ use raft_examples::counter::Counter;
 #[derive(Clone, Copy, ValueEnum)]
 enum Rt {
     Tokio,
+    /// Needs the `smol` feature (`--features smol`).
+    #[cfg(feature = "smol")]
     Smol,
 }
 
@@ -41,6 +46,7 @@ fn main() {
             Ok(rt) => rt.block_on(async { demo(TokioRuntime::new(), cli.increments).await }),
             Err(e) => Err(format!("cannot start tokio: {e}")),
         },
+        #[cfg(feature = "smol")]
         Rt::Smol => smol::block_on(demo(SmolRuntime::new(), cli.increments)),
     };
     if let Err(e) = result {
@@ -111,7 +117,7 @@ async fn start<R: Runtime>(
     Ok(raft)
 }
 
-async fn commit_many(leader: &Raft<Counter>, n: u64) -> Result<(u64, Duration), String> {
+async fn commit_many(leader: &Raft<Counter>, n: u64) -> Result<(i64, Duration), String> {
     let t = Instant::now();
     let mut last = 0;
     let mut pending = Vec::new();

@@ -27,6 +27,7 @@ use super::linearizability::{check_kv, CheckResult, KvInput, KvOutput, Operation
 use super::mem_network::{FaultConfig, MemNetwork};
 use super::mem_store::MemStore;
 use super::sim_runtime::{SimRuntime, Simulation};
+use super::sim_store::SimStore;
 use crate::config::Config;
 use crate::core::Role;
 use crate::error::ClientError;
@@ -228,7 +229,7 @@ impl Trace {
 
 struct NodeSlot {
     raft: Option<Raft<SimKv>>,
-    store: MemStore,
+    store: Arc<dyn SimStore>,
     applied: AppliedLog,
     /// How far `applied` has been checked.
     applied_checked: usize,
@@ -258,6 +259,15 @@ impl SimCluster {
     /// Bootstraps `opts.nodes` nodes (ids `1..=n`) on a new simulation seeded with
     /// `seed`.
     pub fn new(seed: u64, opts: SimOptions) -> Result<Self, SimFailure> {
+        Self::with_stores(seed, opts, |_| Arc::new(MemStore::new()))
+    }
+
+    /// Like [`new`](Self::new), with node `id`'s store made by `make_store(id)`.
+    pub fn with_stores(
+        seed: u64,
+        opts: SimOptions,
+        mut make_store: impl FnMut(NodeId) -> Arc<dyn SimStore>,
+    ) -> Result<Self, SimFailure> {
         let sim = Arc::new(Simulation::new(seed));
         let net = MemNetwork::new(sim.runtime(), seed ^ 0x6e65_7477_6f72);
         let trace = Trace { lines: Mutex::new(VecDeque::new()), verbose: opts.verbose };
@@ -265,7 +275,7 @@ impl SimCluster {
         let cluster = SimCluster { state, checker: Checker::new(seed) };
         let n = cluster.state.opts.nodes;
         for id in 1..=n {
-            let store = MemStore::new();
+            let store = make_store(id);
             let sim = cluster.state.sim.clone();
             let max_delay = cluster.state.opts.max_write_delay;
             let rt = sim.runtime();
@@ -317,9 +327,9 @@ impl SimCluster {
         lock(&self.state.nodes).get(&id).and_then(|s| s.raft.clone())
     }
 
-    /// The store of node `id`.
+    /// The store of node `id`, if it is a [`MemStore`].
     pub fn store(&self, id: NodeId) -> Option<MemStore> {
-        lock(&self.state.nodes).get(&id).map(|s| s.store.clone())
+        lock(&self.state.nodes).get(&id).and_then(|s| s.store.as_any().downcast_ref::<MemStore>().cloned())
     }
 
     /// Ids of the nodes.
@@ -511,6 +521,7 @@ impl ClusterState {
             slot.leader_checked = (0, 0);
             (slot.store.clone(), slot.applied.clone())
         };
+        let store = store.open()?;
         let mut config = self.opts.config.clone();
         config.rng_seed = Some(self.sim.random_u64());
         let rt = self.sim.runtime_in_group(id);
@@ -703,9 +714,18 @@ type History = Arc<Mutex<Vec<Operation<KvInput, KvOutput>>>>;
 
 /// Runs one randomized simulation with faults, as described in the module docs.
 pub fn run_seed(seed: u64, opts: SimOptions) -> Result<SimReport, SimFailure> {
+    run_seed_with_stores(seed, opts, |_| Arc::new(MemStore::new()))
+}
+
+/// Like [`run_seed`], with node `id`'s store made by `make_store(id)`.
+pub fn run_seed_with_stores(
+    seed: u64,
+    opts: SimOptions,
+    make_store: impl FnMut(NodeId) -> Arc<dyn SimStore>,
+) -> Result<SimReport, SimFailure> {
     let faults = opts.faults;
     let (fault_time, heal_time, clients) = (opts.fault_time, opts.heal_time, opts.clients);
-    let mut cluster = SimCluster::new(seed, opts)?;
+    let mut cluster = SimCluster::with_stores(seed, opts, make_store)?;
     let history: History = Arc::default();
     let stop = Arc::new(AtomicBool::new(false));
     let crashes = Arc::new(Mutex::new(0usize));

@@ -1,0 +1,443 @@
+//! The HTTP side of the example apps: errors and JSON answers, the adapter between
+//! `futures` sockets and hyper, hyper's timer on each runtime, and the server loop.
+//!
+//! One code path serves both runtimes: connections come from [`TcpRuntime::accept`]
+//! (a `futures::io` stream on tokio and on smol alike) and each one is served by hyper's
+//! HTTP/1 server in a task of its own.
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::io;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{ready, Context, Poll};
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use futures::future::Either;
+use futures::io::{AsyncRead, AsyncWrite};
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper::header::{HeaderValue, CONTENT_TYPE};
+use hyper::{Request, Response, StatusCode};
+use raft_net_tcp::TcpRuntime;
+use tracing::{debug, warn};
+
+/// The response type of every handler.
+pub type HttpResponse = Response<Full<Bytes>>;
+
+/// How long a client may take to send a request's headers.
+pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// An error answered to an HTTP client as a status and a JSON body `{"error": "..."}`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ApiError {
+    /// 400: the request is malformed.
+    BadRequest(String),
+    /// 404: no such resource.
+    NotFound(String),
+    /// 405: the resource does not support the method.
+    MethodNotAllowed(String),
+    /// 408: the request body did not arrive in time.
+    RequestTimeout(String),
+    /// 413: the body is larger than allowed.
+    TooLarge(String),
+    /// 500: something failed that is not the client's fault and will not go away by
+    /// retrying.
+    Internal(String),
+    /// 503: no leader or no quorum answered in time, or the node is stopping; the
+    /// client may retry.
+    Unavailable(String),
+}
+
+impl ApiError {
+    /// The HTTP status of this error.
+    pub fn status(&self) -> StatusCode {
+        match self {
+            ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            ApiError::NotFound(_) => StatusCode::NOT_FOUND,
+            ApiError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
+            ApiError::RequestTimeout(_) => StatusCode::REQUEST_TIMEOUT,
+            ApiError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+        }
+    }
+
+    /// The message sent to the client.
+    pub fn message(&self) -> &str {
+        match self {
+            ApiError::BadRequest(m)
+            | ApiError::NotFound(m)
+            | ApiError::MethodNotAllowed(m)
+            | ApiError::RequestTimeout(m)
+            | ApiError::TooLarge(m)
+            | ApiError::Internal(m)
+            | ApiError::Unavailable(m) => m,
+        }
+    }
+
+    /// The response: the status and `{"error": message}`.
+    pub fn into_response(self) -> HttpResponse {
+        json_response(self.status(), &serde_json::json!({ "error": self.message() }))
+    }
+}
+
+impl std::fmt::Display for ApiError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}", self.status(), self.message())
+    }
+}
+
+impl std::error::Error for ApiError {}
+
+impl From<raft::ClientError> for ApiError {
+    fn from(e: raft::ClientError) -> Self {
+        match e {
+            raft::ClientError::Encode(_) => ApiError::Internal(e.to_string()),
+            // Not the leader and no forwarding possible, no leader, a timeout, a proposal
+            // lost to a leadership change, back-pressure, a stopping or failed node: the
+            // request may succeed later or elsewhere.
+            _ => ApiError::Unavailable(e.to_string()),
+        }
+    }
+}
+
+/// A response with `value` as its JSON body.
+pub fn json_response(status: StatusCode, value: &serde_json::Value) -> HttpResponse {
+    let mut body = value.to_string().into_bytes();
+    body.push(b'\n');
+    let mut r = Response::new(Full::new(Bytes::from(body)));
+    *r.status_mut() = status;
+    r.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    r
+}
+
+/// A 200 response with `value` as its JSON body.
+pub fn json_ok(value: &serde_json::Value) -> HttpResponse {
+    json_response(StatusCode::OK, value)
+}
+
+/// A 200 response with raw bytes as its body.
+pub fn bytes_ok(body: Bytes) -> HttpResponse {
+    let mut r = Response::new(Full::new(body));
+    r.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("application/octet-stream"));
+    r
+}
+
+/// Whether the query string holds the flag `name` (`name`, `name=`, `name=1` or
+/// `name=true`; `name=0` and `name=false` turn it off).
+pub fn query_flag(query: Option<&str>, name: &str) -> bool {
+    query.unwrap_or("").split('&').any(|pair| {
+        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+        k == name && !matches!(v, "0" | "false")
+    })
+}
+
+/// Percent-decodes one path segment (or the rest of a path) into a string; invalid
+/// UTF-8 after decoding is a 400.
+pub fn decode_path(raw: &str) -> Result<String, ApiError> {
+    percent_encoding::percent_decode_str(raw)
+        .decode_utf8()
+        .map(|s| s.into_owned())
+        .map_err(|_| ApiError::BadRequest("the path is not valid UTF-8 after percent-decoding".into()))
+}
+
+/// A method-not-allowed error naming the methods that are.
+pub fn method_not_allowed(method: &hyper::Method, path: &str, allowed: &str) -> ApiError {
+    ApiError::MethodNotAllowed(format!("{method} is not allowed on {path}; use {allowed}"))
+}
+
+/// A not-found error for `path`.
+pub fn not_found(path: &str) -> ApiError {
+    ApiError::NotFound(format!("no such resource: {path}"))
+}
+
+/// A hyper I/O object over a `futures::io` stream (a socket from [`TcpRuntime`]).
+///
+/// Reads go through a small buffer of its own, since hyper's read buffer is
+/// uninitialized memory that safe code cannot hand out as a slice.
+pub struct HyperIo<T> {
+    io: T,
+    scratch: Box<[u8]>,
+}
+
+impl<T> HyperIo<T> {
+    /// Wraps `io`.
+    pub fn new(io: T) -> Self {
+        HyperIo { io, scratch: vec![0; 16 * 1024].into_boxed_slice() }
+    }
+}
+
+impl<T: AsyncRead + Unpin> hyper::rt::Read for HyperIo<T> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        mut buf: hyper::rt::ReadBufCursor<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        let want = buf.remaining().min(this.scratch.len());
+        let n = ready!(Pin::new(&mut this.io).poll_read(cx, &mut this.scratch[..want]))?;
+        buf.put_slice(&this.scratch[..n]);
+        Poll::Ready(Ok(()))
+    }
+}
+
+impl<T: AsyncWrite + Unpin> hyper::rt::Write for HyperIo<T> {
+    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().io).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().io).poll_write_vectored(cx, bufs)
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().io).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().io).poll_close(cx)
+    }
+}
+
+/// A runtime the HTTP server runs on: a [`TcpRuntime`] that also gives hyper a timer
+/// (for the header read timeout).
+pub trait HttpRuntime: TcpRuntime {
+    /// The timer handed to hyper.
+    fn hyper_timer(&self) -> impl hyper::rt::Timer + Send + Sync + 'static;
+
+    /// The runtime's name, as shown by `/status`.
+    fn name(&self) -> &'static str;
+}
+
+#[cfg(feature = "tokio")]
+mod tokio_timer {
+    use std::time::Instant;
+
+    use super::*;
+
+    /// hyper's timer on tokio.
+    pub(super) struct TokioTimer;
+
+    struct TokioSleep(Pin<Box<tokio::time::Sleep>>);
+
+    impl Future for TokioSleep {
+        type Output = ();
+        fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+            self.0.as_mut().poll(cx)
+        }
+    }
+
+    impl hyper::rt::Sleep for TokioSleep {}
+
+    impl hyper::rt::Timer for TokioTimer {
+        fn sleep(&self, duration: Duration) -> Pin<Box<dyn hyper::rt::Sleep>> {
+            Box::pin(TokioSleep(Box::pin(tokio::time::sleep(duration))))
+        }
+
+        fn sleep_until(&self, deadline: Instant) -> Pin<Box<dyn hyper::rt::Sleep>> {
+            Box::pin(TokioSleep(Box::pin(tokio::time::sleep_until(deadline.into()))))
+        }
+    }
+
+    impl HttpRuntime for raft::runtime::TokioRuntime {
+        fn hyper_timer(&self) -> impl hyper::rt::Timer + Send + Sync + 'static {
+            TokioTimer
+        }
+
+        fn name(&self) -> &'static str {
+            "tokio"
+        }
+    }
+}
+
+#[cfg(feature = "smol")]
+mod smol_timer {
+    use std::time::Instant;
+
+    use super::*;
+
+    /// hyper's timer on smol.
+    pub(super) struct SmolTimer;
+
+    struct SmolSleep(smol::Timer);
+
+    impl Future for SmolSleep {
+        type Output = ();
+        fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+            Pin::new(&mut self.0).poll(cx).map(|_| ())
+        }
+    }
+
+    impl hyper::rt::Sleep for SmolSleep {}
+
+    impl hyper::rt::Timer for SmolTimer {
+        fn sleep(&self, duration: Duration) -> Pin<Box<dyn hyper::rt::Sleep>> {
+            Box::pin(SmolSleep(smol::Timer::after(duration)))
+        }
+
+        fn sleep_until(&self, deadline: Instant) -> Pin<Box<dyn hyper::rt::Sleep>> {
+            Box::pin(SmolSleep(smol::Timer::at(deadline)))
+        }
+    }
+
+    impl HttpRuntime for raft::runtime::SmolRuntime {
+        fn hyper_timer(&self) -> impl hyper::rt::Timer + Send + Sync + 'static {
+            SmolTimer
+        }
+
+        fn name(&self) -> &'static str {
+            "smol"
+        }
+    }
+}
+
+/// Something that answers HTTP requests whose body has been read in full.
+pub trait Handler: Send + Sync + 'static {
+    /// The most body bytes read for a request with these method, path and headers; a
+    /// longer body is answered with 413 before `handle` is called.
+    fn max_body_size(&self, request: &hyper::http::request::Parts) -> usize;
+
+    /// How long reading a request's body may take (408 after that).
+    fn body_timeout(&self) -> Duration;
+
+    /// Sleeps for `d` on the server's runtime.
+    fn sleep(&self, d: Duration) -> futures::future::BoxFuture<'static, ()>;
+
+    /// Answers one request.
+    fn handle(self: Arc<Self>, request: Request<Bytes>) -> impl Future<Output = HttpResponse> + Send;
+}
+
+/// How many bytes of a body beyond the limit are still read (and dropped) before the
+/// 413 answer, so that a client that sends its whole body first still reads the answer
+/// instead of a reset connection.
+pub const DRAIN_LIMIT: usize = 8 << 20;
+
+/// Reads a whole body of at most `limit` bytes; a longer one is drained (up to
+/// [`DRAIN_LIMIT`] more bytes) and refused with 413.
+async fn read_body(mut body: Incoming, limit: usize) -> Result<Bytes, ApiError> {
+    let mut buf = BytesMut::new();
+    let mut total = 0usize;
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(|e| ApiError::BadRequest(format!("the request body could not be read: {e}")))?;
+        if let Ok(data) = frame.into_data() {
+            total = total.saturating_add(data.len());
+            if total <= limit {
+                buf.extend_from_slice(&data);
+            } else if total > limit.saturating_add(DRAIN_LIMIT) {
+                break;
+            }
+        }
+    }
+    if total > limit {
+        return Err(ApiError::TooLarge(format!("the request body is larger than {limit} bytes")));
+    }
+    Ok(buf.freeze())
+}
+
+/// Reads the body of `request` (see [`read_body`]) within `handler.body_timeout()`,
+/// then lets `handler` answer it.
+async fn answer<H: Handler>(handler: Arc<H>, request: Request<Incoming>) -> HttpResponse {
+    let (parts, body) = request.into_parts();
+    let limit = handler.max_body_size(&parts);
+    let declared = hyper::body::Body::size_hint(&body).lower();
+    if declared > limit.saturating_add(DRAIN_LIMIT) as u64 {
+        // Far too large to drain: refused without reading the body.
+        return ApiError::TooLarge(format!("the request body ({declared} bytes) is larger than {limit} bytes"))
+            .into_response();
+    }
+    let read = read_body(body, limit);
+    let timeout = handler.sleep(handler.body_timeout());
+    futures::pin_mut!(read);
+    let body = match futures::future::select(read, timeout).await {
+        Either::Left((Ok(body), _)) => body,
+        Either::Left((Err(e), _)) => return e.into_response(),
+        Either::Right(_) => {
+            return ApiError::RequestTimeout("the request body did not arrive in time".into()).into_response();
+        }
+    };
+    handler.handle(Request::from_parts(parts, body)).await
+}
+
+/// Serves HTTP/1 on `listener` until `stop` completes: each connection is served in a
+/// task of its own, and each request by `handler`.
+pub async fn serve<R: HttpRuntime, H: Handler>(
+    rt: R,
+    listener: R::Listener,
+    handler: Arc<H>,
+    stop: impl Future<Output = ()>,
+) {
+    futures::pin_mut!(stop);
+    loop {
+        let accepted = {
+            let accept = R::accept(&listener);
+            match futures::future::select(accept, stop.as_mut()).await {
+                Either::Left((a, _)) => a,
+                Either::Right(_) => return,
+            }
+        };
+        let (stream, peer) = match accepted {
+            Ok(a) => a,
+            Err(e) => {
+                // Typically out of file descriptors: wait a little rather than spin.
+                warn!(error = %e, "accepting an HTTP connection failed");
+                handler.sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let handler = handler.clone();
+        let timer = rt.hyper_timer();
+        drop(rt.spawn(async move {
+            let service = hyper::service::service_fn(move |req| {
+                let handler = handler.clone();
+                async move { Ok::<_, Infallible>(answer(handler, req).await) }
+            });
+            let conn = hyper::server::conn::http1::Builder::new()
+                .timer(timer)
+                .header_read_timeout(HEADER_READ_TIMEOUT)
+                .serve_connection(HyperIo::new(stream), service);
+            if let Err(e) = conn.await {
+                debug!(%peer, error = %e, "HTTP connection ended with an error");
+            }
+        }));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn query_flags() {
+        assert!(query_flag(Some("stale"), "stale"));
+        assert!(query_flag(Some("a=1&stale="), "stale"));
+        assert!(query_flag(Some("stale=true"), "stale"));
+        assert!(!query_flag(Some("stale=false"), "stale"));
+        assert!(!query_flag(Some("stale=0"), "stale"));
+        assert!(!query_flag(Some("stalemate"), "stale"));
+        assert!(!query_flag(None, "stale"));
+    }
+
+    #[test]
+    fn paths_are_percent_decoded_and_must_be_utf8() {
+        assert_eq!(decode_path("a%20b%2Fc").unwrap(), "a b/c");
+        assert_eq!(decode_path("%D0%BA").unwrap(), "к");
+        assert!(matches!(decode_path("%ff%fe"), Err(ApiError::BadRequest(_))));
+    }
+
+    #[test]
+    fn errors_have_their_status_and_a_json_body() {
+        let r = ApiError::TooLarge("big".into()).into_response();
+        assert_eq!(r.status(), StatusCode::PAYLOAD_TOO_LARGE);
+        assert_eq!(r.headers()[CONTENT_TYPE], "application/json");
+        let e: ApiError = raft::ClientError::NotLeader { leader: None }.into();
+        assert_eq!(e.status(), StatusCode::SERVICE_UNAVAILABLE);
+        let e: ApiError = raft::ClientError::Encode("x".into()).into();
+        assert_eq!(e.status(), StatusCode::INTERNAL_SERVER_ERROR);
+    }
+}

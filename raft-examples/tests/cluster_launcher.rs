@@ -1,0 +1,101 @@
+//! The `cluster` launcher: it starts three nodes that serve, stops them all cleanly on
+//! SIGINT, and a second run restarts them from the same data.
+
+mod support;
+
+use std::net::TcpListener;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+use support::{request, wait_until, PATIENCE};
+
+const CLUSTER: &str = env!("CARGO_BIN_EXE_cluster");
+
+/// A base port whose six ports (base + 1..=3 and base + 1001..=1003) are free now.
+fn free_base_port() -> u16 {
+    for _ in 0..200 {
+        let base = 10_000 + fastrand_u16() % 20_000;
+        let ports = [1, 2, 3, 1001, 1002, 1003].map(|o| base + o);
+        if ports.iter().all(|p| TcpListener::bind(("127.0.0.1", *p)).is_ok()) {
+            return base;
+        }
+    }
+    panic!("no free base port found");
+}
+
+fn fastrand_u16() -> u16 {
+    // Good enough to spread parallel runs: the clock's low bits and the process id.
+    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().subsec_nanos();
+    (nanos ^ (std::process::id() << 7)) as u16
+}
+
+struct Launcher(Child);
+
+impl Drop for Launcher {
+    fn drop(&mut self) {
+        // On a failed assertion: stop the launcher, which stops its nodes.
+        if self.0.try_wait().ok().flatten().is_none() {
+            let _ = kill(Pid::from_raw(self.0.id() as i32), Signal::SIGINT);
+            let deadline = Instant::now() + Duration::from_secs(15);
+            while self.0.try_wait().ok().flatten().is_none() && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+}
+
+fn launch(data: &std::path::Path, base: u16) -> Launcher {
+    let child = Command::new(CLUSTER)
+        .args(["kv", "--no-build", "--base-port", &base.to_string(), "--data-dir"])
+        .arg(data)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("start the launcher");
+    Launcher(child)
+}
+
+/// Stops the launcher with SIGINT (as Ctrl-C does) and checks that it and its nodes end.
+fn stop(mut l: Launcher, http: &[String]) {
+    kill(Pid::from_raw(l.0.id() as i32), Signal::SIGINT).expect("SIGINT");
+    let status = wait_until("the launcher to exit", PATIENCE, || l.0.try_wait().expect("wait"));
+    assert!(status.success(), "launcher exited with {status}");
+    for h in http {
+        assert!(std::net::TcpStream::connect(h.as_str()).is_err(), "a node still serves on {h}");
+    }
+}
+
+#[test]
+fn launcher_runs_three_nodes_stops_them_on_sigint_and_reuses_the_data() {
+    let tmp = tempfile::tempdir().expect("temp dir");
+    let base = free_base_port();
+    let http: Vec<String> = (1..=3).map(|i| format!("127.0.0.1:{}", base + 1000 + i)).collect();
+    let agent = support::client();
+    let put = |node: usize, key: &str, value: &str| {
+        wait_until("a write through the launched cluster", PATIENCE, || {
+            let r = request(&agent, "PUT", &format!("http://{}/kv/{key}", http[node]), Some(value.as_bytes()));
+            (r.status == 200).then_some(())
+        })
+    };
+    let get = |node: usize, key: &str| {
+        wait_until("a read through the launched cluster", PATIENCE, || {
+            let r = request(&agent, "GET", &format!("http://{}/kv/{key}", http[node]), None);
+            (r.status == 200 || r.status == 404).then(|| r.text())
+        })
+    };
+
+    let l = launch(tmp.path(), base);
+    put(0, "launched", "first run");
+    assert_eq!(get(1, "launched"), "first run");
+    stop(l, &http);
+    assert!(tmp.path().join("kv/node-1").is_dir() && tmp.path().join("kv/node-3.log").is_file());
+
+    let l = launch(tmp.path(), base);
+    assert_eq!(get(2, "launched"), "first run", "the second run lost the first run's data");
+    stop(l, &http);
+}
