@@ -7,11 +7,15 @@
 //! - [`node`]: what both binaries share: the command line, the file store, the TCP
 //!   transport, the HTTP server with `/status`, and a clean stop on SIGTERM or SIGINT.
 //! - [`http`]: hyper on either runtime, and the JSON error answers.
+//! - `bench` (feature `tokio`): the cluster benchmarks of the `bench` binary: kv and
+//!   etcd clusters on loopback driven by one HTTP load generator, reports and charts.
 //!
 //! The binaries: `kv` and `counter` (one node each), `cluster` (a local three-node
 //! cluster of either, with a live status table), `demo` (an in-process counter cluster
 //! showing failover) and `bench` (benchmarks).
 
+#[cfg(feature = "tokio")]
+pub mod bench;
 pub mod counter;
 pub mod counter_app;
 pub mod http;

@@ -233,7 +233,9 @@ impl<SM: StateMachine> Raft<SM> {
         let timer = Arc::new(TimerShared { deadline: AtomicU64::new(u64::MAX), sleeping_until: AtomicU64::new(0) });
 
         let mut handles: Vec<BoxFuture<'static, ()>> = Vec::new();
-        handles.push(runtime.spawn(persist_task::<SM, S>(id, store, persist_rx, tx.clone())).boxed());
+        // The store's writes and fsyncs may block: on a thread of their own where the
+        // runtime has one, so the protocol loop keeps running meanwhile.
+        handles.push(runtime.spawn_blocking_task(persist_task::<SM, S>(id, store, persist_rx, tx.clone())).boxed());
         handles.push(runtime.spawn(apply_task::<SM>(id, shared.state_machine.clone(), apply_rx, tx.clone())).boxed());
         handles.push(runtime.spawn(timer_task::<SM, R>(runtime.clone(), timer.clone(), wake_rx, tx.clone())).boxed());
         let driver = Driver {
@@ -252,6 +254,7 @@ impl<SM: StateMachine> Raft<SM> {
             read_batch: Vec::new(),
             forwards: HashMap::new(),
             reads: HashMap::new(),
+            requests_leader: None,
             read_waiters: BTreeMap::new(),
             handed_to_apply: 0,
             applied: 0,
@@ -398,10 +401,12 @@ struct Driver<SM: StateMachine, R: Runtime, N: Network> {
     forward_batch: Vec<(Bytes, Responder<SM>)>,
     /// Reads asked for in the current batch; they share one read index.
     read_batch: Vec<ReadResponder>,
-    /// Forwarded batches waiting for the leader's answer.
-    forwards: HashMap<u64, Vec<Responder<SM>>>,
-    /// Read groups waiting for their read index.
-    reads: HashMap<u64, Vec<ReadResponder>>,
+    /// Forwarded batches waiting for the leader's answer, with the leader they went to.
+    forwards: HashMap<u64, (Option<NodeId>, Vec<Responder<SM>>)>,
+    /// Read groups waiting for their read index, with the leader asked for it.
+    reads: HashMap<u64, (Option<NodeId>, Vec<ReadResponder>)>,
+    /// The leader known when the waiting forwards and reads were last checked.
+    requests_leader: Option<NodeId>,
     /// Reads whose index is known, waiting for the state machine to apply it.
     read_waiters: BTreeMap<LogIndex, Vec<ReadResponder>>,
     /// Last index handed to the apply task.
@@ -457,6 +462,7 @@ impl<SM: StateMachine, R: Runtime, N: Network> Driver<SM, R, N> {
             self.flush_client_batches();
             let actions = self.core.take_actions(now);
             self.dispatch(actions);
+            self.settle_requests_to_former_leaders();
             self.publish_status();
         }
         self.stop(fatal).await;
@@ -502,7 +508,7 @@ impl<SM: StateMachine, R: Runtime, N: Network> Driver<SM, R, N> {
                 let (commands, responders): (Vec<Bytes>, Vec<Responder<SM>>) = batch.into_iter().unzip();
                 match self.core.forward(commands) {
                     Ok(id) => {
-                        self.forwards.insert(id, responders);
+                        self.forwards.insert(id, (self.core.leader(), responders));
                     }
                     Err(e) => {
                         for tx in responders {
@@ -516,7 +522,7 @@ impl<SM: StateMachine, R: Runtime, N: Network> Driver<SM, R, N> {
             let batch = std::mem::take(&mut self.read_batch);
             match self.core.read_index() {
                 Ok(id) => {
-                    self.reads.insert(id, batch);
+                    self.reads.insert(id, (self.core.leader(), batch));
                 }
                 Err(e) => {
                     for tx in batch {
@@ -528,7 +534,7 @@ impl<SM: StateMachine, R: Runtime, N: Network> Driver<SM, R, N> {
     }
 
     fn on_forwarded(&mut self, id: u64, result: Result<(LogIndex, Term), ProposeError>) {
-        let Some(responders) = self.forwards.remove(&id) else { return };
+        let Some((_, responders)) = self.forwards.remove(&id) else { return };
         match result {
             Ok((first, term)) => {
                 for (i, tx) in responders.into_iter().enumerate() {
@@ -544,7 +550,7 @@ impl<SM: StateMachine, R: Runtime, N: Network> Driver<SM, R, N> {
     }
 
     fn on_read_ready(&mut self, id: u64, index: LogIndex) {
-        let Some(waiters) = self.reads.remove(&id) else { return };
+        let Some((_, waiters)) = self.reads.remove(&id) else { return };
         if index <= self.applied {
             for tx in waiters {
                 let _ = tx.send(Ok(index));
@@ -555,7 +561,7 @@ impl<SM: StateMachine, R: Runtime, N: Network> Driver<SM, R, N> {
     }
 
     fn on_read_failed(&mut self, id: u64) {
-        let Some(waiters) = self.reads.remove(&id) else { return };
+        let Some((_, waiters)) = self.reads.remove(&id) else { return };
         let leader = self.core.leader();
         for tx in waiters {
             let _ = tx.send(Err(ClientError::NotLeader { leader }));
@@ -578,8 +584,40 @@ impl<SM: StateMachine, R: Runtime, N: Network> Driver<SM, R, N> {
     /// Forgets forwarded batches and read groups whose callers have all given up (the
     /// answer was lost with a message, or the leader died), so they do not accumulate.
     fn forget_abandoned_requests(&mut self) {
-        self.forwards.retain(|_, rs| rs.iter().any(|tx| !tx.is_canceled()));
-        self.reads.retain(|_, rs| rs.iter().any(|tx| !tx.is_canceled()));
+        self.forwards.retain(|_, (_, rs)| rs.iter().any(|tx| !tx.is_canceled()));
+        self.reads.retain(|_, (_, rs)| rs.iter().any(|tx| !tx.is_canceled()));
+    }
+
+    /// Answers the forwarded batches and reads that went to a node this one no longer
+    /// takes for the leader: that leader's answer may never come (it crashed, or lost
+    /// its leadership), and waiting for the request timeout would stall every client of
+    /// this node for that long after a failover. A forwarded batch may have been appended
+    /// by the former leader and still be committed, so it ends as
+    /// [`ClientError::Indeterminate`]; a read has no effect and ends as
+    /// [`ClientError::NotLeader`], which [`Raft::read`] retries at the new leader.
+    fn settle_requests_to_former_leaders(&mut self) {
+        let leader = self.core.leader();
+        if leader == self.requests_leader {
+            return;
+        }
+        self.requests_leader = leader;
+        let former = |to: &Option<NodeId>| *to != leader;
+        if self.forwards.values().any(|(to, _)| former(to)) {
+            let ids: Vec<u64> = self.forwards.iter().filter(|(_, (to, _))| former(to)).map(|(id, _)| *id).collect();
+            for id in ids {
+                for tx in self.forwards.remove(&id).map(|(_, rs)| rs).unwrap_or_default() {
+                    let _ = tx.send(Err(ClientError::Indeterminate));
+                }
+            }
+        }
+        if self.reads.values().any(|(to, _)| former(to)) {
+            let ids: Vec<u64> = self.reads.iter().filter(|(_, (to, _))| former(to)).map(|(id, _)| *id).collect();
+            for id in ids {
+                for tx in self.reads.remove(&id).map(|(_, rs)| rs).unwrap_or_default() {
+                    let _ = tx.send(Err(ClientError::NotLeader { leader }));
+                }
+            }
+        }
     }
 
     fn dispatch(&mut self, actions: Vec<Action>) {
@@ -691,11 +729,11 @@ impl<SM: StateMachine, R: Runtime, N: Network> Driver<SM, R, N> {
         for (_, _, tx) in self.pending.drain(..) {
             let _ = tx.send(Err(err.clone()));
         }
-        let forwarded = self.forwards.drain().flat_map(|(_, rs)| rs);
+        let forwarded = self.forwards.drain().flat_map(|(_, (_, rs))| rs);
         for tx in self.forward_batch.drain(..).map(|(_, tx)| tx).chain(forwarded) {
             let _ = tx.send(Err(err.clone()));
         }
-        let reads = self.reads.drain().flat_map(|(_, rs)| rs);
+        let reads = self.reads.drain().flat_map(|(_, (_, rs))| rs);
         let waiting = std::mem::take(&mut self.read_waiters).into_values().flatten();
         for tx in self.read_batch.drain(..).chain(reads).chain(waiting) {
             let _ = tx.send(Err(err.clone()));

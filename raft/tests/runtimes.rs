@@ -68,6 +68,28 @@ async fn three_node_cluster<R: Runtime>(rt: R) {
     }
 }
 
+/// Proposals and reads a follower sent to a leader that then died are answered as soon
+/// as the follower knows a new leader, not at the request timeout (5 s by default): the
+/// write as indeterminate (the dead leader may have appended it), the read by asking
+/// the new leader.
+async fn requests_to_a_dead_leader_end_when_a_new_leader_is_known<R: Runtime>(rt: R) {
+    let (net, _stores, nodes, l) = start_cluster(&rt, 11).await;
+    assert_eq!(l.propose(1).await, Ok(1));
+    let follower = nodes.iter().flatten().find(|n| n.id() != l.id()).unwrap().clone();
+    wait_for(&rt, "the follower to apply", || follower.read_local_stale(|c| c.0) == 1).await;
+    // The leader vanishes: messages to it are dropped from now on.
+    net.unregister(l.id());
+    l.shutdown().await;
+    assert_eq!(follower.status().leader, Some(l.id()), "the follower has not noticed yet");
+    let (write, read) = futures::join!(follower.propose(5), follower.read(|c| c.0));
+    assert_eq!(write, Err(raft::ClientError::Indeterminate), "the forwarded write ends without its answer");
+    assert_eq!(read, Ok(1), "the read is served through the new leader");
+    assert!(follower.status().leader.is_some_and(|id| id != l.id()));
+    for n in nodes.iter().flatten() {
+        n.shutdown().await;
+    }
+}
+
 /// A store that fails a write stops the node (fail-stop) with a clear error, and the
 /// others carry on.
 async fn failed_store_write_stops_only_that_node<R: Runtime>(rt: R) {
@@ -96,6 +118,11 @@ mod on_tokio {
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn requests_to_a_dead_leader_end_when_a_new_leader_is_known_on_tokio() {
+        super::requests_to_a_dead_leader_end_when_a_new_leader_is_known(TokioRuntime::new()).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn failed_store_write_stops_only_that_node_on_tokio() {
         super::failed_store_write_stops_only_that_node(TokioRuntime::new()).await;
     }
@@ -108,6 +135,11 @@ mod on_smol {
     #[test]
     fn three_node_cluster_on_smol() {
         smol::block_on(super::three_node_cluster(SmolRuntime::new()));
+    }
+
+    #[test]
+    fn requests_to_a_dead_leader_end_when_a_new_leader_is_known_on_smol() {
+        smol::block_on(super::requests_to_a_dead_leader_end_when_a_new_leader_is_known(SmolRuntime::new()));
     }
 
     #[test]

@@ -14,6 +14,14 @@
 //! the same writes (one write and one fdatasync per batch on a plain file); prints
 //! entries/s and MB/s of both, their ratio, and the time to open a log of 1,000,000
 //! entries of that size.
+//!
+//! `bench cluster --target kv|etcd --clients N --duration SECS --value-size BYTES
+//! --workload write|read|mixed [--json]`: a 3-node cluster of our `kv` app or of etcd on
+//! loopback, driven over HTTP by N clients; prints throughput, latency percentiles and
+//! each node's peak memory. `bench compare` runs both in alternating rounds and prints
+//! the ratios; `bench failover --target kv|etcd --rounds N` times leader loss to the
+//! next successful write; `bench report --out DIR` sweeps client counts for both and
+//! draws SVG charts. See `raft_examples::bench`.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -25,6 +33,7 @@ use raft::runtime::TokioRuntime;
 use raft::testing::mem_network::MemNetwork;
 use raft::testing::mem_store::MemStore;
 use raft::{Config, LogIndex, Raft, Role, StateMachine};
+use raft_examples::bench;
 
 #[derive(Parser)]
 #[command(about = "Benchmarks of the raft workspace")]
@@ -86,6 +95,14 @@ enum Cmd {
         #[arg(long)]
         json: bool,
     },
+    /// A 3-node cluster of kv or etcd on loopback, driven over HTTP.
+    Cluster(bench::ClusterArgs),
+    /// kv against etcd, alternating rounds; prints the ratios.
+    Compare(bench::CompareArgs),
+    /// Time from killing the leader to the next successful write.
+    Failover(bench::failover::FailoverArgs),
+    /// Sweep over client counts for both systems; markdown table and SVG charts.
+    Report(bench::ReportArgs),
 }
 
 /// A state machine that does nothing: the benchmark measures the framework.
@@ -107,7 +124,22 @@ impl StateMachine for Noop {
 
 fn main() {
     let cli = Cli::parse();
+    let cluster_result = match &cli.cmd {
+        Cmd::Cluster(args) => Some(bench::run_cluster(args)),
+        Cmd::Compare(args) => Some(bench::run_compare(args)),
+        Cmd::Failover(args) => Some(bench::failover::run_failover(args)),
+        Cmd::Report(args) => Some(bench::run_report(args)),
+        _ => None,
+    };
+    if let Some(r) = cluster_result {
+        if let Err(e) = r {
+            eprintln!("bench failed: {e}");
+            std::process::exit(1);
+        }
+        return;
+    }
     match cli.cmd {
+        Cmd::Cluster(_) | Cmd::Compare(_) | Cmd::Failover(_) | Cmd::Report(_) => {}
         Cmd::Net { payload, duration, json } => {
             let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
                 Ok(rt) => rt,

@@ -51,6 +51,17 @@ impl Runtime for TokioRuntime {
         }
     }
 
+    /// Runs the task on a thread of tokio's blocking pool, driven by `Handle::block_on`
+    /// (so tokio's timers and I/O still work inside it).
+    fn spawn_blocking_task<F>(&self, fut: F) -> TokioJoinHandle
+    where
+        F: Future<Output = ()> + Send + 'static,
+    {
+        let handle = self.handle.clone().unwrap_or_else(tokio::runtime::Handle::current);
+        let inner = handle.clone();
+        TokioJoinHandle(handle.spawn_blocking(move || inner.block_on(fut)))
+    }
+
     fn sleep_until(&self, deadline: Instant) -> tokio::time::Sleep {
         let _guard = self.handle.as_ref().map(|h| h.enter());
         tokio::time::sleep_until(tokio::time::Instant::from_std(to_std(deadline)))

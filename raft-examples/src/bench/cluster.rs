@@ -1,0 +1,339 @@
+//! Starting and stopping a 3-node cluster of `kv` processes or etcd members on loopback,
+//! with data in a temporary directory.
+
+use std::fs::File;
+use std::net::{SocketAddr, TcpListener};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use super::http::one_shot;
+use super::target::{parse_status, NodeStatus, RequestBuilder, Target};
+
+/// Where the programs are and where the data goes.
+#[derive(Clone, Debug, Default)]
+pub struct ClusterOptions {
+    /// Path of the `kv` binary (default: `kv` next to the running executable).
+    pub kv_bin: Option<PathBuf>,
+    /// Path of the etcd binary (default: `etcd` on PATH).
+    pub etcd_bin: Option<PathBuf>,
+    /// Directory to create the temporary data directory in (default: the system's).
+    pub dir: Option<PathBuf>,
+}
+
+struct Node {
+    http: SocketAddr,
+    peer: SocketAddr,
+    data_dir: PathBuf,
+    log: PathBuf,
+    child: Option<Child>,
+}
+
+/// A running cluster; dropping it kills every process it started.
+pub struct Cluster {
+    target: Target,
+    program: PathBuf,
+    nodes: Vec<Node>,
+    token: String,
+    // Kept for its Drop: removes the data when the cluster goes.
+    _dir: tempfile::TempDir,
+}
+
+/// Reserves `n` distinct free loopback ports (all bound at once, then released).
+pub fn free_ports(n: usize) -> Result<Vec<SocketAddr>, String> {
+    let listeners = (0..n)
+        .map(|_| TcpListener::bind("127.0.0.1:0").map_err(|e| format!("cannot bind a loopback port: {e}")))
+        .collect::<Result<Vec<_>, _>>()?;
+    listeners.iter().map(|l| l.local_addr().map_err(|e| e.to_string())).collect()
+}
+
+/// The `kv` binary that sits next to the running executable (in `target/<profile>/`,
+/// also when the executable is a test in `target/<profile>/deps/`).
+pub fn default_kv_bin() -> Option<PathBuf> {
+    let exe = std::env::current_exe().ok()?;
+    let dir = exe.parent()?;
+    [dir.join("kv"), dir.parent()?.join("kv")].into_iter().find(|p| p.is_file())
+}
+
+/// Finds `name` in the directories of PATH.
+pub fn find_on_path(name: &str) -> Option<PathBuf> {
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path).map(|d| d.join(name)).find(|p| p.is_file())
+}
+
+impl Cluster {
+    /// Starts a 3-node cluster of `target` and returns once every process is spawned;
+    /// [`Cluster::wait_ready`] waits for a leader.
+    pub fn start(target: Target, opts: &ClusterOptions) -> Result<Cluster, String> {
+        let program = match target {
+            Target::Kv => opts.kv_bin.clone().or_else(default_kv_bin).ok_or(
+                "no kv binary next to this executable: build it with `cargo build --release -p raft-examples` \
+                 or pass --kv-bin",
+            )?,
+            Target::Etcd => opts.etcd_bin.clone().or_else(|| find_on_path("etcd")).ok_or(
+                "etcd is not installed: run scripts/install-bench-deps.sh (Debian's etcd-server) or pass --etcd-bin",
+            )?,
+        };
+        let dir = match &opts.dir {
+            Some(d) => tempfile::Builder::new().prefix("bench-cluster-").tempdir_in(d),
+            None => tempfile::Builder::new().prefix("bench-cluster-").tempdir(),
+        }
+        .map_err(|e| format!("cannot create a temp dir: {e}"))?;
+        let ports = free_ports(6)?;
+        let nodes = (0..3)
+            .map(|i| Node {
+                http: ports[2 * i],
+                peer: ports[2 * i + 1],
+                data_dir: dir.path().join(format!("node{}", i + 1)),
+                log: dir.path().join(format!("node{}.log", i + 1)),
+                child: None,
+            })
+            .collect();
+        let token = format!("bench-{}-{}", std::process::id(), ports[0].port());
+        let mut cluster = Cluster { target, program, nodes, token, _dir: dir };
+        for i in 0..3 {
+            cluster.spawn(i)?;
+        }
+        Ok(cluster)
+    }
+
+    /// The target this cluster runs.
+    pub fn target(&self) -> Target {
+        self.target
+    }
+
+    /// The data directory of all nodes.
+    pub fn dir(&self) -> &Path {
+        self._dir.path()
+    }
+
+    fn args(&self, i: usize) -> Vec<String> {
+        let node = &self.nodes[i];
+        match self.target {
+            Target::Kv => {
+                let peers = self
+                    .nodes
+                    .iter()
+                    .enumerate()
+                    .map(|(j, n)| format!("{}={}", j + 1, n.peer))
+                    .collect::<Vec<_>>()
+                    .join(",");
+                vec![
+                    "--id".into(),
+                    (i + 1).to_string(),
+                    "--listen".into(),
+                    node.peer.to_string(),
+                    "--http".into(),
+                    node.http.to_string(),
+                    "--peers".into(),
+                    peers,
+                    "--data-dir".into(),
+                    node.data_dir.display().to_string(),
+                ]
+            }
+            Target::Etcd => {
+                let initial = self
+                    .nodes
+                    .iter()
+                    .enumerate()
+                    .map(|(j, n)| format!("m{}=http://{}", j + 1, n.peer))
+                    .collect::<Vec<_>>()
+                    .join(",");
+                vec![
+                    format!("--name=m{}", i + 1),
+                    format!("--data-dir={}", node.data_dir.display()),
+                    format!("--listen-client-urls=http://{}", node.http),
+                    format!("--advertise-client-urls=http://{}", node.http),
+                    format!("--listen-peer-urls=http://{}", node.peer),
+                    format!("--initial-advertise-peer-urls=http://{}", node.peer),
+                    format!("--initial-cluster={initial}"),
+                    "--initial-cluster-state=new".into(),
+                    format!("--initial-cluster-token={}", self.token),
+                ]
+            }
+        }
+    }
+
+    fn spawn(&mut self, i: usize) -> Result<(), String> {
+        let args = self.args(i);
+        let node = &mut self.nodes[i];
+        let log = File::options()
+            .create(true)
+            .append(true)
+            .open(&node.log)
+            .map_err(|e| format!("cannot open {}: {e}", node.log.display()))?;
+        let log2 = log.try_clone().map_err(|e| e.to_string())?;
+        let mut cmd = Command::new(&self.program);
+        cmd.args(&args).stdin(Stdio::null()).stdout(log).stderr(log2);
+        if self.target == Target::Kv && std::env::var_os("RUST_LOG").is_none() {
+            cmd.env("RUST_LOG", "warn");
+        }
+        let child = cmd.spawn().map_err(|e| format!("cannot start {}: {e}", self.program.display()))?;
+        node.child = Some(child);
+        Ok(())
+    }
+
+    /// HTTP addresses of the nodes, in node order.
+    pub fn http_endpoints(&self) -> Vec<SocketAddr> {
+        self.nodes.iter().map(|n| n.http).collect()
+    }
+
+    /// Process ids of the running nodes (`None` for a killed one).
+    pub fn pids(&self) -> Vec<Option<u32>> {
+        self.nodes.iter().map(|n| n.child.as_ref().map(Child::id)).collect()
+    }
+
+    /// Peak resident memory (VmHWM) of each running node, in KiB.
+    pub fn peak_rss_kib(&self) -> Vec<Option<u64>> {
+        self.pids().into_iter().map(|pid| pid.and_then(peak_rss_kib)).collect()
+    }
+
+    /// The last `lines` lines of node `i`'s output, for error messages.
+    pub fn log_tail(&self, i: usize, lines: usize) -> String {
+        let text = std::fs::read_to_string(&self.nodes[i].log).unwrap_or_default();
+        let all: Vec<&str> = text.lines().collect();
+        all[all.len().saturating_sub(lines)..].join("\n")
+    }
+
+    /// Fails if a node that should run has exited.
+    pub fn check_alive(&mut self) -> Result<(), String> {
+        for i in 0..self.nodes.len() {
+            if let Some(child) = self.nodes[i].child.as_mut() {
+                if let Ok(Some(status)) = child.try_wait() {
+                    self.nodes[i].child = None;
+                    return Err(format!(
+                        "{} node {} exited ({status}); its last output:\n{}",
+                        self.target,
+                        i + 1,
+                        self.log_tail(i, 20)
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Asks every running node for its status (`None` for a killed or silent node).
+    pub async fn statuses(&self) -> Vec<Option<NodeStatus>> {
+        let builder = RequestBuilder::new(self.target, 0);
+        let mut out = Vec::new();
+        for node in &self.nodes {
+            if node.child.is_none() {
+                out.push(None);
+                continue;
+            }
+            let r = one_shot(node.http, Duration::from_millis(500), |h| builder.status(h)).await;
+            out.push(match r {
+                Ok((s, body)) if s.is_success() => parse_status(self.target, &body).ok(),
+                _ => None,
+            });
+        }
+        out
+    }
+
+    /// Waits until every running node answers, exactly one is leader, every other
+    /// knows a leader, and the leader's term is the highest. Returns the leader's index.
+    pub async fn wait_ready(&mut self, timeout: Duration) -> Result<usize, String> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            self.check_alive()?;
+            let st = self.statuses().await;
+            let running = self.nodes.iter().filter(|n| n.child.is_some()).count();
+            let answered: Vec<(usize, &NodeStatus)> =
+                st.iter().enumerate().filter_map(|(i, s)| s.as_ref().map(|s| (i, s))).collect();
+            let leaders: Vec<usize> = answered.iter().filter(|(_, s)| s.is_leader).map(|(i, _)| *i).collect();
+            if answered.len() == running && leaders.len() == 1 && answered.iter().all(|(_, s)| s.leader_known) {
+                let top = answered.iter().filter_map(|(_, s)| s.term).max();
+                if st[leaders[0]].as_ref().and_then(|s| s.term) == top {
+                    return Ok(leaders[0]);
+                }
+            }
+            if Instant::now() > deadline {
+                let logs = (0..self.nodes.len())
+                    .map(|i| format!("node {}:\n{}", i + 1, self.log_tail(i, 10)))
+                    .collect::<Vec<_>>()
+                    .join("\n");
+                return Err(format!("{} cluster not ready within {timeout:?}: statuses {st:?}\n{logs}", self.target));
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Kills node `i` with SIGKILL and reaps it.
+    pub fn kill(&mut self, i: usize) -> Result<(), String> {
+        if let Some(mut child) = self.nodes[i].child.take() {
+            child.kill().map_err(|e| format!("cannot kill node {}: {e}", i + 1))?;
+            let _ = child.wait();
+        }
+        Ok(())
+    }
+
+    /// Kills node `i` with SIGKILL and returns the instant the signal was sent (before
+    /// the process is reaped).
+    pub fn kill_signal(&mut self, i: usize) -> Result<Instant, String> {
+        let mut child = self.nodes[i].child.take().ok_or_else(|| format!("node {} is not running", i + 1))?;
+        child.kill().map_err(|e| format!("cannot kill node {}: {e}", i + 1))?;
+        let at = Instant::now();
+        let _ = child.wait();
+        Ok(at)
+    }
+
+    /// Starts node `i` again on its data directory.
+    pub fn restart(&mut self, i: usize) -> Result<(), String> {
+        self.kill(i)?;
+        self.spawn(i)
+    }
+
+    /// Kills every node.
+    pub fn stop(mut self) {
+        self.kill_all();
+    }
+
+    fn kill_all(&mut self) {
+        for i in 0..self.nodes.len() {
+            let _ = self.kill(i);
+        }
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        self.kill_all();
+    }
+}
+
+/// Peak resident set size (VmHWM) of process `pid` in KiB, from /proc.
+pub fn peak_rss_kib(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    parse_vm_hwm(&status)
+}
+
+/// The VmHWM field of a /proc/<pid>/status text, in KiB.
+pub fn parse_vm_hwm(status: &str) -> Option<u64> {
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn vm_hwm_is_read_from_proc_status() {
+        let text = "Name:\tetcd\nVmPeak:\t  900 kB\nVmHWM:\t  215040 kB\nVmRSS:\t  1000 kB\n";
+        assert_eq!(parse_vm_hwm(text), Some(215_040));
+        assert_eq!(parse_vm_hwm("Name: x\n"), None);
+        assert!(peak_rss_kib(std::process::id()).is_some_and(|k| k > 0));
+    }
+
+    #[test]
+    fn free_ports_are_distinct() {
+        let p = free_ports(6).unwrap();
+        let mut ports: Vec<u16> = p.iter().map(|a| a.port()).collect();
+        ports.sort_unstable();
+        ports.dedup();
+        assert_eq!(ports.len(), 6);
+    }
+}

@@ -1,0 +1,116 @@
+//! `bench cluster` and `bench failover` end to end against real 3-node clusters of our
+//! `kv` app and of etcd.
+//!
+//! The etcd tests need etcd on PATH (`scripts/install-bench-deps.sh`); without it they
+//! print why and pass without running.
+
+#![cfg(feature = "tokio")]
+
+use std::process::Command;
+
+fn bench(args: &[&str]) -> (String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_bench")).args(args).output().expect("bench runs");
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(out.status.success(), "bench {args:?} failed\nstdout:\n{stdout}\nstderr:\n{stderr}");
+    (stdout, stderr)
+}
+
+fn last_json(stdout: &str) -> serde_json::Value {
+    let line = stdout.lines().last().expect("some output");
+    serde_json::from_str(line).unwrap_or_else(|e| panic!("last line is not JSON ({e}): {line}"))
+}
+
+fn etcd_installed() -> bool {
+    if raft_examples::bench::cluster::find_on_path("etcd").is_some() {
+        return true;
+    }
+    eprintln!("skipped: etcd is not installed (run scripts/install-bench-deps.sh)");
+    false
+}
+
+/// Checks the JSON line of `bench cluster` and returns it.
+fn check_cluster_json(stdout: &str) -> serde_json::Value {
+    let v = last_json(stdout);
+    for key in ["ops_per_sec", "p50_us", "p99_us", "p999_us", "peak_rss_kib"] {
+        assert!(v.get(key).is_some(), "missing {key} in {v}");
+    }
+    assert!(v["ops_per_sec"].as_f64().unwrap() > 0.0, "{v}");
+    let rss = v["peak_rss_kib"].as_array().unwrap();
+    assert_eq!(rss.len(), 3);
+    assert!(rss.iter().all(|k| k.as_u64().unwrap() > 0), "{v}");
+    v
+}
+
+#[test]
+fn cluster_bench_against_kv_reports_json_figures() {
+    let (stdout, _) = bench(&[
+        "cluster",
+        "--target",
+        "kv",
+        "--kv-bin",
+        env!("CARGO_BIN_EXE_kv"),
+        "--clients",
+        "8",
+        "--duration",
+        "1.5",
+        "--warmup",
+        "0.5",
+        "--workload",
+        "mixed",
+        "--keyspace",
+        "200",
+        "--json",
+    ]);
+    let v = check_cluster_json(&stdout);
+    assert_eq!(
+        (v["target"].as_str(), v["workload"].as_str(), v["clients"].as_u64()),
+        (Some("kv"), Some("mixed"), Some(8))
+    );
+    assert_eq!(v["errors"].as_u64(), Some(0), "{v}");
+}
+
+#[test]
+fn failover_bench_against_kv_times_a_leader_kill() {
+    let (stdout, _) =
+        bench(&["failover", "--target", "kv", "--kv-bin", env!("CARGO_BIN_EXE_kv"), "--rounds", "1", "--json"]);
+    let v = last_json(&stdout);
+    let p50 = v["failover_p50_ms"].as_f64().unwrap();
+    assert!(p50 > 0.0 && p50 < 60_000.0, "{v}");
+}
+
+#[test]
+fn cluster_bench_against_etcd_reports_json_figures() {
+    if !etcd_installed() {
+        return;
+    }
+    let (stdout, _) = bench(&[
+        "cluster",
+        "--target",
+        "etcd",
+        "--clients",
+        "4",
+        "--duration",
+        "1",
+        "--warmup",
+        "0.5",
+        "--workload",
+        "mixed",
+        "--keyspace",
+        "100",
+        "--json",
+    ]);
+    check_cluster_json(&stdout);
+}
+
+#[test]
+fn failover_bench_against_etcd_times_a_leader_kill() {
+    if !etcd_installed() {
+        return;
+    }
+    let (stdout, _) = bench(&["failover", "--target", "etcd", "--rounds", "1", "--clients", "4", "--json"]);
+    let v = last_json(&stdout);
+    let p50 = v["failover_p50_ms"].as_f64().unwrap();
+    assert!(p50 > 0.0 && p50 < 60_000.0, "{v}");
+    assert!(v["failover_p99_ms"].as_f64().is_some(), "{v}");
+}
