@@ -308,7 +308,7 @@ pub fn peak_rss_kib(pid: u32) -> Option<u64> {
     parse_vm_hwm(&status)
 }
 
-/// The VmHWM field of a /proc/<pid>/status text, in KiB.
+/// The VmHWM field of a `/proc/<pid>/status` text, in KiB.
 pub fn parse_vm_hwm(status: &str) -> Option<u64> {
     status
         .lines()
