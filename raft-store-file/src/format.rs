@@ -374,4 +374,69 @@ mod tests {
         assert_eq!(parse_snapshot_file_name(&snapshot_file_name(9)), Some(9));
         assert_eq!(parse_snapshot_file_name(&segment_file_name(9)), None);
     }
+
+    mod properties {
+        use super::*;
+        use proptest::prelude::*;
+
+        /// Parses `buf` frame by frame: the payloads of the leading whole frames, and what
+        /// stopped the parse.
+        fn parse_all(mut buf: &[u8], max_len: u32) -> (Vec<Vec<u8>>, Frame<'_>) {
+            let mut out = Vec::new();
+            loop {
+                match parse_frame(buf, max_len) {
+                    Frame::Record(p, n) => {
+                        out.push(p.to_vec());
+                        buf = &buf[n..];
+                    }
+                    end => return (out, end),
+                }
+            }
+        }
+
+        fn payloads() -> impl Strategy<Value = Vec<Vec<u8>>> {
+            proptest::collection::vec(proptest::collection::vec(any::<u8>(), 1..200), 0..20)
+        }
+
+        proptest! {
+            #[test]
+            fn concatenated_frames_parse_back_in_order(records in payloads()) {
+                let mut buf = Vec::new();
+                for r in &records {
+                    encode_frame(r, &mut buf);
+                }
+                let (parsed, end) = parse_all(&buf, 1024);
+                prop_assert_eq!(parsed, records);
+                prop_assert_eq!(end, Frame::Incomplete);
+            }
+
+            #[test]
+            fn a_cut_anywhere_yields_exactly_the_whole_frames_before_it(records in payloads(), cut in any::<prop::sample::Index>()) {
+                let mut buf = Vec::new();
+                let mut ends = Vec::new();
+                for r in &records {
+                    encode_frame(r, &mut buf);
+                    ends.push(buf.len());
+                }
+                let cut = cut.index(buf.len() + 1);
+                let (parsed, end) = parse_all(&buf[..cut], 1024);
+                let whole = ends.iter().filter(|&&e| e <= cut).count();
+                prop_assert_eq!(&parsed[..], &records[..whole]);
+                prop_assert_eq!(end, Frame::Incomplete, "a torn tail reads as incomplete, never as bad or as a record");
+            }
+
+            #[test]
+            fn arbitrary_input_never_panics_and_records_re_encode_to_their_bytes(buf in proptest::collection::vec(any::<u8>(), 0..512), max in 1u32..300) {
+                if let Frame::Record(payload, n) = parse_frame(&buf, max) {
+                    prop_assert!(n <= buf.len() && !payload.is_empty() && payload.len() as u32 <= max);
+                    let mut again = Vec::new();
+                    encode_frame(payload, &mut again);
+                    prop_assert_eq!(&again[..], &buf[..n]);
+                }
+                let _ = SegmentHeader::decode(&buf);
+                let _ = decode_small_file(META_MAGIC, &buf, 64);
+                let _ = decode_snapshot(&buf);
+            }
+        }
+    }
 }
