@@ -653,6 +653,12 @@ impl<F: Vfs> FileStore<F> {
 
 #[async_trait]
 impl<F: Vfs> LogStore for FileStore<F> {
+    /// Writes and `fsync`s run synchronously inside the calls: the driver gives the store
+    /// a thread of its own where the runtime has one.
+    fn blocks_thread(&self) -> bool {
+        true
+    }
+
     async fn initial_state(&mut self) -> Result<InitialState, StoreError> {
         Ok(InitialState { hard_state: self.hard_state, prev: self.prev, last: self.last })
     }

@@ -185,6 +185,7 @@ impl<SM: StateMachine> Raft<SM> {
             return Err(StartError::Config("node id 0 is reserved".into()));
         }
         let init = store.initial_state().await?;
+        let blocking_store = store.blocks_thread();
         let entries = if init.last.index > init.prev.index {
             store.entries(init.prev.index + 1, init.last.index + 1).await?
         } else {
@@ -235,7 +236,10 @@ impl<SM: StateMachine> Raft<SM> {
         let mut handles: Vec<BoxFuture<'static, ()>> = Vec::new();
         // The store's writes and fsyncs may block: on a thread of their own where the
         // runtime has one, so the protocol loop keeps running meanwhile.
-        handles.push(runtime.spawn_blocking_task(persist_task::<SM, S>(id, store, persist_rx, tx.clone())).boxed());
+        let store_task = persist_task::<SM, S>(id, store, persist_rx, tx.clone());
+        handles.push(
+            if blocking_store { runtime.spawn_blocking_task(store_task) } else { runtime.spawn(store_task) }.boxed(),
+        );
         handles.push(runtime.spawn(apply_task::<SM>(id, shared.state_machine.clone(), apply_rx, tx.clone())).boxed());
         handles.push(runtime.spawn(timer_task::<SM, R>(runtime.clone(), timer.clone(), wake_rx, tx.clone())).boxed());
         let driver = Driver {

@@ -39,6 +39,18 @@ pub struct InitialState {
 ///   written, containing at least everything that was reported durable.
 #[async_trait]
 pub trait LogStore: Send + 'static {
+    /// Whether the store's calls block their thread (synchronous file I/O and `fsync`
+    /// inside the async methods). The driver then runs the store on a thread of its own
+    /// where the runtime has one ([`Runtime::spawn_blocking_task`]), so that a slow disk
+    /// never holds a worker that the protocol loop needs. A store that never blocks
+    /// keeps the default `false` and stays on the runtime's workers, which avoids a
+    /// thread hand-off per write.
+    ///
+    /// [`Runtime::spawn_blocking_task`]: crate::Runtime::spawn_blocking_task
+    fn blocks_thread(&self) -> bool {
+        false
+    }
+
     /// Reads what the store holds: the hard state and the bounds of the log.
     async fn initial_state(&mut self) -> Result<InitialState, StoreError>;
 

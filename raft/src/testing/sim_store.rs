@@ -47,6 +47,10 @@ pub struct BoxedStore(pub Box<dyn LogStore>);
 
 #[async_trait]
 impl LogStore for BoxedStore {
+    fn blocks_thread(&self) -> bool {
+        self.0.blocks_thread()
+    }
+
     async fn initial_state(&mut self) -> Result<InitialState, StoreError> {
         self.0.initial_state().await
     }
