@@ -18,7 +18,7 @@ use async_trait::async_trait;
 use futures::FutureExt;
 use raft::testing::mem_store::DelayFn;
 use raft::testing::sim_store::{BoxedStore, SimStore};
-use raft::testing::simulator::{run_seed_with_stores, SimOptions};
+use raft::testing::simulator::{run_seed_with_stores, sweep as sweep_seeds, SimOptions};
 use raft::{Entry, HardState, InitialState, LogIndex, LogStore, StoreError};
 use raft_store_file::testing::FaultFs;
 use raft_store_file::{FileStore, FileStoreOptions};
@@ -183,26 +183,15 @@ fn sweep(part: u64) {
     }
     let per_part = env_u64("RAFT_FS_SIM_SEEDS").unwrap_or(100) / 2;
     let base = part * per_part;
-    let started = std::time::Instant::now();
-    let mut failures = Vec::new();
-    let (mut ops, mut crashes) = (0, 0);
-    for seed in base..base + per_part {
+    let r = sweep_seeds(base..base + per_part, |seed| {
         let _guard = SeedGuard(seed);
-        match run_seed_with_stores(seed, SimOptions::for_seed(seed), make_store) {
-            Ok(r) => {
-                ops += r.ops_ok;
-                crashes += r.crashes;
-            }
-            Err(f) => {
-                eprintln!("{f}");
-                failures.push(seed);
-            }
-        }
-    }
+        run_seed_with_stores(seed, SimOptions::for_seed(seed), make_store)
+    });
+    let (ops, crashes, failures) = (r.ops_ok, r.crashes, r.failures);
     eprintln!(
         "file store simulator sweep part {part}: {per_part} seeds ({base}..{}) in {:.1}s; {ops} client ops, {crashes} crashes",
         base + per_part,
-        started.elapsed().as_secs_f64()
+        r.seconds
     );
     assert!(failures.is_empty(), "failing seeds (replay each with RAFT_FS_SIM_SEED=<seed>): {failures:?}");
 }

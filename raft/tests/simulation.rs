@@ -7,9 +7,7 @@
 //! - `RAFT_SIM_BASE=B` shifts the seed range.
 #![cfg(feature = "testing")]
 
-use std::time::Instant;
-
-use raft::testing::simulator::{run_seed, SimOptions};
+use raft::testing::simulator::{run_seed, sweep as sweep_seeds, SimOptions};
 
 fn env_u64(name: &str) -> Option<u64> {
     std::env::var(name).ok().and_then(|v| v.parse().ok())
@@ -36,22 +34,8 @@ fn sweep(part: u64) {
     }
     let per_part = env_u64("RAFT_SIM_SEEDS").unwrap_or(250);
     let base = env_u64("RAFT_SIM_BASE").unwrap_or(0) + part * per_part;
-    let started = Instant::now();
-    let mut failures = Vec::new();
-    let (mut ops, mut crashes) = (0, 0);
-    for seed in base..base + per_part {
-        match run_seed(seed, SimOptions::for_seed(seed)) {
-            Ok(r) => {
-                ops += r.ops_ok;
-                crashes += r.crashes;
-            }
-            Err(f) => {
-                eprintln!("{f}");
-                failures.push(seed);
-            }
-        }
-    }
-    let secs = started.elapsed().as_secs_f64();
+    let r = sweep_seeds(base..base + per_part, |seed| run_seed(seed, SimOptions::for_seed(seed)));
+    let (ops, crashes, secs, failures) = (r.ops_ok, r.crashes, r.seconds, r.failures);
     eprintln!(
         "simulator part {part}: {per_part} seeds ({base}..{}) in {secs:.1}s = {:.1} seeds/s; {ops} client ops, {crashes} crashes",
         base + per_part,

@@ -204,6 +204,40 @@ pub struct SimReport {
     pub crashes: usize,
 }
 
+/// What a sweep of many seeds did: see [`sweep`].
+#[derive(Clone, Debug, Default)]
+pub struct SweepReport {
+    /// Client operations with a known result, over every passing seed.
+    pub ops_ok: usize,
+    /// Crashes injected, over every passing seed.
+    pub crashes: usize,
+    /// The seeds that failed (each failure was printed with its replay hint).
+    pub failures: Vec<u64>,
+    /// Wall-clock time the sweep took.
+    pub seconds: f64,
+}
+
+/// Runs `run` for every seed in `seeds`, printing each failure to stderr, and adds up
+/// what the passing runs did.
+pub fn sweep(seeds: std::ops::Range<u64>, mut run: impl FnMut(u64) -> Result<SimReport, SimFailure>) -> SweepReport {
+    let started = std::time::Instant::now();
+    let mut report = SweepReport::default();
+    for seed in seeds {
+        match run(seed) {
+            Ok(r) => {
+                report.ops_ok += r.ops_ok;
+                report.crashes += r.crashes;
+            }
+            Err(f) => {
+                eprintln!("{f}");
+                report.failures.push(seed);
+            }
+        }
+    }
+    report.seconds = started.elapsed().as_secs_f64();
+    report
+}
+
 struct Trace {
     lines: Mutex<VecDeque<String>>,
     verbose: bool,
