@@ -63,6 +63,8 @@ const HARD_STATE_BODY_LEN: usize = 17;
 /// How many sealed segments keep their record offsets in memory at once.
 const MAX_INDEXED_SEALED: usize = 8;
 const META_BODY_LEN: usize = 16;
+/// Zeros written to preallocate segment space, a piece at a time.
+static ZEROS: [u8; 64 << 10] = [0; 64 << 10];
 
 /// Options of a [`FileStore`].
 #[derive(Clone, Debug)]
@@ -75,11 +77,18 @@ pub struct FileStoreOptions {
     /// The largest encoded entry accepted, in bytes. Larger entries are rejected with
     /// [`StoreError::Invalid`]; larger frames on disk are corruption.
     pub max_record_size: u32,
+    /// Zero-filled space kept written ahead of the last record of the active segment, in
+    /// bytes (0: none). An append then overwrites space the file already has, so its
+    /// `fdatasync` need not commit a new file size to the file system's journal: on ext4
+    /// this roughly halves the sync time of small appends. The space is extended by this
+    /// much whenever an append reaches its end; recovery reads the zeros as the end of the
+    /// log.
+    pub preallocate: u64,
 }
 
 impl Default for FileStoreOptions {
     fn default() -> Self {
-        FileStoreOptions { cluster_id: 0, segment_size: 64 << 20, max_record_size: 64 << 20 }
+        FileStoreOptions { cluster_id: 0, segment_size: 64 << 20, max_record_size: 64 << 20, preallocate: 1 << 20 }
     }
 }
 
@@ -122,6 +131,9 @@ pub struct FileStore<F: Vfs = StdFs> {
     segments: Vec<Segment>,
     /// Open write handle of the active segment.
     active: Option<F::File>,
+    /// How far the active segment is written (records, then zero-filled space), as far as
+    /// this store wrote it through `active`.
+    active_len: u64,
     /// Why the store refuses writes, once a write has failed.
     failed: Option<String>,
     /// The metadata of the snapshot held, if any.
@@ -198,8 +210,10 @@ fn decode_entry(path: &Path, offset: u64, payload: &[u8], want: LogIndex) -> Res
     Ok(entry)
 }
 
-/// Scans the records of a segment file's bytes. In the last segment (`tail_allowed`) a
-/// torn or corrupt tail ends the scan; anywhere else it is an error.
+/// Scans the records of a segment file's bytes. Zero bytes from the first position where
+/// no record starts to the end of the file are preallocated space, the end of the
+/// records. In the last segment (`tail_allowed`) a torn or corrupt tail ends the scan;
+/// anywhere else it is an error.
 fn scan_records(
     path: &Path,
     data: &[u8],
@@ -222,6 +236,8 @@ fn scan_records(
                 continue;
             }
             Frame::Incomplete if pos == data.len() => return Ok(Scan { index, last_term, torn_at: None }),
+            // Zero-filled space written ahead of the records (`preallocate`): the end.
+            _ if data[pos..].iter().all(|&b| b == 0) => return Ok(Scan { index, last_term, torn_at: None }),
             Frame::Incomplete => "incomplete record at the end of the file".to_string(),
             Frame::Bad(reason) => {
                 // A bad frame followed by a valid one is not a torn tail: the bytes after a
@@ -348,6 +364,7 @@ impl<F: Vfs> FileStore<F> {
             last: prev,
             segments: seg_firsts.iter().map(|&first| Segment { first, path: PathBuf::new(), index: None }).collect(),
             active: None,
+            active_len: 0,
             failed: None,
             snapshot: None,
         };
@@ -557,6 +574,8 @@ impl<F: Vfs> FileStore<F> {
             data.extend_from_slice(buf);
             let mut f = self.fs.create(&path, true).map_err(|e| FileStoreError::io(&path, e))?;
             f.write_at(0, &data).map_err(|e| FileStoreError::io(&path, e))?;
+            self.active_len = data.len() as u64;
+            self.preallocate(&mut f, &path, data.len() as u64)?;
             f.sync_data().map_err(|e| FileStoreError::io(&path, e))?;
             sync_dir(&self.fs, &self.dir)?;
             let base = SEGMENT_HEADER_LEN as u64;
@@ -571,14 +590,39 @@ impl<F: Vfs> FileStore<F> {
         let base = seg.end_offset();
         let mut f = match self.active.take() {
             Some(f) => f,
-            None => self.fs.open_write(&path).map_err(|e| FileStoreError::io(&path, e))?,
+            None => {
+                // The file's length is not known here: zero-fill again from the records' end.
+                self.active_len = base;
+                self.fs.open_write(&path).map_err(|e| FileStoreError::io(&path, e))?
+            }
         };
+        let end = base + buf.len() as u64;
+        self.preallocate(&mut f, &path, end)?;
         f.write_at(base, buf).map_err(|e| FileStoreError::io(&path, e))?;
         f.sync_data().map_err(|e| FileStoreError::io(&path, e))?;
         self.active = Some(f);
         if let Some(ix) = self.segments.last_mut().and_then(|s| s.index.as_mut()) {
             ix.extend(offsets.iter().map(|o| o + base));
         }
+        Ok(())
+    }
+
+    /// Makes sure the active segment `f` has zero-filled space after `end` (where the
+    /// records will end): when `end` reaches past what was zero-filled, writes
+    /// `opts.preallocate` zero bytes after it, but not past the segment size (a segment
+    /// that long takes no more appends). The caller's sync makes them durable.
+    fn preallocate(&mut self, f: &mut F::File, path: &Path, end: u64) -> Result<(), FileStoreError> {
+        let until = end.saturating_add(self.opts.preallocate).min(self.opts.segment_size);
+        if end < self.active_len || until <= end {
+            return Ok(());
+        }
+        let mut at = end;
+        while at < until {
+            let n = (until - at).min(ZEROS.len() as u64);
+            f.write_at(at, &ZEROS[..n as usize]).map_err(|e| FileStoreError::io(path, e))?;
+            at += n;
+        }
+        self.active_len = until;
         Ok(())
     }
 

@@ -118,16 +118,42 @@ fn a_torn_segment_creation_is_removed() {
 }
 
 #[test]
-fn a_zero_filled_tail_is_cut_off() {
+fn a_zero_filled_tail_ends_the_log() {
     let dir = tempfile::tempdir().expect("tempdir");
     let segs = build(dir.path(), 20);
     let last = segs.last().expect("a segment");
     let mut data = std::fs::read(last).expect("read");
-    let len = data.len() as u64;
+    let end = *record_ends(&data).last().expect("records") as u64;
+    assert!(data.len() as u64 > end, "appends leave zero-filled space after the records");
+    assert!(data[end as usize..].iter().all(|&b| b == 0));
     data.extend(std::iter::repeat_n(0u8, 4096));
     std::fs::write(last, &data).expect("write");
     check_holds(dir.path(), 20);
-    assert!(std::fs::metadata(last).expect("meta").len() > len, "the next append was written after the cut");
+    let after = std::fs::read(last).expect("read");
+    assert_eq!(record_ends(&after).len(), record_ends(&data).len() + 1, "the next append went after the records");
+}
+
+#[test]
+fn anything_but_zeros_after_the_last_record_is_cut_off() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let segs = build(dir.path(), 20);
+    let last = segs.last().expect("a segment");
+    let data = std::fs::read(last).expect("read");
+    let end = *record_ends(&data).last().expect("records");
+    assert!(data.len() > end + 64, "want zero-filled space after the records");
+    // Every bit of the first 64 bytes after the records, then one bit of every later byte.
+    let bits = (end * 8..(end + 64) * 8).chain(((end + 64)..data.len()).map(|b| b * 8 + 3));
+    for bit in bits {
+        let mut d = data.clone();
+        d[bit / 8] ^= 1 << (bit % 8);
+        std::fs::write(last, &d).expect("write");
+        let mut s = FileStore::open(dir.path(), opts()).expect("reopen");
+        assert_eq!(block_on(s.initial_state()).expect("state").last.index, 20);
+        drop(s);
+        assert_eq!(std::fs::metadata(last).expect("meta").len(), end as u64, "cut at the last record");
+        std::fs::write(last, &data).expect("restore");
+    }
+    check_holds(dir.path(), 20);
 }
 
 #[test]
@@ -138,7 +164,7 @@ fn every_bit_flip_in_the_last_record_truncates_it() {
     let data = std::fs::read(last).expect("read");
     let ends = record_ends(&data);
     let start = ends[ends.len() - 2];
-    for bit in start * 8..data.len() * 8 {
+    for bit in start * 8..ends[ends.len() - 1] * 8 {
         let mut d = data.clone();
         d[bit / 8] ^= 1 << (bit % 8);
         std::fs::write(last, &d).expect("write");
@@ -172,22 +198,35 @@ fn a_bit_flip_in_an_earlier_segment_is_an_error_naming_the_file() {
     let dir = tempfile::tempdir().expect("tempdir");
     let segs = build(dir.path(), 40);
     let first = &segs[0];
-    let mut data = std::fs::read(first).expect("read");
-    let at = data.len() - 3;
-    data[at] ^= 0x01;
-    std::fs::write(first, &data).expect("write");
-    // Sealed segments are indexed lazily: the open succeeds, the read reports the file.
+    let clean = std::fs::read(first).expect("read");
+    let end = *record_ends(&clean).last().expect("records");
+    assert_eq!(clean.len(), end, "a sealed segment ends with its last record");
+    // Zero-filled space after the records (a segment sealed before it filled up keeps
+    // it) is the end of a sealed segment too.
+    let mut padded = clean.clone();
+    padded.extend([0u8; 64]);
+    std::fs::write(first, &padded).expect("write");
     let mut s = FileStore::open(dir.path(), opts()).expect("open");
-    match block_on(s.entries(1, 2)) {
-        Err(StoreError::Corrupt(msg)) => {
-            let name = first.file_name().and_then(|n| n.to_str()).expect("name");
-            assert!(msg.contains(name) && msg.contains("offset"), "message names file and offset: {msg}");
-        }
-        other => panic!("expected a corruption error, got {other:?}"),
-    }
-    // The file is untouched: corruption outside the tail is never truncated.
+    assert_eq!(block_on(s.entries(1, 41)).expect("read").len(), 40);
     drop(s);
-    assert_eq!(std::fs::read(first).expect("read"), data);
+    // A flipped bit in the last record, and in zero-filled space after it.
+    for (base, at) in [(&clean, end - 3), (&padded, end + 20)] {
+        let mut data = base.clone();
+        data[at] ^= 0x01;
+        std::fs::write(first, &data).expect("write");
+        // Sealed segments are indexed lazily: the open succeeds, the read reports the file.
+        let mut s = FileStore::open(dir.path(), opts()).expect("open");
+        match block_on(s.entries(1, 2)) {
+            Err(StoreError::Corrupt(msg)) => {
+                let name = first.file_name().and_then(|n| n.to_str()).expect("name");
+                assert!(msg.contains(name) && msg.contains("offset"), "message names file and offset: {msg}");
+            }
+            other => panic!("expected a corruption error, got {other:?}"),
+        }
+        // The file is untouched: corruption outside the tail is never truncated.
+        drop(s);
+        assert_eq!(std::fs::read(first).expect("read"), data);
+    }
 }
 
 #[test]
@@ -316,5 +355,33 @@ fn random_garbage_in_any_file_never_panics() {
                 }
             }
         }
+    }
+}
+
+#[test]
+fn appends_write_into_zero_filled_space_kept_ahead_of_the_records() {
+    for preallocate in [0u64, 100, 4096] {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let o = FileStoreOptions { cluster_id: 3, segment_size: 1 << 20, preallocate, ..Default::default() };
+        let mut s = FileStore::open(dir.path(), o.clone()).expect("open");
+        for i in 1..=60 {
+            block_on(s.append(&entries(i..=i))).expect("append");
+            let segs = segments(dir.path());
+            assert_eq!(segs.len(), 1);
+            let data = std::fs::read(&segs[0]).expect("read");
+            let ends = record_ends(&data);
+            assert_eq!(ends.len() as u64, i, "preallocate {preallocate}");
+            let end = *ends.last().expect("records");
+            assert!(data[end..].iter().all(|&b| b == 0), "only zeros after the records");
+            if preallocate == 0 {
+                assert_eq!(data.len(), end, "no space kept without preallocation");
+            } else {
+                assert!(data.len() > end && data.len() as u64 <= end as u64 + preallocate, "{} vs {end}", data.len());
+            }
+        }
+        drop(s);
+        let mut s = FileStore::open(dir.path(), o).expect("reopen");
+        assert_eq!(block_on(s.initial_state()).expect("state").last.index, 60);
+        assert_eq!(block_on(s.entries(1, 61)).expect("read"), entries(1..=60));
     }
 }
