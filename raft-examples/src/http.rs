@@ -104,8 +104,9 @@ impl From<raft::ClientError> for ApiError {
 }
 
 /// A response with `value` as its JSON body.
-pub fn json_response(status: StatusCode, value: &serde_json::Value) -> HttpResponse {
-    let mut body = value.to_string().into_bytes();
+pub fn json_response(status: StatusCode, value: &impl serde::Serialize) -> HttpResponse {
+    // Serializing plain data into a Vec cannot fail.
+    let mut body = serde_json::to_vec(value).unwrap_or_default();
     body.push(b'\n');
     let mut r = Response::new(Full::new(Bytes::from(body)));
     *r.status_mut() = status;
@@ -114,7 +115,7 @@ pub fn json_response(status: StatusCode, value: &serde_json::Value) -> HttpRespo
 }
 
 /// A 200 response with `value` as its JSON body.
-pub fn json_ok(value: &serde_json::Value) -> HttpResponse {
+pub fn json_ok(value: &impl serde::Serialize) -> HttpResponse {
     json_response(StatusCode::OK, value)
 }
 
@@ -321,6 +322,8 @@ pub const DRAIN_LIMIT: usize = 8 << 20;
 /// Reads a whole body of at most `limit` bytes; a longer one is drained (up to
 /// [`DRAIN_LIMIT`] more bytes) and refused with 413.
 async fn read_body(mut body: Incoming, limit: usize) -> Result<Bytes, ApiError> {
+    // A body that arrives as one frame (the common case) is passed on without a copy.
+    let mut first: Option<Bytes> = None;
     let mut buf = BytesMut::new();
     let mut total = 0usize;
     while let Some(frame) = body.frame().await {
@@ -328,7 +331,14 @@ async fn read_body(mut body: Incoming, limit: usize) -> Result<Bytes, ApiError> 
         if let Ok(data) = frame.into_data() {
             total = total.saturating_add(data.len());
             if total <= limit {
-                buf.extend_from_slice(&data);
+                if first.is_none() && buf.is_empty() {
+                    first = Some(data);
+                } else {
+                    if let Some(f) = first.take() {
+                        buf.extend_from_slice(&f);
+                    }
+                    buf.extend_from_slice(&data);
+                }
             } else if total > limit.saturating_add(DRAIN_LIMIT) {
                 break;
             }
@@ -337,7 +347,7 @@ async fn read_body(mut body: Incoming, limit: usize) -> Result<Bytes, ApiError> 
     if total > limit {
         return Err(ApiError::TooLarge(format!("the request body is larger than {limit} bytes")));
     }
-    Ok(buf.freeze())
+    Ok(first.unwrap_or_else(|| buf.freeze()))
 }
 
 /// Reads the body of `request` (see [`read_body`]) within `handler.body_timeout()`,
@@ -352,14 +362,20 @@ async fn answer<H: Handler>(handler: Arc<H>, request: Request<Incoming>) -> Http
             .into_response();
     }
     let read = read_body(body, limit);
-    let timeout = handler.sleep(handler.body_timeout());
     futures::pin_mut!(read);
-    let body = match futures::future::select(read, timeout).await {
-        Either::Left((Ok(body), _)) => body,
-        Either::Left((Err(e), _)) => return e.into_response(),
-        Either::Right(_) => {
-            return ApiError::RequestTimeout("the request body did not arrive in time".into()).into_response();
-        }
+    // A body that is already here needs no timer.
+    let read = match futures::poll!(read.as_mut()) {
+        Poll::Ready(r) => r,
+        Poll::Pending => match futures::future::select(read, handler.sleep(handler.body_timeout())).await {
+            Either::Left((r, _)) => r,
+            Either::Right(_) => {
+                return ApiError::RequestTimeout("the request body did not arrive in time".into()).into_response();
+            }
+        },
+    };
+    let body = match read {
+        Ok(body) => body,
+        Err(e) => return e.into_response(),
     };
     handler.handle(Request::from_parts(parts, body)).await
 }

@@ -13,7 +13,7 @@
 
 use bytes::Bytes;
 use hyper::{Method, Request};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use crate::http::{self, ApiError, HttpResponse};
 use crate::kv::{validate_key, KvCommand, KvResponse, KvStore, MAX_KEY_LEN};
@@ -28,6 +28,22 @@ struct CasBody {
     expected: Option<String>,
     /// The value to store.
     new: String,
+}
+
+/// The answer to a put or a successful compare-and-set (fields in the order of the JSON
+/// object: alphabetical).
+#[derive(Serialize)]
+struct Written {
+    index: u64,
+    ok: bool,
+}
+
+/// The answer to a delete.
+#[derive(Serialize)]
+struct Deleted {
+    existed: bool,
+    index: u64,
+    ok: bool,
 }
 
 /// What a request under `/kv/` asks for.
@@ -83,9 +99,7 @@ impl KvApp {
         }
         let cmd = KvCommand::Cas { key, expected: body.expected.map(Bytes::from), new: Bytes::from(body.new) };
         match node.propose(cmd).await? {
-            KvResponse::Cas { index, result: Ok(()) } => {
-                Ok(http::json_ok(&serde_json::json!({"ok": true, "index": index})))
-            }
+            KvResponse::Cas { index, result: Ok(()) } => Ok(http::json_ok(&Written { index, ok: true })),
             KvResponse::Cas { result: Err(current), .. } => {
                 let current = current.map(|v| String::from_utf8_lossy(&v).into_owned());
                 Ok(http::json_response(
@@ -144,16 +158,12 @@ impl App for KvApp {
                     let value = request.into_body();
                     self.check_size("value", value.len())?;
                     return match node.propose(KvCommand::Put { key, value }).await? {
-                        KvResponse::Put { index } => {
-                            Ok(http::json_ok(&serde_json::json!({"ok": true, "index": index})))
-                        }
+                        KvResponse::Put { index } => Ok(http::json_ok(&Written { index, ok: true })),
                         other => Err(ApiError::Internal(format!("unexpected answer to a put: {other:?}"))),
                     };
                 }
                 match node.propose(KvCommand::Delete { key }).await? {
-                    KvResponse::Delete { index, existed } => {
-                        Ok(http::json_ok(&serde_json::json!({"ok": true, "index": index, "existed": existed})))
-                    }
+                    KvResponse::Delete { index, existed } => Ok(http::json_ok(&Deleted { existed, index, ok: true })),
                     other => Err(ApiError::Internal(format!("unexpected answer to a delete: {other:?}"))),
                 }
             }

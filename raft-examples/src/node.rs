@@ -15,9 +15,9 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use clap::{CommandFactory, FromArgMatches, Parser, ValueEnum};
-use futures::future::{BoxFuture, Either, FutureExt};
+use futures::future::{BoxFuture, FutureExt};
 use hyper::{Method, Request, StatusCode};
-use raft::{ClientError, Config, LogStore, NodeId, Raft, Role, StateMachine};
+use raft::{Config, LogStore, NodeId, Raft, Role, StateMachine};
 use raft_net_tcp::{TcpConfig, TcpTransport};
 use raft_store_file::{FileStore, FileStoreOptions};
 use tracing::{error, info, warn};
@@ -141,7 +141,7 @@ pub trait App: Send + Sync + 'static {
 type Sleeper = Arc<dyn Fn(Duration) -> BoxFuture<'static, ()> + Send + Sync>;
 
 /// A running node as the app's handlers see it: the Raft handle, with proposals and
-/// reads bounded by [`REQUEST_TIMEOUT`].
+/// reads bounded by [`REQUEST_TIMEOUT`] (the Raft handle's request timeout).
 pub struct AppNode<SM: StateMachine> {
     raft: Raft<SM>,
     app: &'static str,
@@ -156,28 +156,18 @@ impl<SM: StateMachine> AppNode<SM> {
         &self.raft
     }
 
-    async fn within<T>(&self, what: &str, fut: impl Future<Output = Result<T, ClientError>>) -> Result<T, ApiError> {
-        let timeout = (self.sleep)(self.request_timeout);
-        futures::pin_mut!(fut);
-        match futures::future::select(fut, timeout).await {
-            Either::Left((r, _)) => r.map_err(ApiError::from),
-            Either::Right(_) => Err(ApiError::Unavailable(format!(
-                "{what} did not complete within {:?}: no leader or no quorum answered",
-                self.request_timeout
-            ))),
-        }
-    }
-
     /// Proposes `command` and waits until it is committed and applied (any node: a
-    /// follower forwards it to the leader).
+    /// follower forwards it to the leader). The Raft handle bounds the wait by its
+    /// request timeout.
     pub async fn propose(&self, command: SM::Command) -> Result<SM::Response, ApiError> {
-        self.within("the write", self.raft.propose(command)).await
+        Ok(self.raft.propose(command).await?)
     }
 
     /// Runs `f` on the state machine once it reflects every write acknowledged before
-    /// the call (a linearizable read by ReadIndex, on any node).
+    /// the call (a linearizable read by ReadIndex, on any node), within the Raft
+    /// handle's request timeout.
     pub async fn read<T: Send + 'static>(&self, f: impl FnOnce(&SM) -> T + Send + 'static) -> Result<T, ApiError> {
-        self.within("the read", self.raft.read(f)).await
+        Ok(self.raft.read(f).await?)
     }
 
     /// Runs `f` on this node's replica as it is, which may lag the cluster.
@@ -360,9 +350,9 @@ pub async fn run<R: HttpRuntime, A: App>(
         }
     }
 
-    // The framework's own timeout ends a request a little before the HTTP one, so that
-    // its more precise error (no leader, or an unknown outcome) is the one answered.
-    let config = Config { request_timeout: REQUEST_TIMEOUT - Duration::from_millis(500), ..Config::default() };
+    // The framework's own timeout ends every write and read (no leader, or an unknown
+    // outcome: answered with 503).
+    let config = Config { request_timeout: REQUEST_TIMEOUT, ..Config::default() };
     let raft = if fresh {
         info!(node = id, members = ?peers.keys().collect::<Vec<_>>(), "empty data directory: bootstrapping the cluster");
         Raft::bootstrap(id, peers.keys().copied(), config, rt.clone(), store, transport.network(), A::Machine::default())
