@@ -126,8 +126,21 @@ pub fn decode_reply(b: &[u8; REPLY_LEN]) -> Result<(), HandshakeError> {
 /// Appends one frame (a big-endian `u32` length, then the payload) holding `msg` to
 /// `out`. Fails, leaving `out` unchanged, when the payload exceeds `max_frame_size`.
 pub fn encode_frame(msg: &Message, max_frame_size: u32, out: &mut Vec<u8>) -> Result<(), FrameError> {
-    let payload = msg.encode();
-    encode_payload(&payload, max_frame_size, out)
+    // Encoded in place after a length prefix that is filled in afterwards.
+    let start = out.len();
+    out.extend_from_slice(&[0; LENGTH_PREFIX_LEN]);
+    msg.encode_into(out);
+    let payload_len = out.len() - start - LENGTH_PREFIX_LEN;
+    match u32::try_from(payload_len).ok().filter(|l| *l <= max_frame_size) {
+        Some(len) => {
+            out[start..start + LENGTH_PREFIX_LEN].copy_from_slice(&len.to_be_bytes());
+            Ok(())
+        }
+        None => {
+            out.truncate(start);
+            Err(FrameError::TooLarge { len: payload_len as u64, max: max_frame_size })
+        }
+    }
 }
 
 /// Appends one frame with the given payload to `out`; see [`encode_frame`].
@@ -242,6 +255,45 @@ mod tests {
         let mut out = vec![1];
         assert!(encode_payload(&[0; 11], 10, &mut out).is_err());
         assert_eq!(out, vec![1]);
+    }
+
+    fn append_of(n: usize) -> Message {
+        let entries = (1..=n as u64)
+            .map(|i| raft::Entry { term: 1, index: i, payload: raft::EntryPayload::Command(vec![i as u8; 100].into()) })
+            .collect();
+        Message {
+            from: 1,
+            to: 2,
+            term: 1,
+            body: raft::MessageBody::AppendEntries { prev_log_index: 0, prev_log_term: 0, entries, leader_commit: 0 },
+        }
+    }
+
+    #[test]
+    fn frames_encoded_in_place_decode_back_in_order() {
+        let mut out = vec![];
+        let msgs: Vec<Message> = (0..5).map(append_of).collect();
+        for m in &msgs {
+            encode_frame(m, 1 << 20, &mut out).unwrap();
+        }
+        let mut d = FrameDecoder::new(1 << 20);
+        d.extend(&out);
+        for m in &msgs {
+            assert_eq!(d.next_message().unwrap().as_ref(), Some(m));
+        }
+        assert!(d.next_message().unwrap().is_none());
+    }
+
+    #[test]
+    fn oversize_message_is_refused_on_encode_leaving_the_buffer_as_it_was() {
+        let mut out = vec![1, 2, 3];
+        let m = append_of(20);
+        assert!(matches!(encode_frame(&m, 500, &mut out), Err(FrameError::TooLarge { max: 500, .. })));
+        assert_eq!(out, vec![1, 2, 3]);
+        encode_frame(&append_of(1), 500, &mut out).unwrap();
+        let mut d = FrameDecoder::new(500);
+        d.extend(&out[3..]);
+        assert_eq!(d.next_message().unwrap(), Some(append_of(1)));
     }
 
     #[test]

@@ -159,7 +159,12 @@ impl PeerQueue {
             }
             let f = st.frames.pop_front().unwrap_or_default();
             st.stats.queued_bytes -= f.len();
-            batch.extend_from_slice(&f);
+            if batch.is_empty() {
+                // The first frame becomes the batch without a copy.
+                *batch = f;
+            } else {
+                batch.extend_from_slice(&f);
+            }
             n += 1;
         }
         st.stats.queued = st.frames.len();
@@ -461,13 +466,19 @@ async fn pump<R: TcpRuntime>(
             }
             batch.clear();
             let n = q.take_batch(&mut batch, config.max_batch_bytes);
-            timeout(rt, config.write_timeout, async {
+            let written = async {
                 wr.write_all(&batch).await?;
                 wr.flush().await
-            })
-            .await
-            .ok_or(ConnectionError::Timeout { what: "write", addr })?
-            .map_err(|source| ConnectionError::Io { addr, source })?;
+            };
+            futures::pin_mut!(written);
+            // A write the socket takes at once (the common case) needs no timer.
+            let result = match futures::poll!(written.as_mut()) {
+                std::task::Poll::Ready(r) => r,
+                std::task::Poll::Pending => timeout(rt, config.write_timeout, written)
+                    .await
+                    .ok_or(ConnectionError::Timeout { what: "write", addr })?,
+            };
+            result.map_err(|source| ConnectionError::Io { addr, source })?;
             lock(&q.state).stats.sent += n;
         }
     };

@@ -158,8 +158,19 @@ pub enum VersionedMessage {
 impl Message {
     /// Encodes the message in its versioned postcard form.
     pub fn encode(&self) -> Vec<u8> {
+        let mut out = Vec::new();
+        self.encode_into(&mut out);
+        out
+    }
+
+    /// Appends the message's versioned postcard form to `out`, reserving room for it
+    /// first (one allocation at most, no intermediate buffer).
+    pub fn encode_into(&self, out: &mut Vec<u8>) {
+        out.reserve(self.approx_size());
         // Encoding into a Vec only fails on allocation failure, which aborts anyway.
-        postcard::to_allocvec(&VersionedMessageRef::V1(self)).unwrap_or_default()
+        if let Ok(v) = postcard::to_extend(&VersionedMessageRef::V1(self), std::mem::take(out)) {
+            *out = v;
+        }
     }
 
     /// Decodes a message from its versioned postcard form.
