@@ -230,10 +230,10 @@ async fn client(
                 }
             },
         };
-        let req = builder.build(c.host(), rng.op(cfg.workload, cfg.keyspace));
+        let op = rng.op(cfg.workload, cfg.keyspace);
         let start_ns = counters.now_ns();
         let t = Instant::now();
-        match tokio::time::timeout(cfg.request_timeout, c.send(req)).await {
+        match tokio::time::timeout(cfg.request_timeout, c.send(|host, out| builder.build(host, op, out))).await {
             Ok(Ok((status, _body))) if status.is_success() => {
                 let us = t.elapsed().as_micros() as u64;
                 ok += 1;
@@ -292,10 +292,10 @@ pub async fn populate(cfg: &LoadConfig, concurrency: usize) -> Result<(), String
                             conn = Some(Conn::connect(endpoints[node]).await?);
                         }
                         let c = conn.as_mut().ok_or("no connection")?;
-                        let req = builder.build(c.host(), Op::Put(key));
-                        match tokio::time::timeout(timeout, c.send(req)).await {
+                        let send = c.send(|h, out| builder.build(h, Op::Put(key), out));
+                        match tokio::time::timeout(timeout, send).await {
                             Ok(Ok((s, _))) if s.is_success() => Ok(()),
-                            Ok(Ok((s, body))) => Err(format!("HTTP {s}: {}", String::from_utf8_lossy(&body))),
+                            Ok(Ok((s, body))) => Err(format!("HTTP {s}: {}", String::from_utf8_lossy(body))),
                             Ok(Err(e)) => Err(e),
                             Err(_) => Err("timeout".to_string()),
                         }
