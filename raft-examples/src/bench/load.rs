@@ -217,6 +217,9 @@ async fn client(
     let mut node = id % n;
     let mut conn: Option<Conn> = None;
     let mut rng = KeyRng::new(0x5eed ^ (id as u64).wrapping_mul(0x1000_0000_01b3));
+    // One timer per client, moved forward for every request.
+    let timer = tokio::time::sleep(cfg.request_timeout);
+    tokio::pin!(timer);
     while !counters.stop.load(Ordering::Relaxed) {
         let c = match conn.as_mut() {
             Some(c) => c,
@@ -233,8 +236,14 @@ async fn client(
         let op = rng.op(cfg.workload, cfg.keyspace);
         let start_ns = counters.now_ns();
         let t = Instant::now();
-        match tokio::time::timeout(cfg.request_timeout, c.send(|host, out| builder.build(host, op, out))).await {
-            Ok(Ok((status, _body))) if status.is_success() => {
+        timer.as_mut().reset(tokio::time::Instant::from_std(t) + cfg.request_timeout);
+        let answer = tokio::select! {
+            biased;
+            r = c.send(|host, out| builder.build(host, op, out)) => Some(r),
+            () = &mut timer => None,
+        };
+        match answer {
+            Some(Ok((status, _body))) if status.is_success() => {
                 let us = t.elapsed().as_micros() as u64;
                 ok += 1;
                 counters.ops.fetch_add(1, Ordering::Relaxed);
@@ -245,19 +254,19 @@ async fn client(
                     counters.first_ok_ns.fetch_min(counters.now_ns(), Ordering::SeqCst);
                 }
             }
-            Ok(Ok((status, body))) => {
+            Some(Ok((status, body))) => {
                 let text = String::from_utf8_lossy(&body[..body.len().min(200)]).into_owned();
                 counters.error(format!("HTTP {status}: {text}"));
                 // The node answered; a short pause keeps a node without a leader from
                 // being flooded.
                 tokio::time::sleep(Duration::from_millis(1)).await;
             }
-            Ok(Err(e)) => {
+            Some(Err(e)) => {
                 counters.error(e);
                 conn = None;
                 node = (node + 1) % n;
             }
-            Err(_) => {
+            None => {
                 counters.error(format!("no answer within {:?}", cfg.request_timeout));
                 conn = None;
                 node = (node + 1) % n;
