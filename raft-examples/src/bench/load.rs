@@ -272,6 +272,10 @@ async fn client(
                 node = (node + 1) % n;
             }
         }
+        // A server that ended the connection after its answer gets a new one.
+        if conn.as_ref().is_some_and(|c| !c.is_reusable()) {
+            conn = None;
+        }
     }
     (hist, ok)
 }
@@ -302,12 +306,17 @@ pub async fn populate(cfg: &LoadConfig, concurrency: usize) -> Result<(), String
                         }
                         let c = conn.as_mut().ok_or("no connection")?;
                         let send = c.send(|h, out| builder.build(h, Op::Put(key), out));
-                        match tokio::time::timeout(timeout, send).await {
+                        let result = match tokio::time::timeout(timeout, send).await {
                             Ok(Ok((s, _))) if s.is_success() => Ok(()),
                             Ok(Ok((s, body))) => Err(format!("HTTP {s}: {}", String::from_utf8_lossy(body))),
                             Ok(Err(e)) => Err(e),
                             Err(_) => Err("timeout".to_string()),
+                        };
+                        // A server that ended the connection after its answer gets a new one.
+                        if !c.is_reusable() {
+                            conn = None;
                         }
+                        result
                     }
                     .await;
                     match result {
@@ -443,6 +452,55 @@ mod tests {
             let out = load.finish().await.unwrap();
             assert!(out.hist.len() > 10, "{} successes", out.hist.len());
             assert!(out.errors > 0, "every third answer is a 503");
+        });
+    }
+
+    /// A server that answers one request per connection and closes it: the clients open
+    /// a new connection after each answer, without counting errors.
+    #[test]
+    fn load_reconnects_after_connection_close() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        rt.block_on(async {
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let addr = listener.local_addr().unwrap();
+            let connections = Arc::new(AtomicU64::new(0));
+            let accepted = connections.clone();
+            tokio::spawn(async move {
+                loop {
+                    let Ok((mut s, _)) = listener.accept().await else { return };
+                    accepted.fetch_add(1, Ordering::Relaxed);
+                    tokio::spawn(async move {
+                        let mut buf = vec![0u8; 8192];
+                        let mut pending = Vec::new();
+                        // Reads use GET only: no body follows the head.
+                        while find(&pending, b"\r\n\r\n").is_none() {
+                            match s.read(&mut buf).await {
+                                Ok(0) | Err(_) => return,
+                                Ok(n) => pending.extend_from_slice(&buf[..n]),
+                            }
+                        }
+                        let resp = b"HTTP/1.1 200 OK\r\nconnection: close\r\ncontent-length: 2\r\n\r\nok";
+                        let _ = s.write_all(resp).await;
+                    });
+                }
+            });
+            let cfg = LoadConfig {
+                target: Target::Kv,
+                endpoints: vec![addr],
+                clients: 2,
+                workload: Workload::Read,
+                value_size: 8,
+                keyspace: 100,
+                request_timeout: Duration::from_secs(2),
+            };
+            let mut load = Load::start(&cfg);
+            load.begin_measuring();
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            let out = load.finish().await.unwrap();
+            assert!(out.hist.len() > 10, "{} successes", out.hist.len());
+            assert_eq!(out.errors, 0);
+            assert!(connections.load(Ordering::Relaxed) >= out.hist.len());
         });
     }
 
