@@ -222,7 +222,7 @@ impl Cluster {
                 out.push(None);
                 continue;
             }
-            let r = one_shot(node.http, Duration::from_millis(500), |h| builder.status(h)).await;
+            let r = one_shot(node.http, Duration::from_millis(500), |h, out| builder.status(h, out)).await;
             out.push(match r {
                 Ok((s, body)) if s.is_success() => parse_status(self.target, &body).ok(),
                 _ => None,

@@ -80,7 +80,8 @@ impl Prober {
                     let (b, d, f, o) = (builder.clone(), d.clone(), f.clone(), outstanding.clone());
                     o.fetch_add(1, Ordering::Relaxed);
                     tokio::spawn(async move {
-                        let r = one_shot(addr, Duration::from_secs(30), |h| b.build(h, Op::Put(n % 10_000))).await;
+                        let r = one_shot(addr, Duration::from_secs(30), |h, out| b.build(h, Op::Put(n % 10_000), out))
+                            .await;
                         if matches!(r, Ok((s, _)) if s.is_success()) {
                             f.fetch_min(start.elapsed().as_nanos() as u64, Ordering::SeqCst);
                             d.store(true, Ordering::Relaxed);

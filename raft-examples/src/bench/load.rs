@@ -217,6 +217,9 @@ async fn client(
     let mut node = id % n;
     let mut conn: Option<Conn> = None;
     let mut rng = KeyRng::new(0x5eed ^ (id as u64).wrapping_mul(0x1000_0000_01b3));
+    // One timer per client, moved forward for every request.
+    let timer = tokio::time::sleep(cfg.request_timeout);
+    tokio::pin!(timer);
     while !counters.stop.load(Ordering::Relaxed) {
         let c = match conn.as_mut() {
             Some(c) => c,
@@ -230,11 +233,17 @@ async fn client(
                 }
             },
         };
-        let req = builder.build(c.host(), rng.op(cfg.workload, cfg.keyspace));
+        let op = rng.op(cfg.workload, cfg.keyspace);
         let start_ns = counters.now_ns();
         let t = Instant::now();
-        match tokio::time::timeout(cfg.request_timeout, c.send(req)).await {
-            Ok(Ok((status, _body))) if status.is_success() => {
+        timer.as_mut().reset(tokio::time::Instant::from_std(t) + cfg.request_timeout);
+        let answer = tokio::select! {
+            biased;
+            r = c.send(|host, out| builder.build(host, op, out)) => Some(r),
+            () = &mut timer => None,
+        };
+        match answer {
+            Some(Ok((status, _body))) if status.is_success() => {
                 let us = t.elapsed().as_micros() as u64;
                 ok += 1;
                 counters.ops.fetch_add(1, Ordering::Relaxed);
@@ -245,23 +254,27 @@ async fn client(
                     counters.first_ok_ns.fetch_min(counters.now_ns(), Ordering::SeqCst);
                 }
             }
-            Ok(Ok((status, body))) => {
+            Some(Ok((status, body))) => {
                 let text = String::from_utf8_lossy(&body[..body.len().min(200)]).into_owned();
                 counters.error(format!("HTTP {status}: {text}"));
                 // The node answered; a short pause keeps a node without a leader from
                 // being flooded.
                 tokio::time::sleep(Duration::from_millis(1)).await;
             }
-            Ok(Err(e)) => {
+            Some(Err(e)) => {
                 counters.error(e);
                 conn = None;
                 node = (node + 1) % n;
             }
-            Err(_) => {
+            None => {
                 counters.error(format!("no answer within {:?}", cfg.request_timeout));
                 conn = None;
                 node = (node + 1) % n;
             }
+        }
+        // A server that ended the connection after its answer gets a new one.
+        if conn.as_ref().is_some_and(|c| !c.is_reusable()) {
+            conn = None;
         }
     }
     (hist, ok)
@@ -292,13 +305,18 @@ pub async fn populate(cfg: &LoadConfig, concurrency: usize) -> Result<(), String
                             conn = Some(Conn::connect(endpoints[node]).await?);
                         }
                         let c = conn.as_mut().ok_or("no connection")?;
-                        let req = builder.build(c.host(), Op::Put(key));
-                        match tokio::time::timeout(timeout, c.send(req)).await {
+                        let send = c.send(|h, out| builder.build(h, Op::Put(key), out));
+                        let result = match tokio::time::timeout(timeout, send).await {
                             Ok(Ok((s, _))) if s.is_success() => Ok(()),
-                            Ok(Ok((s, body))) => Err(format!("HTTP {s}: {}", String::from_utf8_lossy(&body))),
+                            Ok(Ok((s, body))) => Err(format!("HTTP {s}: {}", String::from_utf8_lossy(body))),
                             Ok(Err(e)) => Err(e),
                             Err(_) => Err("timeout".to_string()),
+                        };
+                        // A server that ended the connection after its answer gets a new one.
+                        if !c.is_reusable() {
+                            conn = None;
                         }
+                        result
                     }
                     .await;
                     match result {
@@ -434,6 +452,55 @@ mod tests {
             let out = load.finish().await.unwrap();
             assert!(out.hist.len() > 10, "{} successes", out.hist.len());
             assert!(out.errors > 0, "every third answer is a 503");
+        });
+    }
+
+    /// A server that answers one request per connection and closes it: the clients open
+    /// a new connection after each answer, without counting errors.
+    #[test]
+    fn load_reconnects_after_connection_close() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        rt.block_on(async {
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let addr = listener.local_addr().unwrap();
+            let connections = Arc::new(AtomicU64::new(0));
+            let accepted = connections.clone();
+            tokio::spawn(async move {
+                loop {
+                    let Ok((mut s, _)) = listener.accept().await else { return };
+                    accepted.fetch_add(1, Ordering::Relaxed);
+                    tokio::spawn(async move {
+                        let mut buf = vec![0u8; 8192];
+                        let mut pending = Vec::new();
+                        // Reads use GET only: no body follows the head.
+                        while find(&pending, b"\r\n\r\n").is_none() {
+                            match s.read(&mut buf).await {
+                                Ok(0) | Err(_) => return,
+                                Ok(n) => pending.extend_from_slice(&buf[..n]),
+                            }
+                        }
+                        let resp = b"HTTP/1.1 200 OK\r\nconnection: close\r\ncontent-length: 2\r\n\r\nok";
+                        let _ = s.write_all(resp).await;
+                    });
+                }
+            });
+            let cfg = LoadConfig {
+                target: Target::Kv,
+                endpoints: vec![addr],
+                clients: 2,
+                workload: Workload::Read,
+                value_size: 8,
+                keyspace: 100,
+                request_timeout: Duration::from_secs(2),
+            };
+            let mut load = Load::start(&cfg);
+            load.begin_measuring();
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            let out = load.finish().await.unwrap();
+            assert!(out.hist.len() > 10, "{} successes", out.hist.len());
+            assert_eq!(out.errors, 0);
+            assert!(connections.load(Ordering::Relaxed) >= out.hist.len());
         });
     }
 

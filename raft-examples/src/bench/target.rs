@@ -7,11 +7,9 @@
 //! `POST /v3/maintenance/status` with `{}`.
 
 use std::fmt;
+use std::io::Write;
 
 use bytes::Bytes;
-use http_body_util::Full;
-use hyper::header::{HeaderValue, CONTENT_TYPE, HOST};
-use hyper::{Method, Request};
 
 /// The system a benchmark drives.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, clap::ValueEnum)]
@@ -106,13 +104,23 @@ pub fn make_value(size: usize) -> Bytes {
     (0..size).map(|i| b'a' + (i % 26) as u8).collect::<Vec<u8>>().into()
 }
 
-/// Builds the requests of one target; the value and its encodings are computed once.
+/// Writes the requests of one target as HTTP/1.1 bytes; the value and its encodings are
+/// computed once.
+///
+/// Every request carries `host` (the node's address); a request with a body carries
+/// `content-length` (and `content-type: application/json` for etcd). Header names are
+/// lower case.
 #[derive(Clone, Debug)]
 pub struct RequestBuilder {
     target: Target,
     value: Bytes,
     value_b64: String,
 }
+
+/// Room for `bench-` and the 20 digits of any `u64`.
+const KEY_MAX: usize = 32;
+/// Room for the base64 encoding of a key.
+const KEY_B64_MAX: usize = KEY_MAX.div_ceil(3) * 4;
 
 impl RequestBuilder {
     /// A builder for `target` writing values of `value_size` bytes.
@@ -122,42 +130,82 @@ impl RequestBuilder {
         RequestBuilder { target, value, value_b64 }
     }
 
-    /// The request for `op`, sent to the node whose address is `host`.
-    pub fn build(&self, host: &HeaderValue, op: Op) -> Request<Full<Bytes>> {
-        let (method, uri, body, json) = match (self.target, op) {
-            (Target::Kv, Op::Put(k)) => (Method::PUT, format!("/kv/{}", key_name(k)), self.value.clone(), false),
-            (Target::Kv, Op::Get(k)) => (Method::GET, format!("/kv/{}", key_name(k)), Bytes::new(), false),
-            (Target::Etcd, Op::Put(k)) => {
-                let body = format!(r#"{{"key":"{}","value":"{}"}}"#, base64(key_name(k).as_bytes()), self.value_b64);
-                (Method::POST, "/v3/kv/put".to_string(), Bytes::from(body), true)
+    /// Writes the request for `op`, sent to the node whose address is `host`, into
+    /// `out` (which is cleared first).
+    pub fn build(&self, host: &str, op: Op, out: &mut Vec<u8>) {
+        out.clear();
+        let (Op::Put(n) | Op::Get(n)) = op;
+        let mut key = [0u8; KEY_MAX];
+        let key = write_key(n, &mut key);
+        match (self.target, op) {
+            (Target::Kv, Op::Put(_)) => request(out, "PUT", &[b"/kv/", key], host, None, &[&self.value[..]]),
+            (Target::Kv, Op::Get(_)) => request(out, "GET", &[b"/kv/", key], host, None, &[]),
+            (Target::Etcd, op) => {
+                let mut key_b64 = [0u8; KEY_B64_MAX];
+                let key_b64 = base64_into(key, &mut key_b64);
+                match op {
+                    Op::Put(_) => {
+                        let body: [&[u8]; 5] =
+                            [br#"{"key":""#, key_b64, br#"","value":""#, self.value_b64.as_bytes(), br#""}"#];
+                        request(out, "POST", &[b"/v3/kv/put"], host, Some(JSON), &body)
+                    }
+                    Op::Get(_) => {
+                        let body: [&[u8]; 3] = [br#"{"key":""#, key_b64, br#""}"#];
+                        request(out, "POST", &[b"/v3/kv/range"], host, Some(JSON), &body)
+                    }
+                }
             }
-            (Target::Etcd, Op::Get(k)) => {
-                let body = format!(r#"{{"key":"{}"}}"#, base64(key_name(k).as_bytes()));
-                (Method::POST, "/v3/kv/range".to_string(), Bytes::from(body), true)
-            }
-        };
-        request(method, &uri, host, body, json)
+        }
     }
 
-    /// The request that asks a node for its status.
-    pub fn status(&self, host: &HeaderValue) -> Request<Full<Bytes>> {
+    /// Writes the request that asks the node at `host` for its status into `out` (which
+    /// is cleared first).
+    pub fn status(&self, host: &str, out: &mut Vec<u8>) {
+        out.clear();
         match self.target {
-            Target::Kv => request(Method::GET, "/status", host, Bytes::new(), false),
-            Target::Etcd => request(Method::POST, "/v3/maintenance/status", host, Bytes::from_static(b"{}"), true),
+            Target::Kv => request(out, "GET", &[b"/status"], host, None, &[]),
+            Target::Etcd => request(out, "POST", &[b"/v3/maintenance/status"], host, Some(JSON), &[b"{}"]),
         }
     }
 }
 
-fn request(method: Method, uri: &str, host: &HeaderValue, body: Bytes, json: bool) -> Request<Full<Bytes>> {
-    let mut req = Request::new(Full::new(body));
-    *req.method_mut() = method;
-    // The URIs are built above from fixed paths and key names; they always parse.
-    *req.uri_mut() = uri.parse().unwrap_or_default();
-    req.headers_mut().insert(HOST, host.clone());
-    if json {
-        req.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+const JSON: &str = "application/json";
+
+/// Appends one request: `method`, the path made of `path`, the `host` header, an
+/// optional `content-type`, `content-length` unless the request is a GET without a body,
+/// and the body made of `body`.
+fn request(out: &mut Vec<u8>, method: &str, path: &[&[u8]], host: &str, content_type: Option<&str>, body: &[&[u8]]) {
+    out.extend_from_slice(method.as_bytes());
+    out.push(b' ');
+    for part in path {
+        out.extend_from_slice(part);
     }
-    req
+    out.extend_from_slice(b" HTTP/1.1\r\nhost: ");
+    out.extend_from_slice(host.as_bytes());
+    out.extend_from_slice(b"\r\n");
+    if let Some(ct) = content_type {
+        out.extend_from_slice(b"content-type: ");
+        out.extend_from_slice(ct.as_bytes());
+        out.extend_from_slice(b"\r\n");
+    }
+    let len: usize = body.iter().map(|b| b.len()).sum();
+    if len > 0 || method != "GET" {
+        // Writing to a Vec cannot fail.
+        let _ = write!(out, "content-length: {len}\r\n");
+    }
+    out.extend_from_slice(b"\r\n");
+    for part in body {
+        out.extend_from_slice(part);
+    }
+}
+
+/// Writes the name of key `n` (as [`key_name`] spells it) into `buf`; returns it.
+fn write_key(n: u64, buf: &mut [u8; KEY_MAX]) -> &[u8] {
+    let mut cursor = std::io::Cursor::new(&mut buf[..]);
+    // `bench-` and at most 20 digits fit.
+    let _ = write!(cursor, "bench-{n:06}");
+    let len = cursor.position() as usize;
+    &buf[..len]
 }
 
 /// What a node says about itself.
@@ -208,26 +256,40 @@ pub fn parse_status(target: Target, body: &[u8]) -> Result<NodeStatus, String> {
 
 /// Standard base64 with padding (RFC 4648 §4), as etcd's JSON gateway expects for bytes.
 pub fn base64(data: &[u8]) -> String {
-    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
     let mut out = String::with_capacity(data.len().div_ceil(3) * 4);
+    base64_each(data, |c| out.push(char::from(c)));
+    out
+}
+
+/// [`base64`] into `buf`, which must hold `data.len().div_ceil(3) * 4` bytes; returns the
+/// encoded part of `buf`.
+fn base64_into<'a>(data: &[u8], buf: &'a mut [u8]) -> &'a [u8] {
+    let mut len = 0;
+    base64_each(data, |c| {
+        buf[len] = c;
+        len += 1;
+    });
+    &buf[..len]
+}
+
+fn base64_each(data: &[u8], mut emit: impl FnMut(u8)) {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
     for chunk in data.chunks(3) {
         let b = [chunk[0], chunk.get(1).copied().unwrap_or(0), chunk.get(2).copied().unwrap_or(0)];
         let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
         for i in 0..4 {
             if i <= chunk.len() {
-                out.push(ALPHABET[((n >> (18 - 6 * i)) & 63) as usize] as char);
+                emit(ALPHABET[((n >> (18 - 6 * i)) & 63) as usize]);
             } else {
-                out.push('=');
+                emit(b'=');
             }
         }
     }
-    out
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use http_body_util::BodyExt;
 
     #[test]
     fn base64_matches_rfc4648_test_vectors() {
@@ -239,38 +301,89 @@ mod tests {
         assert_eq!(base64(b"foobar"), "Zm9vYmFy");
     }
 
-    fn body(req: Request<Full<Bytes>>) -> (Method, String, String, Option<String>) {
-        let (parts, body) = req.into_parts();
-        let bytes = futures::executor::block_on(body.collect()).unwrap().to_bytes();
-        let ct = parts.headers.get(CONTENT_TYPE).map(|v| v.to_str().unwrap().to_string());
-        assert_eq!(parts.headers.get(HOST).unwrap(), "127.0.0.1:1234");
-        (parts.method, parts.uri.to_string(), String::from_utf8(bytes.to_vec()).unwrap(), ct)
+    /// Parses one request written by the builder: method, path, body and content type.
+    /// It must be exactly one HTTP/1.1 request for host 127.0.0.1:1234, its
+    /// `content-length` (absent only on a GET without a body) matching the body.
+    fn parse(bytes: &[u8]) -> (String, String, String, Option<String>) {
+        let mut fields = [httparse::EMPTY_HEADER; 16];
+        let mut req = httparse::Request::new(&mut fields);
+        let httparse::Status::Complete(head) = req.parse(bytes).unwrap() else { panic!("incomplete request") };
+        assert_eq!(req.version, Some(1));
+        let field = |name: &str| {
+            let mut values = req.headers.iter().filter(|h| h.name.eq_ignore_ascii_case(name));
+            let value = values.next().map(|h| String::from_utf8(h.value.to_vec()).unwrap());
+            assert!(values.next().is_none(), "{name} twice");
+            value
+        };
+        assert_eq!(field("host").as_deref(), Some("127.0.0.1:1234"));
+        let body = &bytes[head..];
+        match field("content-length") {
+            Some(len) => assert_eq!(len.parse::<usize>().unwrap(), body.len()),
+            None => assert!(body.is_empty() && req.method == Some("GET"), "a body without content-length"),
+        }
+        let ct = field("content-type");
+        let method = req.method.unwrap().to_string();
+        (method, req.path.unwrap().to_string(), String::from_utf8(body.to_vec()).unwrap(), ct)
+    }
+
+    fn build(b: &RequestBuilder, op: Op) -> Vec<u8> {
+        // Whatever was in the buffer goes.
+        let mut out = b"leftover".to_vec();
+        b.build("127.0.0.1:1234", op, &mut out);
+        out
+    }
+
+    fn status(b: &RequestBuilder) -> Vec<u8> {
+        let mut out = b"leftover".to_vec();
+        b.status("127.0.0.1:1234", &mut out);
+        out
     }
 
     #[test]
     fn kv_requests_use_the_key_path_and_raw_value() {
         let b = RequestBuilder::new(Target::Kv, 5);
-        let host = HeaderValue::from_static("127.0.0.1:1234");
-        assert_eq!(body(b.build(&host, Op::Put(7))), (Method::PUT, "/kv/bench-000007".into(), "abcde".into(), None));
-        assert_eq!(body(b.build(&host, Op::Get(7))), (Method::GET, "/kv/bench-000007".into(), String::new(), None));
-        assert_eq!(body(b.status(&host)).1, "/status");
+        assert_eq!(
+            build(&b, Op::Put(7)),
+            b"PUT /kv/bench-000007 HTTP/1.1\r\nhost: 127.0.0.1:1234\r\ncontent-length: 5\r\n\r\nabcde"
+        );
+        assert_eq!(parse(&build(&b, Op::Put(7))), ("PUT".into(), "/kv/bench-000007".into(), "abcde".into(), None));
+        assert_eq!(parse(&build(&b, Op::Get(7))), ("GET".into(), "/kv/bench-000007".into(), String::new(), None));
+        assert_eq!(build(&b, Op::Get(7)), b"GET /kv/bench-000007 HTTP/1.1\r\nhost: 127.0.0.1:1234\r\n\r\n");
+        assert_eq!(parse(&status(&b)).1, "/status");
+        // An empty value is still a PUT with a (zero) length.
+        let empty = RequestBuilder::new(Target::Kv, 0);
+        assert_eq!(parse(&build(&empty, Op::Put(1))).2, "");
     }
 
     #[test]
     fn etcd_requests_are_gateway_json_with_base64_fields() {
         let b = RequestBuilder::new(Target::Etcd, 3);
-        let host = HeaderValue::from_static("127.0.0.1:1234");
-        let (m, uri, text, ct) = body(b.build(&host, Op::Put(1)));
-        assert_eq!((m, uri.as_str(), ct.as_deref()), (Method::POST, "/v3/kv/put", Some("application/json")));
+        let (m, uri, text, ct) = parse(&build(&b, Op::Put(1)));
+        assert_eq!((m.as_str(), uri.as_str(), ct.as_deref()), ("POST", "/v3/kv/put", Some("application/json")));
+        assert_eq!(text, format!(r#"{{"key":"{}","value":"{}"}}"#, base64(b"bench-000001"), base64(b"abc")));
         let v: serde_json::Value = serde_json::from_str(&text).unwrap();
         assert_eq!(v["key"], base64(b"bench-000001"));
         assert_eq!(v["value"], base64(b"abc"));
-        let (m, uri, text, _) = body(b.build(&host, Op::Get(1)));
-        assert_eq!((m, uri.as_str()), (Method::POST, "/v3/kv/range"));
+        let (m, uri, text, ct) = parse(&build(&b, Op::Get(1)));
+        assert_eq!((m.as_str(), uri.as_str(), ct.as_deref()), ("POST", "/v3/kv/range", Some("application/json")));
+        assert_eq!(text, format!(r#"{{"key":"{}"}}"#, base64(b"bench-000001")));
         let v: serde_json::Value = serde_json::from_str(&text).unwrap();
-        assert_eq!(v["key"], base64(b"bench-000001"));
         assert!(v.get("serializable").is_none(), "range must stay linearizable");
-        assert_eq!(body(b.status(&host)).1, "/v3/maintenance/status");
+        let (m, uri, text, ct) = parse(&status(&b));
+        assert_eq!((m.as_str(), uri.as_str(), text.as_str()), ("POST", "/v3/maintenance/status", "{}"));
+        assert_eq!(ct.as_deref(), Some("application/json"));
+    }
+
+    #[test]
+    fn keys_are_spelled_alike_everywhere() {
+        for n in [0, 7, 999_999, 1_000_000, u64::MAX] {
+            let mut buf = [0; KEY_MAX];
+            assert_eq!(write_key(n, &mut buf), key_name(n).as_bytes());
+            let mut b64 = [0; KEY_B64_MAX];
+            assert_eq!(base64_into(key_name(n).as_bytes(), &mut b64), base64(key_name(n).as_bytes()).as_bytes());
+        }
+        let (_, path, _, _) = parse(&build(&RequestBuilder::new(Target::Kv, 1), Op::Get(u64::MAX)));
+        assert_eq!(path, format!("/kv/{}", key_name(u64::MAX)));
     }
 
     #[test]
