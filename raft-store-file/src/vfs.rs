@@ -8,7 +8,9 @@
 
 use std::fmt::Debug;
 use std::fs::{File, OpenOptions};
-use std::io::{self, Read, Seek, SeekFrom, Write};
+use std::io;
+#[cfg(not(unix))]
+use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::Path;
 
 /// The directory and file operations of a [`FileStore`](crate::FileStore).
@@ -102,13 +104,10 @@ impl Vfs for StdFs {
     }
 
     fn read_at(&self, path: &Path, offset: u64, buf: &mut [u8]) -> io::Result<usize> {
-        let mut f = File::open(path)?;
-        if offset > 0 {
-            f.seek(SeekFrom::Start(offset))?;
-        }
+        let f = File::open(path)?;
         let mut got = 0;
         while got < buf.len() {
-            match f.read(&mut buf[got..]) {
+            match read_once(&f, offset + got as u64, &mut buf[got..]) {
                 Ok(0) => break,
                 Ok(n) => got += n,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
@@ -146,10 +145,32 @@ impl Vfs for StdFs {
     }
 }
 
+/// One positioned read (`pread` where the platform has it).
+fn read_once(f: &File, offset: u64, buf: &mut [u8]) -> io::Result<usize> {
+    #[cfg(unix)]
+    {
+        std::os::unix::fs::FileExt::read_at(f, buf, offset)
+    }
+    #[cfg(not(unix))]
+    {
+        let mut f = f;
+        f.seek(SeekFrom::Start(offset))?;
+        f.read(buf)
+    }
+}
+
 impl VfsFile for File {
     fn write_at(&mut self, offset: u64, data: &[u8]) -> io::Result<()> {
-        self.seek(SeekFrom::Start(offset))?;
-        self.write_all(data)
+        // One positioned write (`pwrite`) where the platform has it.
+        #[cfg(unix)]
+        {
+            std::os::unix::fs::FileExt::write_all_at(self, data, offset)
+        }
+        #[cfg(not(unix))]
+        {
+            self.seek(SeekFrom::Start(offset))?;
+            self.write_all(data)
+        }
     }
 
     fn set_len(&mut self, len: u64) -> io::Result<()> {
