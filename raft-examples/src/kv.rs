@@ -1,7 +1,7 @@
 //! A replicated key-value store: string keys, byte values, with put, delete and
 //! compare-and-set.
 
-use std::collections::BTreeMap;
+use std::collections::HashMap;
 
 use bytes::Bytes;
 use raft::{LogIndex, StateMachine};
@@ -92,10 +92,10 @@ pub fn validate_key(key: &str) -> Result<(), KeyError> {
     }
 }
 
-/// The replicated map.
+/// The replicated map (a hash map: point reads and writes only, no ordered scans).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct KvStore {
-    map: BTreeMap<String, Bytes>,
+    map: HashMap<String, Bytes>,
 }
 
 impl KvStore {
