@@ -70,6 +70,33 @@ fn cluster_bench_against_kv_reports_json_figures() {
     assert_eq!(v["errors"].as_u64(), Some(0), "{v}");
 }
 
+/// Local reads: every node answers from its own replica, after the keys were written.
+#[test]
+fn cluster_bench_against_kv_serves_local_reads() {
+    let (stdout, _) = bench(&[
+        "cluster",
+        "--target",
+        "kv",
+        "--kv-bin",
+        env!("CARGO_BIN_EXE_kv"),
+        "--clients",
+        "8",
+        "--duration",
+        "1",
+        "--warmup",
+        "0.5",
+        "--workload",
+        "local-read",
+        "--keyspace",
+        "200",
+        "--json",
+    ]);
+    let v = check_cluster_json(&stdout);
+    assert_eq!((v["target"].as_str(), v["workload"].as_str()), (Some("kv"), Some("local-read")));
+    assert!(v["ops"].as_u64().unwrap() > 0, "{v}");
+    assert_eq!(v["errors"].as_u64(), Some(0), "{v}");
+}
+
 #[test]
 fn failover_bench_against_kv_times_a_leader_kill() {
     let (stdout, _) =

@@ -135,6 +135,7 @@ impl KeyRng {
             Workload::Read => Op::Get(key),
             Workload::Mixed if r & 1 == 0 => Op::Put(key),
             Workload::Mixed => Op::Get(key),
+            Workload::LocalRead => Op::LocalGet(key),
         }
     }
 }
@@ -356,11 +357,13 @@ mod tests {
                     assert!(k < 100);
                     gets += 1;
                 }
+                Op::LocalGet(_) => panic!("a mixed load reads linearizably"),
             }
         }
         assert!((4_000..6_000).contains(&puts), "{puts} puts, {gets} gets");
         assert!(matches!(rng.op(Workload::Write, 10), Op::Put(_)));
         assert!(matches!(rng.op(Workload::Read, 10), Op::Get(_)));
+        assert!(matches!(rng.op(Workload::LocalRead, 10), Op::LocalGet(k) if k < 10));
     }
 
     #[test]

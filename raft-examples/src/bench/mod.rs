@@ -39,7 +39,7 @@ pub struct LoadArgs {
     /// Operation mix.
     #[arg(long, value_enum, default_value_t = Workload::Write)]
     pub workload: Workload,
-    /// Number of distinct keys (written before measuring for read and mixed loads).
+    /// Number of distinct keys (written before measuring for every load that reads).
     #[arg(long, default_value_t = 10_000)]
     pub keyspace: u64,
     /// Warm-up seconds before measuring.

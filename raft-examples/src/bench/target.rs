@@ -1,10 +1,11 @@
 //! What differs between the systems under test: how an operation becomes an HTTP request,
 //! and how a node's status (who is leader) is asked for and read.
 //!
-//! Our `kv` app: `PUT /kv/{key}` with the value as body, `GET /kv/{key}`, `GET /status`.
+//! Our `kv` app: `PUT /kv/{key}` with the value as body, `GET /kv/{key}`,
+//! `GET /kv/{key}?stale` (this replica as it is), `GET /status`.
 //! etcd 3.4's v3 JSON gateway: `POST /v3/kv/put` with `{"key": b64, "value": b64}`,
-//! `POST /v3/kv/range` with `{"key": b64}` (linearizable unless `serializable` is set),
-//! `POST /v3/maintenance/status` with `{}`.
+//! `POST /v3/kv/range` with `{"key": b64}` (linearizable unless `serializable` is set:
+//! then the member answers from its own store), `POST /v3/maintenance/status` with `{}`.
 
 use std::fmt;
 use std::io::Write;
@@ -53,11 +54,17 @@ pub enum Workload {
     Read,
     /// Half writes, half linearizable reads.
     Mixed,
+    /// Only local reads of random keys (written before the measurement): the node a
+    /// client talks to answers from its own replica, without a consensus round (kv's
+    /// `?stale`, etcd's serializable range). A yardstick for the HTTP front end and the
+    /// storage lookup alone, which bounds what the consensus workloads can reach.
+    #[value(name = "local-read")]
+    LocalRead,
 }
 
 impl Workload {
     /// Every workload.
-    pub const ALL: [Workload; 3] = [Workload::Write, Workload::Read, Workload::Mixed];
+    pub const ALL: [Workload; 4] = [Workload::Write, Workload::Read, Workload::Mixed, Workload::LocalRead];
 
     /// The lower-case name used on the command line and in JSON.
     pub fn name(self) -> &'static str {
@@ -65,6 +72,7 @@ impl Workload {
             Workload::Write => "write",
             Workload::Read => "read",
             Workload::Mixed => "mixed",
+            Workload::LocalRead => "local-read",
         }
     }
 
@@ -73,9 +81,13 @@ impl Workload {
         Workload::ALL.into_iter().find(|w| w.name() == s)
     }
 
-    /// Whether the keys must exist before the measurement starts.
+    /// Whether the keys must exist before the measurement starts (every workload that
+    /// reads).
     pub fn needs_data(self) -> bool {
-        self != Workload::Write
+        match self {
+            Workload::Write => false,
+            Workload::Read | Workload::Mixed | Workload::LocalRead => true,
+        }
     }
 }
 
@@ -92,6 +104,18 @@ pub enum Op {
     Put(u64),
     /// Linearizable read of the key.
     Get(u64),
+    /// Read of the key from the replica of the node asked, without a consensus round
+    /// (may lag the cluster).
+    LocalGet(u64),
+}
+
+impl Op {
+    /// The number of the key the operation is on.
+    pub fn key(self) -> u64 {
+        match self {
+            Op::Put(n) | Op::Get(n) | Op::LocalGet(n) => n,
+        }
+    }
 }
 
 /// The key with number `n`, the same for both targets.
@@ -134,12 +158,12 @@ impl RequestBuilder {
     /// `out` (which is cleared first).
     pub fn build(&self, host: &str, op: Op, out: &mut Vec<u8>) {
         out.clear();
-        let (Op::Put(n) | Op::Get(n)) = op;
         let mut key = [0u8; KEY_MAX];
-        let key = write_key(n, &mut key);
+        let key = write_key(op.key(), &mut key);
         match (self.target, op) {
             (Target::Kv, Op::Put(_)) => request(out, "PUT", &[b"/kv/", key], host, None, &[&self.value[..]]),
             (Target::Kv, Op::Get(_)) => request(out, "GET", &[b"/kv/", key], host, None, &[]),
+            (Target::Kv, Op::LocalGet(_)) => request(out, "GET", &[b"/kv/", key, b"?stale"], host, None, &[]),
             (Target::Etcd, op) => {
                 let mut key_b64 = [0u8; KEY_B64_MAX];
                 let key_b64 = base64_into(key, &mut key_b64);
@@ -151,6 +175,10 @@ impl RequestBuilder {
                     }
                     Op::Get(_) => {
                         let body: [&[u8]; 3] = [br#"{"key":""#, key_b64, br#""}"#];
+                        request(out, "POST", &[b"/v3/kv/range"], host, Some(JSON), &body)
+                    }
+                    Op::LocalGet(_) => {
+                        let body: [&[u8]; 3] = [br#"{"key":""#, key_b64, br#"","serializable":true}"#];
                         request(out, "POST", &[b"/v3/kv/range"], host, Some(JSON), &body)
                     }
                 }
@@ -375,6 +403,34 @@ mod tests {
     }
 
     #[test]
+    fn kv_local_read_asks_for_the_stale_replica() {
+        let b = RequestBuilder::new(Target::Kv, 5);
+        assert_eq!(build(&b, Op::LocalGet(7)), b"GET /kv/bench-000007?stale HTTP/1.1\r\nhost: 127.0.0.1:1234\r\n\r\n");
+        assert_eq!(
+            parse(&build(&b, Op::LocalGet(7))),
+            ("GET".into(), "/kv/bench-000007?stale".into(), String::new(), None)
+        );
+    }
+
+    #[test]
+    fn etcd_local_read_is_a_serializable_range() {
+        let b = RequestBuilder::new(Target::Etcd, 3);
+        let (m, uri, text, ct) = parse(&build(&b, Op::LocalGet(42)));
+        assert_eq!((m.as_str(), uri.as_str(), ct.as_deref()), ("POST", "/v3/kv/range", Some("application/json")));
+        let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(v["key"], base64(b"bench-000042"));
+        assert_eq!(v["serializable"], serde_json::Value::Bool(true));
+        assert_eq!(v.as_object().map(|o| o.len()), Some(2), "{text}");
+    }
+
+    #[test]
+    fn op_key_is_the_key_of_every_op() {
+        for op in [Op::Put(3), Op::Get(3), Op::LocalGet(3)] {
+            assert_eq!(op.key(), 3);
+        }
+    }
+
+    #[test]
     fn keys_are_spelled_alike_everywhere() {
         for n in [0, 7, 999_999, 1_000_000, u64::MAX] {
             let mut buf = [0; KEY_MAX];
@@ -417,6 +473,13 @@ mod tests {
         }
         for w in Workload::ALL {
             assert_eq!(Workload::from_name(w.name()), Some(w));
+        }
+        assert_eq!(Workload::from_name("local-read"), Some(Workload::LocalRead));
+        assert_eq!(Workload::LocalRead.to_string(), "local-read");
+        assert!(Workload::LocalRead.needs_data() && Workload::Read.needs_data() && !Workload::Write.needs_data());
+        // The command line spells the workloads as JSON does.
+        for w in Workload::ALL {
+            assert_eq!(<Workload as clap::ValueEnum>::from_str(w.name(), false), Ok(w));
         }
         assert_eq!(make_value(28).len(), 28);
     }
