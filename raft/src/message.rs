@@ -59,6 +59,19 @@ pub enum MessageBody {
         /// The leader's commit index.
         leader_commit: LogIndex,
     },
+    /// An `AppendEntries` without entries whose only news is the commit index, sent to a
+    /// follower the leader is replicating to (not probing). The follower runs the same
+    /// consistency check and commit update; it answers only a failed check (with the
+    /// rejection an `AppendEntries` gets). A success would tell the leader nothing that
+    /// the answers to the entries themselves do not.
+    Commit {
+        /// Index of the entry just before the follower's next one, as the leader sees it.
+        prev_log_index: LogIndex,
+        /// Term of that entry.
+        prev_log_term: Term,
+        /// The leader's commit index.
+        leader_commit: LogIndex,
+    },
     /// The answer to `AppendEntries`.
     AppendEntriesResponse {
         /// Whether the consistency check passed and the entries are durable.

@@ -440,10 +440,14 @@ impl RaftCore {
             self.maybe_commit();
             self.start_read_round();
             if self.replicate_dirty || self.broadcast_commit {
-                let even_if_empty = self.broadcast_commit;
+                let if_empty = if self.broadcast_commit {
+                    replication::IfNothingNew::Commit
+                } else {
+                    replication::IfNothingNew::Nothing
+                };
                 self.replicate_dirty = false;
                 self.broadcast_commit = false;
-                self.broadcast_append(even_if_empty);
+                self.broadcast_append(if_empty);
             }
         }
         self.flush_persist();
@@ -536,7 +540,7 @@ impl RaftCore {
                     );
                     return;
                 }
-                MessageBody::AppendEntries { .. } | MessageBody::Heartbeat { .. } => {
+                MessageBody::AppendEntries { .. } | MessageBody::Commit { .. } | MessageBody::Heartbeat { .. } => {
                     self.become_follower(now, m.term, Some(m.from));
                 }
                 _ => self.become_follower(now, m.term, None),
@@ -555,7 +559,10 @@ impl RaftCore {
             }
             MessageBody::RequestVoteResponse { granted } => self.on_vote_response(now, m.from, granted),
             MessageBody::AppendEntries { prev_log_index, prev_log_term, entries, leader_commit } => {
-                self.on_append_entries(now, m.from, prev_log_index, prev_log_term, entries, leader_commit)
+                self.on_append_entries(now, m.from, prev_log_index, prev_log_term, entries, leader_commit, true)
+            }
+            MessageBody::Commit { prev_log_index, prev_log_term, leader_commit } => {
+                self.on_append_entries(now, m.from, prev_log_index, prev_log_term, Vec::new(), leader_commit, false)
             }
             MessageBody::AppendEntriesResponse { success, index, hint } => {
                 self.on_append_response(m.from, success, index, hint)
@@ -573,7 +580,7 @@ impl RaftCore {
     /// term so that it steps down; drop stale responses.
     fn on_stale_term(&mut self, m: Message) {
         let reply = match m.body {
-            MessageBody::AppendEntries { .. } | MessageBody::Heartbeat { .. } => {
+            MessageBody::AppendEntries { .. } | MessageBody::Commit { .. } | MessageBody::Heartbeat { .. } => {
                 MessageBody::AppendEntriesResponse { success: false, index: 0, hint: None }
             }
             MessageBody::PreVote { .. } => MessageBody::PreVoteResponse { granted: false },

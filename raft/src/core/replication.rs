@@ -6,26 +6,38 @@ use super::{RaftCore, Role};
 use crate::message::{ConflictHint, MessageBody};
 use crate::types::{Entry, Instant, LogIndex, NodeId, Term};
 
+/// What a peer with no new entries to receive is sent.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum IfNothingNew {
+    /// Nothing.
+    Nothing,
+    /// The commit index: a [`MessageBody::Commit`] (not answered) to a peer being
+    /// replicated to, an empty `AppendEntries` to a peer being probed.
+    Commit,
+    /// An empty `AppendEntries`, answered, to learn where the peer stands.
+    Append,
+}
+
 impl RaftCore {
-    /// Sends whatever each peer's window allows. With `even_if_empty`, a peer with
-    /// nothing new still gets an (empty) append carrying the commit index.
-    pub(crate) fn broadcast_append(&mut self, even_if_empty: bool) {
+    /// Sends whatever each peer's window allows, and `if_empty` to a peer with nothing
+    /// new.
+    pub(crate) fn broadcast_append(&mut self, if_empty: IfNothingNew) {
         let peers: Vec<NodeId> = self.progress.keys().copied().collect();
         for peer in peers {
-            self.send_appends(peer, even_if_empty);
+            self.send_appends(peer, if_empty);
         }
     }
 
     /// Pipelines appends to `peer` until its window is full or it is up to date.
-    pub(crate) fn send_appends(&mut self, peer: NodeId, mut even_if_empty: bool) {
-        while self.send_one_append(peer, even_if_empty) {
-            even_if_empty = false;
+    pub(crate) fn send_appends(&mut self, peer: NodeId, mut if_empty: IfNothingNew) {
+        while self.send_one_append(peer, if_empty) {
+            if_empty = IfNothingNew::Nothing;
         }
     }
 
     /// Sends one append to `peer` if its state allows. Returns whether one went out with
     /// entries and the window may take more.
-    fn send_one_append(&mut self, peer: NodeId, even_if_empty: bool) -> bool {
+    fn send_one_append(&mut self, peer: NodeId, if_empty: IfNothingNew) -> bool {
         let (max_msgs, max_bytes) = (self.cfg.max_inflight_messages, self.cfg.max_inflight_bytes);
         let Some(pr) = self.progress.get(&peer) else { return false };
         if pr.is_paused(max_msgs, max_bytes) {
@@ -42,7 +54,7 @@ impl RaftCore {
             return false;
         };
         let entries = self.log.slice(next, self.cfg.max_entries_per_message, self.cfg.max_bytes_per_message);
-        if entries.is_empty() && !even_if_empty {
+        if entries.is_empty() && if_empty == IfNothingNew::Nothing {
             return false;
         }
         let last = prev_log_index + entries.len() as u64;
@@ -54,7 +66,17 @@ impl RaftCore {
             }
         }
         let leader_commit = self.log.commit;
-        self.send_leader(peer, MessageBody::AppendEntries { prev_log_index, prev_log_term, entries, leader_commit });
+        let replicating =
+            self.progress.get(&peer).is_some_and(|p| p.state == super::progress::ProgressState::Replicate);
+        if !has_entries && replicating && if_empty == IfNothingNew::Commit {
+            // Only the commit index is news: no answer is needed.
+            self.send_leader(peer, MessageBody::Commit { prev_log_index, prev_log_term, leader_commit });
+        } else {
+            self.send_leader(
+                peer,
+                MessageBody::AppendEntries { prev_log_index, prev_log_term, entries, leader_commit },
+            );
+        }
         has_entries
     }
 
@@ -106,7 +128,7 @@ impl RaftCore {
             }
         } else {
             // The peer's position moved while reading; try again from where it is now.
-            self.send_appends(peer, false);
+            self.send_appends(peer, IfNothingNew::Nothing);
             return;
         };
         let mut bytes = 0;
@@ -130,7 +152,7 @@ impl RaftCore {
         }
         let leader_commit = self.log.commit;
         self.send_leader(peer, MessageBody::AppendEntries { prev_log_index, prev_log_term, entries, leader_commit });
-        self.send_appends(peer, false);
+        self.send_appends(peer, IfNothingNew::Nothing);
     }
 
     /// Heartbeats to every peer. They are independent of the replication window, so a
@@ -155,7 +177,9 @@ impl RaftCore {
         }
     }
 
-    /// Paper §5.3: the follower side of AppendEntries.
+    /// Paper §5.3: the follower side of AppendEntries (and of `Commit`, an append
+    /// without entries whose success is not answered: `answer_success` false).
+    #[allow(clippy::too_many_arguments)]
     pub(crate) fn on_append_entries(
         &mut self,
         now: Instant,
@@ -164,6 +188,7 @@ impl RaftCore {
         prev_log_term: Term,
         entries: Vec<Entry>,
         leader_commit: LogIndex,
+        answer_success: bool,
     ) {
         if !well_formed_append(prev_log_index, prev_log_term, &entries, self.hs.term) {
             tracing::warn!(node = self.id, from, prev_log_index, "dropping malformed AppendEntries");
@@ -230,7 +255,9 @@ impl RaftCore {
             self.set_commit(new_commit);
         }
         // Held until every entry up to `match_index` is durable.
-        self.send(from, MessageBody::AppendEntriesResponse { success: true, index: match_index, hint: None });
+        if answer_success {
+            self.send(from, MessageBody::AppendEntriesResponse { success: true, index: match_index, hint: None });
+        }
     }
 
     fn reject_append(&mut self, to: NodeId, rejected: LogIndex, hint: ConflictHint) {
@@ -264,7 +291,8 @@ impl RaftCore {
             if pr.acknowledge(index) {
                 self.maybe_commit();
             }
-            self.send_appends(from, was_paused && !self.broadcast_commit);
+            let tell_commit = was_paused && !self.broadcast_commit;
+            self.send_appends(from, if tell_commit { IfNothingNew::Commit } else { IfNothingNew::Nothing });
             return;
         }
         // A rejection of something other than what we are probing now is stale.
@@ -288,7 +316,7 @@ impl RaftCore {
         if let Some(pr) = self.progress.get_mut(&from) {
             pr.become_probe(next);
         }
-        self.send_appends(from, true);
+        self.send_appends(from, IfNothingNew::Append);
     }
 
     pub(crate) fn on_heartbeat(&mut self, now: Instant, from: NodeId, commit: LogIndex, ctx: u64) {
@@ -322,7 +350,7 @@ impl RaftCore {
             if !pr.acked_recently {
                 pr.free_oldest_inflight();
             }
-            self.send_appends(from, true);
+            self.send_appends(from, IfNothingNew::Append);
         }
     }
 

@@ -1725,3 +1725,64 @@ fn single_voter_leader_confirms_reads_alone() {
     let read = c.read_index(1).unwrap();
     assert_eq!(c.reads_ready(1), vec![(read, c.commit(1))]);
 }
+
+#[test]
+fn commit_news_to_a_replicating_follower_goes_unanswered() {
+    let mut c = Cluster::new(3);
+    c.elect(1);
+    c.propose(1, cmds(0..3)).unwrap();
+    // The appends and their answers: the leader commits and tells the followers.
+    c.deliver_where(|m| {
+        matches!(m.body, MessageBody::AppendEntries { .. } | MessageBody::AppendEntriesResponse { .. })
+    });
+    let commit = c.commit(1);
+    assert_eq!(commit, c.last(1).index);
+    let notices = c.queued(|m| matches!(m.body, MessageBody::Commit { .. }));
+    assert!(!notices.is_empty(), "the followers hear of the commit");
+    for n in &notices {
+        assert!(matches!(n.body, MessageBody::Commit { leader_commit, .. } if leader_commit == commit), "{n:?}");
+    }
+    c.deliver_where(|m| matches!(m.body, MessageBody::Commit { .. }));
+    assert_eq!((c.commit(2), c.commit(3)), (commit, commit));
+    assert!(c.queued(|m| m.from != 1).is_empty(), "no answer to commit news: {:?}", c.queued(|_| true));
+}
+
+#[test]
+fn commit_news_failing_the_consistency_check_is_rejected() {
+    let mut c = Cluster::new(3);
+    c.elect(1);
+    c.deliver_all();
+    let (last, commit, term) = (c.last(2), c.commit(2), c.core(1).term());
+    let beyond = last.index + 5;
+    c.inject(Message {
+        from: 1,
+        to: 2,
+        term,
+        body: MessageBody::Commit { prev_log_index: beyond, prev_log_term: term, leader_commit: beyond },
+    });
+    let r = take_reply(&mut c, 2, 1);
+    assert!(matches!(r.body, MessageBody::AppendEntriesResponse { success: false, .. }), "{r:?}");
+    assert_eq!(c.commit(2), commit, "the commit index does not move past the follower's log");
+}
+
+#[test]
+fn a_lost_acknowledgement_is_recovered_after_a_heartbeat_when_nothing_new_is_proposed() {
+    let mut c = Cluster::new(3);
+    c.elect(1);
+    c.deliver_all();
+    c.isolate(3);
+    let before = c.commit(1);
+    c.propose(1, cmds(0..1)).unwrap();
+    c.deliver_where(|m| m.to == 2 && matches!(m.body, MessageBody::AppendEntries { .. }));
+    let lost = c.take_where(|m| m.from == 2 && matches!(m.body, MessageBody::AppendEntriesResponse { .. }));
+    assert_eq!(lost.len(), 1, "node 2 acknowledged the entry");
+    c.deliver_all();
+    assert_eq!(c.commit(1), before, "the acknowledgement was lost");
+    // The next heartbeat round shows node 2 behind; the leader must ask again with an
+    // append that node 2 answers (commit news alone would never be answered).
+    for _ in 0..3 {
+        c.fire_timeout(1);
+        c.deliver_all();
+    }
+    assert_eq!(c.commit(1), c.last(1).index, "committed once node 2's answer arrives");
+}
