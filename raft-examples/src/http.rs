@@ -446,6 +446,70 @@ mod tests {
         assert!(matches!(decode_path("%ff%fe"), Err(ApiError::BadRequest(_))));
     }
 
+    /// Echoes the body's length; reading a body may take 200 ms.
+    #[cfg(feature = "tokio")]
+    struct LenHandler;
+
+    #[cfg(feature = "tokio")]
+    impl Handler for LenHandler {
+        fn max_body_size(&self, _: &hyper::http::request::Parts) -> usize {
+            1 << 20
+        }
+
+        fn body_timeout(&self) -> Duration {
+            Duration::from_millis(200)
+        }
+
+        fn sleep(&self, d: Duration) -> futures::future::BoxFuture<'static, ()> {
+            Box::pin(tokio::time::sleep(d))
+        }
+
+        async fn handle(self: Arc<Self>, request: Request<Bytes>) -> HttpResponse {
+            json_ok(&serde_json::json!({ "len": request.body().len() }))
+        }
+    }
+
+    /// Sends `head`, then each of `later` after `pause`, and returns the answer's text.
+    #[cfg(feature = "tokio")]
+    async fn exchange(addr: std::net::SocketAddr, head: &[u8], later: &[&[u8]], pause: Duration) -> String {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+        s.write_all(head).await.unwrap();
+        for part in later {
+            tokio::time::sleep(pause).await;
+            if s.write_all(part).await.is_err() {
+                break;
+            }
+        }
+        let mut buf = vec![0u8; 4096];
+        let n = tokio::time::timeout(Duration::from_secs(5), s.read(&mut buf)).await.unwrap().unwrap();
+        String::from_utf8_lossy(&buf[..n]).into_owned()
+    }
+
+    #[cfg(feature = "tokio")]
+    #[test]
+    fn bodies_are_read_at_once_late_or_not_in_time() {
+        let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
+        rt.block_on(async {
+            let runtime = raft::runtime::TokioRuntime::new();
+            let listener = runtime.bind("127.0.0.1:0".parse().unwrap()).await.unwrap();
+            let addr = <raft::runtime::TokioRuntime as TcpRuntime>::local_addr(&listener).unwrap();
+            tokio::spawn(serve(runtime, listener, Arc::new(LenHandler), futures::future::pending()));
+            let head = b"PUT /x HTTP/1.1\r\nhost: t\r\ncontent-length: 6\r\n\r\n";
+            // The whole body with the head: answered without waiting.
+            let whole = [&head[..], b"abcdef"].concat();
+            let r = exchange(addr, &whole, &[], Duration::ZERO).await;
+            assert!(r.starts_with("HTTP/1.1 200") && r.contains(r#"{"len":6}"#), "{r}");
+            // The body in two late pieces, within the body timeout.
+            let r = exchange(addr, head, &[b"abc", b"def"], Duration::from_millis(30)).await;
+            assert!(r.starts_with("HTTP/1.1 200") && r.contains(r#"{"len":6}"#), "{r}");
+            // Half the body, then nothing: 408 once the body timeout passes.
+            let r = exchange(addr, head, &[b"abc"], Duration::from_millis(10)).await;
+            assert!(r.starts_with("HTTP/1.1 408"), "{r}");
+            assert!(r.contains("did not arrive in time"), "{r}");
+        });
+    }
+
     #[test]
     fn errors_have_their_status_and_a_json_body() {
         let r = ApiError::TooLarge("big".into()).into_response();
