@@ -1,6 +1,6 @@
 //! Three-node clusters over the TCP transport on loopback: election and replication,
-//! restart and catch-up, bad input against a real listener, bounded queues, and mixed
-//! runtimes.
+//! restart and catch-up, bad input against a real listener, bounded queues, a peer that
+//! stops reading (write timeout and reconnect), and mixed runtimes.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -373,6 +373,61 @@ async fn down_peer_queue_stays_bounded<R: TcpRuntime>(rt: R) {
     t.shutdown().await;
 }
 
+/// Accepts one connection on `listener` and answers its handshake as an accepting peer.
+async fn accept_handshake<R: TcpRuntime>(listener: &R::Listener) -> R::Stream {
+    let (mut s, _) = R::accept(listener).await.expect("accept");
+    let mut hello = [0u8; HELLO_LEN];
+    s.read_exact(&mut hello).await.expect("hello");
+    s.write_all(&codec::encode_reply(HelloStatus::Accepted)).await.expect("reply");
+    s
+}
+
+/// A peer that completes the handshake and then stops reading: once the socket buffers
+/// are full, a write stays pending past `write_timeout`, the connection is dropped and a
+/// new one is opened.
+async fn stalled_peer_write_times_out_and_reconnects<R: TcpRuntime>(rt: R) {
+    let mut config = test_config(1);
+    config.write_timeout = Duration::from_millis(200);
+    let t = TcpTransport::bind(rt.clone(), config, loopback()).await.unwrap();
+    let listener = rt.bind(loopback()).await.unwrap();
+    t.set_peer(2, R::local_addr(&listener).unwrap());
+    let net = t.network();
+    let big = |i: u64| Message {
+        from: 1,
+        to: 2,
+        term: 1,
+        body: MessageBody::AppendEntries {
+            prev_log_index: i,
+            prev_log_term: 1,
+            entries: vec![raft::Entry {
+                term: 1,
+                index: i + 1,
+                payload: raft::EntryPayload::Command(vec![7u8; 256 << 10].into()),
+            }],
+            leader_commit: 0,
+        },
+    };
+    net.send(2, big(0)).await.unwrap();
+    let _stalled = accept_handshake::<R>(&listener).await;
+    // Far more than the loopback socket buffers hold, sent while nothing reads.
+    for i in 1..200 {
+        net.send(2, big(i)).await.unwrap();
+        if i % 20 == 0 {
+            sleep(&rt, Duration::from_millis(10)).await;
+        }
+    }
+    let second = R::accept(&listener);
+    let limit = sleep(&rt, Duration::from_secs(5));
+    futures::pin_mut!(second, limit);
+    match futures::future::select(second, limit).await {
+        futures::future::Either::Left((r, _)) => {
+            r.expect("the transport reconnects after the write timeout");
+        }
+        futures::future::Either::Right(_) => panic!("no new connection within 5 s: the stalled write never timed out"),
+    }
+    t.shutdown().await;
+}
+
 /// Shutdown stops the listener: new connections are refused afterwards.
 async fn shutdown_closes_the_listener<R: TcpRuntime>(rt: R) {
     let t = bind(&rt, 1).await;
@@ -409,6 +464,11 @@ mod on_tokio {
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn stalled_peer_write_times_out_and_reconnects_on_tokio() {
+        super::stalled_peer_write_times_out_and_reconnects(TokioRuntime::new()).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn shutdown_closes_the_listener_on_tokio() {
         super::shutdown_closes_the_listener(TokioRuntime::new()).await;
     }
@@ -436,6 +496,11 @@ mod on_smol {
     #[test]
     fn down_peer_queue_stays_bounded_on_smol() {
         smol::block_on(super::down_peer_queue_stays_bounded(SmolRuntime::new()));
+    }
+
+    #[test]
+    fn stalled_peer_write_times_out_and_reconnects_on_smol() {
+        smol::block_on(super::stalled_peer_write_times_out_and_reconnects(SmolRuntime::new()));
     }
 
     #[test]
