@@ -396,47 +396,41 @@ mod tests {
         use tokio::io::{AsyncReadExt, AsyncWriteExt};
         let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
         rt.block_on(async {
-            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-            let addr = listener.local_addr().unwrap();
-            tokio::spawn(async move {
+            let addr = serve_locally(|mut s| async move {
+                let mut buf = vec![0u8; 8192];
+                let mut pending = Vec::new();
+                let mut n_req = 0u64;
                 loop {
-                    let Ok((mut s, _)) = listener.accept().await else { return };
-                    tokio::spawn(async move {
-                        let mut buf = vec![0u8; 8192];
-                        let mut pending = Vec::new();
-                        let mut n_req = 0u64;
-                        loop {
-                            let Ok(n) = s.read(&mut buf).await else { return };
-                            if n == 0 {
-                                return;
-                            }
-                            pending.extend_from_slice(&buf[..n]);
-                            // Requests from the generator carry a body of a known length.
-                            while let Some(end) = find(&pending, b"\r\n\r\n") {
-                                let head = String::from_utf8_lossy(&pending[..end]).to_lowercase();
-                                let len = head
-                                    .lines()
-                                    .find_map(|l| l.strip_prefix("content-length:"))
-                                    .and_then(|v| v.trim().parse::<usize>().ok())
-                                    .unwrap_or(0);
-                                if pending.len() < end + 4 + len {
-                                    break;
-                                }
-                                pending.drain(..end + 4 + len);
-                                n_req += 1;
-                                let resp: &[u8] = if n_req.is_multiple_of(3) {
-                                    b"HTTP/1.1 503 Service Unavailable\r\ncontent-length: 2\r\n\r\n{}"
-                                } else {
-                                    b"HTTP/1.1 200 OK\r\ncontent-length: 11\r\n\r\n{\"ok\":true}"
-                                };
-                                if s.write_all(resp).await.is_err() {
-                                    return;
-                                }
-                            }
+                    let Ok(n) = s.read(&mut buf).await else { return };
+                    if n == 0 {
+                        return;
+                    }
+                    pending.extend_from_slice(&buf[..n]);
+                    // Requests from the generator carry a body of a known length.
+                    while let Some(end) = find(&pending, b"\r\n\r\n") {
+                        let head = String::from_utf8_lossy(&pending[..end]).to_lowercase();
+                        let len = head
+                            .lines()
+                            .find_map(|l| l.strip_prefix("content-length:"))
+                            .and_then(|v| v.trim().parse::<usize>().ok())
+                            .unwrap_or(0);
+                        if pending.len() < end + 4 + len {
+                            break;
                         }
-                    });
+                        pending.drain(..end + 4 + len);
+                        n_req += 1;
+                        let resp: &[u8] = if n_req.is_multiple_of(3) {
+                            b"HTTP/1.1 503 Service Unavailable\r\ncontent-length: 2\r\n\r\n{}"
+                        } else {
+                            b"HTTP/1.1 200 OK\r\ncontent-length: 11\r\n\r\n{\"ok\":true}"
+                        };
+                        if s.write_all(resp).await.is_err() {
+                            return;
+                        }
+                    }
                 }
-            });
+            })
+            .await;
             let cfg = LoadConfig {
                 target: Target::Kv,
                 endpoints: vec![addr],
@@ -465,29 +459,25 @@ mod tests {
         use tokio::io::{AsyncReadExt, AsyncWriteExt};
         let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
         rt.block_on(async {
-            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-            let addr = listener.local_addr().unwrap();
             let connections = Arc::new(AtomicU64::new(0));
             let accepted = connections.clone();
-            tokio::spawn(async move {
-                loop {
-                    let Ok((mut s, _)) = listener.accept().await else { return };
-                    accepted.fetch_add(1, Ordering::Relaxed);
-                    tokio::spawn(async move {
-                        let mut buf = vec![0u8; 8192];
-                        let mut pending = Vec::new();
-                        // Reads use GET only: no body follows the head.
-                        while find(&pending, b"\r\n\r\n").is_none() {
-                            match s.read(&mut buf).await {
-                                Ok(0) | Err(_) => return,
-                                Ok(n) => pending.extend_from_slice(&buf[..n]),
-                            }
+            let addr = serve_locally(move |mut s| {
+                accepted.fetch_add(1, Ordering::Relaxed);
+                async move {
+                    let mut buf = vec![0u8; 8192];
+                    let mut pending = Vec::new();
+                    // Reads use GET only: no body follows the head.
+                    while find(&pending, b"\r\n\r\n").is_none() {
+                        match s.read(&mut buf).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => pending.extend_from_slice(&buf[..n]),
                         }
-                        let resp = b"HTTP/1.1 200 OK\r\nconnection: close\r\ncontent-length: 2\r\n\r\nok";
-                        let _ = s.write_all(resp).await;
-                    });
+                    }
+                    let resp = b"HTTP/1.1 200 OK\r\nconnection: close\r\ncontent-length: 2\r\n\r\nok";
+                    let _ = s.write_all(resp).await;
                 }
-            });
+            })
+            .await;
             let cfg = LoadConfig {
                 target: Target::Kv,
                 endpoints: vec![addr],
@@ -505,6 +495,23 @@ mod tests {
             assert_eq!(out.errors, 0);
             assert!(connections.load(Ordering::Relaxed) >= out.hist.len());
         });
+    }
+
+    /// Listens on a free loopback port and serves each connection with `on_connection`
+    /// in a task of its own; returns the address.
+    async fn serve_locally<F, Fut>(on_connection: F) -> std::net::SocketAddr
+    where
+        F: Fn(tokio::net::TcpStream) -> Fut + Send + 'static,
+        Fut: std::future::Future<Output = ()> + Send + 'static,
+    {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            while let Ok((s, _)) = listener.accept().await {
+                tokio::spawn(on_connection(s));
+            }
+        });
+        addr
     }
 
     fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
