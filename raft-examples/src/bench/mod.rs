@@ -7,6 +7,7 @@
 
 pub mod cluster;
 pub mod failover;
+pub mod floor;
 pub mod http;
 pub mod load;
 pub mod plot;

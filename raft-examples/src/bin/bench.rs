@@ -103,6 +103,9 @@ enum Cmd {
     Failover(bench::failover::FailoverArgs),
     /// Sweep over client counts for both systems; markdown table and SVG charts.
     Report(bench::ReportArgs),
+    /// The machine's floor under one replicated write: loopback round trips and
+    /// concurrent fdatasync latency, without Raft.
+    Floor(bench::floor::FloorArgs),
 }
 
 /// A state machine that does nothing: the benchmark measures the framework.
@@ -129,6 +132,7 @@ fn main() {
         Cmd::Compare(args) => Some(bench::run_compare(args)),
         Cmd::Failover(args) => Some(bench::failover::run_failover(args)),
         Cmd::Report(args) => Some(bench::run_report(args)),
+        Cmd::Floor(args) => Some(bench::floor::run_floor(args)),
         _ => None,
     };
     if let Some(r) = cluster_result {
@@ -139,7 +143,7 @@ fn main() {
         return;
     }
     match cli.cmd {
-        Cmd::Cluster(_) | Cmd::Compare(_) | Cmd::Failover(_) | Cmd::Report(_) => {}
+        Cmd::Cluster(_) | Cmd::Compare(_) | Cmd::Failover(_) | Cmd::Report(_) | Cmd::Floor(_) => {}
         Cmd::Net { payload, duration, json } => {
             let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
                 Ok(rt) => rt,
