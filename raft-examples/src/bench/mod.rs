@@ -156,8 +156,12 @@ pub fn block_on<T>(threads: usize, work: impl Future<Output = Result<T, String>>
     })
 }
 
-/// Starts a cluster of `target`, loads it as `load` says, stops it, and returns the figures.
+/// Writes back the page cache, starts a cluster of `target`, loads it as `load` says,
+/// stops it, and returns the figures.
 pub async fn measure(target: Target, load: &LoadArgs, setup: &SetupArgs) -> Result<RunResult, String> {
+    // Write back what earlier runs left in the page cache (the other system's data, in
+    // `compare` and `report`), so that it does not share the disk with this run.
+    nix::unistd::sync();
     let mut cluster = Cluster::start(target, &setup.options())?;
     cluster.wait_ready(Duration::from_secs(30)).await?;
     let cfg = LoadConfig {
