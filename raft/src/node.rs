@@ -868,6 +868,7 @@ async fn apply_task<SM: StateMachine>(
     mut rx: mpsc::UnboundedReceiver<ApplyBatch<SM>>,
     tx: mpsc::UnboundedSender<Event<SM>>,
 ) {
+    let mut answers = Vec::new();
     while let Some(batch) = rx.next().await {
         let mut last = 0;
         let mut responders = batch.responders.into_iter().peekable();
@@ -886,13 +887,19 @@ async fn apply_task<SM: StateMachine>(
             };
             if responders.peek().is_some_and(|(i, _)| *i == entry.index) {
                 if let Some((_, r)) = responders.next() {
-                    let _ = r.send(result);
+                    answers.push((r, result));
                 }
             }
         }
         drop(sm);
+        // The protocol loop hears of the progress first and the proposers last: on a
+        // runtime that runs the task it woke last first (tokio's LIFO slot), a client's
+        // answer then goes out before the loop's next round of messages, not after it.
         if tx.unbounded_send(Event::Applied { index: last }).is_err() {
             return;
+        }
+        for (r, result) in answers.drain(..) {
+            let _ = r.send(result);
         }
     }
 }
