@@ -72,6 +72,17 @@ pub enum MessageBody {
         /// The leader's commit index.
         leader_commit: LogIndex,
     },
+    /// The leader's log is durable through `index`, in the configuration whose entry is
+    /// at `config_index`. Sent unanswered to voters while that index is not yet known
+    /// committed. In a configuration where the leader and one follower are a majority (3
+    /// voters), a follower that holds the same entries durably knows them committed
+    /// without waiting for the leader to hear its acknowledgement.
+    Durable {
+        /// The leader's highest durable index.
+        index: LogIndex,
+        /// Index of the leader's latest membership entry.
+        config_index: LogIndex,
+    },
     /// The answer to `AppendEntries`.
     AppendEntriesResponse {
         /// Whether the consistency check passed and the entries are durable.

@@ -203,7 +203,9 @@ impl RaftCore {
         self.reads.last_ctx += 1;
         let round = ReadRound {
             ctx: self.reads.last_ctx,
-            index: self.log.commit,
+            // A follower may know entries committed that this leader does not yet
+            // (`MessageBody::Durable`) and have answered for them: the read covers them.
+            index: self.log.commit.max(self.durable_announced),
             reads: std::mem::take(&mut self.reads.queued),
         };
         self.reads.rounds.push_back(round);

@@ -106,6 +106,7 @@ impl RaftCore {
         }
         self.heartbeat_deadline = now.add(self.cfg.heartbeat_interval);
         self.check_quorum_deadline = now.add(self.cfg.election_timeout_max);
+        self.durable_announced = 0;
         self.term_start = self.append_local(EntryPayload::Blank);
     }
 

@@ -232,6 +232,13 @@ pub struct RaftCore {
     replicate_dirty: bool,
     /// The commit index advanced; followers should hear of it even without new entries.
     broadcast_commit: bool,
+    /// Leader: the highest index announced durable to followers in this term (see
+    /// [`MessageBody::Durable`]); a read index is never below it.
+    pub(crate) durable_announced: LogIndex,
+    /// Follower: the leader's last durability notice, as (term, index, config index).
+    leader_durable: Option<(Term, LogIndex, LogIndex)>,
+    /// Follower: the highest index known to match the leader's log, with the term.
+    matched: (Term, LogIndex),
 
     // Persistence and durability gating.
     pending: PendingPersist,
@@ -290,6 +297,9 @@ impl RaftCore {
             votes: BTreeMap::new(),
             progress: BTreeMap::new(),
             term_start: 0,
+            durable_announced: 0,
+            leader_durable: None,
+            matched: (0, 0),
             reads: client::ReadState::default(),
             request_ids,
             replicate_dirty: false,
@@ -438,6 +448,7 @@ impl RaftCore {
         let _ = now;
         if self.role == Role::Leader {
             self.maybe_commit();
+            self.announce_durability();
             self.start_read_round();
             if self.replicate_dirty || self.broadcast_commit {
                 let if_empty = if self.broadcast_commit {
@@ -540,7 +551,10 @@ impl RaftCore {
                     );
                     return;
                 }
-                MessageBody::AppendEntries { .. } | MessageBody::Commit { .. } | MessageBody::Heartbeat { .. } => {
+                MessageBody::AppendEntries { .. }
+                | MessageBody::Commit { .. }
+                | MessageBody::Durable { .. }
+                | MessageBody::Heartbeat { .. } => {
                     self.become_follower(now, m.term, Some(m.from));
                 }
                 _ => self.become_follower(now, m.term, None),
@@ -564,6 +578,7 @@ impl RaftCore {
             MessageBody::Commit { prev_log_index, prev_log_term, leader_commit } => {
                 self.on_append_entries(now, m.from, prev_log_index, prev_log_term, Vec::new(), leader_commit, false)
             }
+            MessageBody::Durable { index, config_index } => self.on_leader_durable(m.from, index, config_index),
             MessageBody::AppendEntriesResponse { success, index, hint } => {
                 self.on_append_response(m.from, success, index, hint)
             }
@@ -652,6 +667,11 @@ impl RaftCore {
             let m = self.configs.last().map(|(_, m)| m.clone()).unwrap_or_default();
             self.set_membership(m);
         }
+    }
+
+    /// Index of the latest membership entry in the log (0: none since the start).
+    pub(crate) fn config_index(&self) -> LogIndex {
+        self.configs.last().map_or(0, |(i, _)| *i)
     }
 
     fn set_membership(&mut self, m: Membership) {
@@ -772,6 +792,9 @@ impl RaftCore {
             if let Some((_, msg)) = self.held.pop_front() {
                 self.actions.push(Action::Send(msg));
             }
+        }
+        if self.role == Role::Follower {
+            self.commit_from_leader_durability();
         }
     }
 }

@@ -250,10 +250,15 @@ impl RaftCore {
                 self.push_entry(e);
             }
         }
+        let term = self.hs.term;
+        if self.matched.0 != term || self.matched.1 < match_index {
+            self.matched = (term, match_index);
+        }
         let new_commit = leader_commit.min(match_index);
         if new_commit > self.log.commit {
             self.set_commit(new_commit);
         }
+        self.commit_from_leader_durability();
         // Held until every entry up to `match_index` is durable.
         if answer_success {
             self.send(from, MessageBody::AppendEntriesResponse { success: true, index: match_index, hint: None });
@@ -372,6 +377,72 @@ impl RaftCore {
             self.set_commit(q);
             // Let followers learn the new commit index promptly.
             self.broadcast_commit = true;
+        }
+    }
+}
+
+impl RaftCore {
+    /// Leader: tells the voters how far its log is durable, while that is beyond the
+    /// commit index, in the current term, and in a configuration that is not joint and
+    /// where the leader and any one follower are a majority (at most 3 voters): only
+    /// there can a follower use it.
+    pub(crate) fn announce_durability(&mut self) {
+        let durable = self.log.durable;
+        if durable <= self.log.commit.max(self.durable_announced)
+            || self.log.term_at(durable) != Some(self.hs.term)
+            || self.membership.voters_outgoing.is_some()
+            || self.membership.voters.len() > 3
+        {
+            return;
+        }
+        self.durable_announced = durable;
+        let config_index = self.config_index();
+        let peers: Vec<NodeId> = self.membership.voters.iter().copied().filter(|&id| id != self.id).collect();
+        for peer in peers {
+            self.send_leader(peer, MessageBody::Durable { index: durable, config_index });
+        }
+    }
+
+    /// Follower: the leader's log is durable through `index`.
+    pub(crate) fn on_leader_durable(&mut self, from: NodeId, index: LogIndex, config_index: LogIndex) {
+        if self.role != Role::Follower || self.leader != Some(from) {
+            return;
+        }
+        self.leader_durable = Some((self.hs.term, index, config_index));
+        self.commit_from_leader_durability();
+    }
+
+    /// Follower: commits what the leader and this node both hold durably, when the two
+    /// of them are a quorum of the leader's configuration (the commit rule of paper
+    /// §5.4.2, applied with what this follower knows). Both must count under the same
+    /// configuration: this node's latest one must be the leader's, within the part of
+    /// the log known to match the leader's.
+    pub(crate) fn commit_from_leader_durability(&mut self) {
+        let Some((term, leader_durable, config_index)) = self.leader_durable else { return };
+        let (Some(leader), (matched_term, matched)) = (self.leader, self.matched) else { return };
+        if term != self.hs.term
+            || matched_term != term
+            || self.role != Role::Follower
+            || self.membership.voters_outgoing.is_some()
+            || self.config_index() != config_index
+            || config_index > matched
+        {
+            return;
+        }
+        let mine = matched.min(self.log.durable);
+        let me = self.id;
+        let q = self.quorum.committed_index(|id| {
+            if id == me {
+                Some(mine)
+            } else if id == leader {
+                Some(leader_durable)
+            } else {
+                None
+            }
+        });
+        let q = q.min(mine).min(leader_durable);
+        if q > self.log.commit && self.log.term_at(q) == Some(term) {
+            self.set_commit(q);
         }
     }
 }

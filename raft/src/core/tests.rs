@@ -1310,6 +1310,9 @@ fn follower_paused_when_commit_advanced_still_learns_it_without_a_heartbeat() {
     // commit broadcast skips node 3; its appends carry the old commit index.
     c.deliver_where(|m| m.to == 2 || m.from == 2);
     assert_eq!(c.commit(1), 12);
+    // The leader's durability notices would let node 3 work the commit out alone; this
+    // test is about the leader telling it.
+    c.take_where(|m| matches!(m.body, MessageBody::Durable { .. }));
     for m in c.queued(|m| m.to == 3) {
         assert!(matches!(m.body, MessageBody::AppendEntries { leader_commit: 2, .. }), "{m:?}");
     }
@@ -1785,4 +1788,72 @@ fn a_lost_acknowledgement_is_recovered_after_a_heartbeat_when_nothing_new_is_pro
         c.deliver_all();
     }
     assert_eq!(c.commit(1), c.last(1).index, "committed once node 2's answer arrives");
+}
+
+#[test]
+fn a_follower_commits_what_it_and_the_leader_hold_durably_in_a_three_voter_cluster() {
+    let mut c = Cluster::new(3);
+    c.elect(1);
+    c.deliver_all();
+    c.hold(2);
+    c.propose(1, cmds(0..2)).unwrap();
+    let last = c.last(1).index;
+    // The leader's own write is durable at once; it says so to the voters.
+    let notices = c.queued(|m| matches!(m.body, MessageBody::Durable { .. }));
+    assert_eq!(notices.len(), 2, "{notices:?}");
+    assert!(notices.iter().all(|m| matches!(m.body, MessageBody::Durable { index, .. } if index == last)));
+    // Node 2 gets the entries and the notice, nothing from node 3, no commit news.
+    c.deliver_where(|m| m.to == 2 && matches!(m.body, MessageBody::AppendEntries { .. } | MessageBody::Durable { .. }));
+    assert!(c.commit(2) < last, "not durable on node 2 yet: no majority");
+    c.release(2);
+    assert_eq!(c.commit(2), last, "node 2 and the leader hold it durably: a majority of 3");
+    assert_eq!(c.node(2).applied.last().map(|e| e.index), Some(last));
+    assert!(c.commit(1) < last, "the leader has not heard of it yet");
+}
+
+#[test]
+fn a_read_index_covers_what_followers_may_have_committed_from_the_leaders_durability() {
+    let mut c = Cluster::new(3);
+    c.elect(1);
+    c.deliver_all();
+    c.propose(1, cmds(0..1)).unwrap();
+    let last = c.last(1).index;
+    assert!(c.commit(1) < last);
+    // A follower may now commit `last` on its own and answer for it; a read the leader
+    // takes meanwhile must wait for it.
+    let id = c.read_index(1).unwrap();
+    c.deliver_where(|m| matches!(m.body, MessageBody::Heartbeat { .. } | MessageBody::HeartbeatResponse { .. }));
+    let ready = c.node(1).answers.iter().find_map(|a| match a {
+        Action::ReadReady { id: i, index } if *i == id => Some(*index),
+        _ => None,
+    });
+    assert_eq!(ready, Some(last), "{:?}", c.node(1).answers);
+}
+
+#[test]
+fn leader_durability_is_not_announced_where_leader_and_one_follower_are_no_majority() {
+    let mut c = Cluster::new(5);
+    c.elect(1);
+    c.deliver_all();
+    c.propose(1, cmds(0..1)).unwrap();
+    assert!(c.queued(|m| matches!(m.body, MessageBody::Durable { .. })).is_empty());
+    // Nor does a follower of five take a notice as a majority.
+    let (term, last) = (c.core(1).term(), c.last(1).index);
+    c.deliver_where(|m| m.to == 2 && matches!(m.body, MessageBody::AppendEntries { .. }));
+    c.inject(Message { from: 1, to: 2, term, body: MessageBody::Durable { index: last, config_index: 1 } });
+    assert!(c.commit(2) < last);
+}
+
+#[test]
+fn leader_durability_in_an_older_configuration_commits_nothing() {
+    let mut c = Cluster::new(3);
+    c.elect(1);
+    c.deliver_all();
+    c.hold(1);
+    c.propose(1, cmds(0..1)).unwrap();
+    let (term, last) = (c.core(1).term(), c.last(1).index);
+    c.deliver_where(|m| m.to == 2 && matches!(m.body, MessageBody::AppendEntries { .. }));
+    // A notice naming a configuration entry other than node 2's latest one.
+    c.inject(Message { from: 1, to: 2, term, body: MessageBody::Durable { index: last, config_index: last } });
+    assert!(c.commit(2) < last, "configurations differ: no commit");
 }
