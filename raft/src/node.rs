@@ -234,12 +234,10 @@ impl<SM: StateMachine> Raft<SM> {
         let timer = Arc::new(TimerShared { deadline: AtomicU64::new(u64::MAX), sleeping_until: AtomicU64::new(0) });
 
         let mut handles: Vec<BoxFuture<'static, ()>> = Vec::new();
-        // The store's writes and fsyncs may block: on a thread of their own where the
-        // runtime has one, so the protocol loop keeps running meanwhile.
-        let store_task = persist_task::<SM, S>(id, store, persist_rx, tx.clone());
-        handles.push(
-            if blocking_store { runtime.spawn_blocking_task(store_task) } else { runtime.spawn(store_task) }.boxed(),
-        );
+        // The store task runs on the runtime's workers; a store whose calls block has
+        // its leader-side work moved to a blocking thread (see `persist_task`).
+        let store_task = persist_task::<SM, S, R>(id, store, blocking_store, runtime.clone(), persist_rx, tx.clone());
+        handles.push(runtime.spawn(store_task).boxed());
         handles.push(runtime.spawn(apply_task::<SM>(id, shared.state_machine.clone(), apply_rx, tx.clone())).boxed());
         handles.push(runtime.spawn(timer_task::<SM, R>(runtime.clone(), timer.clone(), wake_rx, tx.clone())).boxed());
         let driver = Driver {
@@ -628,7 +626,8 @@ impl<SM: StateMachine, R: Runtime, N: Network> Driver<SM, R, N> {
         for action in actions {
             match action {
                 Action::Persist(req) => {
-                    let _ = self.persist_tx.unbounded_send(StoreOp::Persist(req));
+                    let leader = self.core.role() == Role::Leader;
+                    let _ = self.persist_tx.unbounded_send(StoreOp::Persist { req, leader });
                 }
                 Action::LoadEntries { peer, term, start, end } => {
                     let _ = self.persist_tx.unbounded_send(StoreOp::Load { peer, term, start, end });
@@ -775,16 +774,37 @@ impl std::fmt::Debug for MessageKind<'_> {
 
 /// Work for the task that owns the store.
 enum StoreOp {
-    Persist(PersistRequest),
-    Load { peer: NodeId, term: Term, start: LogIndex, end: LogIndex },
+    /// A write, with whether the node was leader when it asked for it.
+    Persist {
+        req: PersistRequest,
+        leader: bool,
+    },
+    Load {
+        peer: NodeId,
+        term: Term,
+        start: LogIndex,
+        end: LogIndex,
+    },
 }
 
-async fn persist_task<SM: StateMachine, S: LogStore>(
+/// Carries out the store operations in order, merging queued writes (group commit).
+///
+/// Where the calls of a store block their thread ([`LogStore::blocks_thread`]), a
+/// follower's writes run right here, on the worker that runs this task: a follower acts
+/// on nothing while its write is pending (its acknowledgement waits for it), so running
+/// it here saves two thread hand-offs on every replicated write's path, and the
+/// runtime's other workers go on with everything else. A leader's writes and reads run
+/// on a blocking thread ([`Runtime::spawn_blocking_task`]) instead, so that a slow disk
+/// never holds up its heartbeats and replication, which go on while it writes.
+async fn persist_task<SM: StateMachine, S: LogStore, R: Runtime>(
     id: NodeId,
-    mut store: S,
+    store: S,
+    blocking: bool,
+    rt: R,
     mut rx: mpsc::UnboundedReceiver<StoreOp>,
     tx: mpsc::UnboundedSender<Event<SM>>,
 ) {
+    let mut store = Some(store);
     let mut queue = VecDeque::new();
     while let Some(first) = rx.next().await {
         queue.push_back(first);
@@ -792,23 +812,63 @@ async fn persist_task<SM: StateMachine, S: LogStore>(
             queue.push_back(more);
         }
         while let Some(op) = queue.pop_front() {
-            let mut req = match op {
-                StoreOp::Persist(req) => req,
-                StoreOp::Load { peer, term, start, end } => {
-                    let entries = store.entries(start, end).await.map_err(|e| e.to_string());
-                    let _ = tx.unbounded_send(Event::Loaded { peer, term, entries });
-                    continue;
-                }
-            };
             // Group commit: persist requests queued meanwhile go to the store together.
-            while let Some(StoreOp::Persist(_)) = queue.front() {
-                if let Some(StoreOp::Persist(more)) = queue.pop_front() {
-                    merge_persist(&mut req, more);
+            let op = match op {
+                StoreOp::Persist { mut req, mut leader } => {
+                    while let Some(StoreOp::Persist { .. }) = queue.front() {
+                        if let Some(StoreOp::Persist { req: more, leader: l }) = queue.pop_front() {
+                            merge_persist(&mut req, more);
+                            leader |= l;
+                        }
+                    }
+                    StoreOp::Persist { req, leader }
                 }
-            }
-            if !persist(id, &mut store, req, &tx).await {
+                load => load,
+            };
+            let off_thread = blocking && !matches!(op, StoreOp::Persist { leader: false, .. });
+            let Some(mut s) = store.take() else { return };
+            let ok = if off_thread {
+                let (done_tx, done_rx) = oneshot::channel();
+                let events = tx.clone();
+                drop(rt.spawn_blocking_task(async move {
+                    let ok = store_op(id, &mut s, op, &events).await;
+                    let _ = done_tx.send((s, ok));
+                }));
+                match done_rx.await {
+                    Ok((s, ok)) => {
+                        store = Some(s);
+                        ok
+                    }
+                    Err(_) => {
+                        let _ = tx.unbounded_send(Event::Fatal("the log store's thread stopped".into()));
+                        false
+                    }
+                }
+            } else {
+                let ok = store_op(id, &mut s, op, &tx).await;
+                store = Some(s);
+                ok
+            };
+            if !ok {
                 return;
             }
+        }
+    }
+}
+
+/// Carries out one store operation; false after a fatal store error.
+async fn store_op<SM: StateMachine, S: LogStore>(
+    id: NodeId,
+    store: &mut S,
+    op: StoreOp,
+    tx: &mpsc::UnboundedSender<Event<SM>>,
+) -> bool {
+    match op {
+        StoreOp::Persist { req, .. } => persist(id, store, req, tx).await,
+        StoreOp::Load { peer, term, start, end } => {
+            let entries = store.entries(start, end).await.map_err(|e| e.to_string());
+            let _ = tx.unbounded_send(Event::Loaded { peer, term, entries });
+            true
         }
     }
 }

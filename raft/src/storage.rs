@@ -40,11 +40,14 @@ pub struct InitialState {
 #[async_trait]
 pub trait LogStore: Send + 'static {
     /// Whether the store's calls block their thread (synchronous file I/O and `fsync`
-    /// inside the async methods). The driver then runs the store on a thread of its own
-    /// where the runtime has one ([`Runtime::spawn_blocking_task`]), so that a slow disk
-    /// never holds a worker that the protocol loop needs. A store that never blocks
-    /// keeps the default `false` and stays on the runtime's workers, which avoids a
-    /// thread hand-off per write.
+    /// inside the async methods). The driver then runs a leader's store calls on a
+    /// thread of their own where the runtime has one ([`Runtime::spawn_blocking_task`]),
+    /// so that a slow disk never holds up its heartbeats and replication. A follower's
+    /// writes run on the runtime worker that runs the store task: a follower acts on
+    /// nothing while its write is pending, and this saves two thread hand-offs on every
+    /// replicated write (the runtime's other workers go on meanwhile; on a runtime with
+    /// one worker, the follower's node waits for each write). A store that never blocks
+    /// keeps the default `false` and stays on the runtime's workers.
     ///
     /// [`Runtime::spawn_blocking_task`]: crate::Runtime::spawn_blocking_task
     fn blocks_thread(&self) -> bool {
