@@ -38,9 +38,9 @@ pub trait Runtime: Clone + Send + Sync + 'static {
     where
         F: Future<Output = ()> + Send + 'static;
 
-    /// Spawns a task that may block its thread: the store task of a store whose calls
-    /// block ([`LogStore::blocks_thread`](crate::LogStore::blocks_thread), e.g. the file
-    /// store's synchronous writes and fsyncs). The default runs it like
+    /// Spawns a task that may block its thread: a leader's store calls, for a store
+    /// whose calls block ([`LogStore::blocks_thread`](crate::LogStore::blocks_thread),
+    /// e.g. the file store's synchronous writes and fsyncs). The default runs it like
     /// [`Runtime::spawn`]; a runtime with a pool for blocking work gives it a thread of
     /// its own, so that a slow disk does not hold a worker that the protocol loop, the
     /// network and the application need.
