@@ -4,7 +4,7 @@
 # `perf` for half a second, and prints the median time, from the client's request, at
 # which each step first happens (N1f = node 1, a follower; N2l = node 2, the leader).
 #
-# Needs root, perf (Debian: linux-perf) and python3; build first with
+# Needs root, perf (Debian: linux-perf), curl and python3; build first with
 # `cargo build --release -p raft-examples`.
 set -euo pipefail
 cd "$(dirname "$0")/.."

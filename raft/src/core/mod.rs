@@ -793,9 +793,8 @@ impl RaftCore {
                 self.actions.push(Action::Send(msg));
             }
         }
-        if self.role == Role::Follower {
-            self.commit_from_leader_durability();
-        }
+        // A follower whose own write just became durable may now know a commit.
+        self.commit_from_leader_durability();
     }
 }
 
