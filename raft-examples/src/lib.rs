@@ -7,6 +7,7 @@
 //! - [`node`]: what both binaries share: the command line, the file store, the TCP
 //!   transport, the HTTP server with `/status`, and a clean stop on SIGTERM or SIGINT.
 //! - [`http`]: hyper on either runtime, and the JSON error answers.
+//! - [`sched`]: the OS scheduling policy of a node's threads (`--scheduling`).
 //! - `bench` (feature `tokio`): the cluster benchmarks of the `bench` binary: kv and
 //!   etcd clusters on loopback driven by one HTTP load generator, reports and charts.
 //!
@@ -22,3 +23,4 @@ pub mod http;
 pub mod kv;
 pub mod kv_app;
 pub mod node;
+pub mod sched;

@@ -23,6 +23,7 @@ use raft_store_file::{FileStore, FileStoreOptions};
 use tracing::{error, info, warn};
 
 use crate::http::{self, ApiError, Handler, HttpResponse, HttpRuntime};
+use crate::sched::{self, Scheduling};
 
 #[cfg(not(any(feature = "tokio", feature = "smol")))]
 compile_error!("raft-examples needs a runtime: enable the `tokio` or the `smol` feature");
@@ -77,6 +78,10 @@ pub struct NodeArgs {
     /// The largest value (request body) accepted, in bytes.
     #[arg(long, default_value_t = 1 << 20)]
     pub max_value_size: usize,
+    /// How the OS schedules the node's threads (see the `sched` module): `batch` keeps a
+    /// node from being preempted mid-burst by the peers it wakes.
+    #[arg(long, value_enum, default_value_t = Scheduling::default())]
+    pub scheduling: Scheduling,
 }
 
 /// The `--peers` list: node id to Raft address, as given.
@@ -260,6 +265,10 @@ pub fn main<A: App>(app: impl FnOnce(&NodeArgs) -> A) -> ExitCode {
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
     tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(ansi).init();
+    // Before any thread is started, so that every thread of the node inherits it.
+    if let Err(e) = sched::apply(args.scheduling) {
+        warn!(error = %e, policy = ?args.scheduling, "cannot set the scheduling policy; running under the default one");
+    }
     let app = app(&args);
 
     // The first SIGTERM or SIGINT stops the node cleanly; a second one exits at once.

@@ -252,3 +252,33 @@ fn nodes_on_tokio_and_smol_form_one_cluster() {
         assert_eq!(c.get((i + 1) % 3, &format!("k{i}")).as_deref(), Some(&b"v"[..]));
     }
 }
+
+/// The scheduling policy (`stat` field 41) of every thread of process `pid`.
+#[cfg(target_os = "linux")]
+fn thread_policies(pid: u32) -> Vec<u32> {
+    let mut out = Vec::new();
+    for task in std::fs::read_dir(format!("/proc/{pid}/task")).expect("task list") {
+        let path = task.expect("task").path().join("stat");
+        let Ok(stat) = std::fs::read_to_string(&path) else { continue };
+        let after_name = &stat[stat.rfind(')').expect("comm") + 2..];
+        out.push(after_name.split(' ').nth(41 - 3).expect("policy field").parse().expect("a number"));
+    }
+    out
+}
+
+/// A node's threads, the runtime's workers and store threads included, run under
+/// SCHED_BATCH (3) by default, and under the normal policy (0) with `--scheduling normal`.
+#[cfg(target_os = "linux")]
+#[test]
+fn node_threads_are_batch_scheduled_unless_asked_otherwise() {
+    let c = Cluster::start(KV, 3, |id| if id == 3 { vec!["--scheduling".into(), "normal".into()] } else { Vec::new() });
+    c.wait_leader(None);
+    for i in 0..20usize {
+        c.put(i % 3, &format!("k{i}"), b"v");
+    }
+    for (i, want) in [(0, 3), (1, 3), (2, 0)] {
+        let policies = thread_policies(c.pid(i).as_raw() as u32);
+        assert!(policies.len() >= 3, "node {i} has threads {policies:?}");
+        assert!(policies.iter().all(|&p| p == want), "node {i}: policies {policies:?}, want all {want}");
+    }
+}

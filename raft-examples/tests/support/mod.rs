@@ -214,7 +214,8 @@ impl Cluster {
         }
     }
 
-    fn pid(&self, i: usize) -> Pid {
+    /// The process id of node index `i`; panics if it is not running.
+    pub fn pid(&self, i: usize) -> Pid {
         let child = self.nodes[i].child.as_ref().unwrap_or_else(|| panic!("node {} is not running", i + 1));
         Pid::from_raw(child.id() as i32)
     }
