@@ -27,6 +27,12 @@ pub struct Config {
     pub max_inflight_messages: usize,
     /// Most bytes of entries in flight to one peer.
     pub max_inflight_bytes: usize,
+    /// Most batches of proposals a follower has forwarded to the leader and not yet had
+    /// answered. Proposals made on the follower meanwhile wait and leave together as one
+    /// batch, so under load a follower sends fewer, larger forwards (and the leader
+    /// fewer answers); with fewer batches in flight nothing waits. A batch unanswered for
+    /// two heartbeat intervals no longer counts, as its answer may have been lost.
+    pub max_forwards_in_flight: usize,
     /// Most proposals a leader accepts that are not yet committed; more are refused
     /// with back-pressure rather than growing memory without bound.
     pub max_uncommitted_entries: usize,
@@ -54,6 +60,7 @@ impl Default for Config {
             max_bytes_per_message: 1 << 20,
             max_inflight_messages: 64,
             max_inflight_bytes: 16 << 20,
+            max_forwards_in_flight: 2,
             max_uncommitted_entries: 1 << 20,
             max_cached_lag: 1 << 16,
             rng_seed: None,
@@ -80,6 +87,9 @@ impl Config {
         }
         if self.request_timeout.is_zero() {
             return bad("request_timeout must be positive");
+        }
+        if self.max_forwards_in_flight == 0 {
+            return bad("max_forwards_in_flight must be positive");
         }
         if self.max_uncommitted_entries == 0 {
             return bad("max_uncommitted_entries must be positive");

@@ -403,8 +403,8 @@ struct Driver<SM: StateMachine, R: Runtime, N: Network> {
     forward_batch: Vec<(Bytes, Responder<SM>)>,
     /// Reads asked for in the current batch; they share one read index.
     read_batch: Vec<ReadResponder>,
-    /// Forwarded batches waiting for the leader's answer, with the leader they went to.
-    forwards: HashMap<u64, (Option<NodeId>, Vec<Responder<SM>>)>,
+    /// Forwarded batches waiting for the leader's answer.
+    forwards: HashMap<u64, Forwarded<SM>>,
     /// Read groups waiting for their read index, with the leader asked for it.
     reads: HashMap<u64, (Option<NodeId>, Vec<ReadResponder>)>,
     /// The leader known when the waiting forwards and reads were last checked.
@@ -415,6 +415,16 @@ struct Driver<SM: StateMachine, R: Runtime, N: Network> {
     handed_to_apply: LogIndex,
     /// Last index the apply task reported applied.
     applied: LogIndex,
+}
+
+/// A batch of proposals forwarded to the leader, waiting for its answer.
+struct Forwarded<SM: StateMachine> {
+    /// The leader it went to.
+    to: Option<NodeId>,
+    /// When it was sent.
+    sent: Instant,
+    /// Its proposers, in the batch's order.
+    responders: Vec<Responder<SM>>,
 }
 
 impl<SM: StateMachine, R: Runtime, N: Network> Driver<SM, R, N> {
@@ -461,9 +471,16 @@ impl<SM: StateMachine, R: Runtime, N: Network> Driver<SM, R, N> {
                     next = rx.try_recv().ok();
                 }
             }
-            self.flush_client_batches();
+            self.flush_client_batches(now);
             let actions = self.core.take_actions(now);
             self.dispatch(actions);
+            // Answers to forwards that arrived in this batch may have made room for the
+            // proposals held back.
+            if !self.forward_batch.is_empty() && self.may_forward(now) {
+                self.flush_client_batches(now);
+                let actions = self.core.take_actions(now);
+                self.dispatch(actions);
+            }
             self.settle_requests_to_former_leaders();
             self.publish_status();
         }
@@ -497,10 +514,24 @@ impl<SM: StateMachine, R: Runtime, N: Network> Driver<SM, R, N> {
         }
     }
 
-    /// Sends this batch's follower proposals to the leader as one message, and asks for
-    /// one read index for this batch's reads.
-    fn flush_client_batches(&mut self) {
-        if !self.forward_batch.is_empty() {
+    /// Whether proposals made here may leave now: always on a leader; on a follower while
+    /// fewer than `max_forwards_in_flight` forwarded batches, sent within the last two
+    /// heartbeat intervals, wait for the leader's answer.
+    fn may_forward(&self, now: Instant) -> bool {
+        if self.core.role() == Role::Leader {
+            return true;
+        }
+        let cfg = &self.core.cfg;
+        let lost_after = cfg.heartbeat_interval * 2;
+        let waiting = self.forwards.values().filter(|f| now.saturating_since(f.sent) < lost_after).count();
+        waiting < cfg.max_forwards_in_flight
+    }
+
+    /// Sends this batch's follower proposals to the leader as one message (unless
+    /// [`Self::may_forward`] holds them back for a later batch), and asks for one read
+    /// index for this batch's reads.
+    fn flush_client_batches(&mut self, now: Instant) {
+        if !self.forward_batch.is_empty() && self.may_forward(now) {
             let batch = std::mem::take(&mut self.forward_batch);
             if self.core.role() == Role::Leader {
                 for (data, tx) in batch {
@@ -510,7 +541,7 @@ impl<SM: StateMachine, R: Runtime, N: Network> Driver<SM, R, N> {
                 let (commands, responders): (Vec<Bytes>, Vec<Responder<SM>>) = batch.into_iter().unzip();
                 match self.core.forward(commands) {
                     Ok(id) => {
-                        self.forwards.insert(id, (self.core.leader(), responders));
+                        self.forwards.insert(id, Forwarded { to: self.core.leader(), sent: now, responders });
                     }
                     Err(e) => {
                         for tx in responders {
@@ -536,7 +567,7 @@ impl<SM: StateMachine, R: Runtime, N: Network> Driver<SM, R, N> {
     }
 
     fn on_forwarded(&mut self, id: u64, result: Result<(LogIndex, Term), ProposeError>) {
-        let Some((_, responders)) = self.forwards.remove(&id) else { return };
+        let Some(Forwarded { responders, .. }) = self.forwards.remove(&id) else { return };
         match result {
             Ok((first, term)) => {
                 for (i, tx) in responders.into_iter().enumerate() {
@@ -586,7 +617,7 @@ impl<SM: StateMachine, R: Runtime, N: Network> Driver<SM, R, N> {
     /// Forgets forwarded batches and read groups whose callers have all given up (the
     /// answer was lost with a message, or the leader died), so they do not accumulate.
     fn forget_abandoned_requests(&mut self) {
-        self.forwards.retain(|_, (_, rs)| rs.iter().any(|tx| !tx.is_canceled()));
+        self.forwards.retain(|_, f| f.responders.iter().any(|tx| !tx.is_canceled()));
         self.reads.retain(|_, (_, rs)| rs.iter().any(|tx| !tx.is_canceled()));
     }
 
@@ -604,10 +635,10 @@ impl<SM: StateMachine, R: Runtime, N: Network> Driver<SM, R, N> {
         }
         self.requests_leader = leader;
         let former = |to: &Option<NodeId>| *to != leader;
-        if self.forwards.values().any(|(to, _)| former(to)) {
-            let ids: Vec<u64> = self.forwards.iter().filter(|(_, (to, _))| former(to)).map(|(id, _)| *id).collect();
+        if self.forwards.values().any(|f| former(&f.to)) {
+            let ids: Vec<u64> = self.forwards.iter().filter(|(_, f)| former(&f.to)).map(|(id, _)| *id).collect();
             for id in ids {
-                for tx in self.forwards.remove(&id).map(|(_, rs)| rs).unwrap_or_default() {
+                for tx in self.forwards.remove(&id).map(|f| f.responders).unwrap_or_default() {
                     let _ = tx.send(Err(ClientError::Indeterminate));
                 }
             }
@@ -732,7 +763,7 @@ impl<SM: StateMachine, R: Runtime, N: Network> Driver<SM, R, N> {
         for (_, _, tx) in self.pending.drain(..) {
             let _ = tx.send(Err(err.clone()));
         }
-        let forwarded = self.forwards.drain().flat_map(|(_, (_, rs))| rs);
+        let forwarded = self.forwards.drain().flat_map(|(_, f)| f.responders);
         for tx in self.forward_batch.drain(..).map(|(_, tx)| tx).chain(forwarded) {
             let _ = tx.send(Err(err.clone()));
         }

@@ -148,7 +148,7 @@ impl Default for SimOptions {
 
 impl SimOptions {
     /// Options varied by `seed`: 3 or 5 nodes, pre-vote and check-quorum on or off,
-    /// different message, window and memory-cache sizes.
+    /// different message, window, memory-cache and forwarding limits.
     pub fn for_seed(seed: u64) -> Self {
         let mut rng = fastrand::Rng::with_seed(seed ^ 0x5eed_0f0b_710a);
         let mut o = SimOptions { nodes: if rng.u8(..4) == 0 { 5 } else { 3 }, ..SimOptions::default() };
@@ -158,6 +158,7 @@ impl SimOptions {
         o.config.max_entries_per_message = rng.usize(1..64);
         // Often keep little in memory, so lagging peers are served from the store.
         o.config.max_cached_lag = if rng.bool() { rng.u64(4..200) } else { 1 << 16 };
+        o.config.max_forwards_in_flight = rng.usize(1..4);
         o
     }
 }

@@ -1,0 +1,110 @@
+//! How a follower forwards proposals to the leader: at most
+//! `Config::max_forwards_in_flight` unanswered batches at a time, proposals made
+//! meanwhile leaving together as one batch, and a batch whose answer was lost no longer
+//! counting after two heartbeat intervals.
+#![cfg(all(feature = "testing", feature = "tokio"))]
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use raft::runtime::TokioRuntime;
+use raft::testing::helpers::{leader, sleep, wait_for, Counter};
+use raft::testing::mem_network::{MemEndpoint, MemNetwork};
+use raft::testing::mem_store::MemStore;
+use raft::{Config, Message, MessageBody, Network, NetworkError, NodeId, Raft, Role};
+
+/// A node's network that records the size of every forwarded batch it sends, and drops
+/// the leader's answers to forwards while `drop_answers` is set.
+struct Watched {
+    inner: MemEndpoint<TokioRuntime>,
+    forwards: Arc<Mutex<Vec<usize>>>,
+    drop_answers: Arc<AtomicBool>,
+}
+
+#[async_trait]
+impl Network for Watched {
+    async fn send(&self, to: NodeId, msg: Message) -> Result<(), NetworkError> {
+        match &msg.body {
+            MessageBody::Forward { commands, .. } => self.forwards.lock().unwrap().push(commands.len()),
+            MessageBody::ForwardResponse { .. } if self.drop_answers.load(Ordering::SeqCst) => return Ok(()),
+            _ => {}
+        }
+        self.inner.send(to, msg).await
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_follower_holds_proposals_while_its_forwards_are_unanswered_and_sends_them_as_one() {
+    let rt = TokioRuntime::new();
+    let net = MemNetwork::new(rt.clone(), 5);
+    let forwards = Arc::new(Mutex::new(Vec::new()));
+    let drop_answers = Arc::new(AtomicBool::new(false));
+    // Two unanswered batches at most; an answer counts as lost after 2 × 200 ms.
+    let config = Config {
+        heartbeat_interval: Duration::from_millis(200),
+        election_timeout_min: Duration::from_millis(1000),
+        election_timeout_max: Duration::from_millis(2000),
+        max_forwards_in_flight: 2,
+        ..Config::default()
+    };
+    let mut nodes = Vec::new();
+    for id in 1..=3u64 {
+        let network =
+            Watched { inner: net.endpoint(id), forwards: forwards.clone(), drop_answers: drop_answers.clone() };
+        let node =
+            Raft::bootstrap(id, [1, 2, 3], config.clone(), rt.clone(), MemStore::new(), network, Counter::default())
+                .await
+                .expect("node starts");
+        let handle = node.clone();
+        net.register(id, Arc::new(move |m| handle.receive(m)));
+        nodes.push(Some(node));
+    }
+    wait_for(&rt, "a leader", || leader(&nodes).is_some()).await;
+    let l = leader(&nodes).expect("a leader");
+    let f = nodes.iter().flatten().find(|n| n.status().role == Role::Follower).expect("a follower").clone();
+    wait_for(&rt, "the follower to know the leader", || f.status().leader == Some(l.id())).await;
+
+    // Answered forwards go one by one.
+    assert_eq!(f.propose(1).await, Ok(1));
+    assert_eq!(f.propose(1).await, Ok(2));
+    assert_eq!(*forwards.lock().unwrap(), vec![1, 1]);
+
+    // With the answers lost, two batches are in flight...
+    drop_answers.store(true, Ordering::SeqCst);
+    let mut lost = Vec::new();
+    for n in 3..=4 {
+        let f2 = f.clone();
+        lost.push(tokio::spawn(async move { f2.propose(1).await }));
+        wait_for(&rt, "a forward", || forwards.lock().unwrap().len() == n).await;
+    }
+    // ... so the next three proposals, made one at a time, wait, and leave together once
+    // the two unanswered batches count as lost.
+    let mut held = Vec::new();
+    for _ in 0..3 {
+        let f2 = f.clone();
+        held.push(tokio::spawn(async move { f2.propose(1).await }));
+        sleep(&rt, Duration::from_millis(20)).await;
+    }
+    drop_answers.store(false, Ordering::SeqCst);
+    wait_for(&rt, "the held batch", || forwards.lock().unwrap().len() == 5).await;
+    assert_eq!(*forwards.lock().unwrap(), vec![1, 1, 1, 1, 3]);
+    let mut values = Vec::new();
+    for h in held {
+        values.push(h.await.expect("task").expect("the held proposals commit"));
+    }
+    values.sort_unstable();
+    assert_eq!(values, vec![5, 6, 7], "all seven increments applied, the held three last");
+    // The two whose answers were lost were still applied.
+    wait_for(&rt, "every increment everywhere", || {
+        nodes.iter().flatten().all(|n| n.read_local_stale(|c: &Counter| c.0) == 7)
+    })
+    .await;
+    for h in lost {
+        h.abort();
+    }
+    for n in nodes.iter().flatten() {
+        n.shutdown().await;
+    }
+}
