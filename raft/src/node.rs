@@ -471,15 +471,15 @@ impl<SM: StateMachine, R: Runtime, N: Network> Driver<SM, R, N> {
                     next = rx.try_recv().ok();
                 }
             }
-            self.flush_client_batches(now);
-            let actions = self.core.take_actions(now);
-            self.dispatch(actions);
-            // Answers to forwards that arrived in this batch may have made room for the
-            // proposals held back.
-            if !self.forward_batch.is_empty() && self.may_forward(now) {
+            // A second round when answers to forwards, arriving in this batch, made room
+            // for the proposals held back (the flush then empties the batch).
+            loop {
                 self.flush_client_batches(now);
                 let actions = self.core.take_actions(now);
                 self.dispatch(actions);
+                if self.forward_batch.is_empty() || !self.may_forward(now) {
+                    break;
+                }
             }
             self.settle_requests_to_former_leaders();
             self.publish_status();
