@@ -282,7 +282,7 @@ impl<SM: StateMachine> Raft<SM> {
     /// entry was committed at its position, [`ClientError::Overloaded`] under
     /// back-pressure, [`ClientError::ShuttingDown`] when the node stops first.
     pub async fn propose(&self, command: SM::Command) -> Result<SM::Response, ClientError> {
-        let data = Bytes::from(postcard::to_allocvec(&command).map_err(|e| ClientError::Encode(e.to_string()))?);
+        let data = encode_command(command)?;
         self.with_retries(|tx| Event::Propose { data: data.clone(), tx }).await
     }
 
@@ -779,6 +779,16 @@ impl<SM: StateMachine, R: Runtime, N: Network> Driver<SM, R, N> {
         drop(self.wake_tx);
         future::join_all(self.peer_tasks).await;
     }
+}
+
+/// Encodes a command into a buffer of exactly its size, and drops the command: whatever
+/// it holds (often a request's body, which shares the HTTP server's read buffer) is
+/// released before the proposal waits for its commit, not after.
+fn encode_command<C: serde::Serialize>(command: C) -> Result<Bytes, ClientError> {
+    let encode_error = |e: postcard::Error| ClientError::Encode(e.to_string());
+    let size = postcard::experimental::serialized_size(&command).map_err(encode_error)?;
+    let data = postcard::to_extend(&command, Vec::with_capacity(size)).map_err(encode_error)?;
+    Ok(Bytes::from(data))
 }
 
 fn propose_error(e: ProposeError) -> ClientError {
