@@ -210,9 +210,16 @@ impl FrameDecoder {
     }
 
     /// The next complete frame decoded as a message; see [`FrameDecoder::next_frame`].
+    ///
+    /// The frame is copied once into a buffer of its own, and the commands the message
+    /// carries are views of that buffer ([`Message::decode_shared`]): one allocation per
+    /// message instead of one per command, and no read buffer kept alive by them.
     pub fn next_message(&mut self) -> Result<Option<Message>, FrameError> {
         match self.next_frame()? {
-            Some(payload) => Ok(Some(Message::decode(payload).map_err(FrameError::Decode)?)),
+            Some(payload) => {
+                let frame = bytes::Bytes::copy_from_slice(payload);
+                Ok(Some(Message::decode_shared(&frame).map_err(FrameError::Decode)?))
+            }
             None => Ok(None),
         }
     }

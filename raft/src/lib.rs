@@ -72,6 +72,7 @@ pub mod network;
 pub mod node;
 pub mod quorum;
 pub mod runtime;
+mod shared_bytes;
 pub mod state_machine;
 pub mod storage;
 #[cfg(feature = "testing")]

@@ -114,6 +114,7 @@ pub enum MessageBody {
         /// Chosen by the sender to match the answer.
         id: u64,
         /// The encoded commands, to be appended in this order.
+        #[serde(deserialize_with = "crate::shared_bytes::bytes_vec")]
         commands: Vec<bytes::Bytes>,
     },
     /// The answer to [`MessageBody::Forward`]. On acceptance the message's `term` is the
@@ -204,6 +205,14 @@ impl Message {
         }
     }
 
+    /// Decodes a message like [`Message::decode`], but the commands it carries (in
+    /// entries and forwarded batches) are views of `frame` rather than copies: no
+    /// allocation per command. `frame` stays allocated while any of them lives, so pass
+    /// a buffer that holds this one message, not a larger read buffer.
+    pub fn decode_shared(frame: &bytes::Bytes) -> Result<Message, DecodeError> {
+        crate::shared_bytes::with_source(frame, Message::decode)
+    }
+
     /// A rough size in bytes, for flow control.
     pub fn approx_size(&self) -> usize {
         match &self.body {
@@ -244,6 +253,43 @@ mod tests {
         let bytes = m.encode();
         assert_eq!(bytes[0], 0, "version tag leads the encoding");
         assert_eq!(Message::decode(&bytes).unwrap(), m);
+    }
+
+    #[test]
+    fn shared_decoding_keeps_commands_as_views_of_the_frame() {
+        let command = |n: u8| bytes::Bytes::from(vec![n; 300]);
+        let entry = |index| Entry { term: 2, index, payload: EntryPayload::Command(command(index as u8)) };
+        let append = MessageBody::AppendEntries {
+            prev_log_index: 0,
+            prev_log_term: 0,
+            entries: vec![entry(1), entry(2)],
+            leader_commit: 0,
+        };
+        let forward = MessageBody::Forward { id: 9, commands: vec![command(7), command(8)] };
+        for body in [append, forward] {
+            let m = Message { from: 1, to: 2, term: 2, body };
+            let frame = bytes::Bytes::from(m.encode());
+            let within = frame.as_ptr() as usize..frame.as_ptr() as usize + frame.len();
+            let decoded = Message::decode_shared(&frame).unwrap();
+            drop(frame);
+            // Equal to the original, and still readable once the caller dropped the frame.
+            assert_eq!(decoded, m);
+            let commands: Vec<&bytes::Bytes> = match &decoded.body {
+                MessageBody::AppendEntries { entries, .. } => entries
+                    .iter()
+                    .filter_map(|e| match &e.payload {
+                        EntryPayload::Command(c) => Some(c),
+                        _ => None,
+                    })
+                    .collect(),
+                MessageBody::Forward { commands, .. } => commands.iter().collect(),
+                _ => unreachable!(),
+            };
+            assert_eq!(commands.len(), 2);
+            for c in commands {
+                assert!(within.contains(&(c.as_ptr() as usize)), "a command was copied out of the frame");
+            }
+        }
     }
 
     #[test]

@@ -74,7 +74,7 @@ pub enum EntryPayload {
     /// (thesis §3.6.2 / paper §8).
     Blank,
     /// An application command, encoded by the driver from `StateMachine::Command`.
-    Command(Bytes),
+    Command(#[serde(deserialize_with = "crate::shared_bytes::bytes")] Bytes),
     /// A membership configuration; it takes effect as soon as it is in a log
     /// (thesis §4.1).
     Membership(Box<Membership>),
