@@ -1,5 +1,5 @@
-//! `bench cluster` and `bench failover` end to end against real 3-node clusters of our
-//! `kv` app and of etcd.
+//! `bench cluster` and `bench failover` end to end against real clusters of our `kv` app
+//! (3 nodes, and one single node) and of etcd.
 //!
 //! The etcd tests need etcd on PATH (`scripts/install-bench-deps.sh`); without it they
 //! print why and pass without running.
@@ -29,21 +29,23 @@ fn etcd_installed() -> bool {
     false
 }
 
-/// Checks the JSON line of `bench cluster` and returns it.
-fn check_cluster_json(stdout: &str) -> serde_json::Value {
+/// Checks the JSON line of `bench cluster` (a cluster of `nodes` nodes) and returns it.
+fn check_cluster_json(stdout: &str, nodes: usize) -> serde_json::Value {
     let v = last_json(stdout);
     for key in ["ops_per_sec", "p50_us", "p99_us", "p999_us", "peak_rss_kib"] {
         assert!(v.get(key).is_some(), "missing {key} in {v}");
     }
     assert!(v["ops_per_sec"].as_f64().unwrap() > 0.0, "{v}");
     let rss = v["peak_rss_kib"].as_array().unwrap();
-    assert_eq!(rss.len(), 3);
+    assert_eq!(rss.len(), nodes, "one peak memory figure per node: {v}");
     assert!(rss.iter().all(|k| k.as_u64().unwrap() > 0), "{v}");
     v
 }
 
-/// Runs `bench cluster` against kv with 8 clients over 200 keys and checks its JSON.
-fn kv_cluster(workload: &str, duration: &str) -> serde_json::Value {
+/// Runs `bench cluster` against a kv cluster of `nodes` nodes with 8 clients over 200
+/// keys and checks its JSON.
+fn kv_cluster(workload: &str, duration: &str, nodes: usize) -> serde_json::Value {
+    let nodes_arg = nodes.to_string();
     let (stdout, _) = bench(&[
         "cluster",
         "--target",
@@ -60,9 +62,11 @@ fn kv_cluster(workload: &str, duration: &str) -> serde_json::Value {
         workload,
         "--keyspace",
         "200",
+        "--nodes",
+        &nodes_arg,
         "--json",
     ]);
-    let v = check_cluster_json(&stdout);
+    let v = check_cluster_json(&stdout, nodes);
     assert_eq!(
         (v["target"].as_str(), v["workload"].as_str(), v["clients"].as_u64()),
         (Some("kv"), Some(workload), Some(8))
@@ -73,13 +77,32 @@ fn kv_cluster(workload: &str, duration: &str) -> serde_json::Value {
 
 #[test]
 fn cluster_bench_against_kv_reports_json_figures() {
-    kv_cluster("mixed", "1.5");
+    kv_cluster("mixed", "1.5", 3);
+}
+
+/// `--nodes 1`: one node, no replication, every client on it.
+#[test]
+fn cluster_bench_runs_a_single_node_kv() {
+    let v = kv_cluster("write", "1", 1);
+    assert!(v["ops"].as_u64().unwrap() > 0, "{v}");
+}
+
+/// Killing the leader of a one-node cluster leaves nothing to elect: refused up front.
+#[test]
+fn failover_bench_refuses_fewer_than_three_nodes() {
+    let out = Command::new(env!("CARGO_BIN_EXE_bench"))
+        .args(["failover", "--target", "kv", "--kv-bin", env!("CARGO_BIN_EXE_kv"), "--nodes", "1", "--rounds", "1"])
+        .output()
+        .expect("bench runs");
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("at least 3 nodes"), "{stderr}");
 }
 
 /// Local reads: every node answers from its own replica, after the keys were written.
 #[test]
 fn cluster_bench_against_kv_serves_local_reads() {
-    let v = kv_cluster("local-read", "1");
+    let v = kv_cluster("local-read", "1", 3);
     assert!(v["ops"].as_u64().unwrap() > 0, "{v}");
 }
 
@@ -113,7 +136,7 @@ fn cluster_bench_against_etcd_reports_json_figures() {
         "100",
         "--json",
     ]);
-    check_cluster_json(&stdout);
+    check_cluster_json(&stdout, 3);
 }
 
 #[test]

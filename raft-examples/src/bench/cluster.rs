@@ -1,5 +1,5 @@
-//! Starting and stopping a 3-node cluster of `kv` processes or etcd members on loopback,
-//! with data in a temporary directory.
+//! Starting and stopping a cluster of `kv` processes or etcd members on loopback (3 nodes
+//! unless asked otherwise), with data in a temporary directory.
 
 use std::fs::File;
 use std::net::{SocketAddr, TcpListener};
@@ -10,15 +10,23 @@ use std::time::{Duration, Instant};
 use super::http::one_shot;
 use super::target::{parse_status, NodeStatus, RequestBuilder, Target};
 
-/// Where the programs are and where the data goes.
-#[derive(Clone, Debug, Default)]
+/// Where the programs are, where the data goes, and how many nodes run.
+#[derive(Clone, Debug)]
 pub struct ClusterOptions {
+    /// Number of nodes (members), at least 1.
+    pub nodes: usize,
     /// Path of the `kv` binary (default: `kv` next to the running executable).
     pub kv_bin: Option<PathBuf>,
     /// Path of the etcd binary (default: `etcd` on PATH).
     pub etcd_bin: Option<PathBuf>,
     /// Directory to create the temporary data directory in (default: the system's).
     pub dir: Option<PathBuf>,
+}
+
+impl Default for ClusterOptions {
+    fn default() -> Self {
+        ClusterOptions { nodes: 3, kv_bin: None, etcd_bin: None, dir: None }
+    }
 }
 
 struct Node {
@@ -62,9 +70,12 @@ pub fn find_on_path(name: &str) -> Option<PathBuf> {
 }
 
 impl Cluster {
-    /// Starts a 3-node cluster of `target` and returns once every process is spawned;
-    /// [`Cluster::wait_ready`] waits for a leader.
+    /// Starts a cluster of `opts.nodes` nodes of `target` and returns once every process
+    /// is spawned; [`Cluster::wait_ready`] waits for a leader.
     pub fn start(target: Target, opts: &ClusterOptions) -> Result<Cluster, String> {
+        if opts.nodes == 0 {
+            return Err("a cluster needs at least one node".into());
+        }
         let program = match target {
             Target::Kv => opts.kv_bin.clone().or_else(default_kv_bin).ok_or(
                 "no kv binary next to this executable: build it with `cargo build --release -p raft-examples` \
@@ -79,8 +90,8 @@ impl Cluster {
             None => tempfile::Builder::new().prefix("bench-cluster-").tempdir(),
         }
         .map_err(|e| format!("cannot create a temp dir: {e}"))?;
-        let ports = free_ports(6)?;
-        let nodes = (0..3)
+        let ports = free_ports(2 * opts.nodes)?;
+        let nodes = (0..opts.nodes)
             .map(|i| Node {
                 http: ports[2 * i],
                 peer: ports[2 * i + 1],
@@ -91,7 +102,7 @@ impl Cluster {
             .collect();
         let token = format!("bench-{}-{}", std::process::id(), ports[0].port());
         let mut cluster = Cluster { target, program, nodes, token, _dir: dir };
-        for i in 0..3 {
+        for i in 0..opts.nodes {
             cluster.spawn(i)?;
         }
         Ok(cluster)

@@ -163,6 +163,12 @@ async fn rounds(args: &FailoverArgs) -> Result<Vec<f64>, String> {
 
 /// `bench failover`.
 pub fn run_failover(args: &FailoverArgs) -> Result<(), String> {
+    if args.setup.nodes < 3 {
+        return Err(format!(
+            "failover needs at least 3 nodes (a majority must survive the leader), not {}",
+            args.setup.nodes
+        ));
+    }
     let times = block_on(args.setup.client_threads, rounds(args))?;
     let (p50, p99) = (percentile(&times, 0.5), percentile(&times, 0.99));
     let max = times.iter().copied().fold(0.0, f64::max);

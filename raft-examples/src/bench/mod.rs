@@ -1,5 +1,6 @@
-//! Cluster benchmarks: our `kv` app and etcd, each as a real 3-node cluster on loopback
-//! with durable storage, driven over HTTP by the same load generator.
+//! Cluster benchmarks: our `kv` app and etcd, each as a real cluster on loopback (3 nodes
+//! unless `--nodes` says otherwise) with durable storage, driven over HTTP by the same
+//! load generator.
 //!
 //! The `bench` binary's `cluster`, `compare`, `failover` and `report` subcommands call
 //! the `run_*` functions here; the parts ([`load`], [`cluster`], [`target`], [`results`],
@@ -54,6 +55,10 @@ pub struct LoadArgs {
 /// Where the programs are and where their data goes.
 #[derive(clap::Args, Clone, Debug, Default)]
 pub struct SetupArgs {
+    /// Nodes per cluster (the comparisons in docs/performance.md use 3; 1 measures a
+    /// node with no replication at all).
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u16).range(1..=9))]
+    pub nodes: u16,
     /// The `kv` binary (default: `kv` next to this executable).
     #[arg(long)]
     pub kv_bin: Option<PathBuf>,
@@ -70,7 +75,12 @@ pub struct SetupArgs {
 
 impl SetupArgs {
     fn options(&self) -> ClusterOptions {
-        ClusterOptions { kv_bin: self.kv_bin.clone(), etcd_bin: self.etcd_bin.clone(), dir: self.dir.clone() }
+        ClusterOptions {
+            nodes: usize::from(self.nodes),
+            kv_bin: self.kv_bin.clone(),
+            etcd_bin: self.etcd_bin.clone(),
+            dir: self.dir.clone(),
+        }
     }
 }
 
@@ -304,11 +314,12 @@ pub fn run_report(args: &ReportArgs) -> Result<(), String> {
         }
     };
     let value_kib = results.first().map(|r| r.value_size as f64 / 1024.0).unwrap_or(1.0);
+    let nodes = args.setup.nodes;
     let throughput = args.out.join("bench-throughput.svg");
     plot::throughput_chart(
         &results,
         &throughput,
-        &format!("3 nodes on loopback, fsync on, {value_kib} KiB values: throughput"),
+        &format!("{nodes} nodes on loopback, fsync on, {value_kib} KiB values: throughput"),
     )?;
     let mut written = vec![throughput];
     for w in Workload::ALL {
@@ -318,7 +329,7 @@ pub fn run_report(args: &ReportArgs) -> Result<(), String> {
                 &results,
                 w,
                 &path,
-                &format!("{w} latency, 3 nodes, fsync on, {value_kib} KiB values"),
+                &format!("{w} latency, {nodes} nodes, fsync on, {value_kib} KiB values"),
             )?;
             written.push(path);
         }
