@@ -43,7 +43,7 @@ fn share_or_copy(part: &[u8]) -> Bytes {
 
 fn contains(outer: &[u8], inner: &[u8]) -> bool {
     let (o, i) = (outer.as_ptr() as usize, inner.as_ptr() as usize);
-    i >= o && i + inner.len() <= o + outer.len()
+    i >= o && i.checked_add(inner.len()).is_some_and(|end| end <= o + outer.len())
 }
 
 /// Deserializes a byte string as [`Bytes`], sharing the source buffer where possible

@@ -53,7 +53,7 @@ pub struct LoadArgs {
 }
 
 /// Where the programs are and where their data goes.
-#[derive(clap::Args, Clone, Debug, Default)]
+#[derive(clap::Args, Clone, Debug)]
 pub struct SetupArgs {
     /// Nodes per cluster (the comparisons in docs/performance.md use 3; 1 measures a
     /// node with no replication at all).
@@ -71,6 +71,13 @@ pub struct SetupArgs {
     /// Worker threads of the load generator's tokio runtime.
     #[arg(long, default_value_t = 1)]
     pub client_threads: usize,
+}
+
+impl Default for SetupArgs {
+    /// The command line's defaults.
+    fn default() -> Self {
+        SetupArgs { nodes: 3, kv_bin: None, etcd_bin: None, dir: None, client_threads: 1 }
+    }
 }
 
 impl SetupArgs {
@@ -339,4 +346,28 @@ pub fn run_report(args: &ReportArgs) -> Result<(), String> {
         eprintln!("wrote {}", p.display());
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+
+    #[derive(clap::Parser)]
+    struct Setup {
+        #[command(flatten)]
+        setup: SetupArgs,
+    }
+
+    #[test]
+    fn setup_defaults_match_the_command_line_and_bad_node_counts_are_refused() {
+        let parsed = Setup::try_parse_from(["bench"]).unwrap().setup;
+        let default = SetupArgs::default();
+        assert_eq!((parsed.nodes, parsed.client_threads), (default.nodes, default.client_threads));
+        assert_eq!(default.options().nodes, 3);
+        assert_eq!(Setup::try_parse_from(["bench", "--nodes", "1"]).unwrap().setup.options().nodes, 1);
+        assert!(Setup::try_parse_from(["bench", "--nodes", "0"]).is_err());
+        assert!(Setup::try_parse_from(["bench", "--nodes", "10"]).is_err());
+    }
 }
