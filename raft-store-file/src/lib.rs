@@ -475,18 +475,23 @@ impl<F: Vfs> FileStore<F> {
             }
         }
         self.segments[i].index = Some(scan.index);
-        // Bound memory: keep the record offsets of at most MAX_INDEXED_SEALED sealed
-        // segments (they are rebuilt from the file when needed again).
+        self.bound_sealed_indexes(i);
+        Ok(())
+    }
+
+    /// Bounds memory: once more than MAX_INDEXED_SEALED sealed segments hold their
+    /// record offsets (8 bytes per entry), drops all of them but segment `keep`'s; they
+    /// are rebuilt from the file when needed again.
+    fn bound_sealed_indexes(&mut self, keep: usize) {
         let last = self.segments.len() - 1;
         let indexed = self.segments[..last].iter().filter(|s| s.index.is_some()).count();
         if indexed > MAX_INDEXED_SEALED {
             for (j, s) in self.segments[..last].iter_mut().enumerate() {
-                if j != i {
+                if j != keep {
                     s.index = None;
                 }
             }
         }
-        Ok(())
     }
 
     /// Reads entries `start..end` from disk; the caller checked the range is held.
@@ -582,6 +587,9 @@ impl<F: Vfs> FileStore<F> {
             let mut index = vec![base];
             index.extend(offsets.iter().map(|o| o + base));
             self.segments.push(Segment { first, path, index: Some(index) });
+            // The segment just sealed keeps its offsets: the entries most likely to be
+            // read back (for a follower that lags a little) are in it.
+            self.bound_sealed_indexes(self.segments.len().saturating_sub(2));
             self.active = Some(f);
             return Ok(());
         }
