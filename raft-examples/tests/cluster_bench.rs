@@ -8,11 +8,18 @@
 
 use std::process::Command;
 
-fn bench(args: &[&str]) -> (String, String) {
+/// Runs `bench` with `args`: whether it succeeded, its stdout and its stderr.
+fn run_bench(args: &[&str]) -> (bool, String, String) {
     let out = Command::new(env!("CARGO_BIN_EXE_bench")).args(args).output().expect("bench runs");
     let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
     let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
-    assert!(out.status.success(), "bench {args:?} failed\nstdout:\n{stdout}\nstderr:\n{stderr}");
+    (out.status.success(), stdout, stderr)
+}
+
+/// Runs `bench` with `args`, which must succeed; its stdout and stderr.
+fn bench(args: &[&str]) -> (String, String) {
+    let (ok, stdout, stderr) = run_bench(args);
+    assert!(ok, "bench {args:?} failed\nstdout:\n{stdout}\nstderr:\n{stderr}");
     (stdout, stderr)
 }
 
@@ -90,12 +97,18 @@ fn cluster_bench_runs_a_single_node_kv() {
 /// Killing the leader of a one-node cluster leaves nothing to elect: refused up front.
 #[test]
 fn failover_bench_refuses_fewer_than_three_nodes() {
-    let out = Command::new(env!("CARGO_BIN_EXE_bench"))
-        .args(["failover", "--target", "kv", "--kv-bin", env!("CARGO_BIN_EXE_kv"), "--nodes", "1", "--rounds", "1"])
-        .output()
-        .expect("bench runs");
-    assert!(!out.status.success());
-    let stderr = String::from_utf8_lossy(&out.stderr);
+    let (ok, _, stderr) = run_bench(&[
+        "failover",
+        "--target",
+        "kv",
+        "--kv-bin",
+        env!("CARGO_BIN_EXE_kv"),
+        "--nodes",
+        "1",
+        "--rounds",
+        "1",
+    ]);
+    assert!(!ok);
     assert!(stderr.contains("at least 3 nodes"), "{stderr}");
 }
 
