@@ -116,9 +116,14 @@ pub enum MessageBody {
         /// The encoded commands, to be appended in this order.
         #[serde(deserialize_with = "crate::shared_bytes::bytes_vec")]
         commands: Vec<bytes::Bytes>,
+        /// Whether this is a repeated copy, sent because no answer came back. A leader
+        /// that has no record of the id then cannot tell whether it appended the commands
+        /// before (in an earlier life, or too long ago to remember) and answers
+        /// [`ForwardResult::Unknown`] instead of appending them.
+        retry: bool,
     },
     /// The answer to [`MessageBody::Forward`]. On acceptance the message's `term` is the
-    /// term of the appended entries.
+    /// term of the appended entries (a repeated answer carries the term of the first one).
     ForwardResponse {
         /// The request's id.
         id: u64,
@@ -157,6 +162,9 @@ pub enum ForwardResult {
     },
     /// The leader refused for back-pressure. Nothing was appended.
     Overloaded,
+    /// The answer to a retried forward the receiver has no record of: the commands may
+    /// or may not have been appended, and were not appended again.
+    Unknown,
 }
 
 /// Where a follower's log may match the leader's, sent with a rejected append.
@@ -265,7 +273,7 @@ mod tests {
             entries: vec![entry(1), entry(2)],
             leader_commit: 0,
         };
-        let forward = MessageBody::Forward { id: 9, commands: vec![command(7), command(8)] };
+        let forward = MessageBody::Forward { id: 9, commands: vec![command(7), command(8)], retry: false };
         for body in [append, forward] {
             let m = Message { from: 1, to: 2, term: 2, body };
             let frame = bytes::Bytes::from(m.encode());

@@ -260,6 +260,8 @@ impl<SM: StateMachine> Raft<SM> {
             read_waiters: BTreeMap::new(),
             handed_to_apply: 0,
             applied: 0,
+            core_deadline: u64::MAX,
+            retry_deadline: None,
         };
         handles.push(runtime.spawn(driver.run(rx)).boxed());
         *lock(&shared.tasks) = handles;
@@ -405,8 +407,8 @@ struct Driver<SM: StateMachine, R: Runtime, N: Network> {
     read_batch: Vec<ReadResponder>,
     /// Forwarded batches waiting for the leader's answer.
     forwards: HashMap<u64, Forwarded<SM>>,
-    /// Read groups waiting for their read index, with the leader asked for it.
-    reads: HashMap<u64, (Option<NodeId>, Vec<ReadResponder>)>,
+    /// Read groups waiting for their read index.
+    reads: HashMap<u64, ReadGroup>,
     /// The leader known when the waiting forwards and reads were last checked.
     requests_leader: Option<NodeId>,
     /// Reads whose index is known, waiting for the state machine to apply it.
@@ -415,16 +417,35 @@ struct Driver<SM: StateMachine, R: Runtime, N: Network> {
     handed_to_apply: LogIndex,
     /// Last index the apply task reported applied.
     applied: LogIndex,
+    /// The core's timer deadline (runtime nanoseconds), from its last `SetTimer`.
+    core_deadline: u64,
+    /// When the oldest unanswered forward or read-index request is due to be sent again
+    /// (it may have been answered since: then the tick finds nothing to do).
+    retry_deadline: Option<Instant>,
 }
 
 /// A batch of proposals forwarded to the leader, waiting for its answer.
 struct Forwarded<SM: StateMachine> {
     /// The leader it went to.
     to: Option<NodeId>,
-    /// When it was sent.
+    /// When it was first sent.
     sent: Instant,
+    /// When it was last sent (first or again).
+    resent: Instant,
+    /// The commands, to send again if no answer comes.
+    commands: Vec<Bytes>,
     /// Its proposers, in the batch's order.
     responders: Vec<Responder<SM>>,
+}
+
+/// Reads that share one read index asked of the leader, waiting for its answer.
+struct ReadGroup {
+    /// The leader asked (this node, on the leader).
+    to: Option<NodeId>,
+    /// When it was last asked.
+    resent: Instant,
+    /// The readers.
+    waiters: Vec<ReadResponder>,
 }
 
 impl<SM: StateMachine, R: Runtime, N: Network> Driver<SM, R, N> {
@@ -451,6 +472,7 @@ impl<SM: StateMachine, R: Runtime, N: Network> Driver<SM, R, N> {
                     Event::Tick => {
                         self.core.step(now, Input::Tick);
                         self.forget_abandoned_requests();
+                        self.resend_unanswered_requests(now);
                     }
                     Event::Persisted { seq } => self.core.step(now, Input::Persisted { seq }),
                     Event::Applied { index } => {
@@ -521,10 +543,80 @@ impl<SM: StateMachine, R: Runtime, N: Network> Driver<SM, R, N> {
         if self.core.role() == Role::Leader {
             return true;
         }
-        let cfg = &self.core.cfg;
-        let lost_after = cfg.heartbeat_interval * 2;
+        let lost_after = self.answer_lost_after();
         let waiting = self.forwards.values().filter(|f| now.saturating_since(f.sent) < lost_after).count();
-        waiting < cfg.max_forwards_in_flight
+        waiting < self.core.cfg.max_forwards_in_flight
+    }
+
+    /// How long a request to the leader waits for its answer before the answer counts as
+    /// lost: two heartbeat intervals.
+    fn answer_lost_after(&self) -> Duration {
+        self.core.cfg.heartbeat_interval * 2
+    }
+
+    /// Makes sure a tick comes when a request sent at `sent` is due to be sent again.
+    fn schedule_resend(&mut self, sent: Instant) {
+        let due = sent.add(self.answer_lost_after());
+        if self.retry_deadline.is_none_or(|d| due < d) {
+            self.retry_deadline = Some(due);
+            self.arm_timer();
+        }
+    }
+
+    /// Points the timer task at the earlier of the core's deadline and the resend one.
+    fn arm_timer(&self) {
+        let t = self.retry_deadline.map_or(self.core_deadline, |d| d.as_nanos().min(self.core_deadline));
+        if self.timer.deadline.swap(t, Ordering::SeqCst) != t && t < self.timer.sleeping_until.load(Ordering::SeqCst) {
+            let _ = self.wake_tx.unbounded_send(());
+        }
+    }
+
+    /// Sends again the forwards and read-index requests to the current leader that have
+    /// had no answer for [`Self::answer_lost_after`] (it was lost with a message or a
+    /// connection): the leader answers a repeated forward as it did the first time, or
+    /// with "unknown" if it no longer knows it, and serves a repeated read again.
+    /// Requests to a former leader are settled by
+    /// [`Self::settle_requests_to_former_leaders`] instead.
+    fn resend_unanswered_requests(&mut self, now: Instant) {
+        if self.retry_deadline.is_none_or(|d| now < d) {
+            return;
+        }
+        self.retry_deadline = None;
+        let lost_after = self.answer_lost_after();
+        let leader = match self.core.leader() {
+            Some(l) if self.core.role() != Role::Leader => l,
+            _ => {
+                self.arm_timer();
+                return;
+            }
+        };
+        let mut next: Option<Instant> = None;
+        let mut earliest = |t: Instant| next = Some(next.map_or(t, |n: Instant| n.min(t)));
+        for (&id, f) in self.forwards.iter_mut() {
+            if f.to != Some(leader) {
+                continue;
+            }
+            if now.saturating_since(f.resent) >= lost_after && self.core.forward_again(id, f.commands.clone()).is_ok() {
+                tracing::debug!(node = self.core.id(), id, "no answer to a forward: sending it again");
+                f.resent = now;
+            }
+            earliest(f.resent);
+        }
+        for (&id, r) in self.reads.iter_mut() {
+            if r.to != Some(leader) {
+                continue;
+            }
+            if now.saturating_since(r.resent) >= lost_after && self.core.read_index_again(id).is_ok() {
+                tracing::debug!(node = self.core.id(), id, "no answer to a read-index request: asking again");
+                r.resent = now;
+            }
+            earliest(r.resent);
+        }
+        if let Some(t) = next {
+            self.schedule_resend(t);
+        } else {
+            self.arm_timer();
+        }
     }
 
     /// Sends this batch's follower proposals to the leader as one message (unless
@@ -539,9 +631,11 @@ impl<SM: StateMachine, R: Runtime, N: Network> Driver<SM, R, N> {
                 }
             } else {
                 let (commands, responders): (Vec<Bytes>, Vec<Responder<SM>>) = batch.into_iter().unzip();
-                match self.core.forward(commands) {
+                match self.core.forward(commands.clone()) {
                     Ok(id) => {
-                        self.forwards.insert(id, Forwarded { to: self.core.leader(), sent: now, responders });
+                        let to = self.core.leader();
+                        self.forwards.insert(id, Forwarded { to, sent: now, resent: now, commands, responders });
+                        self.schedule_resend(now);
                     }
                     Err(e) => {
                         for tx in responders {
@@ -555,7 +649,10 @@ impl<SM: StateMachine, R: Runtime, N: Network> Driver<SM, R, N> {
             let batch = std::mem::take(&mut self.read_batch);
             match self.core.read_index() {
                 Ok(id) => {
-                    self.reads.insert(id, (self.core.leader(), batch));
+                    self.reads.insert(id, ReadGroup { to: self.core.leader(), resent: now, waiters: batch });
+                    if self.core.role() != Role::Leader {
+                        self.schedule_resend(now);
+                    }
                 }
                 Err(e) => {
                     for tx in batch {
@@ -583,7 +680,7 @@ impl<SM: StateMachine, R: Runtime, N: Network> Driver<SM, R, N> {
     }
 
     fn on_read_ready(&mut self, id: u64, index: LogIndex) {
-        let Some((_, waiters)) = self.reads.remove(&id) else { return };
+        let Some(ReadGroup { waiters, .. }) = self.reads.remove(&id) else { return };
         if index <= self.applied {
             for tx in waiters {
                 let _ = tx.send(Ok(index));
@@ -594,7 +691,7 @@ impl<SM: StateMachine, R: Runtime, N: Network> Driver<SM, R, N> {
     }
 
     fn on_read_failed(&mut self, id: u64) {
-        let Some((_, waiters)) = self.reads.remove(&id) else { return };
+        let Some(ReadGroup { waiters, .. }) = self.reads.remove(&id) else { return };
         let leader = self.core.leader();
         for tx in waiters {
             let _ = tx.send(Err(ClientError::NotLeader { leader }));
@@ -618,7 +715,7 @@ impl<SM: StateMachine, R: Runtime, N: Network> Driver<SM, R, N> {
     /// answer was lost with a message, or the leader died), so they do not accumulate.
     fn forget_abandoned_requests(&mut self) {
         self.forwards.retain(|_, f| f.responders.iter().any(|tx| !tx.is_canceled()));
-        self.reads.retain(|_, (_, rs)| rs.iter().any(|tx| !tx.is_canceled()));
+        self.reads.retain(|_, r| r.waiters.iter().any(|tx| !tx.is_canceled()));
     }
 
     /// Answers the forwarded batches and reads that went to a node this one no longer
@@ -643,10 +740,10 @@ impl<SM: StateMachine, R: Runtime, N: Network> Driver<SM, R, N> {
                 }
             }
         }
-        if self.reads.values().any(|(to, _)| former(to)) {
-            let ids: Vec<u64> = self.reads.iter().filter(|(_, (to, _))| former(to)).map(|(id, _)| *id).collect();
+        if self.reads.values().any(|r| former(&r.to)) {
+            let ids: Vec<u64> = self.reads.iter().filter(|(_, r)| former(&r.to)).map(|(id, _)| *id).collect();
             for id in ids {
-                for tx in self.reads.remove(&id).map(|(_, rs)| rs).unwrap_or_default() {
+                for tx in self.reads.remove(&id).map(|r| r.waiters).unwrap_or_default() {
                     let _ = tx.send(Err(ClientError::NotLeader { leader }));
                 }
             }
@@ -669,11 +766,8 @@ impl<SM: StateMachine, R: Runtime, N: Network> Driver<SM, R, N> {
                 Action::ReadReady { id, index } => self.on_read_ready(id, index),
                 Action::ReadFailed { id } => self.on_read_failed(id),
                 Action::SetTimer(t) => {
-                    let t = t.as_nanos();
-                    self.timer.deadline.store(t, Ordering::SeqCst);
-                    if t < self.timer.sleeping_until.load(Ordering::SeqCst) {
-                        let _ = self.wake_tx.unbounded_send(());
-                    }
+                    self.core_deadline = t.as_nanos();
+                    self.arm_timer();
                 }
             }
         }
@@ -767,7 +861,7 @@ impl<SM: StateMachine, R: Runtime, N: Network> Driver<SM, R, N> {
         for tx in self.forward_batch.drain(..).map(|(_, tx)| tx).chain(forwarded) {
             let _ = tx.send(Err(err.clone()));
         }
-        let reads = self.reads.drain().flat_map(|(_, (_, rs))| rs);
+        let reads = self.reads.drain().flat_map(|(_, r)| r.waiters);
         let waiting = std::mem::take(&mut self.read_waiters).into_values().flatten();
         for tx in self.read_batch.drain(..).chain(reads).chain(waiting) {
             let _ = tx.send(Err(err.clone()));
@@ -795,6 +889,7 @@ fn propose_error(e: ProposeError) -> ClientError {
     match e {
         ProposeError::NotLeader(leader) => ClientError::NotLeader { leader },
         ProposeError::Overloaded => ClientError::Overloaded,
+        ProposeError::OutcomeUnknown => ClientError::Indeterminate,
     }
 }
 

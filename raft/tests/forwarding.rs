@@ -1,10 +1,10 @@
 //! How a follower forwards proposals to the leader: at most
 //! `Config::max_forwards_in_flight` unanswered batches at a time, proposals made
 //! meanwhile leaving together as one batch, and a batch whose answer was lost no longer
-//! counting after two heartbeat intervals.
+//! counting after two heartbeat intervals, and sent again then.
 #![cfg(all(feature = "testing", feature = "tokio"))]
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -13,35 +13,53 @@ use raft::runtime::TokioRuntime;
 use raft::testing::helpers::{leader, sleep, wait_for, Counter};
 use raft::testing::mem_network::{MemEndpoint, MemNetwork};
 use raft::testing::mem_store::MemStore;
-use raft::{Config, Message, MessageBody, Network, NetworkError, NodeId, Raft, Role};
+use raft::{ClientError, Config, Message, MessageBody, Network, NetworkError, NodeId, Raft, Role};
 
-/// A node's network that records the size of every forwarded batch it sends, and drops
-/// the leader's answers to forwards while `drop_answers` is set.
+/// A node's network that records the size of every forwarded batch it sends (first
+/// attempts) and counts the forwards it sends again, drops the leader's answers to
+/// forwards while `drop_answers` is set, and drops as many answers to read-index
+/// requests as `drop_read_answers` says.
+#[derive(Clone, Default)]
+struct Watch {
+    forwards: Arc<Mutex<Vec<usize>>>,
+    retries: Arc<AtomicUsize>,
+    drop_answers: Arc<AtomicBool>,
+    drop_read_answers: Arc<AtomicUsize>,
+}
+
 struct Watched {
     inner: MemEndpoint<TokioRuntime>,
-    forwards: Arc<Mutex<Vec<usize>>>,
-    drop_answers: Arc<AtomicBool>,
+    watch: Watch,
 }
 
 #[async_trait]
 impl Network for Watched {
     async fn send(&self, to: NodeId, msg: Message) -> Result<(), NetworkError> {
+        let w = &self.watch;
         match &msg.body {
-            MessageBody::Forward { commands, .. } => self.forwards.lock().unwrap().push(commands.len()),
-            MessageBody::ForwardResponse { .. } if self.drop_answers.load(Ordering::SeqCst) => return Ok(()),
+            MessageBody::Forward { commands, retry: false, .. } => w.forwards.lock().unwrap().push(commands.len()),
+            MessageBody::Forward { retry: true, .. } => {
+                w.retries.fetch_add(1, Ordering::SeqCst);
+            }
+            MessageBody::ForwardResponse { .. } if w.drop_answers.load(Ordering::SeqCst) => return Ok(()),
+            MessageBody::ReadIndexResponse { .. }
+                if w.drop_read_answers
+                    .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+                    .is_ok() =>
+            {
+                return Ok(())
+            }
             _ => {}
         }
         self.inner.send(to, msg).await
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_follower_holds_proposals_while_its_forwards_are_unanswered_and_sends_them_as_one() {
-    let rt = TokioRuntime::new();
+/// Three counter nodes on watched networks (two unanswered batches at most; an answer
+/// counts as lost after 2 × 200 ms), once a follower knows the leader: the nodes and
+/// that follower.
+async fn cluster(rt: &TokioRuntime, watch: &Watch) -> (Vec<Option<Raft<Counter>>>, Raft<Counter>) {
     let net = MemNetwork::new(rt.clone(), 5);
-    let forwards = Arc::new(Mutex::new(Vec::new()));
-    let drop_answers = Arc::new(AtomicBool::new(false));
-    // Two unanswered batches at most; an answer counts as lost after 2 × 200 ms.
     let config = Config {
         heartbeat_interval: Duration::from_millis(200),
         election_timeout_min: Duration::from_millis(1000),
@@ -51,8 +69,7 @@ async fn a_follower_holds_proposals_while_its_forwards_are_unanswered_and_sends_
     };
     let mut nodes = Vec::new();
     for id in 1..=3u64 {
-        let network =
-            Watched { inner: net.endpoint(id), forwards: forwards.clone(), drop_answers: drop_answers.clone() };
+        let network = Watched { inner: net.endpoint(id), watch: watch.clone() };
         let node =
             Raft::bootstrap(id, [1, 2, 3], config.clone(), rt.clone(), MemStore::new(), network, Counter::default())
                 .await
@@ -61,10 +78,19 @@ async fn a_follower_holds_proposals_while_its_forwards_are_unanswered_and_sends_
         net.register(id, Arc::new(move |m| handle.receive(m)));
         nodes.push(Some(node));
     }
-    wait_for(&rt, "a leader", || leader(&nodes).is_some()).await;
+    wait_for(rt, "a leader", || leader(&nodes).is_some()).await;
     let l = leader(&nodes).expect("a leader");
     let f = nodes.iter().flatten().find(|n| n.status().role == Role::Follower).expect("a follower").clone();
-    wait_for(&rt, "the follower to know the leader", || f.status().leader == Some(l.id())).await;
+    wait_for(rt, "the follower to know the leader", || f.status().leader == Some(l.id())).await;
+    (nodes, f)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_follower_holds_proposals_while_its_forwards_are_unanswered_and_sends_them_as_one() {
+    let rt = TokioRuntime::new();
+    let watch = Watch::default();
+    let (nodes, f) = cluster(&rt, &watch).await;
+    let Watch { forwards, retries, drop_answers, .. } = watch.clone();
 
     // Answered forwards go one by one.
     assert_eq!(f.propose(1).await, Ok(1));
@@ -96,14 +122,34 @@ async fn a_follower_holds_proposals_while_its_forwards_are_unanswered_and_sends_
     }
     values.sort_unstable();
     assert_eq!(values, vec![5, 6, 7], "all seven increments applied, the held three last");
-    // The two whose answers were lost were still applied.
+    // The two whose answers were lost were sent again and answered. Their entries had
+    // been applied here before the repeated answers came, with no one to hand the
+    // result to, so they end as indeterminate (rather than waiting out the request
+    // timeout); they were appended once (seven increments in all, below).
+    for h in lost {
+        assert_eq!(h.await.expect("task"), Err(ClientError::Indeterminate));
+    }
+    assert!(retries.load(Ordering::SeqCst) >= 2, "both lost batches were sent again");
     wait_for(&rt, "every increment everywhere", || {
         nodes.iter().flatten().all(|n| n.read_local_stale(|c: &Counter| c.0) == 7)
     })
     .await;
-    for h in lost {
-        h.abort();
+    for n in nodes.iter().flatten() {
+        n.shutdown().await;
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_follower_asks_again_for_a_read_index_whose_answer_was_lost() {
+    let rt = TokioRuntime::new();
+    let watch = Watch::default();
+    let (nodes, f) = cluster(&rt, &watch).await;
+    assert_eq!(f.propose(5).await, Ok(5));
+    // The leader's first two answers to read-index requests are lost; the read is
+    // served once the follower asks again (without that, it would end in a timeout).
+    watch.drop_read_answers.store(2, Ordering::SeqCst);
+    assert_eq!(f.read(|c: &Counter| c.0).await, Ok(5));
+    assert_eq!(watch.drop_read_answers.load(Ordering::SeqCst), 0, "both answers were dropped");
     for n in nodes.iter().flatten() {
         n.shutdown().await;
     }

@@ -16,16 +16,23 @@
 //! they got. The follower's driver then answers its callers when its own state machine
 //! applies those positions, and only if the entries there have that term.
 //!
+//! **Lost answers.** A follower whose forward or read-index request got no answer sends
+//! it again with the same id ([`RaftCore::forward_again`], [`RaftCore::read_index_again`]).
+//! A read is simply served again. The leader remembers its answers to recent forwards
+//! per follower and repeats the first answer to a repeated forward, so commands are
+//! appended at most once; a retried forward it has no record of (it restarted since, or
+//! it has forgotten the id) is answered [`ForwardResult::Unknown`], never appended.
+//!
 //! These messages are not part of the protocol proper: they change no term and no role,
 //! and their `term` is ignored on receipt.
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{HashMap, VecDeque};
 
 use bytes::Bytes;
 
 use super::{Action, ProposeError, RaftCore, Role};
 use crate::message::{ForwardResult, Message, MessageBody};
-use crate::types::{LogIndex, NodeId};
+use crate::types::{LogIndex, NodeId, Term};
 
 /// A read waiting for its index: from this node's own client (`from == self`) or from a
 /// follower.
@@ -54,22 +61,30 @@ pub(crate) struct ReadState {
     pub(crate) last_ctx: u64,
 }
 
-/// How many forwarded-request ids a leader remembers per follower to drop duplicates.
-const FORWARD_DEDUP_WINDOW: usize = 4096;
+/// How many forwarded requests a leader remembers per follower, with their answers.
+const FORWARD_MEMORY: usize = 4096;
 
 /// Client-request ids: unique per node, and unlikely to repeat across restarts (they
-/// start at a random point), so that a leader can recognise a duplicated message.
+/// start at a random point), so that a leader can recognise a repeated message.
 #[derive(Debug)]
 pub(crate) struct RequestIds {
     next: u64,
-    /// Per follower, the forward ids seen recently, oldest first, and the same as a set.
-    seen: HashMap<NodeId, (VecDeque<u64>, HashSet<u64>)>,
+    /// Per follower, the forwards answered recently.
+    answered: HashMap<NodeId, Answered>,
+}
+
+/// One follower's recently answered forwards: their ids, oldest first, and each id's
+/// answer with the term it was given in.
+#[derive(Debug, Default)]
+struct Answered {
+    order: VecDeque<u64>,
+    answers: HashMap<u64, (Term, ForwardResult)>,
 }
 
 impl RequestIds {
     pub(crate) fn new(seed: u64) -> Self {
         let start = fastrand::Rng::with_seed(seed ^ 0x7265_7175_6573_7473).u64(1..u64::MAX / 2);
-        RequestIds { next: start, seen: HashMap::new() }
+        RequestIds { next: start, answered: HashMap::new() }
     }
 
     fn allocate(&mut self) -> u64 {
@@ -77,19 +92,23 @@ impl RequestIds {
         self.next
     }
 
-    /// Records a forward id from `from`; false if it was seen already (a duplicate).
-    fn first_sight(&mut self, from: NodeId, id: u64) -> bool {
-        let (order, set) = self.seen.entry(from).or_default();
-        if !set.insert(id) {
-            return false;
+    /// The answer given to forward `id` from `from`, if it is remembered.
+    fn answer_of(&self, from: NodeId, id: u64) -> Option<(Term, ForwardResult)> {
+        self.answered.get(&from).and_then(|a| a.answers.get(&id).copied())
+    }
+
+    /// Remembers the answer to forward `id` from `from`, forgetting the oldest beyond
+    /// [`FORWARD_MEMORY`].
+    fn remember(&mut self, from: NodeId, id: u64, term: Term, result: ForwardResult) {
+        let a = self.answered.entry(from).or_default();
+        if a.answers.insert(id, (term, result)).is_none() {
+            a.order.push_back(id);
         }
-        order.push_back(id);
-        if order.len() > FORWARD_DEDUP_WINDOW {
-            if let Some(old) = order.pop_front() {
-                set.remove(&old);
+        if a.order.len() > FORWARD_MEMORY {
+            if let Some(old) = a.order.pop_front() {
+                a.answers.remove(&old);
             }
         }
-        true
     }
 }
 
@@ -118,32 +137,73 @@ impl RaftCore {
     /// Forwards client commands to the known leader (a follower's side of forwarding)
     /// and returns the request's id. The answer arrives as [`Action::Forwarded`] with
     /// that id. Refused at once when this node is the leader (propose instead) or knows
-    /// no leader. The leader drops a duplicated copy of the message, so the commands are
-    /// appended at most once.
+    /// no leader. The leader answers a repeated copy of the message with its first
+    /// answer, so the commands are appended at most once.
     pub fn forward(&mut self, commands: Vec<Bytes>) -> Result<u64, ProposeError> {
+        let leader = self.forward_target()?;
+        let id = self.request_ids.allocate();
+        self.send_now(leader, MessageBody::Forward { id, commands, retry: false });
+        Ok(id)
+    }
+
+    /// Sends forward `id` (made by [`RaftCore::forward`], with the same `commands`) to
+    /// the known leader again, when its answer has not come. A leader that remembers the
+    /// id answers again as it did the first time; one that does not (it restarted, or
+    /// has forgotten it) answers [`ProposeError::OutcomeUnknown`] and appends nothing.
+    /// Refused like [`RaftCore::forward`].
+    pub fn forward_again(&mut self, id: u64, commands: Vec<Bytes>) -> Result<(), ProposeError> {
+        let leader = self.forward_target()?;
+        self.send_now(leader, MessageBody::Forward { id, commands, retry: true });
+        Ok(())
+    }
+
+    /// Asks the known leader for read index `id` (made by [`RaftCore::read_index`] on a
+    /// follower) again, when its answer has not come. Reads have no effect, so the leader
+    /// simply serves the request again; the first answer to arrive counts. Refused with
+    /// no known leader, or on the leader itself.
+    pub fn read_index_again(&mut self, id: u64) -> Result<(), ProposeError> {
+        let leader = self.forward_target()?;
+        self.send_now(leader, MessageBody::ReadIndex { id });
+        Ok(())
+    }
+
+    /// The leader to send client requests to: refused on the leader itself or without a
+    /// known leader.
+    fn forward_target(&self) -> Result<NodeId, ProposeError> {
         match self.leader {
-            Some(leader) if leader != self.id && self.role != Role::Leader => {
-                let id = self.request_ids.allocate();
-                self.send_now(leader, MessageBody::Forward { id, commands });
-                Ok(id)
-            }
+            Some(leader) if leader != self.id && self.role != Role::Leader => Ok(leader),
             leader => Err(ProposeError::NotLeader(leader)),
         }
     }
 
     /// Sends a client-request message right away: it depends on nothing persisted.
     fn send_now(&mut self, to: NodeId, body: MessageBody) {
-        let msg = Message { from: self.id, to, term: self.hs.term, body };
+        self.send_now_in(to, self.hs.term, body);
+    }
+
+    /// Like [`RaftCore::send_now`], with the message's `term` given.
+    fn send_now_in(&mut self, to: NodeId, term: Term, body: MessageBody) {
+        let msg = Message { from: self.id, to, term, body };
         self.actions.push(Action::Send(msg));
     }
 
     /// Handles the client-request messages; false for protocol messages.
     pub(crate) fn step_client_message(&mut self, m: &mut Message) -> bool {
         match &mut m.body {
-            MessageBody::Forward { id, commands } => {
+            MessageBody::Forward { id, commands, retry } => {
                 let (id, commands) = (*id, std::mem::take(commands));
-                if !self.request_ids.first_sight(m.from, id) {
-                    tracing::debug!(node = self.id, from = m.from, id, "dropping a duplicated forward");
+                if let Some((term, result)) = self.request_ids.answer_of(m.from, id) {
+                    // A repeated copy (its answer was lost, or the network duplicated it):
+                    // the first answer again, in the term it was given in.
+                    tracing::debug!(node = self.id, from = m.from, id, "answering a repeated forward again");
+                    self.send_now_in(m.from, term, MessageBody::ForwardResponse { id, result });
+                    return true;
+                }
+                if *retry {
+                    // Maybe appended before this node restarted, or too long ago to be
+                    // remembered: appending again could apply the commands twice.
+                    tracing::debug!(node = self.id, from = m.from, id, "a retried forward has no record here");
+                    self.send_now(m.from, MessageBody::ForwardResponse { id, result: ForwardResult::Unknown });
                     return true;
                 }
                 let n = commands.len();
@@ -158,8 +218,10 @@ impl RaftCore {
                         Ok((first_index, _)) => ForwardResult::Accepted { first_index },
                         Err(ProposeError::NotLeader(leader)) => ForwardResult::NotLeader { leader },
                         Err(ProposeError::Overloaded) => ForwardResult::Overloaded,
+                        Err(ProposeError::OutcomeUnknown) => ForwardResult::Unknown,
                     }
                 };
+                self.request_ids.remember(m.from, id, self.hs.term, result);
                 self.send_now(m.from, MessageBody::ForwardResponse { id, result });
             }
             MessageBody::ForwardResponse { id, result } => {
@@ -167,6 +229,7 @@ impl RaftCore {
                     ForwardResult::Accepted { first_index } => Ok((first_index, m.term)),
                     ForwardResult::NotLeader { leader } => Err(ProposeError::NotLeader(leader)),
                     ForwardResult::Overloaded => Err(ProposeError::Overloaded),
+                    ForwardResult::Unknown => Err(ProposeError::OutcomeUnknown),
                 };
                 self.actions.push(Action::Forwarded { id: *id, result });
             }

@@ -147,6 +147,10 @@ pub enum ProposeError {
     NotLeader(Option<NodeId>),
     /// Too many entries are appended but not yet committed.
     Overloaded,
+    /// Only in [`Action::Forwarded`], for a retried forward: the leader has no record of
+    /// it, so the commands may or may not have been appended (they were not appended
+    /// again).
+    OutcomeUnknown,
 }
 
 /// A read-only view of the core for metrics and invariant checks.

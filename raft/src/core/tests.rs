@@ -1545,6 +1545,27 @@ impl Cluster {
         r
     }
 
+    fn forward_again(&mut self, id: NodeId, request: u64, commands: Vec<Bytes>) -> Result<(), ProposeError> {
+        let r = self.node_mut(id).core.forward_again(request, commands);
+        self.process(id);
+        r
+    }
+
+    fn read_index_again(&mut self, id: NodeId, request: u64) -> Result<(), ProposeError> {
+        let r = self.node_mut(id).core.read_index_again(request);
+        self.process(id);
+        r
+    }
+
+    /// The commands `id` has applied, in order.
+    fn applied_commands(&self, id: NodeId) -> Vec<Bytes> {
+        let applied = &self.node(id).applied;
+        applied
+            .iter()
+            .filter_map(|e| if let EntryPayload::Command(b) = &e.payload { Some(b.clone()) } else { None })
+            .collect()
+    }
+
     /// The read indexes `id` was given, as (read id, index).
     fn reads_ready(&self, id: NodeId) -> Vec<(u64, LogIndex)> {
         let answers = &self.node(id).answers;
@@ -1685,7 +1706,7 @@ fn follower_forwards_proposals_to_the_leader_and_learns_their_position() {
     let term = c.core(1).term();
     let first = c.last(1).index + 1;
     let request = c.forward(2, cmds(0..3)).unwrap();
-    // A duplicated copy of the message is dropped by the leader.
+    // A duplicated copy of the message is answered again, not appended again.
     let copy = c.queued(|m| matches!(m.body, MessageBody::Forward { .. }));
     assert_eq!(copy.len(), 1);
     c.deliver_all();
@@ -1693,19 +1714,95 @@ fn follower_forwards_proposals_to_the_leader_and_learns_their_position() {
         c.inject(m);
     }
     c.deliver_all();
-    assert_eq!(c.node(2).answers.len(), 1, "one answer: the duplicate is dropped");
-    assert!(matches!(
-        c.node(2).answers[0],
-        Action::Forwarded { id, result: Ok((f, t)) } if (id, f, t) == (request, first, term)
-    ));
-    let applied: Vec<Bytes> = c
-        .node(2)
-        .applied
-        .iter()
-        .filter_map(|e| if let EntryPayload::Command(b) = &e.payload { Some(b.clone()) } else { None })
-        .collect();
-    assert_eq!(applied, cmds(0..3), "the follower applies the forwarded commands");
+    assert_eq!(c.node(2).answers.len(), 2, "the duplicate gets the same answer");
+    for answer in &c.node(2).answers {
+        assert!(matches!(
+            answer,
+            Action::Forwarded { id, result: Ok((f, t)) } if (*id, *f, *t) == (request, first, term)
+        ));
+    }
+    assert_eq!(c.applied_commands(2), cmds(0..3), "the follower applies the forwarded commands, once");
     assert_eq!(c.node(2).applied.iter().find(|e| e.index == first).map(|e| e.term), Some(term));
+}
+
+#[test]
+fn a_retried_forward_whose_answer_was_lost_is_answered_again_in_its_first_term_and_appended_once() {
+    let mut c = Cluster::new(3);
+    c.elect(1);
+    c.deliver_all();
+    let (term, first) = (c.core(1).term(), c.last(1).index + 1);
+    let request = c.forward(2, cmds(0..2)).unwrap();
+    c.deliver_one(|m| matches!(m.body, MessageBody::Forward { .. })).expect("the forward");
+    let lost = c.take_where(|m| matches!(m.body, MessageBody::ForwardResponse { .. }));
+    assert_eq!(lost.len(), 1, "the answer is lost");
+    c.deliver_all();
+    assert!(c.node(2).answers.is_empty());
+
+    // The leader's term moves on (node 3 leads for a term, then node 1 again) before
+    // the retry arrives; node 1 keeps its memory (it does not restart).
+    c.elect(3);
+    c.deliver_all();
+    c.elect(1);
+    c.deliver_all();
+    assert!(c.core(1).term() > term);
+    c.forward_again(2, request, cmds(0..2)).unwrap();
+    assert_eq!(c.queued(|m| matches!(m.body, MessageBody::Forward { retry: true, .. })).len(), 1);
+    c.deliver_all();
+    assert_eq!(c.node(2).answers.len(), 1);
+    assert!(
+        matches!(c.node(2).answers[0], Action::Forwarded { id, result: Ok((f, t)) } if (id, f, t) == (request, first, term)),
+        "the first answer, with the term the entries were appended in: {:?}",
+        c.node(2).answers[0]
+    );
+    assert_eq!(c.applied_commands(2), cmds(0..2), "appended once");
+    assert_eq!(c.applied_commands(1), cmds(0..2));
+}
+
+#[test]
+fn a_retried_forward_the_leader_has_no_record_of_is_answered_unknown_and_not_appended() {
+    let mut c = Cluster::new(3);
+    c.elect(1);
+    c.deliver_all();
+    let last = c.last(1);
+    let retry = MessageBody::Forward { id: 77, commands: cmds(0..1), retry: true };
+    c.inject(Message { from: 2, to: 1, term: c.core(1).term(), body: retry });
+    c.deliver_all();
+    assert_eq!(c.node(2).answers.len(), 1);
+    assert!(matches!(c.node(2).answers[0], Action::Forwarded { id: 77, result: Err(ProposeError::OutcomeUnknown) }));
+    assert_eq!(c.last(1), last, "nothing was appended");
+    // The same id as a first attempt (a copy delayed past its retry) is appended.
+    let first = MessageBody::Forward { id: 77, commands: cmds(0..1), retry: false };
+    c.inject(Message { from: 2, to: 1, term: c.core(1).term(), body: first });
+    c.deliver_all();
+    assert_eq!(c.last(1).index, last.index + 1);
+    assert_eq!(c.applied_commands(2), cmds(0..1));
+}
+
+#[test]
+fn a_follower_retries_requests_only_while_it_knows_a_leader_other_than_itself() {
+    let mut c = Cluster::new(3);
+    assert_eq!(c.forward_again(2, 5, cmds(0..1)), Err(ProposeError::NotLeader(None)));
+    assert_eq!(c.read_index_again(2, 5), Err(ProposeError::NotLeader(None)));
+    c.elect(1);
+    c.deliver_all();
+    assert_eq!(c.forward_again(1, 5, cmds(0..1)), Err(ProposeError::NotLeader(Some(1))));
+    assert_eq!(c.read_index_again(1, 5), Err(ProposeError::NotLeader(Some(1))));
+}
+
+#[test]
+fn a_read_index_request_whose_answer_was_lost_is_served_again() {
+    let mut c = Cluster::new(3);
+    c.elect(1);
+    c.deliver_all();
+    c.propose(1, cmds(0..1)).unwrap();
+    c.deliver_all();
+    let read = c.read_index(2).unwrap();
+    c.deliver_where(|m| !matches!(m.body, MessageBody::ReadIndexResponse { .. }));
+    assert_eq!(c.take_where(|m| matches!(m.body, MessageBody::ReadIndexResponse { .. })).len(), 1, "lost");
+    assert!(c.reads_ready(2).is_empty());
+    c.read_index_again(2, read).unwrap();
+    c.deliver_all();
+    assert_eq!(c.reads_ready(2), vec![(read, c.commit(1))]);
 }
 
 #[test]
@@ -1714,7 +1811,12 @@ fn forward_to_a_node_that_does_not_lead_is_refused_with_its_leader_hint() {
     c.elect(1);
     c.deliver_all();
     assert_eq!(c.forward(1, cmds(0..1)), Err(ProposeError::NotLeader(Some(1))), "the leader proposes instead");
-    c.inject(Message { from: 2, to: 3, term: 1, body: MessageBody::Forward { id: 6, commands: cmds(0..1) } });
+    c.inject(Message {
+        from: 2,
+        to: 3,
+        term: 1,
+        body: MessageBody::Forward { id: 6, commands: cmds(0..1), retry: false },
+    });
     c.deliver_all();
     assert_eq!(c.node(2).answers.len(), 1);
     assert!(matches!(c.node(2).answers[0], Action::Forwarded { id: 6, result: Err(ProposeError::NotLeader(Some(1))) }));
