@@ -596,7 +596,10 @@ impl<SM: StateMachine, R: Runtime, N: Network> Driver<SM, R, N> {
             if f.to != Some(leader) {
                 continue;
             }
-            if now.saturating_since(f.resent) >= lost_after && self.core.forward_again(id, f.commands.clone()).is_ok() {
+            if now.saturating_since(f.resent) >= lost_after {
+                if self.core.forward_again(id, f.commands.clone()).is_err() {
+                    continue; // settled once this node follows another leader
+                }
                 tracing::debug!(node = self.core.id(), id, "no answer to a forward: sending it again");
                 f.resent = now;
             }
@@ -606,7 +609,10 @@ impl<SM: StateMachine, R: Runtime, N: Network> Driver<SM, R, N> {
             if r.to != Some(leader) {
                 continue;
             }
-            if now.saturating_since(r.resent) >= lost_after && self.core.read_index_again(id).is_ok() {
+            if now.saturating_since(r.resent) >= lost_after {
+                if self.core.read_index_again(id).is_err() {
+                    continue; // settled once this node follows another leader
+                }
                 tracing::debug!(node = self.core.id(), id, "no answer to a read-index request: asking again");
                 r.resent = now;
             }
