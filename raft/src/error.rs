@@ -72,10 +72,11 @@ pub enum ClientError {
     /// No answer came within the request timeout. A proposal may or may not take effect.
     #[error("no answer within the request timeout; the outcome is unknown")]
     Timeout,
-    /// A forwarded proposal's outcome is not known here: it was applied on this node
-    /// before the leader's acknowledgement arrived (messages were reordered), or the
-    /// leader it was forwarded to stopped being the leader this node follows before
-    /// answering. It may or may not have taken effect.
+    /// A forwarded proposal's outcome is not known here: the leader it was forwarded to
+    /// stopped being the leader this node follows before answering; or the answer was
+    /// lost and the leader, asked again, no longer knew the request; or the answer came
+    /// so late that this node no longer kept the result of applying it. It may or may
+    /// not have taken effect.
     #[error("the proposal's outcome could not be observed; it may have taken effect")]
     Indeterminate,
     /// The leader has too many uncommitted entries; retry later.

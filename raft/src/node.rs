@@ -53,10 +53,22 @@ enum Event<SM: StateMachine> {
     Shutdown,
 }
 
+/// Work for the apply task: committed entries to apply, in order, with the proposers
+/// waiting for them here.
 struct ApplyBatch<SM: StateMachine> {
     entries: Vec<Entry>,
     responders: Vec<(LogIndex, Responder<SM>)>,
+    /// Keep the responses of these entries that no proposer here waits for (the last
+    /// [`KEPT_RESPONSES`]): a forwarded batch's answer may still be on its way.
+    keep_unclaimed: bool,
+    /// Proposers whose entry was applied before they were registered (a forward's answer
+    /// came late), answered from the kept responses: (index, term, proposer).
+    claims: Vec<(LogIndex, Term, Responder<SM>)>,
 }
+
+/// How many responses the apply task keeps for proposers registered after their entry
+/// was applied.
+const KEPT_RESPONSES: usize = 4096;
 
 /// A node's externally visible state.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -524,8 +536,12 @@ impl<SM: StateMachine, R: Runtime, N: Network> Driver<SM, R, N> {
     /// response) or by another one ([`ClientError::Dropped`]).
     fn insert_pending(&mut self, index: LogIndex, term: Term, tx: Responder<SM>) {
         if index <= self.handed_to_apply {
-            // Applied before the leader's acknowledgement reached us.
-            let _ = tx.send(Err(ClientError::Indeterminate));
+            // Handed to the apply task before the leader's answer reached us (it came late,
+            // or was lost and asked for again): the apply task answers from the responses
+            // it kept, if it still has this one.
+            let claims = vec![(index, term, tx)];
+            let batch = ApplyBatch { entries: Vec::new(), responders: Vec::new(), keep_unclaimed: false, claims };
+            let _ = self.apply_tx.unbounded_send(batch);
             return;
         }
         if self.pending.back().is_none_or(|p| p.0 <= index) {
@@ -813,7 +829,10 @@ impl<SM: StateMachine, R: Runtime, N: Network> Driver<SM, R, N> {
                 let _ = tx.send(Err(ClientError::Dropped));
             }
         }
-        let _ = self.apply_tx.unbounded_send(ApplyBatch { entries, responders });
+        // Only a follower with forwards unanswered can get a late answer for these entries.
+        let keep_unclaimed = !self.forwards.is_empty();
+        let batch = ApplyBatch { entries, responders, keep_unclaimed, claims: Vec::new() };
+        let _ = self.apply_tx.unbounded_send(batch);
     }
 
     /// Copies the core's state into the shared status, without allocating in the
@@ -1071,33 +1090,51 @@ async fn apply_task<SM: StateMachine>(
     tx: mpsc::UnboundedSender<Event<SM>>,
 ) {
     let mut answers = Vec::new();
+    // Responses no proposer here waited for, in index order (see `ApplyBatch`).
+    let mut kept: VecDeque<(LogIndex, Term, Result<SM::Response, ClientError>)> = VecDeque::new();
     while let Some(batch) = rx.next().await {
         let mut last = 0;
         let mut responders = batch.responders.into_iter().peekable();
         let mut sm = lock(&sm);
         for entry in batch.entries {
-            last = entry.index;
+            let (index, term) = (entry.index, entry.term);
+            last = index;
             let result = match entry.payload {
                 EntryPayload::Command(data) => match postcard::from_bytes::<SM::Command>(&data) {
-                    Ok(cmd) => Ok(sm.apply(entry.index, cmd)),
+                    Ok(cmd) => Ok(sm.apply(index, cmd)),
                     Err(e) => {
-                        tracing::error!(node = id, index = entry.index, error = %e, "committed command does not decode; skipped");
-                        Err(ClientError::Encode(format!("command at index {} does not decode: {e}", entry.index)))
+                        tracing::error!(node = id, index, error = %e, "committed command does not decode; skipped");
+                        Err(ClientError::Encode(format!("command at index {index} does not decode: {e}")))
                     }
                 },
                 _ => continue,
             };
-            if responders.peek().is_some_and(|(i, _)| *i == entry.index) {
+            if responders.peek().is_some_and(|(i, _)| *i == index) {
                 if let Some((_, r)) = responders.next() {
                     answers.push((r, result));
                 }
+            } else if batch.keep_unclaimed {
+                if kept.len() == KEPT_RESPONSES {
+                    kept.pop_front();
+                }
+                kept.push_back((index, term, result));
             }
         }
         drop(sm);
+        for (index, term, r) in batch.claims {
+            let result = match kept.binary_search_by_key(&index, |k| k.0) {
+                Ok(at) if kept[at].1 == term => kept.remove(at).map_or(Err(ClientError::Indeterminate), |k| k.2),
+                // Another entry was committed at that position.
+                Ok(_) => Err(ClientError::Dropped),
+                // Not kept (or kept too long ago): it may or may not be this one.
+                Err(_) => Err(ClientError::Indeterminate),
+            };
+            answers.push((r, result));
+        }
         // The protocol loop hears of the progress first and the proposers last: on a
         // runtime that runs the task it woke last first (tokio's LIFO slot), a client's
         // answer then goes out before the loop's next round of messages, not after it.
-        if tx.unbounded_send(Event::Applied { index: last }).is_err() {
+        if last > 0 && tx.unbounded_send(Event::Applied { index: last }).is_err() {
             return;
         }
         for (r, result) in answers.drain(..) {

@@ -13,7 +13,7 @@ use raft::runtime::TokioRuntime;
 use raft::testing::helpers::{leader, sleep, wait_for, Counter};
 use raft::testing::mem_network::{MemEndpoint, MemNetwork};
 use raft::testing::mem_store::MemStore;
-use raft::{ClientError, Config, Message, MessageBody, Network, NetworkError, NodeId, Raft, Role};
+use raft::{Config, Message, MessageBody, Network, NetworkError, NodeId, Raft, Role};
 
 /// A node's network that records the size of every forwarded batch it sends (first
 /// attempts) and counts the forwards it sends again, drops the leader's answers to
@@ -123,13 +123,14 @@ async fn a_follower_holds_proposals_while_its_forwards_are_unanswered_and_sends_
     values.sort_unstable();
     assert_eq!(values, vec![5, 6, 7], "all seven increments applied, the held three last");
     // The two whose answers were lost were sent again and answered, rather than
-    // waiting out the request timeout. Their entries are normally applied here before
-    // the repeated answers come, with no one to hand the result to: they then end as
-    // indeterminate. Either way they were appended once (seven increments in all, below).
-    for (h, value) in lost.into_iter().zip([3, 4]) {
-        let r = h.await.expect("task");
-        assert!(r == Ok(value) || r == Err(ClientError::Indeterminate), "{r:?}");
+    // waiting out the request timeout, with their own results: their entries were
+    // normally applied here before the repeated answers came, and the apply task kept
+    // the responses. They were appended once (seven increments in all, below).
+    let mut lost_values = Vec::new();
+    for h in lost {
+        lost_values.push(h.await.expect("task"));
     }
+    assert_eq!(lost_values, vec![Ok(3), Ok(4)]);
     assert!(retries.load(Ordering::SeqCst) >= 2, "both lost batches were sent again");
     wait_for(&rt, "every increment everywhere", || {
         nodes.iter().flatten().all(|n| n.read_local_stale(|c: &Counter| c.0) == 7)
