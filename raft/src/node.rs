@@ -608,31 +608,25 @@ impl<SM: StateMachine, R: Runtime, N: Network> Driver<SM, R, N> {
         };
         let mut next: Option<Instant> = None;
         let mut earliest = |t: Instant| next = Some(next.map_or(t, |n: Instant| n.min(t)));
-        for (&id, f) in self.forwards.iter_mut() {
-            if f.to != Some(leader) {
-                continue;
+        let core = &mut self.core;
+        let node = core.id();
+        for (&id, f) in self.forwards.iter_mut().filter(|(_, f)| f.to == Some(leader)) {
+            let send = || {
+                tracing::debug!(node, id, "no answer to a forward: sending it again");
+                core.forward_again(id, f.commands.clone()).is_ok()
+            };
+            if let Some(t) = resend_if_due(&mut f.resent, now, lost_after, send) {
+                earliest(t);
             }
-            if now.saturating_since(f.resent) >= lost_after {
-                if self.core.forward_again(id, f.commands.clone()).is_err() {
-                    continue; // settled once this node follows another leader
-                }
-                tracing::debug!(node = self.core.id(), id, "no answer to a forward: sending it again");
-                f.resent = now;
-            }
-            earliest(f.resent);
         }
-        for (&id, r) in self.reads.iter_mut() {
-            if r.to != Some(leader) {
-                continue;
+        for (&id, r) in self.reads.iter_mut().filter(|(_, r)| r.to == Some(leader)) {
+            let send = || {
+                tracing::debug!(node, id, "no answer to a read-index request: asking again");
+                core.read_index_again(id).is_ok()
+            };
+            if let Some(t) = resend_if_due(&mut r.resent, now, lost_after, send) {
+                earliest(t);
             }
-            if now.saturating_since(r.resent) >= lost_after {
-                if self.core.read_index_again(id).is_err() {
-                    continue; // settled once this node follows another leader
-                }
-                tracing::debug!(node = self.core.id(), id, "no answer to a read-index request: asking again");
-                r.resent = now;
-            }
-            earliest(r.resent);
         }
         if let Some(t) = next {
             self.schedule_resend(t);
@@ -898,6 +892,25 @@ impl<SM: StateMachine, R: Runtime, N: Network> Driver<SM, R, N> {
         drop(self.wake_tx);
         future::join_all(self.peer_tasks).await;
     }
+}
+
+/// Sends a request to the leader again with `send` if it has had no answer for
+/// `lost_after` since it was last sent at `resent` (then `resent` becomes `now`). Returns
+/// when it was last sent, or `None` if the core refused to send it (no leader to send it
+/// to: it is settled once this node follows another leader).
+fn resend_if_due(
+    resent: &mut Instant,
+    now: Instant,
+    lost_after: Duration,
+    send: impl FnOnce() -> bool,
+) -> Option<Instant> {
+    if now.saturating_since(*resent) >= lost_after {
+        if !send() {
+            return None;
+        }
+        *resent = now;
+    }
+    Some(*resent)
 }
 
 /// Encodes a command into a buffer of exactly its size, and drops the command: whatever
