@@ -3,9 +3,8 @@
 
 use std::io;
 use std::net::SocketAddr;
-use std::time::Duration;
 
-use futures::future::{BoxFuture, Either};
+use futures::future::BoxFuture;
 use futures::io::{AsyncRead, AsyncWrite};
 use raft::Runtime;
 
@@ -28,21 +27,6 @@ pub trait TcpRuntime: Runtime {
 
     /// The address the listener is bound to.
     fn local_addr(listener: &Self::Listener) -> io::Result<SocketAddr>;
-}
-
-/// Runs `fut` for at most `d`: `None` when the time ran out first.
-pub(crate) async fn timeout<R: Runtime, F: std::future::Future>(rt: &R, d: Duration, fut: F) -> Option<F::Output> {
-    let sleep = rt.sleep_until(rt.now().add(d));
-    futures::pin_mut!(fut, sleep);
-    match futures::future::select(fut, sleep).await {
-        Either::Left((v, _)) => Some(v),
-        Either::Right(_) => None,
-    }
-}
-
-/// Sleeps for `d`.
-pub(crate) async fn sleep<R: Runtime>(rt: &R, d: Duration) {
-    rt.sleep_until(rt.now().add(d)).await;
 }
 
 #[cfg(feature = "tokio")]

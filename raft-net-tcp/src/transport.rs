@@ -18,7 +18,7 @@ use tracing::{debug, info, warn};
 
 use crate::codec::{self, FrameDecoder, Hello, HelloStatus, HELLO_LEN, PROTOCOL_VERSION, REPLY_LEN};
 use crate::error::{ConnectionError, FrameError, HandshakeError};
-use crate::rt::{sleep, timeout, TcpRuntime};
+use crate::rt::TcpRuntime;
 
 /// Settings of a [`TcpTransport`]. [`TcpConfig::new`] gives defaults suited to a LAN.
 #[derive(Clone, Debug)]
@@ -381,13 +381,13 @@ async fn connect<R: TcpRuntime>(
     addr: SocketAddr,
 ) -> Result<R::Stream, ConnectionError> {
     let io = |source| ConnectionError::Io { addr, source };
-    let mut stream = timeout(rt, config.connect_timeout, rt.connect(addr))
+    let mut stream = rt.timeout(config.connect_timeout, rt.connect(addr))
         .await
         .ok_or(ConnectionError::Timeout { what: "connect", addr })?
         .map_err(io)?;
     let hello = Hello { version: PROTOCOL_VERSION, cluster_id: config.cluster_id, from: config.node_id, to: peer };
     let mut reply = [0u8; REPLY_LEN];
-    timeout(rt, config.handshake_timeout, async {
+    rt.timeout(config.handshake_timeout, async {
         stream.write_all(&hello.encode()).await?;
         stream.flush().await?;
         stream.read_exact(&mut reply).await
@@ -433,7 +433,7 @@ async fn run_writer<R: TcpRuntime>(rt: R, config: TcpConfig, q: Arc<PeerQueue>) 
                     debug!(peer = q.id, %addr, error = %e, failures, "cannot connect to peer");
                 }
                 let jittered = backoff.mul_f64(0.5 + fastrand::f64() * 0.5);
-                sleep(&rt, jittered).await;
+                rt.sleep(jittered).await;
                 backoff = (backoff * 2).min(config.backoff_max);
             }
         }
@@ -474,7 +474,7 @@ async fn pump<R: TcpRuntime>(
             // A write the socket takes at once (the common case) needs no timer.
             let result = match futures::poll!(written.as_mut()) {
                 std::task::Poll::Ready(r) => r,
-                std::task::Poll::Pending => timeout(rt, config.write_timeout, written)
+                std::task::Poll::Pending => rt.timeout(config.write_timeout, written)
                     .await
                     .ok_or(ConnectionError::Timeout { what: "write", addr })?,
             };
@@ -511,7 +511,7 @@ async fn run_listener<R: TcpRuntime>(rt: R, shared: Arc<Shared>, listener: R::Li
                 Err(e) => {
                     // E.g. out of file descriptors: wait a little rather than spin.
                     warn!(node = shared.config.node_id, error = %e, "accept failed");
-                    sleep(&rt, Duration::from_millis(50)).await;
+                    rt.sleep(Duration::from_millis(50)).await;
                 }
             },
             () = conns.select_next_some() => {}
@@ -550,21 +550,21 @@ async fn serve<R: TcpRuntime>(
     let io = |source| ConnectionError::Io { addr, source };
     let config = &shared.config;
     let mut hello = [0u8; HELLO_LEN];
-    timeout(rt, config.handshake_timeout, stream.read_exact(&mut hello))
+    rt.timeout(config.handshake_timeout, stream.read_exact(&mut hello))
         .await
         .ok_or(ConnectionError::Handshake { addr, source: HandshakeError::Timeout })?
         .map_err(io)?;
     let hello = Hello::decode(&hello).map_err(|source| ConnectionError::Handshake { addr, source })?;
     if let Err((status, source)) = check_hello(shared, &hello) {
         // Tell the peer why, best effort, then close.
-        let _ = timeout(rt, config.handshake_timeout, async {
+        let _ = rt.timeout(config.handshake_timeout, async {
             stream.write_all(&codec::encode_reply(status)).await?;
             stream.flush().await
         })
         .await;
         return Err(ConnectionError::Handshake { addr, source });
     }
-    timeout(rt, config.handshake_timeout, async {
+    rt.timeout(config.handshake_timeout, async {
         stream.write_all(&codec::encode_reply(HelloStatus::Accepted)).await?;
         stream.flush().await
     })

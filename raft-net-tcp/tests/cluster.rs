@@ -7,7 +7,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use futures::io::{AsyncReadExt, AsyncWriteExt};
-use raft::testing::helpers::{sleep, wait_for, Counter};
+use raft::testing::helpers::{wait_for, Counter};
 use raft::testing::mem_store::MemStore;
 use raft::{Config, Message, MessageBody, Network, NodeId, Raft, Role};
 use raft_net_tcp::codec::{self, Hello, HelloStatus, HELLO_LEN, PROTOCOL_VERSION, REPLY_LEN};
@@ -160,7 +160,7 @@ async fn expect_closed<R: TcpRuntime>(rt: &R, s: &mut R::Stream, what: &str) {
 
 async fn raft_net_tcp_read<R: TcpRuntime>(rt: &R, s: &mut R::Stream, buf: &mut [u8]) -> Option<std::io::Result<usize>> {
     let read = s.read(buf);
-    let t = sleep(rt, Duration::from_millis(100));
+    let t = rt.sleep(Duration::from_millis(100));
     futures::pin_mut!(read, t);
     match futures::future::select(read, t).await {
         futures::future::Either::Left((r, _)) => Some(r),
@@ -305,7 +305,7 @@ async fn connection_flood_is_bounded<R: TcpRuntime>(rt: R) {
         }
     }
     // Let the listeners accept (and refuse) the whole flood.
-    sleep(&rt, Duration::from_millis(300)).await;
+    rt.sleep(Duration::from_millis(300)).await;
 
     // Well within the handshake timeout, only the connections under the limit are open.
     let mut open = 0;
@@ -413,11 +413,11 @@ async fn stalled_peer_write_times_out_and_reconnects<R: TcpRuntime>(rt: R) {
     for i in 1..200 {
         net.send(2, big(i)).await.unwrap();
         if i % 20 == 0 {
-            sleep(&rt, Duration::from_millis(10)).await;
+            rt.sleep(Duration::from_millis(10)).await;
         }
     }
     let second = R::accept(&listener);
-    let limit = sleep(&rt, Duration::from_secs(5));
+    let limit = rt.sleep(Duration::from_secs(5));
     futures::pin_mut!(second, limit);
     match futures::future::select(second, limit).await {
         futures::future::Either::Left((r, _)) => {
@@ -435,7 +435,7 @@ async fn shutdown_closes_the_listener<R: TcpRuntime>(rt: R) {
     let addr = t.local_addr();
     raw_connect(&rt, addr).await;
     t.shutdown().await;
-    sleep(&rt, Duration::from_millis(50)).await;
+    rt.sleep(Duration::from_millis(50)).await;
     assert!(rt.connect(addr).await.is_err(), "listener still accepting after shutdown");
 }
 

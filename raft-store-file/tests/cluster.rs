@@ -4,7 +4,7 @@
 use std::path::Path;
 use std::time::Duration;
 
-use raft::testing::helpers::{leader, sleep, start_counter_node, wait_for, Counter};
+use raft::testing::helpers::{leader, start_counter_node, wait_for, Counter};
 use raft::testing::mem_network::MemNetwork;
 use raft::{NodeId, Raft, Runtime};
 use raft_store_file::{FileStore, FileStoreError, FileStoreOptions};
@@ -16,7 +16,7 @@ async fn open_store<R: Runtime>(rt: &R, dir: &Path) -> FileStore {
     for _ in 0..500 {
         match FileStore::open(dir, opts.clone()) {
             Ok(s) => return s,
-            Err(FileStoreError::Locked { .. }) => sleep(rt, Duration::from_millis(10)).await,
+            Err(FileStoreError::Locked { .. }) => rt.sleep(Duration::from_millis(10)).await,
             Err(e) => panic!("open {}: {e}", dir.display()),
         }
     }

@@ -75,6 +75,7 @@ pub mod runtime;
 mod shared_bytes;
 pub mod state_machine;
 pub mod storage;
+mod sync;
 #[cfg(feature = "testing")]
 pub mod testing;
 pub mod types;

@@ -16,7 +16,7 @@
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -24,13 +24,14 @@ use futures::channel::{mpsc, oneshot};
 use futures::future::{self, BoxFuture, Either, FutureExt};
 use futures::StreamExt;
 
+use crate::sync::lock;
 use crate::config::Config;
 use crate::core::{Action, Input, PersistRequest, ProposeError, RaftCore, Role};
 use crate::error::{ClientError, StartError, StoreError};
 use crate::membership::Membership;
 use crate::message::Message;
 use crate::network::Network;
-use crate::runtime::Runtime;
+use crate::runtime::{DynClock, Runtime};
 use crate::state_machine::StateMachine;
 use crate::storage::LogStore;
 use crate::types::{Entry, EntryPayload, HardState, Instant, LogIndex, NodeId, Term};
@@ -108,27 +109,10 @@ struct Shared<SM> {
     status: Mutex<Status>,
     state_machine: Arc<Mutex<SM>>,
     tasks: Mutex<Vec<BoxFuture<'static, ()>>>,
-    clock: Box<dyn Clock>,
+    clock: Box<dyn DynClock>,
     request_timeout: Duration,
     /// Longest pause between retries while no leader is known.
     retry_max: Duration,
-}
-
-/// The runtime's clock, without its type: the [`Raft`] handle is not generic over the
-/// runtime.
-trait Clock: Send + Sync + 'static {
-    fn now(&self) -> Instant;
-    fn sleep_until(&self, deadline: Instant) -> BoxFuture<'static, ()>;
-}
-
-impl<R: Runtime> Clock for R {
-    fn now(&self) -> Instant {
-        Runtime::now(self)
-    }
-
-    fn sleep_until(&self, deadline: Instant) -> BoxFuture<'static, ()> {
-        Runtime::sleep_until(self, deadline).boxed()
-    }
 }
 
 /// A handle to a running Raft node. Cheap to clone; all clones refer to the same node.
@@ -145,10 +129,6 @@ impl<SM: StateMachine> Clone for Raft<SM> {
     fn clone(&self) -> Self {
         Raft { id: self.id, tx: self.tx.clone(), shared: self.shared.clone() }
     }
-}
-
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 impl<SM: StateMachine> Raft<SM> {

@@ -10,10 +10,10 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use raft::runtime::TokioRuntime;
-use raft::testing::helpers::{leader, sleep, wait_for, Counter};
+use raft::testing::helpers::{leader, wait_for, Counter};
 use raft::testing::mem_network::{MemEndpoint, MemNetwork};
 use raft::testing::mem_store::MemStore;
-use raft::{Config, Message, MessageBody, Network, NetworkError, NodeId, Raft, Role};
+use raft::{Config, Message, MessageBody, Network, NetworkError, NodeId, Raft, Role, Runtime};
 
 /// A node's network that records the size of every forwarded batch it sends (first
 /// attempts) and counts the forwards it sends again, drops the leader's answers to
@@ -111,7 +111,7 @@ async fn a_follower_holds_proposals_while_its_forwards_are_unanswered_and_sends_
     for _ in 0..3 {
         let f2 = f.clone();
         held.push(tokio::spawn(async move { f2.propose(1).await }));
-        sleep(&rt, Duration::from_millis(20)).await;
+        rt.sleep(Duration::from_millis(20)).await;
     }
     drop_answers.store(false, Ordering::SeqCst);
     wait_for(&rt, "the held batch", || forwards.lock().unwrap().len() == 5).await;

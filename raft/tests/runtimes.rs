@@ -155,10 +155,9 @@ mod slow_apply {
     use std::time::Duration;
 
     use raft::runtime::TokioRuntime;
-    use raft::testing::helpers::sleep;
     use raft::testing::mem_network::MemNetwork;
     use raft::testing::mem_store::MemStore;
-    use raft::{Config, LogIndex, Raft, Role, StateMachine};
+    use raft::{Config, LogIndex, Raft, Role, Runtime, StateMachine};
 
     /// A state machine that blocks in `apply` when told to.
     struct Slow {
@@ -215,20 +214,20 @@ mod slow_apply {
             if let Some(l) = nodes.iter().find(|n| n.status().role == Role::Leader) {
                 break l.clone();
             }
-            sleep(&rt, Duration::from_millis(10)).await;
+            rt.sleep(Duration::from_millis(10)).await;
         };
         let term = l.status().term;
         // The blocking command, then more commands while the leader's apply task is stuck.
         let l2 = l.clone();
         let stuck = tokio::spawn(async move { l2.propose(0).await });
-        sleep(&rt, Duration::from_millis(50)).await;
+        rt.sleep(Duration::from_millis(50)).await;
         let before = l.status().commit_index;
         let mut later = Vec::new();
         for _ in 0..5 {
             let l = l.clone();
             later.push(tokio::spawn(async move { l.propose(1).await }));
         }
-        sleep(&rt, Duration::from_millis(2000)).await;
+        rt.sleep(Duration::from_millis(2000)).await;
         let s = l.status();
         assert!(s.commit_index >= before + 5, "commits continue while applying is stuck: {s:?}");
         for n in &nodes {

@@ -55,10 +55,6 @@ fn main() {
     }
 }
 
-async fn sleep<R: Runtime>(rt: &R, d: Duration) {
-    rt.sleep_until(rt.now().add(d)).await;
-}
-
 fn table(nodes: &[Option<Raft<Counter>>]) {
     println!(
         "  {:<4} {:<10} {:>5} {:>7} {:>8} {:>8} {:>8}",
@@ -94,7 +90,7 @@ async fn wait_leader<R: Runtime>(
         if start.elapsed() > Duration::from_secs(10) {
             return Err("no leader within 10 s".into());
         }
-        sleep(rt, Duration::from_millis(5)).await;
+        rt.sleep(Duration::from_millis(5)).await;
     }
 }
 
@@ -144,7 +140,7 @@ async fn demo<R: Runtime>(rt: R, increments: u64) -> Result<(), String> {
     println!("\nnode {} elected leader after {:?}", leader.id(), t.elapsed());
     let (value, took) = commit_many(&leader, increments).await?;
     println!("committed {increments} concurrent increments in {took:?}; counter = {value}");
-    sleep(&rt, Duration::from_millis(100)).await;
+    rt.sleep(Duration::from_millis(100)).await;
     table(&nodes);
 
     let old = leader.id();
@@ -157,7 +153,7 @@ async fn demo<R: Runtime>(rt: R, increments: u64) -> Result<(), String> {
     println!("node {} took over after {:?}", leader.id(), t.elapsed());
     let (value, _) = commit_many(&leader, increments).await?;
     println!("committed {increments} more; counter = {value}");
-    sleep(&rt, Duration::from_millis(100)).await;
+    rt.sleep(Duration::from_millis(100)).await;
     table(&nodes);
 
     println!("\nrestarting node {old} from its store");
@@ -167,7 +163,7 @@ async fn demo<R: Runtime>(rt: R, increments: u64) -> Result<(), String> {
         if t.elapsed() > Duration::from_secs(10) {
             return Err("restarted node did not catch up".into());
         }
-        sleep(&rt, Duration::from_millis(5)).await;
+        rt.sleep(Duration::from_millis(5)).await;
     }
     println!("node {old} caught up in {:?}", t.elapsed());
     table(&nodes);

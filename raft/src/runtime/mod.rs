@@ -5,6 +5,12 @@
 //! is chosen by type, so several can be compiled at once.
 
 use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use futures::future::BoxFuture;
+use futures::FutureExt;
 
 use crate::types::Instant;
 
@@ -56,6 +62,69 @@ pub trait Runtime: Clone + Send + Sync + 'static {
 
     /// The current time.
     fn now(&self) -> Instant;
+
+    /// A future that completes `d` after [`Runtime::now`].
+    fn sleep(&self, d: Duration) -> Self::Sleep {
+        self.sleep_until(self.now().add(d))
+    }
+
+    /// Runs `fut` for at most `d`: the future yields `Some(output)`, or `None` when the
+    /// time ran out first (`fut` is then dropped unfinished).
+    fn timeout<F: Future>(&self, d: Duration, fut: F) -> Timeout<F, Self::Sleep> {
+        Timeout { fut: Box::pin(fut), sleep: Box::pin(self.sleep(d)) }
+    }
+}
+
+/// The future of [`Runtime::timeout`].
+#[must_use = "futures do nothing unless awaited"]
+pub struct Timeout<F, S> {
+    fut: Pin<Box<F>>,
+    sleep: Pin<Box<S>>,
+}
+
+impl<F: Future, S: Future<Output = ()>> Future for Timeout<F, S> {
+    type Output = Option<F::Output>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        if let Poll::Ready(v) = self.fut.as_mut().poll(cx) {
+            return Poll::Ready(Some(v));
+        }
+        match self.sleep.as_mut().poll(cx) {
+            Poll::Ready(()) => Poll::Ready(None),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+}
+
+/// A runtime's clock without the runtime's type, for handles that are not generic over
+/// it (the [`Raft`](crate::Raft) handle, an application's HTTP front end). Every
+/// [`Runtime`] is one.
+///
+/// # Contract
+///
+/// The same as [`Runtime::now`] and [`Runtime::sleep_until`]: `now` is monotonic and
+/// the sleep completes at or after `deadline`.
+pub trait DynClock: Send + Sync + 'static {
+    /// The current time.
+    fn now(&self) -> Instant;
+
+    /// A future that completes at `deadline`.
+    fn sleep_until(&self, deadline: Instant) -> BoxFuture<'static, ()>;
+
+    /// A future that completes `d` after [`DynClock::now`].
+    fn sleep(&self, d: Duration) -> BoxFuture<'static, ()> {
+        self.sleep_until(self.now().add(d))
+    }
+}
+
+impl<R: Runtime> DynClock for R {
+    fn now(&self) -> Instant {
+        Runtime::now(self)
+    }
+
+    fn sleep_until(&self, deadline: Instant) -> BoxFuture<'static, ()> {
+        Runtime::sleep_until(self, deadline).boxed()
+    }
 }
 
 /// A process-wide epoch for the wall-clock runtimes, so that their instants are small

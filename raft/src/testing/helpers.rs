@@ -38,18 +38,13 @@ impl StateMachine for Counter {
     }
 }
 
-/// Sleeps for `d` on `rt`.
-pub async fn sleep<R: Runtime>(rt: &R, d: Duration) {
-    rt.sleep_until(rt.now().add(d)).await;
-}
-
 /// Polls `f` every 10 ms until it holds; panics naming `what` after 10 s.
 pub async fn wait_for<R: Runtime>(rt: &R, what: &str, mut f: impl FnMut() -> bool) {
     for _ in 0..1000 {
         if f() {
             return;
         }
-        sleep(rt, Duration::from_millis(10)).await;
+        rt.sleep(Duration::from_millis(10)).await;
     }
     panic!("timed out waiting for {what}");
 }

@@ -30,6 +30,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 
+use crate::sync::lock;
 use crate::error::NetworkError;
 use crate::message::Message;
 use crate::network::Network;
@@ -133,10 +134,6 @@ impl NetState {
         let hi = u64::try_from(max.as_nanos()).unwrap_or(u64::MAX);
         Duration::from_nanos(self.rng.u64(lo..=hi))
     }
-}
-
-fn lock(state: &Mutex<NetState>) -> MutexGuard<'_, NetState> {
-    state.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 /// An in-memory network connecting the nodes of a test cluster, with fault injection.

@@ -52,6 +52,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use async_trait::async_trait;
 use futures::future::BoxFuture;
 
+use crate::sync::lock;
 use crate::error::StoreError;
 use crate::storage::{InitialState, LogStore};
 use crate::types::{Entry, HardState, LogId, LogIndex, Term};
@@ -327,10 +328,6 @@ pub struct MemStore {
     inner: Arc<Mutex<Inner>>,
     /// The incarnation this handle is bound to, from its first `LogStore` call on.
     incarnation: Option<u64>,
-}
-
-fn lock(inner: &Mutex<Inner>) -> MutexGuard<'_, Inner> {
-    inner.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 fn stale_error(bound: u64, now: u64) -> StoreError {

@@ -52,6 +52,7 @@ use std::sync::{Arc, Mutex, MutexGuard, TryLockError, Weak};
 use std::task::{Context, Poll, Wake, Waker};
 use std::time::Duration;
 
+use crate::sync::lock;
 use crate::runtime::Runtime;
 use crate::types::Instant;
 
@@ -142,7 +143,7 @@ impl Shared {
     /// Locks the state. A poisoned lock is still used: the state is kept consistent at
     /// every point where a panic can escape.
     fn lock(&self) -> MutexGuard<'_, State> {
-        self.state.lock().unwrap_or_else(|e| e.into_inner())
+        lock(&self.state)
     }
 
     /// Marks task `id` (or the `block_on` future) ready. A no-op for a dead task or one
@@ -760,10 +761,6 @@ mod tests {
 
     use futures::channel::{mpsc, oneshot};
     use futures::{SinkExt, StreamExt};
-
-    fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-        m.lock().unwrap_or_else(|e| e.into_inner())
-    }
 
     fn at(d: Duration) -> Instant {
         Instant::ZERO.add(d)

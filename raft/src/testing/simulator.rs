@@ -17,7 +17,7 @@
 use std::collections::{BTreeMap, VecDeque};
 use std::fmt;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures::future::{self, Either};
@@ -28,6 +28,7 @@ use super::mem_network::{FaultConfig, MemNetwork};
 use super::mem_store::MemStore;
 use super::sim_runtime::{SimRuntime, Simulation};
 use super::sim_store::SimStore;
+use crate::sync::lock;
 use crate::config::Config;
 use crate::core::Role;
 use crate::error::ClientError;
@@ -35,10 +36,6 @@ use crate::node::Raft;
 use crate::runtime::Runtime;
 use crate::state_machine::StateMachine;
 use crate::types::{Entry, Instant, LogIndex, NodeId, Term};
-
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
-}
 
 /// A command of the simulated KV store. `op` identifies the client operation, so the
 /// checker can tell which operation was applied at which index.
