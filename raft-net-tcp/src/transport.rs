@@ -381,7 +381,8 @@ async fn connect<R: TcpRuntime>(
     addr: SocketAddr,
 ) -> Result<R::Stream, ConnectionError> {
     let io = |source| ConnectionError::Io { addr, source };
-    let mut stream = rt.timeout(config.connect_timeout, rt.connect(addr))
+    let mut stream = rt
+        .timeout(config.connect_timeout, rt.connect(addr))
         .await
         .ok_or(ConnectionError::Timeout { what: "connect", addr })?
         .map_err(io)?;
@@ -474,7 +475,8 @@ async fn pump<R: TcpRuntime>(
             // A write the socket takes at once (the common case) needs no timer.
             let result = match futures::poll!(written.as_mut()) {
                 std::task::Poll::Ready(r) => r,
-                std::task::Poll::Pending => rt.timeout(config.write_timeout, written)
+                std::task::Poll::Pending => rt
+                    .timeout(config.write_timeout, written)
                     .await
                     .ok_or(ConnectionError::Timeout { what: "write", addr })?,
             };
@@ -557,11 +559,12 @@ async fn serve<R: TcpRuntime>(
     let hello = Hello::decode(&hello).map_err(|source| ConnectionError::Handshake { addr, source })?;
     if let Err((status, source)) = check_hello(shared, &hello) {
         // Tell the peer why, best effort, then close.
-        let _ = rt.timeout(config.handshake_timeout, async {
-            stream.write_all(&codec::encode_reply(status)).await?;
-            stream.flush().await
-        })
-        .await;
+        let _ = rt
+            .timeout(config.handshake_timeout, async {
+                stream.write_all(&codec::encode_reply(status)).await?;
+                stream.flush().await
+            })
+            .await;
         return Err(ConnectionError::Handshake { addr, source });
     }
     rt.timeout(config.handshake_timeout, async {

@@ -24,7 +24,6 @@ use futures::channel::{mpsc, oneshot};
 use futures::future::{self, BoxFuture, Either, FutureExt};
 use futures::StreamExt;
 
-use crate::sync::lock;
 use crate::config::Config;
 use crate::core::{Action, Input, PersistRequest, ProposeError, RaftCore, Role};
 use crate::error::{ClientError, StartError, StoreError};
@@ -34,6 +33,7 @@ use crate::network::Network;
 use crate::runtime::{DynClock, Runtime};
 use crate::state_machine::StateMachine;
 use crate::storage::LogStore;
+use crate::sync::lock;
 use crate::types::{Entry, EntryPayload, HardState, Instant, LogIndex, NodeId, Term};
 
 /// Most events the protocol loop takes in one batch before it acts.

@@ -30,11 +30,11 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 
-use crate::sync::lock;
 use crate::error::NetworkError;
 use crate::message::Message;
 use crate::network::Network;
 use crate::runtime::Runtime;
+use crate::sync::lock;
 use crate::types::NodeId;
 
 /// A node's delivery function: called with every message delivered to the node. It is

@@ -52,9 +52,9 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use async_trait::async_trait;
 use futures::future::BoxFuture;
 
-use crate::sync::lock;
 use crate::error::StoreError;
 use crate::storage::{InitialState, LogStore};
+use crate::sync::lock;
 use crate::types::{Entry, HardState, LogId, LogIndex, Term};
 
 /// A write delay: called once per write, the returned future is awaited between the write

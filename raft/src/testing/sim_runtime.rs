@@ -52,8 +52,8 @@ use std::sync::{Arc, Mutex, MutexGuard, TryLockError, Weak};
 use std::task::{Context, Poll, Wake, Waker};
 use std::time::Duration;
 
-use crate::sync::lock;
 use crate::runtime::Runtime;
+use crate::sync::lock;
 use crate::types::Instant;
 
 /// A spawned task's future.

@@ -28,13 +28,13 @@ use super::mem_network::{FaultConfig, MemNetwork};
 use super::mem_store::MemStore;
 use super::sim_runtime::{SimRuntime, Simulation};
 use super::sim_store::SimStore;
-use crate::sync::lock;
 use crate::config::Config;
 use crate::core::Role;
 use crate::error::ClientError;
 use crate::node::Raft;
 use crate::runtime::Runtime;
 use crate::state_machine::StateMachine;
+use crate::sync::lock;
 use crate::types::{Entry, Instant, LogIndex, NodeId, Term};
 
 /// A command of the simulated KV store. `op` identifies the client operation, so the
