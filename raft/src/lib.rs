@@ -65,15 +65,16 @@
 
 pub mod config;
 pub mod core;
+mod driver;
 pub mod error;
 pub mod membership;
 pub mod message;
 pub mod network;
-pub mod node;
 pub mod quorum;
 pub mod runtime;
 mod shared_bytes;
 pub mod state_machine;
+pub mod status;
 pub mod storage;
 mod sync;
 #[cfg(feature = "testing")]
@@ -82,12 +83,13 @@ pub mod types;
 
 pub use crate::core::Role;
 pub use config::Config;
+pub use driver::Raft;
 pub use error::{ClientError, DecodeError, NetworkError, StartError, StoreError};
 pub use membership::Membership;
 pub use message::{Message, MessageBody};
 pub use network::Network;
-pub use node::{Raft, Status};
 pub use runtime::Runtime;
 pub use state_machine::StateMachine;
+pub use status::Status;
 pub use storage::{InitialState, LogStore};
 pub use types::{Entry, EntryPayload, HardState, Instant, LogId, LogIndex, NodeId, Term};

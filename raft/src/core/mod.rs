@@ -26,6 +26,7 @@ use crate::config::Config;
 use crate::membership::Membership;
 use crate::message::{Message, MessageBody};
 use crate::quorum::JointQuorum;
+use crate::status::Status;
 use crate::types::{Entry, EntryPayload, HardState, Instant, LogId, LogIndex, NodeId, Term};
 use log::RaftLog;
 use progress::Progress;
@@ -151,37 +152,6 @@ pub enum ProposeError {
     /// it, so the commands may or may not have been appended (they were not appended
     /// again).
     OutcomeUnknown,
-}
-
-/// A read-only view of the core for metrics and invariant checks.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct CoreStatus {
-    /// This node.
-    pub id: NodeId,
-    /// Current role.
-    pub role: Role,
-    /// Current term.
-    pub term: Term,
-    /// The vote cast in `term`.
-    pub voted_for: Option<NodeId>,
-    /// The known leader of `term`.
-    pub leader: Option<NodeId>,
-    /// Commit index.
-    pub commit_index: LogIndex,
-    /// Last index handed to the state machine.
-    pub apply_index: LogIndex,
-    /// Last index applied by the state machine.
-    pub applied_index: LogIndex,
-    /// Last log entry.
-    pub last_log: LogId,
-    /// Highest durable index.
-    pub durable_index: LogIndex,
-    /// The effective membership configuration.
-    pub membership: Membership,
-    /// The leader's view of each peer's match index (empty unless leader).
-    pub match_index: BTreeMap<NodeId, LogIndex>,
-    /// How many log entries the core holds in memory.
-    pub cached_entries: usize,
 }
 
 /// What accumulates for the next [`PersistRequest`].
@@ -343,22 +313,27 @@ impl RaftCore {
         self.leader
     }
 
-    /// A snapshot of the core's state for metrics and checks.
-    pub fn status(&self) -> CoreStatus {
-        CoreStatus {
+    /// The core's state for metrics and checks (`fatal_error` and `stopped` are the
+    /// driver's to fill in).
+    pub fn status(&self) -> Status {
+        let last = self.log.last_id();
+        Status {
             id: self.id,
             role: self.role,
+            is_voter: self.membership.is_voter(self.id),
             term: self.hs.term,
             voted_for: self.hs.voted_for,
             leader: self.leader,
             commit_index: self.log.commit,
-            apply_index: self.apply_index,
             applied_index: self.applied_index,
-            last_log: self.log.last_id(),
+            last_log_index: last.index,
+            last_log_term: last.term,
             durable_index: self.log.durable,
             membership: self.membership.clone(),
-            match_index: self.progress.iter().map(|(&id, p)| (id, p.match_index)).collect(),
+            match_index: self.match_indexes().collect(),
             cached_entries: self.log.cached_len(),
+            fatal_error: None,
+            stopped: false,
         }
     }
 
@@ -400,6 +375,16 @@ impl RaftCore {
     /// The index of the last log entry.
     pub fn last_index(&self) -> LogIndex {
         self.log.last_index()
+    }
+
+    /// The term of the last log entry.
+    pub fn last_term(&self) -> Term {
+        self.log.last_term()
+    }
+
+    /// The vote cast in the current term, if any.
+    pub fn voted_for(&self) -> Option<NodeId> {
+        self.hs.voted_for
     }
 
     /// The entry at `index`, if the core holds it.

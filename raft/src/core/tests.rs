@@ -174,13 +174,13 @@ impl Cluster {
     }
 
     fn last(&self, id: NodeId) -> LogId {
-        self.core(id).status().last_log
+        self.core(id).status().last_log()
     }
 
     /// The entries the core holds, from index 1.
     fn log(&self, id: NodeId) -> Vec<Entry> {
         let core = self.core(id);
-        (1..=core.status().last_log.index).map(|i| core.entry(i).cloned().expect("log has a hole")).collect()
+        (1..=core.status().last_log_index).map(|i| core.entry(i).cloned().expect("log has a hole")).collect()
     }
 
     fn terms(&self, id: NodeId) -> Vec<Term> {

@@ -7,7 +7,7 @@ use std::time::Duration;
 use super::mem_network::MemNetwork;
 use crate::config::Config;
 use crate::core::Role;
-use crate::node::Raft;
+use crate::driver::Raft;
 use crate::runtime::Runtime;
 use crate::state_machine::StateMachine;
 use crate::storage::LogStore;

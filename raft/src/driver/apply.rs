@@ -1,0 +1,92 @@
+//! The apply task: applies committed entries to the state machine and answers the
+//! proposers waiting for them, off the protocol loop, so a slow state machine never
+//! delays heartbeats.
+
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex};
+
+use futures::channel::mpsc;
+use futures::StreamExt;
+
+use super::{Event, Responder};
+use crate::error::ClientError;
+use crate::state_machine::StateMachine;
+use crate::sync::lock;
+use crate::types::{Entry, EntryPayload, LogIndex, NodeId, Term};
+
+/// Work for the apply task: committed entries to apply, in order, with the proposers
+/// waiting for them here.
+pub(super) struct ApplyBatch<SM: StateMachine> {
+    pub(super) entries: Vec<Entry>,
+    pub(super) responders: Vec<(LogIndex, Responder<SM>)>,
+    /// Keep the responses of these entries that no proposer here waits for (the last
+    /// [`KEPT_RESPONSES`]): a forwarded batch's answer may still be on its way.
+    pub(super) keep_unclaimed: bool,
+    /// Proposers whose entry was applied before they were registered (a forward's answer
+    /// came late), answered from the kept responses: (index, term, proposer).
+    pub(super) claims: Vec<(LogIndex, Term, Responder<SM>)>,
+}
+
+/// How many responses the apply task keeps for proposers registered after their entry
+/// was applied.
+const KEPT_RESPONSES: usize = 4096;
+
+pub(super) async fn apply_task<SM: StateMachine>(
+    id: NodeId,
+    sm: Arc<Mutex<SM>>,
+    mut rx: mpsc::UnboundedReceiver<ApplyBatch<SM>>,
+    tx: mpsc::UnboundedSender<Event<SM>>,
+) {
+    let mut answers = Vec::new();
+    // Responses no proposer here waited for, in index order (see `ApplyBatch`).
+    let mut kept: VecDeque<(LogIndex, Term, Result<SM::Response, ClientError>)> = VecDeque::new();
+    while let Some(batch) = rx.next().await {
+        let mut last = 0;
+        let mut responders = batch.responders.into_iter().peekable();
+        let mut sm = lock(&sm);
+        for entry in batch.entries {
+            let (index, term) = (entry.index, entry.term);
+            last = index;
+            let result = match entry.payload {
+                EntryPayload::Command(data) => match postcard::from_bytes::<SM::Command>(&data) {
+                    Ok(cmd) => Ok(sm.apply(index, cmd)),
+                    Err(e) => {
+                        tracing::error!(node = id, index, error = %e, "committed command does not decode; skipped");
+                        Err(ClientError::Encode(format!("command at index {index} does not decode: {e}")))
+                    }
+                },
+                _ => continue,
+            };
+            if responders.peek().is_some_and(|(i, _)| *i == index) {
+                if let Some((_, r)) = responders.next() {
+                    answers.push((r, result));
+                }
+            } else if batch.keep_unclaimed {
+                if kept.len() == KEPT_RESPONSES {
+                    kept.pop_front();
+                }
+                kept.push_back((index, term, result));
+            }
+        }
+        drop(sm);
+        for (index, term, r) in batch.claims {
+            let result = match kept.binary_search_by_key(&index, |k| k.0) {
+                Ok(at) if kept[at].1 == term => kept.remove(at).map_or(Err(ClientError::Indeterminate), |k| k.2),
+                // Another entry was committed at that position.
+                Ok(_) => Err(ClientError::Dropped),
+                // Not kept (or kept too long ago): it may or may not be this one.
+                Err(_) => Err(ClientError::Indeterminate),
+            };
+            answers.push((r, result));
+        }
+        // The protocol loop hears of the progress first and the proposers last: on a
+        // runtime that runs the task it woke last first (tokio's LIFO slot), a client's
+        // answer then goes out before the loop's next round of messages, not after it.
+        if last > 0 && tx.unbounded_send(Event::Applied { index: last }).is_err() {
+            return;
+        }
+        for (r, result) in answers.drain(..) {
+            let _ = r.send(result);
+        }
+    }
+}

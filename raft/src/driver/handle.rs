@@ -1,0 +1,266 @@
+//! [`Raft`], the handle to a running node: start it ([`Raft::bootstrap`],
+//! [`Raft::restart`]), propose, read, inspect and stop it. The handle is not generic over
+//! the runtime or the store; it talks to the protocol loop through its event channel.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures::channel::{mpsc, oneshot};
+use futures::future::{self, BoxFuture, Either, FutureExt};
+
+use super::apply::apply_task;
+use super::persist::persist_task;
+use super::sender::Senders;
+use super::timer::Timer;
+use super::{Driver, Event};
+use crate::config::Config;
+use crate::core::RaftCore;
+use crate::error::{ClientError, StartError, StoreError};
+use crate::membership::Membership;
+use crate::message::Message;
+use crate::network::Network;
+use crate::runtime::{DynClock, Runtime};
+use crate::state_machine::StateMachine;
+use crate::status::Status;
+use crate::storage::LogStore;
+use crate::sync::lock;
+use crate::types::{Entry, EntryPayload, HardState, LogIndex, NodeId};
+
+pub(super) struct Shared<SM> {
+    pub(super) status: Mutex<Status>,
+    pub(super) state_machine: Arc<Mutex<SM>>,
+    tasks: Mutex<Vec<BoxFuture<'static, ()>>>,
+    clock: Box<dyn DynClock>,
+    request_timeout: Duration,
+    /// Longest pause between retries while no leader is known.
+    retry_max: Duration,
+}
+
+/// A handle to a running Raft node. Cheap to clone; all clones refer to the same node.
+///
+/// The node runs until [`Raft::shutdown`] (or a fatal store error); dropping every handle
+/// does not stop it.
+pub struct Raft<SM: StateMachine> {
+    id: NodeId,
+    tx: mpsc::UnboundedSender<Event<SM>>,
+    shared: Arc<Shared<SM>>,
+}
+
+impl<SM: StateMachine> Clone for Raft<SM> {
+    fn clone(&self) -> Self {
+        Raft { id: self.id, tx: self.tx.clone(), shared: self.shared.clone() }
+    }
+}
+
+impl<SM: StateMachine> Raft<SM> {
+    /// Creates a new cluster member: writes the initial configuration (`members`, all
+    /// voters) as the first log entry, then starts the node. Every initial member must
+    /// be bootstrapped with the same `members`. Fails with
+    /// [`StartError::AlreadyInitialized`] if the store already holds state; use
+    /// [`Raft::restart`] then.
+    pub async fn bootstrap<R: Runtime, S: LogStore, N: Network>(
+        id: NodeId,
+        members: impl IntoIterator<Item = NodeId>,
+        config: Config,
+        runtime: R,
+        mut store: S,
+        network: N,
+        state_machine: SM,
+    ) -> Result<Self, StartError> {
+        let members = Membership::new(members);
+        if !members.voters.contains(&id) || members.voters.contains(&0) {
+            return Err(StartError::Config(format!(
+                "node {id} must be one of the members {:?} (and 0 is reserved)",
+                members.voters
+            )));
+        }
+        let init = store.initial_state().await?;
+        if init.hard_state != HardState::default() || init.last.index != 0 || init.prev.index != 0 {
+            return Err(StartError::AlreadyInitialized);
+        }
+        store.append(&[Entry { term: 0, index: 1, payload: EntryPayload::Membership(Box::new(members)) }]).await?;
+        Self::restart(id, config, runtime, store, network, state_machine).await
+    }
+
+    /// Starts a node from what `store` holds (a fresh, empty store gives a node that
+    /// waits to be contacted by a leader). `state_machine` must be empty: the log is
+    /// applied to it from the start as the commit index becomes known.
+    pub async fn restart<R: Runtime, S: LogStore, N: Network>(
+        id: NodeId,
+        config: Config,
+        runtime: R,
+        mut store: S,
+        network: N,
+        state_machine: SM,
+    ) -> Result<Self, StartError> {
+        config.validate()?;
+        if id == 0 {
+            return Err(StartError::Config("node id 0 is reserved".into()));
+        }
+        let init = store.initial_state().await?;
+        let blocking_store = store.blocks_thread();
+        let entries = if init.last.index > init.prev.index {
+            store.entries(init.prev.index + 1, init.last.index + 1).await?
+        } else {
+            Vec::new()
+        };
+        if entries.len() as u64 != init.last.index - init.prev.index {
+            return Err(StoreError::Corrupt(format!(
+                "store reported entries {}..={} but returned {}",
+                init.prev.index + 1,
+                init.last.index,
+                entries.len()
+            ))
+            .into());
+        }
+        let now = runtime.now();
+        let core = RaftCore::new(id, config.clone(), init.hard_state, init.prev, entries, now);
+        let shared = Arc::new(Shared {
+            status: Mutex::new(core.status()),
+            state_machine: Arc::new(Mutex::new(state_machine)),
+            tasks: Mutex::new(Vec::new()),
+            clock: Box::new(runtime.clone()),
+            request_timeout: config.request_timeout,
+            retry_max: config.heartbeat_interval,
+        });
+        let (tx, rx) = mpsc::unbounded();
+        let (persist_tx, persist_rx) = mpsc::unbounded();
+        let (apply_tx, apply_rx) = mpsc::unbounded();
+
+        let mut handles: Vec<BoxFuture<'static, ()>> = Vec::new();
+        // The store task runs on the runtime's workers; a store whose calls block has
+        // its leader-side work moved to a blocking thread (see `persist_task`).
+        let store_task = persist_task::<SM, S, R>(id, store, blocking_store, runtime.clone(), persist_rx, tx.clone());
+        handles.push(runtime.spawn(store_task).boxed());
+        handles.push(runtime.spawn(apply_task::<SM>(id, shared.state_machine.clone(), apply_rx, tx.clone())).boxed());
+        let (timer, timer_task) = Timer::start(&runtime, tx.clone());
+        handles.push(timer_task.boxed());
+        let senders = Senders::new(id, runtime.clone(), network);
+        let driver = Driver::new(core, runtime.clone(), shared.clone(), persist_tx, apply_tx, timer, senders);
+        handles.push(runtime.spawn(driver.run(rx)).boxed());
+        *lock(&shared.tasks) = handles;
+        Ok(Raft { id, tx, shared })
+    }
+
+    /// This node's id.
+    pub fn id(&self) -> NodeId {
+        self.id
+    }
+
+    /// Proposes a command. Resolves to the state machine's response once the command is
+    /// committed and applied on this node. Any node accepts proposals: a follower
+    /// forwards them to the leader and answers once it has applied them itself.
+    ///
+    /// Waits at most [`Config::request_timeout`], retrying while no leader is known.
+    /// Errors: [`ClientError::NoLeader`] when no leader was found in time (nothing was
+    /// appended), [`ClientError::Timeout`] when a leader took the command but no answer
+    /// came in time (it may still take effect), [`ClientError::Dropped`] when a different
+    /// entry was committed at its position, [`ClientError::Overloaded`] under
+    /// back-pressure, [`ClientError::ShuttingDown`] when the node stops first.
+    pub async fn propose(&self, command: SM::Command) -> Result<SM::Response, ClientError> {
+        let data = encode_command(command)?;
+        self.with_retries(|tx| Event::Propose { data: data.clone(), tx }).await
+    }
+
+    /// Runs `f` on the state machine once it reflects every write acknowledged before this
+    /// call began: a linearizable read by ReadIndex (thesis §6.4). The leader confirms
+    /// its leadership with a quorum round (shared by concurrent reads) and reports its
+    /// commit index; this node, leader or follower, runs `f` once it has applied up to
+    /// that index. Errors as for [`Raft::propose`]; a read has no side effect, so every
+    /// error means it was not served.
+    pub async fn read<T>(&self, f: impl FnOnce(&SM) -> T) -> Result<T, ClientError> {
+        self.read_index().await?;
+        Ok(f(&lock(&self.shared.state_machine)))
+    }
+
+    /// Waits until this node's state machine reflects every write acknowledged before the
+    /// call began (see [`Raft::read`]) and returns the read index it waited for.
+    pub async fn read_index(&self) -> Result<LogIndex, ClientError> {
+        self.with_retries(|tx| Event::Read { tx }).await
+    }
+
+    /// Sends the event made by `make` and waits for its answer, retrying while the
+    /// answer is "not the leader", within the request timeout.
+    async fn with_retries<T>(
+        &self,
+        mut make: impl FnMut(oneshot::Sender<Result<T, ClientError>>) -> Event<SM>,
+    ) -> Result<T, ClientError> {
+        let clock = &self.shared.clock;
+        let deadline = clock.now().add(self.shared.request_timeout);
+        let mut pause = Duration::from_millis(1);
+        loop {
+            let (tx, rx) = oneshot::channel();
+            self.tx.unbounded_send(make(tx)).map_err(|_| self.stopped_error())?;
+            let answer = match future::select(rx, clock.sleep_until(deadline)).await {
+                Either::Left((Ok(answer), _)) => answer,
+                Either::Left((Err(_), _)) => return Err(self.stopped_error()),
+                Either::Right(_) => return Err(ClientError::Timeout),
+            };
+            match answer {
+                Err(ClientError::NotLeader { .. }) => {
+                    let now = clock.now();
+                    if now >= deadline {
+                        return Err(ClientError::NoLeader);
+                    }
+                    let wake = now.add(pause).min(deadline);
+                    clock.sleep_until(wake).await;
+                    if wake >= deadline {
+                        return Err(ClientError::NoLeader);
+                    }
+                    pause = (pause * 2).min(self.shared.retry_max);
+                }
+                other => return other,
+            }
+        }
+    }
+
+    fn stopped_error(&self) -> ClientError {
+        match &lock(&self.shared.status).fatal_error {
+            Some(e) => ClientError::Fatal(e.clone()),
+            None => ClientError::ShuttingDown,
+        }
+    }
+
+    /// Hands a message from a peer to this node. Never blocks; after shutdown the
+    /// message is dropped.
+    pub fn receive(&self, message: Message) {
+        let _ = self.tx.unbounded_send(Event::Message(message));
+    }
+
+    /// The node's current status.
+    pub fn status(&self) -> Status {
+        lock(&self.shared.status).clone()
+    }
+
+    /// Runs `f` on the current status without copying it.
+    pub fn with_status<T>(&self, f: impl FnOnce(&Status) -> T) -> T {
+        f(&lock(&self.shared.status))
+    }
+
+    /// Runs `f` on the local state machine. The state may be stale: it reflects what
+    /// this node has applied, which can lag the cluster.
+    pub fn read_local_stale<T>(&self, f: impl FnOnce(&SM) -> T) -> T {
+        f(&lock(&self.shared.state_machine))
+    }
+
+    /// Stops the node: the protocol loop ends, pending proposals fail with
+    /// [`ClientError::ShuttingDown`], and every task of the node has finished when this
+    /// returns.
+    pub async fn shutdown(&self) {
+        let _ = self.tx.unbounded_send(Event::Shutdown);
+        let tasks = std::mem::take(&mut *lock(&self.shared.tasks));
+        future::join_all(tasks).await;
+        lock(&self.shared.status).stopped = true;
+    }
+}
+
+/// Encodes a command into a buffer of exactly its size, and drops the command: whatever
+/// it holds (often a request's body, which shares the HTTP server's read buffer) is
+/// released before the proposal waits for its commit, not after.
+fn encode_command<C: serde::Serialize>(command: C) -> Result<Bytes, ClientError> {
+    let encode_error = |e: postcard::Error| ClientError::Encode(e.to_string());
+    let size = postcard::experimental::serialized_size(&command).map_err(encode_error)?;
+    let data = postcard::to_extend(&command, Vec::with_capacity(size)).map_err(encode_error)?;
+    Ok(Bytes::from(data))
+}

@@ -1,0 +1,277 @@
+//! The async driver and the [`Raft`] handle, one file per task.
+//!
+//! The driver owns a [`RaftCore`] and carries out its actions; it holds no protocol
+//! logic. It runs these tasks on the user's [`Runtime`]:
+//!
+//! - the **protocol loop**: takes every queued event (messages, proposals, ticks,
+//!   persistence and apply completions) in one batch, steps the core, then dispatches
+//!   the core's actions. Batching here is what turns many proposals into one append and
+//!   one message per peer;
+//! - the **persist task**: merges queued persist requests into one store call sequence
+//!   (group commit) and reports them durable;
+//! - the **apply task**: applies committed entries to the state machine and answers
+//!   proposers, off the protocol loop so a slow state machine never delays heartbeats;
+//! - one **sender task per peer**, calling [`Network::send`] in order;
+//! - the **timer task**, which sends a tick when the core's deadline passes.
+
+mod apply;
+mod handle;
+mod persist;
+mod requests;
+mod sender;
+mod timer;
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::sync::Arc;
+
+use bytes::Bytes;
+use futures::channel::{mpsc, oneshot};
+use futures::StreamExt;
+
+pub use handle::Raft;
+
+use crate::core::{Action, Input, RaftCore, Role};
+use crate::error::ClientError;
+use crate::message::Message;
+use crate::network::Network;
+use crate::runtime::Runtime;
+use crate::state_machine::StateMachine;
+use crate::sync::lock;
+use crate::types::{Entry, Instant, LogIndex, NodeId, Term};
+use apply::ApplyBatch;
+use handle::Shared;
+use persist::StoreOp;
+use requests::{Forwarded, ReadGroup};
+use sender::Senders;
+use timer::Timer;
+
+/// Most events the protocol loop takes in one batch before it acts.
+const MAX_BATCH: usize = 4096;
+
+type Responder<SM> = oneshot::Sender<Result<<SM as StateMachine>::Response, ClientError>>;
+type ReadResponder = oneshot::Sender<Result<LogIndex, ClientError>>;
+
+/// An input to the protocol loop, from the handle or one of the node's tasks.
+enum Event<SM: StateMachine> {
+    Message(Message),
+    Propose { data: Bytes, tx: Responder<SM> },
+    Read { tx: ReadResponder },
+    Tick,
+    Persisted { seq: u64 },
+    Applied { index: LogIndex },
+    Loaded { peer: NodeId, term: Term, entries: Result<Vec<Entry>, String> },
+    Fatal(String),
+    Shutdown,
+}
+
+/// The protocol loop's state: the core, the channels to the node's tasks, and the
+/// callers waiting for answers.
+struct Driver<SM: StateMachine, R: Runtime, N: Network> {
+    core: RaftCore,
+    rt: R,
+    shared: Arc<Shared<SM>>,
+    persist_tx: mpsc::UnboundedSender<StoreOp>,
+    apply_tx: mpsc::UnboundedSender<ApplyBatch<SM>>,
+    timer: Timer,
+    senders: Senders<R, N>,
+    /// Proposals waiting for their entry to be applied: (index, term, responder), in
+    /// index order.
+    pending: VecDeque<(LogIndex, Term, Responder<SM>)>,
+    /// Proposals made on a follower in the current batch, forwarded together.
+    forward_batch: Vec<(Bytes, Responder<SM>)>,
+    /// Reads asked for in the current batch; they share one read index.
+    read_batch: Vec<ReadResponder>,
+    /// Forwarded batches waiting for the leader's answer.
+    forwards: HashMap<u64, Forwarded<SM>>,
+    /// Read groups waiting for their read index.
+    reads: HashMap<u64, ReadGroup>,
+    /// The leader known when the waiting forwards and reads were last checked.
+    requests_leader: Option<NodeId>,
+    /// Reads whose index is known, waiting for the state machine to apply it.
+    read_waiters: BTreeMap<LogIndex, Vec<ReadResponder>>,
+    /// Last index handed to the apply task.
+    handed_to_apply: LogIndex,
+    /// Last index the apply task reported applied.
+    applied: LogIndex,
+    /// The core's timer deadline (runtime nanoseconds), from its last `SetTimer`.
+    core_deadline: u64,
+    /// When the oldest unanswered forward or read-index request is due to be sent again
+    /// (it may have been answered since: then the tick finds nothing to do).
+    retry_deadline: Option<Instant>,
+}
+
+impl<SM: StateMachine, R: Runtime, N: Network> Driver<SM, R, N> {
+    fn new(
+        core: RaftCore,
+        rt: R,
+        shared: Arc<Shared<SM>>,
+        persist_tx: mpsc::UnboundedSender<StoreOp>,
+        apply_tx: mpsc::UnboundedSender<ApplyBatch<SM>>,
+        timer: Timer,
+        senders: Senders<R, N>,
+    ) -> Self {
+        Driver {
+            core,
+            rt,
+            shared,
+            persist_tx,
+            apply_tx,
+            timer,
+            senders,
+            pending: VecDeque::new(),
+            forward_batch: Vec::new(),
+            read_batch: Vec::new(),
+            forwards: HashMap::new(),
+            reads: HashMap::new(),
+            requests_leader: None,
+            read_waiters: BTreeMap::new(),
+            handed_to_apply: 0,
+            applied: 0,
+            core_deadline: u64::MAX,
+            retry_deadline: None,
+        }
+    }
+
+    /// The protocol loop: takes every queued event in one batch, steps the core, then
+    /// carries out its actions, until shutdown or a fatal error.
+    async fn run(mut self, mut rx: mpsc::UnboundedReceiver<Event<SM>>) {
+        let mut fatal = None;
+        let now = self.rt.now();
+        let actions = self.core.take_actions(now);
+        self.dispatch(actions);
+        'outer: while let Some(first) = rx.next().await {
+            let now = self.rt.now();
+            let mut next = Some(first);
+            let mut n = 0;
+            while let Some(ev) = next.take() {
+                match ev {
+                    Event::Message(m) => self.core.step(now, Input::Message(m)),
+                    Event::Propose { data, tx } => {
+                        if self.core.role() == Role::Leader {
+                            self.propose(data, tx)
+                        } else {
+                            self.forward_batch.push((data, tx))
+                        }
+                    }
+                    Event::Read { tx } => self.read_batch.push(tx),
+                    Event::Tick => {
+                        self.core.step(now, Input::Tick);
+                        self.forget_abandoned_requests();
+                        self.resend_unanswered_requests(now);
+                    }
+                    Event::Persisted { seq } => self.core.step(now, Input::Persisted { seq }),
+                    Event::Applied { index } => {
+                        self.core.step(now, Input::Applied { index });
+                        self.on_applied(index);
+                    }
+                    Event::Loaded { peer, term, entries } => {
+                        self.core.step(now, Input::EntriesLoaded { peer, term, entries })
+                    }
+                    Event::Fatal(e) => {
+                        fatal = Some(e);
+                        break 'outer;
+                    }
+                    Event::Shutdown => break 'outer,
+                }
+                n += 1;
+                if n < MAX_BATCH {
+                    next = rx.try_recv().ok();
+                }
+            }
+            // A second round when answers to forwards, arriving in this batch, made room
+            // for the proposals held back (the flush then empties the batch).
+            loop {
+                self.flush_client_batches(now);
+                let actions = self.core.take_actions(now);
+                self.dispatch(actions);
+                if self.forward_batch.is_empty() || !self.may_forward(now) {
+                    break;
+                }
+            }
+            self.settle_requests_to_former_leaders();
+            self.publish_status();
+        }
+        self.stop(fatal).await;
+    }
+    /// Points the timer task at the earlier of the core's deadline and the resend one.
+    fn arm_timer(&self) {
+        let t = self.retry_deadline.map_or(self.core_deadline, |d| d.as_nanos().min(self.core_deadline));
+        self.timer.arm(Instant::from_nanos(t));
+    }
+    fn dispatch(&mut self, actions: Vec<Action>) {
+        for action in actions {
+            match action {
+                Action::Persist(req) => {
+                    let leader = self.core.role() == Role::Leader;
+                    let _ = self.persist_tx.unbounded_send(StoreOp::Persist { req, leader });
+                }
+                Action::LoadEntries { peer, term, start, end } => {
+                    let _ = self.persist_tx.unbounded_send(StoreOp::Load { peer, term, start, end });
+                }
+                Action::Send(msg) => self.senders.send(msg),
+                Action::Apply(entries) => self.apply(entries),
+                Action::Forwarded { id, result } => self.on_forwarded(id, result),
+                Action::ReadReady { id, index } => self.on_read_ready(id, index),
+                Action::ReadFailed { id } => self.on_read_failed(id),
+                Action::SetTimer(t) => {
+                    self.core_deadline = t.as_nanos();
+                    self.arm_timer();
+                }
+            }
+        }
+    }
+
+    /// Copies the core's state into the shared status, without allocating in the
+    /// common case (this runs after every batch).
+    fn publish_status(&self) {
+        let core = &self.core;
+        let mut s = lock(&self.shared.status);
+        s.role = core.role();
+        s.term = core.term();
+        s.leader = core.leader();
+        s.commit_index = core.commit_index();
+        s.applied_index = core.applied_index();
+        s.last_log_index = core.last_index();
+        s.last_log_term = core.last_term();
+        s.voted_for = core.voted_for();
+        s.durable_index = core.durable_index();
+        s.cached_entries = core.cached_entries();
+        if s.membership != *core.membership() {
+            s.membership = core.membership().clone();
+            s.is_voter = s.membership.is_voter(s.id);
+        }
+        if core.role() == Role::Leader {
+            for (id, m) in core.match_indexes() {
+                *s.match_index.entry(id).or_default() = m;
+            }
+            if s.match_index.len() != core.match_indexes().count() {
+                s.match_index = core.match_indexes().collect();
+            }
+        } else if !s.match_index.is_empty() {
+            s.match_index.clear();
+        }
+    }
+
+    async fn stop(mut self, fatal: Option<String>) {
+        if let Some(e) = &fatal {
+            tracing::error!(node = self.core.id(), error = %e, "raft node stopping after a fatal error");
+        } else {
+            tracing::debug!(node = self.core.id(), "raft node shutting down");
+        }
+        {
+            let mut s = lock(&self.shared.status);
+            s.fatal_error = fatal.clone();
+            s.stopped = true;
+        }
+        let err = match fatal {
+            Some(e) => ClientError::Fatal(e),
+            None => ClientError::ShuttingDown,
+        };
+        self.fail_all_requests(&err);
+        // Closing these channels ends the persist, apply, timer and sender tasks.
+        drop(self.persist_tx);
+        drop(self.apply_tx);
+        drop(self.timer);
+        self.senders.close().await;
+    }
+}
