@@ -30,6 +30,7 @@ use std::collections::{HashMap, VecDeque};
 
 use bytes::Bytes;
 
+use super::durability::Needs;
 use super::{Action, ProposeError, RaftCore, Role};
 use crate::message::{ForwardResult, Message, MessageBody};
 use crate::types::{LogIndex, NodeId, Term};
@@ -127,7 +128,7 @@ impl RaftCore {
         match self.leader {
             Some(leader) => {
                 let id = self.request_ids.allocate();
-                self.send_now(leader, MessageBody::ReadIndex { id });
+                self.send_to(Needs::Nothing, leader, MessageBody::ReadIndex { id });
                 Ok(id)
             }
             None => Err(ProposeError::NotLeader(None)),
@@ -142,7 +143,7 @@ impl RaftCore {
     pub fn forward(&mut self, commands: Vec<Bytes>) -> Result<u64, ProposeError> {
         let leader = self.forward_target()?;
         let id = self.request_ids.allocate();
-        self.send_now(leader, MessageBody::Forward { id, commands, retry: false });
+        self.send_to(Needs::Nothing, leader, MessageBody::Forward { id, commands, retry: false });
         Ok(id)
     }
 
@@ -153,7 +154,7 @@ impl RaftCore {
     /// Refused like [`RaftCore::forward`].
     pub fn forward_again(&mut self, id: u64, commands: Vec<Bytes>) -> Result<(), ProposeError> {
         let leader = self.forward_target()?;
-        self.send_now(leader, MessageBody::Forward { id, commands, retry: true });
+        self.send_to(Needs::Nothing, leader, MessageBody::Forward { id, commands, retry: true });
         Ok(())
     }
 
@@ -163,7 +164,7 @@ impl RaftCore {
     /// no known leader, or on the leader itself.
     pub fn read_index_again(&mut self, id: u64) -> Result<(), ProposeError> {
         let leader = self.forward_target()?;
-        self.send_now(leader, MessageBody::ReadIndex { id });
+        self.send_to(Needs::Nothing, leader, MessageBody::ReadIndex { id });
         Ok(())
     }
 
@@ -176,17 +177,6 @@ impl RaftCore {
         }
     }
 
-    /// Sends a client-request message right away: it depends on nothing persisted.
-    fn send_now(&mut self, to: NodeId, body: MessageBody) {
-        self.send_now_in(to, self.hs.term, body);
-    }
-
-    /// Like [`RaftCore::send_now`], with the message's `term` given.
-    fn send_now_in(&mut self, to: NodeId, term: Term, body: MessageBody) {
-        let msg = Message { from: self.id, to, term, body };
-        self.actions.push(Action::Send(msg));
-    }
-
     /// Handles the client-request messages; false for protocol messages.
     pub(crate) fn step_client_message(&mut self, m: &mut Message) -> bool {
         match &mut m.body {
@@ -196,14 +186,15 @@ impl RaftCore {
                     // A repeated copy (its answer was lost, or the network duplicated it):
                     // the first answer again, in the term it was given in.
                     tracing::debug!(node = self.id, from = m.from, id, "answering a repeated forward again");
-                    self.send_now_in(m.from, term, MessageBody::ForwardResponse { id, result });
+                    let msg = self.message_in(term, m.from, MessageBody::ForwardResponse { id, result });
+                    self.send_after(Needs::Nothing, msg);
                     return true;
                 }
                 if *retry {
                     // Maybe appended before this node restarted, or too long ago to be
                     // remembered: appending again could apply the commands twice.
                     tracing::debug!(node = self.id, from = m.from, id, "a retried forward has no record here");
-                    self.send_now(m.from, MessageBody::ForwardResponse { id, result: ForwardResult::Unknown });
+                    self.send_to(Needs::Nothing, m.from, MessageBody::ForwardResponse { id, result: ForwardResult::Unknown });
                     return true;
                 }
                 let n = commands.len();
@@ -222,7 +213,7 @@ impl RaftCore {
                     }
                 };
                 self.request_ids.remember(m.from, id, self.hs.term, result);
-                self.send_now(m.from, MessageBody::ForwardResponse { id, result });
+                self.send_to(Needs::Nothing, m.from, MessageBody::ForwardResponse { id, result });
             }
             MessageBody::ForwardResponse { id, result } => {
                 let result = match *result {
@@ -237,7 +228,7 @@ impl RaftCore {
                 if self.role == Role::Leader {
                     self.reads.queued.push(PendingRead { id: *id, from: m.from });
                 } else {
-                    self.send_now(m.from, MessageBody::ReadIndexResponse { id: *id, index: None });
+                    self.send_to(Needs::Nothing, m.from, MessageBody::ReadIndexResponse { id: *id, index: None });
                 }
             }
             MessageBody::ReadIndexResponse { id, index } => {
@@ -305,7 +296,7 @@ impl RaftCore {
                 if read.from == self.id {
                     self.actions.push(Action::ReadReady { id: read.id, index: round.index });
                 } else {
-                    self.send_now(read.from, MessageBody::ReadIndexResponse { id: read.id, index: Some(round.index) });
+                    self.send_to(Needs::Nothing, read.from, MessageBody::ReadIndexResponse { id: read.id, index: Some(round.index) });
                 }
             }
         }
@@ -319,7 +310,7 @@ impl RaftCore {
             if read.from == self.id {
                 self.actions.push(Action::ReadFailed { id: read.id });
             } else {
-                self.send_now(read.from, MessageBody::ReadIndexResponse { id: read.id, index: None });
+                self.send_to(Needs::Nothing, read.from, MessageBody::ReadIndexResponse { id: read.id, index: None });
             }
         }
     }

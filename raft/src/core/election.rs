@@ -1,29 +1,16 @@
-//! Leader election: pre-vote, votes, the election restriction, check-quorum and the
-//! leader lease that ignores disruptive candidates (paper §5.2, §5.4.1; thesis §6.2,
-//! §9.6).
+//! Leader election: term observation, pre-vote, votes, the election restriction and
+//! the role changes (paper §5.1, §5.2, §5.4.1; thesis §9.6 for pre-vote). The lease that
+//! ignores disruptive candidates and check-quorum are in `lease.rs`.
 
+use super::durability::Needs;
 use super::progress::Progress;
+use super::timers::Timer;
 use super::{RaftCore, Role};
-use crate::message::MessageBody;
+use crate::message::{Message, MessageBody};
 use crate::quorum::VoteResult;
 use crate::types::{EntryPayload, HardState, Instant, LogIndex, NodeId, Term};
 
 impl RaftCore {
-    /// Thesis §6.2 / §9.6: whether this node has heard from a live leader within the
-    /// minimum election timeout (or is that leader). Such a node ignores vote and
-    /// pre-vote requests, so a partitioned node rejoining cannot depose a healthy leader.
-    pub(crate) fn in_leader_lease(&self, now: Instant) -> bool {
-        if !self.cfg.check_quorum {
-            return false;
-        }
-        match self.role {
-            Role::Leader => true,
-            _ => {
-                self.leader.is_some()
-                    && self.last_leader_contact.is_some_and(|t| now < t.add(self.cfg.election_timeout_min))
-            }
-        }
-    }
 
     /// The election timeout fired: start a pre-vote round, or an election directly.
     pub(crate) fn campaign(&mut self, now: Instant) {
@@ -55,14 +42,14 @@ impl RaftCore {
                     term,
                     body: MessageBody::PreVote { last_log_index, last_log_term },
                 };
-                self.push_raw(msg);
+                self.send_after(Needs::HardState, msg);
             }
         }
     }
 
     fn become_candidate(&mut self, now: Instant) {
         self.hs = HardState { term: self.hs.term + 1, voted_for: Some(self.id) };
-        self.pending.hard_state = true;
+        self.durability.queue_hard_state();
         tracing::debug!(node = self.id, term = self.hs.term, "starting election");
         self.role = Role::Candidate;
         self.leader = None;
@@ -77,7 +64,7 @@ impl RaftCore {
         for to in self.quorum.voters() {
             if to != self.id {
                 // Held until the new term and self-vote are durable.
-                self.send(to, MessageBody::RequestVote { last_log_index, last_log_term });
+                self.send_to(Needs::Everything, to, MessageBody::RequestVote { last_log_index, last_log_term });
             }
         }
     }
@@ -104,8 +91,8 @@ impl RaftCore {
                 self.progress.insert(id, Progress::new(next));
             }
         }
-        self.heartbeat_deadline = now.add(self.cfg.heartbeat_interval);
-        self.check_quorum_deadline = now.add(self.cfg.election_timeout_max);
+        self.timers.set(Timer::Heartbeat, now.add(self.cfg.heartbeat_interval));
+        self.timers.set(Timer::CheckQuorum, now.add(self.cfg.election_timeout_max));
         self.durable_announced = 0;
         self.term_start = self.append_local(EntryPayload::Blank);
     }
@@ -130,7 +117,7 @@ impl RaftCore {
             body: MessageBody::PreVoteResponse { granted },
         };
         // A pre-vote answer depends on nothing persisted except our term.
-        self.push_after_hard_state(msg);
+        self.send_after(Needs::HardState, msg);
     }
 
     pub(crate) fn on_pre_vote_response(&mut self, now: Instant, from: NodeId, term: Term, granted: bool) {
@@ -156,11 +143,11 @@ impl RaftCore {
         if granted {
             if self.hs.voted_for != Some(from) {
                 self.hs.voted_for = Some(from);
-                self.pending.hard_state = true;
+                self.durability.queue_hard_state();
             }
             self.reset_election_deadline(now);
         }
-        self.send(from, MessageBody::RequestVoteResponse { granted });
+        self.send_to(Needs::Everything, from, MessageBody::RequestVoteResponse { granted });
     }
 
     pub(crate) fn on_vote_response(&mut self, now: Instant, from: NodeId, granted: bool) {
@@ -175,28 +162,75 @@ impl RaftCore {
         }
     }
 
-    /// Thesis §6.2: a leader that has not heard from a quorum within an election timeout
-    /// steps down, so clients can find the real leader and a partitioned leader stops
-    /// accepting proposals.
-    pub(crate) fn check_quorum(&mut self, now: Instant) {
-        self.check_quorum_deadline = now.add(self.cfg.election_timeout_max);
-        if !self.cfg.check_quorum {
-            return;
-        }
-        let me = self.id;
-        let active = self.quorum.vote_result(|id| {
-            if id == me {
-                Some(true)
-            } else {
-                self.progress.get(&id).map(|p| p.recent_active)
+
+    /// Paper §5.1: a message with a newer term makes this node a follower of that term
+    /// (its sender is the leader if it is a leader's message), except a pre-vote, which
+    /// never changes anyone's term (thesis §9.6), and a vote request that the leader
+    /// lease ignores (thesis §6.2); a message with an older term is answered so that its
+    /// stale sender steps down. Returns whether the message is to be handled further.
+    pub(crate) fn observe_term(&mut self, now: Instant, m: &Message) -> bool {
+        if m.term > self.hs.term {
+            match &m.body {
+                // A pre-vote never changes anyone's term (thesis §9.6).
+                MessageBody::PreVote { .. } => {}
+                MessageBody::PreVoteResponse { granted: true } => {}
+                MessageBody::RequestVote { .. } if self.in_leader_lease(now) => {
+                    tracing::debug!(
+                        node = self.id,
+                        from = m.from,
+                        term = m.term,
+                        "ignoring vote request: leader is live"
+                    );
+                    return false;
+                }
+                MessageBody::AppendEntries { .. }
+                | MessageBody::Commit { .. }
+                | MessageBody::Durable { .. }
+                | MessageBody::Heartbeat { .. } => {
+                    self.become_follower(now, m.term, Some(m.from));
+                }
+                _ => self.become_follower(now, m.term, None),
             }
-        });
-        for p in self.progress.values_mut() {
-            p.recent_active = false;
+        } else if m.term < self.hs.term {
+            self.on_stale_term(m);
+            return false;
         }
-        if active != VoteResult::Won {
-            tracing::info!(node = self.id, term = self.hs.term, "stepping down: no contact with a quorum");
-            self.become_follower(now, self.hs.term, None);
+        true
+    }
+
+    /// A message from an older term: tell a stale leader or candidate about the newer
+    /// term so that it steps down; drop stale responses.
+    fn on_stale_term(&mut self, m: &Message) {
+        let reply = match m.body {
+            MessageBody::AppendEntries { .. } | MessageBody::Commit { .. } | MessageBody::Heartbeat { .. } => {
+                MessageBody::AppendEntriesResponse { success: false, index: 0, hint: None }
+            }
+            MessageBody::PreVote { .. } => MessageBody::PreVoteResponse { granted: false },
+            MessageBody::RequestVote { .. } => MessageBody::RequestVoteResponse { granted: false },
+            _ => return,
+        };
+        let msg = self.message(m.from, reply);
+        self.send_after(Needs::Everything, msg);
+    }
+
+    pub(crate) fn become_follower(&mut self, now: Instant, term: Term, leader: Option<NodeId>) {
+        if term > self.hs.term {
+            self.hs = HardState { term, voted_for: None };
+            self.durability.queue_hard_state();
         }
+        if self.role != Role::Follower || self.leader != leader {
+            tracing::debug!(node = self.id, term, ?leader, "becoming follower");
+        }
+        if self.role == Role::Leader {
+            self.fail_reads();
+        }
+        self.role = Role::Follower;
+        self.leader = leader;
+        if leader.is_some() {
+            self.last_leader_contact = Some(now);
+        }
+        self.votes.clear();
+        self.progress.clear();
+        self.reset_election_deadline(now);
     }
 }

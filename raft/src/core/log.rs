@@ -1,9 +1,29 @@
 //! The core's view of the replicated log: entries held in memory, the commit index and
-//! how much of the log is known to be durable.
+//! how much of the log is known to be durable (paper §5.3, §5.4; figure 2's `log[]` and
+//! `commitIndex`).
+//!
+//! ```text
+//!   prev        trimmed                durable   commit          last
+//!    |  (store)    |  (memory: entries)   |         |              |
+//! ---+-------------+----------------------+---------+--------------+
+//! ```
+//!
+//! `prev` is the snapshot point; entries up to `trimmed` are only in the store; `durable`
+//! and `commit` are independent of each other (a follower may know an index committed
+//! before its own copy is durable, a leader the reverse), and both are at most `last`.
+//!
+//! **Architecture invariant:** a committed entry is never truncated (Log Matching and
+//! Leader Completeness, paper §5.3-5.4): `truncate_local` asserts it in debug builds and
+//! the follower never truncates at or below its commit index.
 
 use std::collections::VecDeque;
 
-use crate::types::{Entry, LogId, LogIndex, Term};
+use super::{RaftCore, Role};
+use crate::types::{Entry, EntryPayload, LogId, LogIndex, Term};
+
+/// The core trims its in-memory log in chunks of at least this many entries (or a
+/// quarter of `Config::max_cached_lag` if that is smaller).
+const TRIM_CHUNK: u64 = 1 << 12;
 
 /// The log as the protocol core sees it.
 ///
@@ -155,6 +175,69 @@ impl RaftLog {
             i -= 1;
         }
         i
+    }
+}
+
+/// The core's operations on its own log: appending, truncating a conflicting suffix,
+/// committing and trimming what is applied and durable (paper §5.3, §5.4).
+impl RaftCore {
+    /// Appends one entry in the current term to the local log (leader only) and queues
+    /// it for persistence and replication.
+    pub(crate) fn append_local(&mut self, payload: EntryPayload) -> LogIndex {
+        let index = self.log.last_index() + 1;
+        let entry = Entry { term: self.hs.term, index, payload };
+        self.push_entry(entry);
+        self.replicate_dirty = true;
+        index
+    }
+
+    /// Adds an entry at the end of the log, tracking membership entries.
+    pub(crate) fn push_entry(&mut self, entry: Entry) {
+        if let EntryPayload::Membership(m) = &entry.payload {
+            self.configs.push((entry.index, (**m).clone()));
+            self.set_membership((**m).clone());
+        }
+        self.durability.queue_entry(entry.clone());
+        self.log.push(entry);
+    }
+
+    /// Removes a conflicting suffix from `from` on (paper §5.3).
+    pub(crate) fn truncate_local(&mut self, from: LogIndex) {
+        debug_assert!(from > self.log.commit, "committed entries are never truncated");
+        self.log.truncate_from(from);
+        self.durability.queue_truncate(from);
+        if self.configs.last().is_some_and(|(i, _)| *i >= from) {
+            self.configs.retain(|(i, _)| *i < from);
+            let m = self.configs.last().map(|(_, m)| m.clone()).unwrap_or_default();
+            self.set_membership(m);
+        }
+    }
+
+    /// Advances the commit index, dropping membership history that can no longer be
+    /// truncated.
+    pub(crate) fn set_commit(&mut self, commit: LogIndex) {
+        if commit <= self.log.commit {
+            return;
+        }
+        self.log.commit = commit;
+        let keep_from = self.configs.iter().rposition(|(i, _)| *i <= commit).unwrap_or(0);
+        self.configs.drain(..keep_from);
+    }
+
+    /// Drops applied, durable entries from memory, keeping what peers that are not far
+    /// behind still need.
+    pub(crate) fn maybe_trim(&mut self) {
+        let mut to = self.apply_index.min(self.log.durable);
+        if self.role == Role::Leader {
+            let slowest = self.progress.values().map(|p| p.match_index).min().unwrap_or(to);
+            if to.saturating_sub(slowest) < self.cfg.max_cached_lag {
+                to = to.min(slowest);
+            }
+        }
+        let chunk = TRIM_CHUNK.min(self.cfg.max_cached_lag / 4).max(1);
+        if to >= self.log.trimmed().index + chunk {
+            self.log.trim_to(to);
+        }
     }
 }
 

@@ -13,12 +13,18 @@
 //! leader's own appends go out in parallel with its local write.
 
 mod client;
+mod durability;
+mod io;
 mod election;
+mod fast_commit;
+mod lease;
 pub(crate) mod log;
 pub(crate) mod progress;
 mod replication;
+mod timers;
+mod tracker;
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::BTreeMap;
 
 use bytes::Bytes;
 
@@ -28,6 +34,7 @@ use crate::message::{Message, MessageBody};
 use crate::quorum::JointQuorum;
 use crate::status::Status;
 use crate::types::{Entry, EntryPayload, HardState, Instant, LogId, LogIndex, NodeId, Term};
+pub use io::{Action, Input, PersistRequest, ProposeError};
 use log::RaftLog;
 use progress::Progress;
 
@@ -44,129 +51,9 @@ pub enum Role {
     Leader,
 }
 
-/// An input to the core.
-#[derive(Clone, Debug)]
-pub enum Input {
-    /// A message from a peer.
-    Message(Message),
-    /// Time has passed; deadlines at or before `now` fire.
-    Tick,
-    /// Every persist request up to and including `seq` is durable.
-    Persisted {
-        /// The highest durable persist request.
-        seq: u64,
-    },
-    /// The state machine has applied every entry up to `index`.
-    Applied {
-        /// The last applied index.
-        index: LogIndex,
-    },
-    /// The answer to [`Action::LoadEntries`].
-    EntriesLoaded {
-        /// The peer the entries are for.
-        peer: NodeId,
-        /// The term in which they were requested.
-        term: Term,
-        /// The entries read, or why the read failed.
-        entries: Result<Vec<Entry>, String>,
-    },
-}
-
-/// A request to make state durable, executed by the driver against the
-/// [`LogStore`](crate::LogStore) in `seq` order: first the hard state, then the
-/// truncation, then the append. Report completion with [`Input::Persisted`].
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct PersistRequest {
-    /// Sequence number; requests must complete in order.
-    pub seq: u64,
-    /// A new term and vote to save.
-    pub hard_state: Option<HardState>,
-    /// Remove every entry with index `>=` this.
-    pub truncate_from: Option<LogIndex>,
-    /// Entries to append after the truncation.
-    pub entries: Vec<Entry>,
-}
-
-/// An output of the core, for the driver to carry out.
-#[derive(Clone, Debug)]
-pub enum Action {
-    /// Persist state, then report [`Input::Persisted`].
-    Persist(PersistRequest),
-    /// Send a message to a peer (best effort).
-    Send(Message),
-    /// Apply these committed entries, in order, then report [`Input::Applied`].
-    Apply(Vec<Entry>),
-    /// Deliver [`Input::Tick`] at or after this time.
-    SetTimer(Instant),
-    /// The read with this id may be served once the state machine has applied `index`
-    /// (see [`RaftCore::read_index`]).
-    ReadReady {
-        /// The id given to [`RaftCore::read_index`].
-        id: u64,
-        /// The read index.
-        index: LogIndex,
-    },
-    /// The read with this id cannot be served by this request (leadership was lost or the
-    /// asked node does not lead); the caller may retry.
-    ReadFailed {
-        /// The id given to [`RaftCore::read_index`].
-        id: u64,
-    },
-    /// The leader's answer to commands forwarded with [`RaftCore::forward`]: the index of
-    /// the first command and the term of the entries, or why they were refused.
-    Forwarded {
-        /// The id given to [`RaftCore::forward`].
-        id: u64,
-        /// Where the commands were appended, or the refusal.
-        result: Result<(LogIndex, Term), ProposeError>,
-    },
-    /// Read entries `start..end` from the store (they are no longer in the core's memory)
-    /// and hand them back with [`Input::EntriesLoaded`], in the same `term`.
-    LoadEntries {
-        /// The peer that needs them.
-        peer: NodeId,
-        /// The leader's term at the request.
-        term: Term,
-        /// First index to read.
-        start: LogIndex,
-        /// One past the last index to read.
-        end: LogIndex,
-    },
-}
-
 /// Messages with a larger term are malformed and dropped.
 const MAX_TERM: Term = u64::MAX / 2;
 
-/// The core trims its in-memory log in chunks of at least this many entries (or a
-/// quarter of `Config::max_cached_lag` if that is smaller).
-const TRIM_CHUNK: u64 = 1 << 12;
-
-/// Why a proposal was refused.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum ProposeError {
-    /// This node is not the leader; the leader it knows of, if any.
-    NotLeader(Option<NodeId>),
-    /// Too many entries are appended but not yet committed.
-    Overloaded,
-    /// Only in [`Action::Forwarded`], for a retried forward: the leader has no record of
-    /// it, so the commands may or may not have been appended (they were not appended
-    /// again).
-    OutcomeUnknown,
-}
-
-/// What accumulates for the next [`PersistRequest`].
-#[derive(Debug, Default)]
-struct PendingPersist {
-    hard_state: bool,
-    truncate_from: Option<LogIndex>,
-    entries: Vec<Entry>,
-}
-
-impl PendingPersist {
-    fn is_empty(&self) -> bool {
-        !self.hard_state && self.truncate_from.is_none() && self.entries.is_empty()
-    }
-}
 
 /// The Raft protocol state machine of one node. See the module docs.
 pub struct RaftCore {
@@ -186,11 +73,8 @@ pub struct RaftCore {
     /// index does not rebuild it on every acknowledgement.
     pub(crate) quorum: JointQuorum,
 
-    // Timers.
-    election_deadline: Instant,
-    heartbeat_deadline: Instant,
-    check_quorum_deadline: Instant,
-    last_timer: Option<Instant>,
+    /// The core's deadlines.
+    pub(crate) timers: timers::Timers,
     /// When this node last heard from the leader of its term.
     last_leader_contact: Option<Instant>,
 
@@ -214,18 +98,8 @@ pub struct RaftCore {
     /// Follower: the highest index known to match the leader's log, with the term.
     matched: (Term, LogIndex),
 
-    // Persistence and durability gating.
-    pending: PendingPersist,
-    next_seq: u64,
-    persisted_seq: u64,
-    /// The persist request that made the current hard state durable (or will).
-    hs_seq: u64,
-    /// What the store holds once every issued request completes.
-    store_last: LogIndex,
-    /// For each issued request, the last entry it wrote.
-    issued: VecDeque<(u64, Option<LogId>)>,
-    /// Messages waiting for a persist request to become durable.
-    held: VecDeque<(u64, Message)>,
+    /// Persistence and durability gating.
+    durability: durability::Durability,
 
     // Applying.
     apply_index: LogIndex,
@@ -263,10 +137,7 @@ impl RaftCore {
             configs,
             membership,
             quorum,
-            election_deadline: now,
-            heartbeat_deadline: now,
-            check_quorum_deadline: now,
-            last_timer: None,
+            timers: timers::Timers::new(now),
             last_leader_contact: None,
             votes: BTreeMap::new(),
             progress: BTreeMap::new(),
@@ -278,13 +149,7 @@ impl RaftCore {
             request_ids,
             replicate_dirty: false,
             broadcast_commit: false,
-            pending: PendingPersist::default(),
-            next_seq: 1,
-            persisted_seq: 0,
-            hs_seq: 0,
-            store_last,
-            issued: VecDeque::new(),
-            held: VecDeque::new(),
+            durability: durability::Durability::new(store_last),
             apply_index,
             applied_index: apply_index,
             actions: Vec::new(),
@@ -392,16 +257,6 @@ impl RaftCore {
         self.log.get(index)
     }
 
-    /// The time at which the core next needs a [`Input::Tick`].
-    pub fn next_deadline(&self) -> Instant {
-        match self.role {
-            Role::Leader => self.heartbeat_deadline.min(self.check_quorum_deadline),
-            _ if self.membership.is_voter(self.id) => self.election_deadline,
-            // A node outside the configuration never campaigns; wake rarely.
-            _ => self.election_deadline.max(self.heartbeat_deadline),
-        }
-    }
-
     /// Feeds one input to the core.
     pub fn step(&mut self, now: Instant, input: Input) {
         match input {
@@ -459,56 +314,11 @@ impl RaftCore {
         }
         self.maybe_trim();
         let deadline = self.next_deadline();
-        if self.last_timer != Some(deadline) {
-            self.last_timer = Some(deadline);
+        if self.timers.last_set != Some(deadline) {
+            self.timers.last_set = Some(deadline);
             self.actions.push(Action::SetTimer(deadline));
         }
         std::mem::take(&mut self.actions)
-    }
-
-    /// Drops applied, durable entries from memory, keeping what peers that are not far
-    /// behind still need.
-    fn maybe_trim(&mut self) {
-        let mut to = self.apply_index.min(self.log.durable);
-        if self.role == Role::Leader {
-            let slowest = self.progress.values().map(|p| p.match_index).min().unwrap_or(to);
-            if to.saturating_sub(slowest) < self.cfg.max_cached_lag {
-                to = to.min(slowest);
-            }
-        }
-        let chunk = TRIM_CHUNK.min(self.cfg.max_cached_lag / 4).max(1);
-        if to >= self.log.trimmed().index + chunk {
-            self.log.trim_to(to);
-        }
-    }
-
-    // ----- time -----
-
-    fn tick(&mut self, now: Instant) {
-        if self.role == Role::Leader {
-            if now >= self.check_quorum_deadline {
-                self.check_quorum(now);
-                if self.role != Role::Leader {
-                    return;
-                }
-            }
-            if now >= self.heartbeat_deadline {
-                self.heartbeat_deadline = now.add(self.cfg.heartbeat_interval);
-                self.send_heartbeats(true);
-            }
-        } else if now >= self.election_deadline {
-            self.reset_election_deadline(now);
-            if self.membership.is_voter(self.id) {
-                self.campaign(now);
-            }
-        }
-    }
-
-    pub(crate) fn reset_election_deadline(&mut self, now: Instant) {
-        let min = self.cfg.election_timeout_min.as_nanos() as u64;
-        let max = self.cfg.election_timeout_max.as_nanos() as u64;
-        let timeout = self.rng.u64(min..max.max(min + 1));
-        self.election_deadline = now.add(std::time::Duration::from_nanos(timeout));
     }
 
     // ----- messages -----
@@ -526,30 +336,7 @@ impl RaftCore {
             tracing::warn!(node = self.id, from = m.from, term = m.term, "dropping message with an absurd term");
             return;
         }
-        if m.term > self.hs.term {
-            match &m.body {
-                // A pre-vote never changes anyone's term (thesis §9.6).
-                MessageBody::PreVote { .. } => {}
-                MessageBody::PreVoteResponse { granted: true } => {}
-                MessageBody::RequestVote { .. } if self.in_leader_lease(now) => {
-                    tracing::debug!(
-                        node = self.id,
-                        from = m.from,
-                        term = m.term,
-                        "ignoring vote request: leader is live"
-                    );
-                    return;
-                }
-                MessageBody::AppendEntries { .. }
-                | MessageBody::Commit { .. }
-                | MessageBody::Durable { .. }
-                | MessageBody::Heartbeat { .. } => {
-                    self.become_follower(now, m.term, Some(m.from));
-                }
-                _ => self.become_follower(now, m.term, None),
-            }
-        } else if m.term < self.hs.term {
-            self.on_stale_term(m);
+        if !self.observe_term(now, &m) {
             return;
         }
         match m.body {
@@ -565,7 +352,7 @@ impl RaftCore {
                 self.on_append_entries(now, m.from, prev_log_index, prev_log_term, entries, leader_commit, true)
             }
             MessageBody::Commit { prev_log_index, prev_log_term, leader_commit } => {
-                self.on_append_entries(now, m.from, prev_log_index, prev_log_term, Vec::new(), leader_commit, false)
+                self.on_commit_news(now, m.from, prev_log_index, prev_log_term, leader_commit)
             }
             MessageBody::Durable { index, config_index } => self.on_leader_durable(m.from, index, config_index),
             MessageBody::AppendEntriesResponse { success, index, hint } => {
@@ -580,211 +367,6 @@ impl RaftCore {
         }
     }
 
-    /// A message from an older term: tell a stale leader or candidate about the newer
-    /// term so that it steps down; drop stale responses.
-    fn on_stale_term(&mut self, m: Message) {
-        let reply = match m.body {
-            MessageBody::AppendEntries { .. } | MessageBody::Commit { .. } | MessageBody::Heartbeat { .. } => {
-                MessageBody::AppendEntriesResponse { success: false, index: 0, hint: None }
-            }
-            MessageBody::PreVote { .. } => MessageBody::PreVoteResponse { granted: false },
-            MessageBody::RequestVote { .. } => MessageBody::RequestVoteResponse { granted: false },
-            _ => return,
-        };
-        self.send(m.from, reply);
-    }
-
-    // ----- role changes -----
-
-    pub(crate) fn become_follower(&mut self, now: Instant, term: Term, leader: Option<NodeId>) {
-        if term > self.hs.term {
-            self.hs = HardState { term, voted_for: None };
-            self.pending.hard_state = true;
-        }
-        if self.role != Role::Follower || self.leader != leader {
-            tracing::debug!(node = self.id, term, ?leader, "becoming follower");
-        }
-        if self.role == Role::Leader {
-            self.fail_reads();
-        }
-        self.role = Role::Follower;
-        self.leader = leader;
-        if leader.is_some() {
-            self.last_leader_contact = Some(now);
-        }
-        self.votes.clear();
-        self.progress.clear();
-        self.reset_election_deadline(now);
-    }
-
-    // ----- local log -----
-
-    /// Appends one entry in the current term to the local log (leader only) and queues
-    /// it for persistence and replication.
-    pub(crate) fn append_local(&mut self, payload: EntryPayload) -> LogIndex {
-        let index = self.log.last_index() + 1;
-        let entry = Entry { term: self.hs.term, index, payload };
-        self.push_entry(entry);
-        self.replicate_dirty = true;
-        index
-    }
-
-    /// Adds an entry at the end of the log, tracking membership entries.
-    fn push_entry(&mut self, entry: Entry) {
-        if let EntryPayload::Membership(m) = &entry.payload {
-            self.configs.push((entry.index, (**m).clone()));
-            self.set_membership((**m).clone());
-        }
-        self.pending.entries.push(entry.clone());
-        self.log.push(entry);
-    }
-
-    /// Removes a conflicting suffix from `from` on (paper §5.3).
-    pub(crate) fn truncate_local(&mut self, from: LogIndex) {
-        debug_assert!(from > self.log.commit, "committed entries are never truncated");
-        self.log.truncate_from(from);
-        self.pending.entries.retain(|e| e.index < from);
-        let store_last = match self.pending.truncate_from {
-            Some(t) => self.store_last.min(t - 1),
-            None => self.store_last,
-        };
-        if from <= store_last {
-            self.pending.truncate_from = Some(self.pending.truncate_from.map_or(from, |t| t.min(from)));
-        }
-        if self.configs.last().is_some_and(|(i, _)| *i >= from) {
-            self.configs.retain(|(i, _)| *i < from);
-            let m = self.configs.last().map(|(_, m)| m.clone()).unwrap_or_default();
-            self.set_membership(m);
-        }
-    }
-
-    /// Index of the latest membership entry in the log (0: none since the start).
-    pub(crate) fn config_index(&self) -> LogIndex {
-        self.configs.last().map_or(0, |(i, _)| *i)
-    }
-
-    fn set_membership(&mut self, m: Membership) {
-        self.quorum = m.quorum();
-        self.membership = m;
-        if self.role == Role::Leader {
-            let next = self.log.last_index() + 1;
-            let all = self.membership.all_nodes();
-            self.progress.retain(|id, _| all.contains(id));
-            for id in all {
-                if id != self.id {
-                    self.progress.entry(id).or_insert_with(|| Progress::new(next));
-                }
-            }
-        }
-    }
-
-    /// Advances the commit index, dropping membership history that can no longer be
-    /// truncated.
-    pub(crate) fn set_commit(&mut self, commit: LogIndex) {
-        if commit <= self.log.commit {
-            return;
-        }
-        self.log.commit = commit;
-        let keep_from = self.configs.iter().rposition(|(i, _)| *i <= commit).unwrap_or(0);
-        self.configs.drain(..keep_from);
-    }
-
-    // ----- durability gating -----
-
-    /// Queues a message; it leaves once everything persisted so far is durable.
-    pub(crate) fn send(&mut self, to: NodeId, body: MessageBody) {
-        let need = if self.pending.is_empty() { self.next_seq - 1 } else { self.next_seq };
-        self.send_after(need, to, body);
-    }
-
-    /// Queues a leader append: it needs only the hard state durable, not the entries
-    /// it carries (the leader writes its log in parallel with replication).
-    pub(crate) fn send_leader(&mut self, to: NodeId, body: MessageBody) {
-        let msg = Message { from: self.id, to, term: self.hs.term, body };
-        self.push_after_hard_state(msg);
-    }
-
-    /// Queues a fully formed message that needs only the hard state durable.
-    pub(crate) fn push_after_hard_state(&mut self, msg: Message) {
-        let need = if self.pending.hard_state { self.next_seq } else { self.hs_seq };
-        self.push_after(need, msg);
-    }
-
-    /// Queues a pre-vote request, which carries a prospective term.
-    pub(crate) fn push_raw(&mut self, msg: Message) {
-        self.push_after_hard_state(msg);
-    }
-
-    fn send_after(&mut self, need: u64, to: NodeId, body: MessageBody) {
-        let msg = Message { from: self.id, to, term: self.hs.term, body };
-        self.push_after(need, msg);
-    }
-
-    fn push_after(&mut self, need: u64, msg: Message) {
-        if need <= self.persisted_seq {
-            self.actions.push(Action::Send(msg));
-        } else {
-            self.held.push_back((need, msg));
-        }
-    }
-
-    fn flush_persist(&mut self) {
-        if self.pending.is_empty() {
-            return;
-        }
-        let pending = std::mem::take(&mut self.pending);
-        let seq = self.next_seq;
-        self.next_seq += 1;
-        if let Some(t) = pending.truncate_from {
-            self.store_last = self.store_last.min(t - 1);
-        }
-        let last = pending.entries.last().map(|e| LogId { term: e.term, index: e.index });
-        if let Some(l) = last {
-            self.store_last = l.index;
-        }
-        let hard_state = if pending.hard_state {
-            self.hs_seq = seq;
-            Some(self.hs)
-        } else {
-            None
-        };
-        self.issued.push_back((seq, last));
-        self.actions.push(Action::Persist(PersistRequest {
-            seq,
-            hard_state,
-            truncate_from: pending.truncate_from,
-            entries: pending.entries,
-        }));
-    }
-
-    fn on_persisted(&mut self, seq: u64) {
-        if seq <= self.persisted_seq || seq >= self.next_seq {
-            return;
-        }
-        self.persisted_seq = seq;
-        while let Some(&(s, last)) = self.issued.front() {
-            if s > seq {
-                break;
-            }
-            self.issued.pop_front();
-            if let Some(l) = last {
-                // Entries truncated and rewritten since this request do not count.
-                if self.log.term_at(l.index) == Some(l.term) && l.index > self.log.durable {
-                    self.log.durable = l.index;
-                }
-            }
-        }
-        while let Some((need, _)) = self.held.front() {
-            if *need > seq {
-                break;
-            }
-            if let Some((_, msg)) = self.held.pop_front() {
-                self.actions.push(Action::Send(msg));
-            }
-        }
-        // A follower whose own write just became durable may now know a commit.
-        self.commit_from_leader_durability();
-    }
 }
 
 impl std::fmt::Debug for RaftCore {

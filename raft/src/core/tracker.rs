@@ -1,0 +1,36 @@
+//! The configuration history (thesis §4.1): membership entries take effect as soon as
+//! they are appended, not when committed, so the core keeps every membership entry
+//! after the last committed one and falls back when a truncation removes the latest.
+//! The quorum rule and the leader's per-peer progress follow the configuration in
+//! effect.
+//!
+//! **Architecture invariant:** the configuration in effect is always that of the last
+//! membership entry in the log (or the last committed one before it, after a
+//! truncation); no other code sets it.
+
+use super::progress::Progress;
+use super::{RaftCore, Role};
+use crate::membership::Membership;
+use crate::types::LogIndex;
+
+impl RaftCore {
+    /// Index of the latest membership entry in the log (0: none since the start).
+    pub(crate) fn config_index(&self) -> LogIndex {
+        self.configs.last().map_or(0, |(i, _)| *i)
+    }
+
+    pub(crate) fn set_membership(&mut self, m: Membership) {
+        self.quorum = m.quorum();
+        self.membership = m;
+        if self.role == Role::Leader {
+            let next = self.log.last_index() + 1;
+            let all = self.membership.all_nodes();
+            self.progress.retain(|id, _| all.contains(id));
+            for id in all {
+                if id != self.id {
+                    self.progress.entry(id).or_insert_with(|| Progress::new(next));
+                }
+            }
+        }
+    }
+}
