@@ -11,7 +11,6 @@ use crate::quorum::VoteResult;
 use crate::types::{EntryPayload, HardState, Instant, LogIndex, NodeId, Term};
 
 impl RaftCore {
-
     /// The election timeout fired: start a pre-vote round, or an election directly.
     pub(crate) fn campaign(&mut self, now: Instant) {
         if self.cfg.pre_vote {
@@ -161,7 +160,6 @@ impl RaftCore {
             VoteResult::Pending => {}
         }
     }
-
 
     /// Paper §5.1: a message with a newer term makes this node a follower of that term
     /// (its sender is the leader if it is a leader's message), except a pre-vote, which

@@ -133,4 +133,3 @@ pub enum ProposeError {
     /// again).
     OutcomeUnknown,
 }
-

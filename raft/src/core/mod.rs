@@ -12,14 +12,15 @@
 //! leave before the term, vote and entries they speak for are on stable storage, while a
 //! leader's own appends go out in parallel with its local write.
 
-mod client;
 mod durability;
-mod io;
 mod election;
 mod fast_commit;
+mod forward;
+mod io;
 mod lease;
 pub(crate) mod log;
 pub(crate) mod progress;
+mod read_index;
 mod replication;
 mod timers;
 mod tracker;
@@ -54,7 +55,6 @@ pub enum Role {
 /// Messages with a larger term are malformed and dropped.
 const MAX_TERM: Term = u64::MAX / 2;
 
-
 /// The Raft protocol state machine of one node. See the module docs.
 pub struct RaftCore {
     pub(crate) id: NodeId,
@@ -84,9 +84,11 @@ pub struct RaftCore {
     /// Index of the first entry of this leader's term (its blank entry).
     pub(crate) term_start: LogIndex,
     /// Reads waiting for a read index (leader only).
-    pub(crate) reads: client::ReadState,
+    pub(crate) reads: read_index::ReadState,
     /// Ids for client requests, and the forwards seen from each follower.
-    request_ids: client::RequestIds,
+    request_ids: forward::RequestIds,
+    /// Follower: forwards and read-index requests waiting for the leader's answer.
+    forwarding: forward::Forwarding,
     replicate_dirty: bool,
     /// The commit index advanced; followers should hear of it even without new entries.
     broadcast_commit: bool,
@@ -114,7 +116,7 @@ impl RaftCore {
     pub fn new(id: NodeId, cfg: Config, hard_state: HardState, prev: LogId, entries: Vec<Entry>, now: Instant) -> Self {
         let seed = cfg.rng_seed.unwrap_or_else(|| fastrand::u64(..)) ^ id.wrapping_mul(0x9e37_79b9_7f4a_7c15);
         let rng = fastrand::Rng::with_seed(seed);
-        let request_ids = client::RequestIds::new(seed);
+        let request_ids = forward::RequestIds::new(seed);
         let log = RaftLog::restore(prev, entries);
         let mut configs = Vec::new();
         for i in 1..=log.last_index() {
@@ -145,8 +147,9 @@ impl RaftCore {
             durable_announced: 0,
             leader_durable: None,
             matched: (0, 0),
-            reads: client::ReadState::default(),
+            reads: read_index::ReadState::default(),
             request_ids,
+            forwarding: forward::Forwarding::default(),
             replicate_dirty: false,
             broadcast_commit: false,
             durability: durability::Durability::new(store_last),
@@ -261,7 +264,10 @@ impl RaftCore {
     pub fn step(&mut self, now: Instant, input: Input) {
         match input {
             Input::Message(m) => self.step_message(now, m),
-            Input::Tick => self.tick(now),
+            Input::Tick => {
+                self.tick(now);
+                self.resend_unanswered_requests(now);
+            }
             Input::Persisted { seq } => self.on_persisted(seq),
             Input::Applied { index } => self.applied_index = self.applied_index.max(index),
             Input::EntriesLoaded { peer, term, entries } => self.on_entries_loaded(peer, term, entries),
@@ -290,6 +296,7 @@ impl RaftCore {
     /// the driver, in the order they should be carried out.
     pub fn take_actions(&mut self, now: Instant) -> Vec<Action> {
         let _ = now;
+        self.settle_requests_to_former_leaders();
         if self.role == Role::Leader {
             self.maybe_commit();
             self.announce_durability();
@@ -328,8 +335,13 @@ impl RaftCore {
             tracing::warn!(node = self.id, to = m.to, from = m.from, "dropping misaddressed message");
             return;
         }
-        if self.step_client_message(&mut m) {
-            return;
+        // Client requests change no term and no role (`forward.rs`, `read_index.rs`).
+        match &m.body {
+            MessageBody::Forward { .. } => return self.on_forward(&mut m),
+            MessageBody::ForwardResponse { id, result } => return self.on_forward_response(*id, m.term, *result),
+            MessageBody::ReadIndex { id } => return self.on_read_index_request(m.from, *id),
+            MessageBody::ReadIndexResponse { id, index } => return self.on_read_index_response(*id, *index),
+            _ => {}
         }
         if m.term > MAX_TERM {
             // No real cluster gets near this; it would make term arithmetic overflow.
@@ -366,7 +378,6 @@ impl RaftCore {
             | MessageBody::ReadIndexResponse { .. } => {}
         }
     }
-
 }
 
 impl std::fmt::Debug for RaftCore {

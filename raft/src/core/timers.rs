@@ -8,7 +8,9 @@
 //! - [`Timer::Heartbeat`]: a leader sends heartbeats every heartbeat interval (paper
 //!   §5.2), independent of the replication window;
 //! - [`Timer::CheckQuorum`]: a leader checks once per maximum election timeout that a
-//!   quorum heard from it (thesis §6.2).
+//!   quorum heard from it (thesis §6.2);
+//! - and, not a protocol timer, the time a follower's unanswered forward or read-index
+//!   request is due to be sent again (`forward.rs`, `Forwarding::resend_at`).
 
 use std::time::Duration;
 
@@ -66,12 +68,14 @@ impl Timers {
 impl RaftCore {
     /// The time at which the core next needs a [`Input::Tick`].
     pub fn next_deadline(&self) -> Instant {
-        match self.role {
+        let protocol = match self.role {
             Role::Leader => self.timers.get(Timer::Heartbeat).min(self.timers.get(Timer::CheckQuorum)),
             _ if self.membership.is_voter(self.id) => self.timers.get(Timer::Election),
             // A node outside the configuration never campaigns; wake rarely.
             _ => self.timers.get(Timer::Election).max(self.timers.get(Timer::Heartbeat)),
-        }
+        };
+        // A follower's unanswered client requests are sent again (`forward.rs`).
+        self.forwarding.resend_at.map_or(protocol, |r| r.min(protocol))
     }
 
     pub(crate) fn tick(&mut self, now: Instant) {

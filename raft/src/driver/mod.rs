@@ -21,7 +21,6 @@ mod requests;
 mod sender;
 mod timer;
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -37,11 +36,11 @@ use crate::network::Network;
 use crate::runtime::Runtime;
 use crate::state_machine::StateMachine;
 use crate::sync::lock;
-use crate::types::{Entry, Instant, LogIndex, NodeId, Term};
+use crate::types::{Entry, LogIndex, NodeId, Term};
 use apply::ApplyBatch;
 use handle::Shared;
 use persist::StoreOp;
-use requests::{Forwarded, ReadGroup};
+use requests::Requests;
 use sender::Senders;
 use timer::Timer;
 
@@ -74,30 +73,8 @@ struct Driver<SM: StateMachine, R: Runtime, N: Network> {
     apply_tx: mpsc::UnboundedSender<ApplyBatch<SM>>,
     timer: Timer,
     senders: Senders<R, N>,
-    /// Proposals waiting for their entry to be applied: (index, term, responder), in
-    /// index order.
-    pending: VecDeque<(LogIndex, Term, Responder<SM>)>,
-    /// Proposals made on a follower in the current batch, forwarded together.
-    forward_batch: Vec<(Bytes, Responder<SM>)>,
-    /// Reads asked for in the current batch; they share one read index.
-    read_batch: Vec<ReadResponder>,
-    /// Forwarded batches waiting for the leader's answer.
-    forwards: HashMap<u64, Forwarded<SM>>,
-    /// Read groups waiting for their read index.
-    reads: HashMap<u64, ReadGroup>,
-    /// The leader known when the waiting forwards and reads were last checked.
-    requests_leader: Option<NodeId>,
-    /// Reads whose index is known, waiting for the state machine to apply it.
-    read_waiters: BTreeMap<LogIndex, Vec<ReadResponder>>,
-    /// Last index handed to the apply task.
-    handed_to_apply: LogIndex,
-    /// Last index the apply task reported applied.
-    applied: LogIndex,
-    /// The core's timer deadline (runtime nanoseconds), from its last `SetTimer`.
-    core_deadline: u64,
-    /// When the oldest unanswered forward or read-index request is due to be sent again
-    /// (it may have been answered since: then the tick finds nothing to do).
-    retry_deadline: Option<Instant>,
+    /// The callers waiting for answers.
+    requests: Requests<SM>,
 }
 
 impl<SM: StateMachine, R: Runtime, N: Network> Driver<SM, R, N> {
@@ -110,26 +87,7 @@ impl<SM: StateMachine, R: Runtime, N: Network> Driver<SM, R, N> {
         timer: Timer,
         senders: Senders<R, N>,
     ) -> Self {
-        Driver {
-            core,
-            rt,
-            shared,
-            persist_tx,
-            apply_tx,
-            timer,
-            senders,
-            pending: VecDeque::new(),
-            forward_batch: Vec::new(),
-            read_batch: Vec::new(),
-            forwards: HashMap::new(),
-            reads: HashMap::new(),
-            requests_leader: None,
-            read_waiters: BTreeMap::new(),
-            handed_to_apply: 0,
-            applied: 0,
-            core_deadline: u64::MAX,
-            retry_deadline: None,
-        }
+        Driver { core, rt, shared, persist_tx, apply_tx, timer, senders, requests: Requests::new() }
     }
 
     /// The protocol loop: takes every queued event in one batch, steps the core, then
@@ -150,14 +108,13 @@ impl<SM: StateMachine, R: Runtime, N: Network> Driver<SM, R, N> {
                         if self.core.role() == Role::Leader {
                             self.propose(data, tx)
                         } else {
-                            self.forward_batch.push((data, tx))
+                            self.requests.forward_batch.push((data, tx))
                         }
                     }
-                    Event::Read { tx } => self.read_batch.push(tx),
+                    Event::Read { tx } => self.requests.read_batch.push(tx),
                     Event::Tick => {
-                        self.core.step(now, Input::Tick);
                         self.forget_abandoned_requests();
-                        self.resend_unanswered_requests(now);
+                        self.core.step(now, Input::Tick);
                     }
                     Event::Persisted { seq } => self.core.step(now, Input::Persisted { seq }),
                     Event::Applied { index } => {
@@ -184,19 +141,13 @@ impl<SM: StateMachine, R: Runtime, N: Network> Driver<SM, R, N> {
                 self.flush_client_batches(now);
                 let actions = self.core.take_actions(now);
                 self.dispatch(actions);
-                if self.forward_batch.is_empty() || !self.may_forward(now) {
+                if self.requests.forward_batch.is_empty() || !self.may_forward(now) {
                     break;
                 }
             }
-            self.settle_requests_to_former_leaders();
             self.publish_status();
         }
         self.stop(fatal).await;
-    }
-    /// Points the timer task at the earlier of the core's deadline and the resend one.
-    fn arm_timer(&self) {
-        let t = self.retry_deadline.map_or(self.core_deadline, |d| d.as_nanos().min(self.core_deadline));
-        self.timer.arm(Instant::from_nanos(t));
     }
     fn dispatch(&mut self, actions: Vec<Action>) {
         for action in actions {
@@ -213,10 +164,7 @@ impl<SM: StateMachine, R: Runtime, N: Network> Driver<SM, R, N> {
                 Action::Forwarded { id, result } => self.on_forwarded(id, result),
                 Action::ReadReady { id, index } => self.on_read_ready(id, index),
                 Action::ReadFailed { id } => self.on_read_failed(id),
-                Action::SetTimer(t) => {
-                    self.core_deadline = t.as_nanos();
-                    self.arm_timer();
-                }
+                Action::SetTimer(t) => self.timer.arm(t),
             }
         }
     }

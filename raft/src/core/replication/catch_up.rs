@@ -82,7 +82,11 @@ impl RaftCore {
             pr.sent(last, size);
         }
         let leader_commit = self.log.commit;
-        self.send_to(Needs::HardState, peer, MessageBody::AppendEntries { prev_log_index, prev_log_term, entries, leader_commit });
+        self.send_to(
+            Needs::HardState,
+            peer,
+            MessageBody::AppendEntries { prev_log_index, prev_log_term, entries, leader_commit },
+        );
         self.send_appends(peer, IfNothingNew::Nothing);
     }
 }

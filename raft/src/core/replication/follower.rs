@@ -97,13 +97,21 @@ impl RaftCore {
         self.commit_from_leader_durability();
         // Held until every entry up to `match_index` is durable.
         if answer_success {
-            self.send_to(Needs::Everything, from, MessageBody::AppendEntriesResponse { success: true, index: match_index, hint: None });
+            self.send_to(
+                Needs::Everything,
+                from,
+                MessageBody::AppendEntriesResponse { success: true, index: match_index, hint: None },
+            );
         }
     }
 
     fn reject_append(&mut self, to: NodeId, rejected: LogIndex, hint: ConflictHint) {
         tracing::trace!(node = self.id, to, rejected, ?hint, "rejecting append");
-        self.send_to(Needs::Everything, to, MessageBody::AppendEntriesResponse { success: false, index: rejected, hint: Some(hint) });
+        self.send_to(
+            Needs::Everything,
+            to,
+            MessageBody::AppendEntriesResponse { success: false, index: rejected, hint: Some(hint) },
+        );
     }
 
     pub(crate) fn on_heartbeat(&mut self, now: Instant, from: NodeId, commit: LogIndex, ctx: u64) {

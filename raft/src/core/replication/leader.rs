@@ -62,13 +62,15 @@ impl RaftCore {
             }
         }
         let leader_commit = self.log.commit;
-        let replicating =
-            self.progress.get(&peer).is_some_and(|p| p.state == ProgressState::Replicate);
+        let replicating = self.progress.get(&peer).is_some_and(|p| p.state == ProgressState::Replicate);
         if !has_entries && replicating && if_empty == IfNothingNew::Commit {
             // Only the commit index is news: no answer is needed.
             self.send_commit_news(peer, prev_log_index, prev_log_term);
         } else {
-            self.send_to(Needs::HardState, peer, MessageBody::AppendEntries { prev_log_index, prev_log_term, entries, leader_commit },
+            self.send_to(
+                Needs::HardState,
+                peer,
+                MessageBody::AppendEntries { prev_log_index, prev_log_term, entries, leader_commit },
             );
         }
         has_entries

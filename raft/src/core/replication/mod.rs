@@ -18,4 +18,3 @@ pub(crate) enum IfNothingNew {
     /// An empty `AppendEntries`, answered, to learn where the peer stands.
     Append,
 }
-

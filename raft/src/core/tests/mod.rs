@@ -1,0 +1,592 @@
+//! Protocol rules checked on bare cores.
+//!
+//! The harness below wires a few [`RaftCore`]s together without any I/O: a manual clock,
+//! one in-memory store per node whose persist requests the test acknowledges (at once
+//! by default, or only when told to), and a single message queue from which the test
+//! delivers, drops or reorders messages as it likes. Everything is deterministic: the
+//! election timeouts come from a fixed seed and nothing happens unless a test asks.
+
+use std::collections::{BTreeSet, VecDeque};
+use std::time::Duration;
+
+use bytes::Bytes;
+
+use super::{Action, Input, PersistRequest, ProposeError, RaftCore, Role};
+use crate::config::Config;
+use crate::membership::Membership;
+use crate::message::{ConflictHint, Message, MessageBody};
+use crate::types::{Entry, EntryPayload, HardState, Instant, LogId, LogIndex, NodeId, Term};
+
+mod bad_input;
+mod durability;
+mod election;
+mod fast_commit;
+mod forward;
+mod lease;
+mod log;
+mod read_index;
+mod replication;
+mod tracker;
+
+// ----- harness -----
+
+fn config() -> Config {
+    Config { rng_seed: Some(0x5eed), ..Config::default() }
+}
+
+fn ms(n: u64) -> Duration {
+    Duration::from_millis(n)
+}
+
+fn cmd(i: usize) -> Bytes {
+    Bytes::from(format!("cmd-{i}"))
+}
+
+fn cmds(range: std::ops::Range<usize>) -> Vec<Bytes> {
+    range.map(cmd).collect()
+}
+
+/// Entry 1 of every bootstrapped log: the initial configuration of nodes `1..=n`.
+fn bootstrap_entry(n: u64) -> Entry {
+    Entry { term: 0, index: 1, payload: EntryPayload::Membership(Box::new(Membership::new(1..=n))) }
+}
+
+/// A bootstrapped log followed by one command entry per element of `terms`, at indexes
+/// `2, 3, ...`.
+fn log_with_terms(n: u64, terms: &[Term]) -> Vec<Entry> {
+    let mut log = vec![bootstrap_entry(n)];
+    for (i, &term) in terms.iter().enumerate() {
+        let index = i as LogIndex + 2;
+        log.push(Entry { term, index, payload: EntryPayload::Command(Bytes::from(format!("old-{term}-{index}"))) });
+    }
+    log
+}
+
+fn hard_state(term: Term) -> HardState {
+    HardState { term, voted_for: None }
+}
+
+/// One node's durable state, written only when the test acknowledges a persist request.
+#[derive(Default)]
+struct Store {
+    hs: HardState,
+    /// Contiguous from index 1.
+    entries: Vec<Entry>,
+    /// Persist requests issued but not yet durable, in order.
+    unacked: VecDeque<PersistRequest>,
+    /// Every persist request the core ever issued.
+    requests: Vec<PersistRequest>,
+    last_seq: u64,
+    /// Leave persist requests unacknowledged until the test acknowledges them.
+    hold: bool,
+}
+
+impl Store {
+    /// Carries out one request the way a `LogStore` would: hard state, truncation, append.
+    fn write(&mut self, r: &PersistRequest) {
+        assert_eq!(r.seq, self.last_seq + 1, "persist requests complete in order");
+        self.last_seq = r.seq;
+        if let Some(hs) = r.hard_state {
+            self.hs = hs;
+        }
+        if let Some(from) = r.truncate_from {
+            assert!(from >= 1, "index 0 is not an entry");
+            assert!(from as usize <= self.entries.len(), "truncation of entries the store does not hold");
+            self.entries.truncate(from as usize - 1);
+        }
+        for e in &r.entries {
+            assert_eq!(e.index, self.entries.len() as LogIndex + 1, "appended entries must continue the log");
+            self.entries.push(e.clone());
+        }
+    }
+}
+
+struct Node {
+    core: RaftCore,
+    store: Store,
+    /// Everything handed to the state machine, in order.
+    applied: Vec<Entry>,
+    /// Answers to client requests (reads and forwarded proposals), in order.
+    answers: Vec<Action>,
+}
+
+impl Node {
+    /// Makes the unacknowledged requests up to `upto` durable and reports it.
+    fn ack(&mut self, now: Instant, upto: u64) {
+        let mut last = None;
+        while self.store.unacked.front().is_some_and(|r| r.seq <= upto) {
+            if let Some(r) = self.store.unacked.pop_front() {
+                self.store.write(&r);
+                last = Some(r.seq);
+            }
+        }
+        if let Some(seq) = last {
+            self.core.step(now, Input::Persisted { seq });
+        }
+    }
+}
+
+struct Cluster {
+    cfg: Config,
+    now: Instant,
+    nodes: std::collections::BTreeMap<NodeId, Node>,
+    /// Messages sent and not yet delivered or dropped, oldest first.
+    queue: VecDeque<Message>,
+    /// Every message delivered so far, in delivery order.
+    delivered: Vec<Message>,
+    /// Directed links that lose every message.
+    cut: BTreeSet<(NodeId, NodeId)>,
+}
+
+impl Cluster {
+    /// `n` nodes bootstrapped identically with configuration `1..=n`.
+    fn new(n: u64) -> Self {
+        Self::with_config(n, config())
+    }
+
+    fn with_config(n: u64, cfg: Config) -> Self {
+        Self::with_logs(cfg, (1..=n).map(|_| (HardState::default(), vec![bootstrap_entry(n)])).collect())
+    }
+
+    /// Nodes `1..=logs.len()` restored from the given durable states.
+    fn with_logs(cfg: Config, logs: Vec<(HardState, Vec<Entry>)>) -> Self {
+        let mut c = Cluster {
+            cfg,
+            now: Instant::ZERO,
+            nodes: Default::default(),
+            queue: VecDeque::new(),
+            delivered: Vec::new(),
+            cut: BTreeSet::new(),
+        };
+        for (i, (hs, entries)) in logs.into_iter().enumerate() {
+            let id = i as NodeId + 1;
+            let core = RaftCore::new(id, c.cfg.clone(), hs, LogId::default(), entries.clone(), c.now);
+            let store = Store { hs, entries, ..Store::default() };
+            c.nodes.insert(id, Node { core, store, applied: Vec::new(), answers: Vec::new() });
+            c.process(id);
+        }
+        c
+    }
+
+    fn node(&self, id: NodeId) -> &Node {
+        &self.nodes[&id]
+    }
+
+    fn node_mut(&mut self, id: NodeId) -> &mut Node {
+        self.nodes.get_mut(&id).expect("no such node")
+    }
+
+    fn core(&self, id: NodeId) -> &RaftCore {
+        &self.node(id).core
+    }
+
+    fn commit(&self, id: NodeId) -> LogIndex {
+        self.core(id).status().commit_index
+    }
+
+    fn last(&self, id: NodeId) -> LogId {
+        self.core(id).status().last_log()
+    }
+
+    /// The entries the core holds, from index 1.
+    fn log(&self, id: NodeId) -> Vec<Entry> {
+        let core = self.core(id);
+        (1..=core.status().last_log_index).map(|i| core.entry(i).cloned().expect("log has a hole")).collect()
+    }
+
+    fn terms(&self, id: NodeId) -> Vec<Term> {
+        self.log(id).iter().map(|e| e.term).collect()
+    }
+
+    /// Runs the core's deferred work and carries out its actions until it settles:
+    /// persist requests are acknowledged at once unless the store holds them.
+    fn process(&mut self, id: NodeId) {
+        let now = self.now;
+        let Some(node) = self.nodes.get_mut(&id) else { return };
+        for _ in 0..10_000 {
+            let actions = node.core.take_actions(now);
+            let mut busy = !actions.is_empty();
+            for a in actions {
+                match a {
+                    Action::Persist(r) => {
+                        node.store.requests.push(r.clone());
+                        node.store.unacked.push_back(r);
+                    }
+                    Action::Send(m) => {
+                        assert_eq!(m.from, id, "a node sends only in its own name");
+                        self.queue.push_back(m);
+                    }
+                    Action::Apply(entries) => {
+                        for e in entries {
+                            let expected = node.applied.last().map_or(1, |l| l.index + 1);
+                            assert_eq!(e.index, expected, "node {id} applies in order and exactly once");
+                            assert!(e.index <= node.core.status().commit_index, "node {id} applies only committed");
+                            node.applied.push(e);
+                        }
+                        if let Some(l) = node.applied.last() {
+                            node.core.step(now, Input::Applied { index: l.index });
+                        }
+                    }
+                    Action::SetTimer(_) => {}
+                    a @ (Action::ReadReady { .. } | Action::ReadFailed { .. } | Action::Forwarded { .. }) => {
+                        node.answers.push(a)
+                    }
+                    Action::LoadEntries { peer, term, start, end } => {
+                        let entries = node
+                            .store
+                            .entries
+                            .get((start - 1) as usize..(end - 1) as usize)
+                            .map(<[Entry]>::to_vec)
+                            .ok_or_else(|| format!("entries {start}..{end} not in the store"));
+                        node.core.step(now, Input::EntriesLoaded { peer, term, entries });
+                        busy = true;
+                    }
+                }
+            }
+            if !node.store.hold && !node.store.unacked.is_empty() {
+                node.ack(now, u64::MAX);
+                busy = true;
+            }
+            if !busy {
+                return;
+            }
+        }
+        panic!("node {id} never settles");
+    }
+
+    fn step(&mut self, id: NodeId, input: Input) {
+        let now = self.now;
+        self.node_mut(id).core.step(now, input);
+        self.process(id);
+    }
+
+    fn tick(&mut self, id: NodeId) {
+        self.step(id, Input::Tick);
+    }
+
+    fn advance(&mut self, d: Duration) {
+        self.now = self.now.add(d);
+    }
+
+    /// Moves the clock to `id`'s next deadline (if later) and ticks only `id`.
+    fn fire_timeout(&mut self, id: NodeId) {
+        self.now = self.now.max(self.core(id).next_deadline());
+        self.tick(id);
+    }
+
+    fn propose(&mut self, id: NodeId, commands: Vec<Bytes>) -> Result<(LogIndex, Term), ProposeError> {
+        let r = self.node_mut(id).core.propose(commands);
+        self.process(id);
+        r
+    }
+
+    /// Leaves `id`'s persist requests unacknowledged until [`Cluster::ack`].
+    fn hold(&mut self, id: NodeId) {
+        self.node_mut(id).store.hold = true;
+    }
+
+    /// Acknowledges every outstanding persist request of `id` (the store keeps holding
+    /// later ones).
+    fn ack(&mut self, id: NodeId) {
+        let now = self.now;
+        self.node_mut(id).ack(now, u64::MAX);
+        self.process(id);
+    }
+
+    /// Stops holding `id`'s persist requests and acknowledges the outstanding ones.
+    fn release(&mut self, id: NodeId) {
+        self.node_mut(id).store.hold = false;
+        self.ack(id);
+    }
+
+    /// Loses every message between `a` and `b`, both ways.
+    fn cut_link(&mut self, a: NodeId, b: NodeId) {
+        self.cut.insert((a, b));
+        self.cut.insert((b, a));
+    }
+
+    /// Loses every message to or from `id`.
+    fn isolate(&mut self, id: NodeId) {
+        let others: Vec<NodeId> = self.nodes.keys().copied().filter(|&o| o != id).collect();
+        for o in others {
+            self.cut_link(id, o);
+        }
+    }
+
+    fn heal(&mut self) {
+        self.cut.clear();
+    }
+
+    /// Hands `m` to its recipient, as if it came off the network (cut links ignored).
+    fn inject(&mut self, m: Message) {
+        let to = m.to;
+        if !self.nodes.contains_key(&to) {
+            return;
+        }
+        self.delivered.push(m.clone());
+        self.step(to, Input::Message(m));
+    }
+
+    /// Delivers queued messages matching `pred`, oldest first, including any that the
+    /// deliveries produce, until none matches. Messages on cut links are lost.
+    /// Returns how many were delivered.
+    fn deliver_where(&mut self, pred: impl Fn(&Message) -> bool) -> usize {
+        let mut n = 0;
+        while let Some(pos) = self.queue.iter().position(&pred) {
+            let m = self.queue.remove(pos).expect("position is in range");
+            if self.cut.contains(&(m.from, m.to)) {
+                continue;
+            }
+            self.inject(m);
+            n += 1;
+            assert!(n < 1_000_000, "messages never stop");
+        }
+        n
+    }
+
+    fn deliver_all(&mut self) -> usize {
+        self.deliver_where(|_| true)
+    }
+
+    /// Delivers the oldest queued message matching `pred`, if any.
+    fn deliver_one(&mut self, pred: impl Fn(&Message) -> bool) -> Option<Message> {
+        let pos = self.queue.iter().position(pred)?;
+        let m = self.queue.remove(pos)?;
+        self.inject(m.clone());
+        Some(m)
+    }
+
+    /// Removes the queued messages matching `pred` and returns them undelivered.
+    fn take_where(&mut self, pred: impl Fn(&Message) -> bool) -> Vec<Message> {
+        let (taken, kept): (VecDeque<Message>, VecDeque<Message>) =
+            std::mem::take(&mut self.queue).into_iter().partition(|m| pred(m));
+        self.queue = kept;
+        taken.into()
+    }
+
+    /// The queued messages matching `pred`.
+    fn queued(&self, pred: impl Fn(&Message) -> bool) -> Vec<Message> {
+        self.queue.iter().filter(|m| pred(m)).cloned().collect()
+    }
+
+    /// Lets time pass until `end`: every node is ticked at its deadlines, and every
+    /// message is delivered (or lost on a cut link) as soon as it is sent.
+    fn run_until(&mut self, end: Instant) {
+        for _ in 0..100_000 {
+            self.deliver_all();
+            let next = self.nodes.values().map(|n| n.core.next_deadline()).min().expect("no nodes");
+            if next > end {
+                self.now = self.now.max(end);
+                return;
+            }
+            self.now = self.now.max(next);
+            let due: Vec<NodeId> =
+                self.nodes.iter().filter(|(_, n)| n.core.next_deadline() <= self.now).map(|(&id, _)| id).collect();
+            for id in due {
+                self.tick(id);
+            }
+        }
+        panic!("time does not advance");
+    }
+
+    fn run_for(&mut self, d: Duration) {
+        let end = self.now.add(d);
+        self.run_until(end);
+    }
+
+    /// Lets `id`'s election timeout fire and delivers everything: `id` wins.
+    fn elect(&mut self, id: NodeId) {
+        self.fire_timeout(id);
+        self.deliver_all();
+        assert_eq!(self.core(id).role(), Role::Leader, "node {id} should have won the election");
+    }
+
+    /// Rebuilds `id` from its store, as after a crash: unacknowledged writes are lost.
+    fn restart(&mut self, id: NodeId) {
+        let now = self.now;
+        let cfg = self.cfg.clone();
+        let node = self.node_mut(id);
+        node.store.unacked.clear();
+        node.store.last_seq = 0;
+        node.applied.clear();
+        node.core = RaftCore::new(id, cfg, node.store.hs, LogId::default(), node.store.entries.clone(), now);
+        self.process(id);
+    }
+
+    /// Rejected appends delivered from `from` so far.
+    fn rejections_from(&self, from: NodeId) -> usize {
+        self.delivered
+            .iter()
+            .filter(|m| m.from == from && matches!(m.body, MessageBody::AppendEntriesResponse { success: false, .. }))
+            .count()
+    }
+}
+
+// ----- message helpers -----
+
+fn is_pre_vote_traffic(m: &Message) -> bool {
+    matches!(m.body, MessageBody::PreVote { .. } | MessageBody::PreVoteResponse { .. })
+}
+
+fn is_vote_traffic(m: &Message) -> bool {
+    matches!(
+        m.body,
+        MessageBody::PreVote { .. }
+            | MessageBody::PreVoteResponse { .. }
+            | MessageBody::RequestVote { .. }
+            | MessageBody::RequestVoteResponse { .. }
+    )
+}
+
+fn is_append(m: &Message) -> bool {
+    matches!(m.body, MessageBody::AppendEntries { .. })
+}
+
+fn is_append_with_entries(m: &Message) -> bool {
+    matches!(&m.body, MessageBody::AppendEntries { entries, .. } if !entries.is_empty())
+}
+
+fn appended_indexes(m: &Message) -> Vec<LogIndex> {
+    match &m.body {
+        MessageBody::AppendEntries { entries, .. } => entries.iter().map(|e| e.index).collect(),
+        _ => Vec::new(),
+    }
+}
+
+fn request_vote(from: NodeId, to: NodeId, term: Term, last: (LogIndex, Term)) -> Message {
+    Message { from, to, term, body: MessageBody::RequestVote { last_log_index: last.0, last_log_term: last.1 } }
+}
+
+fn pre_vote(from: NodeId, to: NodeId, term: Term, last: (LogIndex, Term)) -> Message {
+    Message { from, to, term, body: MessageBody::PreVote { last_log_index: last.0, last_log_term: last.1 } }
+}
+
+fn append(
+    from: NodeId,
+    to: NodeId,
+    term: Term,
+    prev: (LogIndex, Term),
+    entries: Vec<Entry>,
+    commit: LogIndex,
+) -> Message {
+    Message {
+        from,
+        to,
+        term,
+        body: MessageBody::AppendEntries {
+            prev_log_index: prev.0,
+            prev_log_term: prev.1,
+            entries,
+            leader_commit: commit,
+        },
+    }
+}
+
+fn blank(index: LogIndex, term: Term) -> Entry {
+    Entry { term, index, payload: EntryPayload::Blank }
+}
+
+fn vote_granted(m: &Message) -> Option<bool> {
+    match m.body {
+        MessageBody::RequestVoteResponse { granted } => Some(granted),
+        _ => None,
+    }
+}
+
+/// The single queued message from `from` to `to`, removed from the queue.
+fn take_reply(c: &mut Cluster, from: NodeId, to: NodeId) -> Message {
+    let mut replies = c.take_where(|m| m.from == from && m.to == to);
+    assert_eq!(replies.len(), 1, "expected exactly one message {from} -> {to}, got {replies:?}");
+    replies.remove(0)
+}
+
+impl Cluster {
+    fn read_index(&mut self, id: NodeId) -> Result<u64, ProposeError> {
+        let now = self.now;
+        let r = self.node_mut(id).core.read_index(now);
+        self.process(id);
+        r
+    }
+
+    fn forward(&mut self, id: NodeId, commands: Vec<Bytes>) -> Result<u64, ProposeError> {
+        let now = self.now;
+        let r = self.node_mut(id).core.forward(now, commands);
+        self.process(id);
+        r
+    }
+
+    fn forward_again(&mut self, id: NodeId, request: u64, commands: Vec<Bytes>) -> Result<(), ProposeError> {
+        let r = self.node_mut(id).core.forward_again(request, commands);
+        self.process(id);
+        r
+    }
+
+    fn read_index_again(&mut self, id: NodeId, request: u64) -> Result<(), ProposeError> {
+        let r = self.node_mut(id).core.read_index_again(request);
+        self.process(id);
+        r
+    }
+
+    /// The commands `id` has applied, in order.
+    fn applied_commands(&self, id: NodeId) -> Vec<Bytes> {
+        let applied = &self.node(id).applied;
+        applied
+            .iter()
+            .filter_map(|e| if let EntryPayload::Command(b) = &e.payload { Some(b.clone()) } else { None })
+            .collect()
+    }
+
+    /// The read indexes `id` was given, as (read id, index).
+    fn reads_ready(&self, id: NodeId) -> Vec<(u64, LogIndex)> {
+        let answers = &self.node(id).answers;
+        answers
+            .iter()
+            .filter_map(|a| if let Action::ReadReady { id, index } = a { Some((*id, *index)) } else { None })
+            .collect()
+    }
+
+    fn reads_failed(&self, id: NodeId) -> Vec<u64> {
+        let answers = &self.node(id).answers;
+        answers.iter().filter_map(|a| if let Action::ReadFailed { id } = a { Some(*id) } else { None }).collect()
+    }
+}
+
+// ----- helpers shared by the concept files -----
+
+/// Figure 8 of the Raft paper, on five bare cores. Index 2 (term 2) is on S1 and S2;
+/// S5 holds a different index 2 (term 3). S1 leads term 4.
+fn figure_8_setup() -> Cluster {
+    let n = 5;
+    let logs = vec![
+        (hard_state(3), log_with_terms(n, &[2])),
+        (hard_state(3), log_with_terms(n, &[2])),
+        (hard_state(3), log_with_terms(n, &[])),
+        (hard_state(3), log_with_terms(n, &[])),
+        (hard_state(3), log_with_terms(n, &[3])),
+    ];
+    let mut c = Cluster::with_logs(Config { max_entries_per_message: 1, ..config() }, logs);
+    c.isolate(4);
+    c.isolate(5);
+    c.fire_timeout(1);
+    c.deliver_where(is_vote_traffic);
+    assert_eq!((c.core(1).role(), c.core(1).term()), (Role::Leader, 4));
+    assert_eq!(c.last(1), LogId { term: 4, index: 3 });
+    // S2 gets the blank entry (index 3); S3 gets index 2 but loses index 3.
+    c.deliver_where(|m| m.to == 2 || m.from == 2);
+    c.deliver_one(|m| m.to == 3 && is_append(m)); // prev 2: S3 lacks it and rejects
+    c.deliver_one(|m| m.from == 3);
+    c.deliver_one(|m| m.to == 3 && is_append(m)); // prev 1, carrying index 2
+    c.deliver_one(|m| m.from == 3);
+    assert_eq!(c.terms(3), vec![0, 2]);
+    let lost = c.take_where(|m| m.to == 3);
+    assert_eq!(lost.iter().map(appended_indexes).collect::<Vec<_>>(), vec![vec![3]]);
+    c
+}
+
+fn windowed_config() -> Config {
+    Config { max_inflight_messages: 2, max_entries_per_message: 5, ..config() }
+}
+
+fn is_heartbeat(m: &Message) -> bool {
+    matches!(m.body, MessageBody::Heartbeat { .. })
+}
