@@ -64,9 +64,13 @@ impl Hello {
     }
 }
 
-fn u64_at(b: &[u8], at: usize) -> u64 {
+/// The big-endian `u64` at `at` of a fixed-size message; the callers' offsets are
+/// constants inside it.
+fn u64_at<const N: usize>(b: &[u8; N], at: usize) -> u64 {
     let mut x = [0u8; 8];
-    x.copy_from_slice(&b[at..at + 8]);
+    for (to, from) in x.iter_mut().zip(b.iter().skip(at)) {
+        *to = *from;
+    }
     u64::from_be_bytes(x)
 }
 
@@ -133,7 +137,9 @@ pub fn encode_frame(msg: &Message, max_frame_size: u32, out: &mut Vec<u8>) -> Re
     let payload_len = out.len() - start - LENGTH_PREFIX_LEN;
     match u32::try_from(payload_len).ok().filter(|l| *l <= max_frame_size) {
         Some(len) => {
-            out[start..start + LENGTH_PREFIX_LEN].copy_from_slice(&len.to_be_bytes());
+            if let Some(prefix) = out.get_mut(start..start + LENGTH_PREFIX_LEN) {
+                prefix.copy_from_slice(&len.to_be_bytes());
+            }
             Ok(())
         }
         None => {
@@ -190,12 +196,12 @@ impl FrameDecoder {
     /// The next complete frame's payload, `None` if more bytes are needed, or an error
     /// when the stream is invalid (the connection must then be closed).
     pub fn next_frame(&mut self) -> Result<Option<&[u8]>, FrameError> {
-        let avail = &self.buf[self.start..];
-        if avail.len() < LENGTH_PREFIX_LEN {
+        let avail = self.buf.get(self.start..).unwrap_or_default();
+        let Some(&prefix) = avail.first_chunk::<LENGTH_PREFIX_LEN>() else {
             self.compact();
             return Ok(None);
-        }
-        let len = u32::from_be_bytes([avail[0], avail[1], avail[2], avail[3]]);
+        };
+        let len = u32::from_be_bytes(prefix);
         if len > self.max_frame_size {
             return Err(FrameError::TooLarge { len: u64::from(len), max: self.max_frame_size });
         }
@@ -206,7 +212,8 @@ impl FrameDecoder {
         }
         let from = self.start + LENGTH_PREFIX_LEN;
         self.start = from + len;
-        Ok(Some(&self.buf[from..from + len]))
+        // Inside the buffer: its length was checked above.
+        Ok(self.buf.get(from..from + len))
     }
 
     /// The next complete frame decoded as a message; see [`FrameDecoder::next_frame`].

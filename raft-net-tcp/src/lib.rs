@@ -11,11 +11,21 @@
 //! messages, a handshake that never finishes, a wrong cluster id) closes only the
 //! connection it arrived on, with a log line naming the peer address.
 
+// These modules parse bytes from the network: bad bytes close a connection, never panic.
+#![cfg_attr(not(test), deny(clippy::indexing_slicing, clippy::unwrap_used))]
+
 pub mod codec;
+mod config;
 pub mod error;
+mod handshake;
+mod inbound;
+mod outbound;
 mod rt;
+mod sync;
 mod transport;
 
+pub use config::TcpConfig;
 pub use error::{ConnectionError, FrameError, HandshakeError};
+pub use outbound::PeerStats;
 pub use rt::TcpRuntime;
-pub use transport::{Deliver, PeerStats, TcpConfig, TcpNetwork, TcpTransport};
+pub use transport::{Deliver, TcpNetwork, TcpTransport};

@@ -26,16 +26,19 @@ pub struct SegmentHeader {
     pub first_index: u64,
 }
 
-fn u32_at(b: &[u8], at: usize) -> u32 {
-    let mut a = [0u8; 4];
-    a.copy_from_slice(&b[at..at + 4]);
-    u32::from_le_bytes(a)
+/// The `N` bytes of `b` from `at` on, if `b` holds them.
+fn array_at<const N: usize>(b: &[u8], at: usize) -> Option<[u8; N]> {
+    b.get(at..)?.first_chunk::<N>().copied()
 }
 
-fn u64_at(b: &[u8], at: usize) -> u64 {
-    let mut a = [0u8; 8];
-    a.copy_from_slice(&b[at..at + 8]);
-    u64::from_le_bytes(a)
+/// The little-endian `u32` at `at` of `b`, if `b` holds it.
+pub(crate) fn u32_at(b: &[u8], at: usize) -> Option<u32> {
+    array_at(b, at).map(u32::from_le_bytes)
+}
+
+/// The little-endian `u64` at `at` of `b`, if `b` holds it.
+pub(crate) fn u64_at(b: &[u8], at: usize) -> Option<u64> {
+    array_at(b, at).map(u64::from_le_bytes)
 }
 
 impl SegmentHeader {
@@ -53,21 +56,21 @@ impl SegmentHeader {
 
     /// Decodes a header from the first [`SEGMENT_HEADER_LEN`] bytes of `b`.
     pub fn decode(b: &[u8]) -> Result<SegmentHeader, String> {
-        if b.len() < SEGMENT_HEADER_LEN {
+        // All of these are there exactly when `b` holds a whole header.
+        let fields = (b.get(0..8), b.get(0..28), u32_at(b, 28), u32_at(b, 8), u64_at(b, 12), u64_at(b, 20));
+        let (Some(magic), Some(covered), Some(crc), Some(version), Some(cluster_id), Some(first_index)) = fields else {
             return Err(format!("segment header is {} bytes, want {SEGMENT_HEADER_LEN}", b.len()));
-        }
-        if b[0..8] != SEGMENT_MAGIC {
+        };
+        if magic != SEGMENT_MAGIC {
             return Err("bad segment magic".into());
         }
-        let crc = crc32c::crc32c(&b[0..28]);
-        if crc != u32_at(b, 28) {
+        if crc32c::crc32c(covered) != crc {
             return Err("segment header checksum mismatch".into());
         }
-        let version = u32_at(b, 8);
         if version != FORMAT_VERSION {
             return Err(format!("unsupported segment format version {version}"));
         }
-        Ok(SegmentHeader { cluster_id: u64_at(b, 12), first_index: u64_at(b, 20) })
+        Ok(SegmentHeader { cluster_id, first_index })
     }
 }
 
@@ -98,9 +101,13 @@ pub fn encode_frame_with<E>(
     write_payload(out)?;
     let payload_len = out.len() - start - FRAME_HEADER_LEN;
     let len = payload_len as u32;
-    let crc = frame_crc(len, &out[start + FRAME_HEADER_LEN..]);
-    out[start..start + 4].copy_from_slice(&len.to_le_bytes());
-    out[start + 4..start + 8].copy_from_slice(&crc.to_le_bytes());
+    let crc = frame_crc(len, out.get(start + FRAME_HEADER_LEN..).unwrap_or_default());
+    let mut header = [0u8; FRAME_HEADER_LEN];
+    header[0..4].copy_from_slice(&len.to_le_bytes());
+    header[4..8].copy_from_slice(&crc.to_le_bytes());
+    if let Some(at) = out.get_mut(start..start + FRAME_HEADER_LEN) {
+        at.copy_from_slice(&header);
+    }
     Ok(payload_len)
 }
 
@@ -117,10 +124,9 @@ pub enum Frame<'a> {
 
 /// Parses the frame at the start of `buf`, accepting payloads of `1..=max_len` bytes.
 pub fn parse_frame(buf: &[u8], max_len: u32) -> Frame<'_> {
-    if buf.len() < FRAME_HEADER_LEN {
+    let (Some(len), Some(crc)) = (u32_at(buf, 0), u32_at(buf, 4)) else {
         return Frame::Incomplete;
-    }
-    let len = u32_at(buf, 0);
+    };
     if len == 0 {
         return Frame::Bad("zero record length".into());
     }
@@ -128,11 +134,10 @@ pub fn parse_frame(buf: &[u8], max_len: u32) -> Frame<'_> {
         return Frame::Bad(format!("record length {len} exceeds the maximum {max_len}"));
     }
     let total = FRAME_HEADER_LEN + len as usize;
-    if buf.len() < total {
+    let Some(payload) = buf.get(FRAME_HEADER_LEN..total) else {
         return Frame::Incomplete;
-    }
-    let payload = &buf[FRAME_HEADER_LEN..total];
-    if frame_crc(len, payload) != u32_at(buf, 4) {
+    };
+    if frame_crc(len, payload) != crc {
         return Frame::Bad("record checksum mismatch".into());
     }
     Frame::Record(payload, total)
@@ -154,26 +159,39 @@ pub fn encode_small_file(magic: [u8; 8], cluster_id: u64, body: &[u8]) -> Vec<u8
 /// returns the cluster id and the body, or `(offset, reason)` of the first problem.
 pub fn decode_small_file(magic: [u8; 8], b: &[u8], body_len: usize) -> Result<(u64, &[u8]), (u64, String)> {
     let want = 20 + body_len + 4;
+    let wrong_len = || (0, format!("file is {} bytes, want {want}", b.len()));
     if b.len() != want {
-        return Err((0, format!("file is {} bytes, want {want}", b.len())));
-    }
-    if b[0..8] != magic {
-        return Err((0, "bad magic".into()));
+        return Err(wrong_len());
     }
     let crc_at = 20 + body_len;
-    if crc32c::crc32c(&b[..crc_at]) != u32_at(b, crc_at) {
+    // All of these are inside a file of the right length.
+    let fields = (b.get(0..8), b.get(..crc_at), u32_at(b, crc_at), u32_at(b, 8), u64_at(b, 12), b.get(20..crc_at));
+    let (Some(found_magic), Some(covered), Some(crc), Some(version), Some(cluster_id), Some(body)) = fields else {
+        return Err(wrong_len());
+    };
+    if found_magic != magic {
+        return Err((0, "bad magic".into()));
+    }
+    if crc32c::crc32c(covered) != crc {
         return Err((crc_at as u64, "checksum mismatch".into()));
     }
-    let version = u32_at(b, 8);
     if version != FORMAT_VERSION {
         return Err((8, format!("unsupported format version {version}")));
     }
-    Ok((u64_at(b, 12), &b[20..crc_at]))
+    Ok((cluster_id, body))
 }
 
 /// Reads a little-endian `u64` at `at` of `b` (which the caller sized).
+///
+/// # Panics
+///
+/// If `b` holds fewer than `at + 8` bytes. The store itself reads through checked
+/// helpers that never panic.
 pub fn read_u64(b: &[u8], at: usize) -> u64 {
-    u64_at(b, at)
+    match u64_at(b, at) {
+        Some(v) => v,
+        None => panic!("read_u64: {} bytes hold no u64 at offset {at}", b.len()),
+    }
 }
 
 /// Size of the fixed part of a snapshot file before the membership: magic, version,
@@ -229,37 +247,37 @@ pub fn snapshot_crc(head: &[u8], data: &[u8]) -> u32 {
 /// Decodes a whole snapshot file, checking its length fields against the file's length
 /// and its checksum; returns `(offset, reason)` of the first problem.
 pub fn decode_snapshot(b: &[u8]) -> Result<SnapshotFile<'_>, (u64, String)> {
+    let short = || (0, format!("file is {} bytes, shorter than any snapshot ({SNAPSHOT_MIN_LEN})", b.len()));
     if b.len() < SNAPSHOT_MIN_LEN {
-        return Err((0, format!("file is {} bytes, shorter than any snapshot ({SNAPSHOT_MIN_LEN})", b.len())));
+        return Err(short());
     }
-    if b[0..8] != SNAPSHOT_MAGIC {
+    if b.get(0..8) != Some(&SNAPSHOT_MAGIC[..]) {
         return Err((0, "bad magic".into()));
     }
-    let m = u32_at(b, 36) as usize;
+    let m = u32_at(b, 36).ok_or_else(short)? as usize;
     if m > b.len() - SNAPSHOT_MIN_LEN {
         return Err((36, format!("membership length {m} runs past the end of the file")));
     }
     let data_offset = SNAPSHOT_HEAD_LEN + m + 8;
-    let d = u64_at(b, SNAPSHOT_HEAD_LEN + m);
+    let d = u64_at(b, SNAPSHOT_HEAD_LEN + m).ok_or_else(short)?;
     if Some(b.len() as u64) != d.checked_add(data_offset as u64 + 4) {
         return Err(((SNAPSHOT_HEAD_LEN + m) as u64, format!("data length {d} does not match the file length")));
     }
     let crc_at = b.len() - 4;
-    if crc32c::crc32c(&b[..crc_at]) != u32_at(b, crc_at) {
+    let (Some(covered), Some(crc)) = (b.get(..crc_at), u32_at(b, crc_at)) else { return Err(short()) };
+    if crc32c::crc32c(covered) != crc {
         return Err((crc_at as u64, "checksum mismatch".into()));
     }
-    let version = u32_at(b, 8);
+    // The length checks above put all of these inside `b`.
+    let fields =
+        (u32_at(b, 8), u64_at(b, 12), u64_at(b, 20), u64_at(b, 28), b.get(SNAPSHOT_HEAD_LEN..SNAPSHOT_HEAD_LEN + m));
+    let (Some(version), Some(cluster_id), Some(last_index), Some(last_term), Some(membership)) = fields else {
+        return Err(short());
+    };
     if version != FORMAT_VERSION {
         return Err((8, format!("unsupported format version {version}")));
     }
-    Ok(SnapshotFile {
-        cluster_id: u64_at(b, 12),
-        last_index: u64_at(b, 20),
-        last_term: u64_at(b, 28),
-        membership: &b[SNAPSHOT_HEAD_LEN..SNAPSHOT_HEAD_LEN + m],
-        data_offset,
-        data_len: d as usize,
-    })
+    Ok(SnapshotFile { cluster_id, last_index, last_term, membership, data_offset, data_len: d as usize })
 }
 
 /// The file name of the snapshot whose last included index is `index`.

@@ -10,8 +10,10 @@ use std::path::PathBuf;
 use raft::{LogId, Membership};
 
 use crate::format;
+use crate::fs::{remove, sync_dir, write_atomic};
+use crate::meta::{self, Marker};
 use crate::vfs::Vfs;
-use crate::{read_small, remove, sync_dir, write_atomic, FileStore, FileStoreError, META_FILE, RESET_FILE};
+use crate::{FileStore, FileStoreError};
 
 /// What a snapshot covers: the position of the last entry it includes and the membership
 /// in effect there (paper §7, thesis §5.1).
@@ -21,16 +23,6 @@ pub struct SnapshotMeta {
     pub last: LogId,
     /// The membership configuration in effect at `last`.
     pub membership: Membership,
-}
-
-/// Length of the body of the reset marker and of the purge marker: index and term.
-const POSITION_BODY_LEN: usize = 16;
-
-fn position_body(at: LogId) -> [u8; POSITION_BODY_LEN] {
-    let mut body = [0u8; POSITION_BODY_LEN];
-    body[0..8].copy_from_slice(&at.index.to_le_bytes());
-    body[8..16].copy_from_slice(&at.term.to_le_bytes());
-    body
 }
 
 impl<F: Vfs> FileStore<F> {
@@ -95,7 +87,7 @@ impl<F: Vfs> FileStore<F> {
     pub fn load_snapshot(&self) -> Result<Option<(SnapshotMeta, Vec<u8>)>, FileStoreError> {
         let Some(meta) = &self.snapshot else { return Ok(None) };
         let path = self.snapshot_path(meta.last.index);
-        let mut bytes = self.fs.read(&path).map_err(|e| FileStoreError::io(&path, e))?;
+        let mut bytes = crate::fs::read(&self.fs, &path)?;
         let (found, offset, len) = self.decode_snapshot_file(&path, meta.last.index, &bytes)?;
         bytes.truncate(offset + len);
         bytes.drain(..offset);
@@ -138,7 +130,7 @@ impl<F: Vfs> FileStore<F> {
         indexes.sort_unstable();
         let Some(newest) = indexes.pop() else { return Ok(()) };
         let path = self.snapshot_path(newest);
-        let bytes = self.fs.read(&path).map_err(|e| FileStoreError::io(&path, e))?;
+        let bytes = crate::fs::read(&self.fs, &path)?;
         let (meta, _, _) = self.decode_snapshot_file(&path, newest, &bytes)?;
         drop(bytes);
         for &i in &indexes {
@@ -165,37 +157,25 @@ impl<F: Vfs> FileStore<F> {
     /// failure makes the store refuse every later write (fail-stop).
     pub fn reset_to_snapshot(&mut self, last: LogId) -> Result<(), FileStoreError> {
         self.check_writable()?;
-        let marker = format::encode_small_file(format::RESET_MAGIC, self.opts.cluster_id, &position_body(last));
-        let r = write_atomic(&self.fs, &self.dir, RESET_FILE, &[&marker]).and_then(|()| self.finish_reset(last));
+        let r = meta::write_position(&self.fs, &self.dir, self.opts.cluster_id, Marker::Reset, last)
+            .and_then(|()| self.finish_reset(last));
         r.map_err(|e| self.fail("reset_to_snapshot", e))
     }
 
     /// The part of a reset after its marker is durable: delete every segment, record
-    /// `last` as the purge point, remove the marker.
-    fn finish_reset(&mut self, last: LogId) -> Result<(), FileStoreError> {
+    /// `last` as the purge point, remove the marker. Also run on open when a crash left
+    /// the marker behind.
+    pub(crate) fn finish_reset(&mut self, last: LogId) -> Result<(), FileStoreError> {
         self.active = None;
         while let Some(s) = self.segments.pop() {
             remove(&self.fs, &s.path)?;
         }
         sync_dir(&self.fs, &self.dir)?;
-        let meta = format::encode_small_file(format::META_MAGIC, self.opts.cluster_id, &position_body(last));
-        write_atomic(&self.fs, &self.dir, META_FILE, &[&meta])?;
+        meta::write_position(&self.fs, &self.dir, self.opts.cluster_id, Marker::Purge, last)?;
         self.prev = last;
         self.last = last;
-        let marker = self.dir.join(RESET_FILE);
+        let marker = self.dir.join(crate::RESET_FILE);
         remove(&self.fs, &marker)?;
         sync_dir(&self.fs, &self.dir)
-    }
-
-    /// On open: finishes a reset whose marker a crash left behind.
-    pub(crate) fn recover_reset(&mut self) -> Result<(), FileStoreError> {
-        let path = self.dir.join(RESET_FILE);
-        let Some(body) = read_small(&self.fs, &path, format::RESET_MAGIC, POSITION_BODY_LEN, self.opts.cluster_id)?
-        else {
-            return Ok(());
-        };
-        let last = LogId { index: format::read_u64(&body, 0), term: format::read_u64(&body, 8) };
-        tracing::warn!(dir = %self.dir.display(), ?last, "finishing a log reset interrupted by a crash");
-        self.finish_reset(last)
     }
 }

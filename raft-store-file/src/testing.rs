@@ -118,7 +118,9 @@ fn write_into(content: &mut Vec<u8>, offset: u64, data: &[u8]) {
     if content.len() < at + data.len() {
         content.resize(at + data.len(), 0);
     }
-    content[at..at + data.len()].copy_from_slice(data);
+    if let Some(dst) = content.get_mut(at..at + data.len()) {
+        dst.copy_from_slice(data);
+    }
 }
 
 impl FileOp {
@@ -142,7 +144,7 @@ impl FileOp {
                     let end = offset + cut as u64;
                     cut = (end - end % SECTOR).saturating_sub(*offset).min(cut as u64) as usize;
                 }
-                write_into(content, *offset, &data[..cut]);
+                write_into(content, *offset, data.get(..cut).unwrap_or_default());
                 let full = offset + data.len() as u64;
                 if zeros && full > old_len && content.len() < full as usize {
                     content.resize(full as usize, 0);
@@ -297,7 +299,7 @@ impl FaultFs {
         for dir in s.dirs.values_mut() {
             let keep = rng.usize(..=dir.pending.len());
             let mut entries = std::mem::take(&mut dir.durable);
-            for op in &dir.pending[..keep] {
+            for op in dir.pending.iter().take(keep) {
                 op.apply(&mut entries);
             }
             dir.pending.clear();
@@ -309,7 +311,7 @@ impl FaultFs {
         for inode in s.inodes.values_mut() {
             let keep = rng.usize(..=inode.pending.len());
             let mut content = std::mem::take(&mut inode.durable);
-            for op in &inode.pending[..keep] {
+            for op in inode.pending.iter().take(keep) {
                 op.apply(&mut content);
             }
             if let Some(op) = inode.pending.get(keep) {
@@ -454,7 +456,9 @@ impl Vfs for FaultFs {
         let content = s.content(path)?;
         let from = (offset as usize).min(content.len());
         let n = buf.len().min(content.len() - from);
-        buf[..n].copy_from_slice(&content[from..from + n]);
+        if let (Some(dst), Some(src)) = (buf.get_mut(..n), content.get(from..from + n)) {
+            dst.copy_from_slice(src);
+        }
         Ok(n)
     }
 

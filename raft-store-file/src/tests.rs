@@ -4,6 +4,7 @@ use futures::executor::block_on;
 use raft::testing::conformance::sample_entries;
 
 use super::*;
+use crate::segment::MAX_INDEXED_SEALED;
 use crate::testing::FaultFs;
 
 fn open_fault(fs: &FaultFs) -> FileStore<FaultFs> {

@@ -106,8 +106,8 @@ impl Vfs for StdFs {
     fn read_at(&self, path: &Path, offset: u64, buf: &mut [u8]) -> io::Result<usize> {
         let f = File::open(path)?;
         let mut got = 0;
-        while got < buf.len() {
-            match read_once(&f, offset + got as u64, &mut buf[got..]) {
+        while let Some(rest) = buf.get_mut(got..).filter(|rest| !rest.is_empty()) {
+            match read_once(&f, offset + got as u64, rest) {
                 Ok(0) => break,
                 Ok(n) => got += n,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}

@@ -9,7 +9,7 @@
 //!
 //! Limit: the store's calls run whole between two simulation steps, so a node's crash
 //! never lands inside one; crashes inside a call (between a write and its sync, during a
-//! rename) are what `tests/faults.rs` covers.
+//! rename) are what `faults.rs` covers.
 
 use std::any::Any;
 use std::sync::{Arc, Mutex, MutexGuard, Weak};

@@ -44,6 +44,12 @@ fn crash_child_process() {
     }
 }
 
+/// The child's test name in this test binary: its module path without the crate.
+fn child_test_name() -> String {
+    let module = module_path!().split_once("::").map_or("", |(_, module)| module);
+    format!("{module}::crash_child_process")
+}
+
 fn check(dir: &Path, reported: u64, reported_term: u64) -> u64 {
     let mut store = FileStore::open(dir, opts()).expect("reopen after SIGKILL");
     let st = block_on(store.initial_state()).expect("state");
@@ -67,7 +73,7 @@ fn sigkill_at_random_moments_never_loses_a_reported_append() {
     let (mut reported, mut reported_term) = (0u64, 0u64);
     for round in 0..12 {
         let mut child = Command::new(&exe)
-            .args(["crash_child_process", "--exact", "--nocapture", "--test-threads=1"])
+            .args([child_test_name().as_str(), "--exact", "--nocapture", "--test-threads=1"])
             .env(CHILD_ENV, dir.path())
             .stdout(Stdio::piped())
             .stderr(Stdio::null())

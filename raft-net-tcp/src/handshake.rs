@@ -1,0 +1,149 @@
+//! The connection handshake (byte layout in `docs/wire-protocol.md`): the connecting node
+//! sends a [`Hello`], the receiving node checks it and answers with a reply, and frames
+//! follow only after an accepting reply.
+//!
+//! The decisions are pure functions ([`hello_to`], [`check_hello`]); [`connect`] and
+//! [`accept`] only carry the two fixed-size messages over the stream, each side under
+//! [`TcpConfig::handshake_timeout`].
+
+use std::io;
+use std::net::SocketAddr;
+
+use futures::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use raft::{NodeId, Runtime};
+
+use crate::codec::{self, Hello, HelloStatus, HELLO_LEN, PROTOCOL_VERSION, REPLY_LEN};
+use crate::config::TcpConfig;
+use crate::error::{ConnectionError, HandshakeError};
+
+/// The hello this node sends to reach `peer`.
+pub(crate) fn hello_to(config: &TcpConfig, peer: NodeId) -> Hello {
+    Hello { version: PROTOCOL_VERSION, cluster_id: config.cluster_id, from: config.node_id, to: peer }
+}
+
+/// Checks a received hello against this node's configuration; `is_peer` says whether a
+/// node id is a known peer. On refusal, the status to answer with and the error to log.
+pub(crate) fn check_hello(
+    config: &TcpConfig,
+    is_peer: impl FnOnce(NodeId) -> bool,
+    hello: &Hello,
+) -> Result<(), (HelloStatus, HandshakeError)> {
+    if hello.version != PROTOCOL_VERSION {
+        return Err((HelloStatus::UnsupportedVersion, HandshakeError::UnsupportedVersion(hello.version)));
+    }
+    if hello.cluster_id != config.cluster_id {
+        return Err((
+            HelloStatus::WrongCluster,
+            HandshakeError::WrongCluster { expected: config.cluster_id, got: hello.cluster_id },
+        ));
+    }
+    if hello.to != config.node_id {
+        return Err((
+            HelloStatus::WrongReceiver,
+            HandshakeError::WrongReceiver { expected: config.node_id, got: hello.to },
+        ));
+    }
+    if hello.from == config.node_id || !is_peer(hello.from) {
+        return Err((HelloStatus::UnknownSender, HandshakeError::UnknownSender(hello.from)));
+    }
+    Ok(())
+}
+
+/// A peer whose hello this node accepted, and told so. Only [`accept`] makes one, so
+/// holding it proves that the handshake of the connection accepted the peer.
+#[derive(Debug)]
+pub(crate) struct Accepted {
+    peer: NodeId,
+}
+
+impl Accepted {
+    /// The node id the peer's hello named as the sender.
+    pub(crate) fn peer(&self) -> NodeId {
+        self.peer
+    }
+}
+
+async fn send<S: AsyncWrite + Unpin>(stream: &mut S, bytes: &[u8]) -> io::Result<()> {
+    stream.write_all(bytes).await?;
+    stream.flush().await
+}
+
+/// The connecting side: sends the hello for `peer` and reads the reply; `Ok` only when
+/// the peer accepted.
+pub(crate) async fn connect<R: Runtime, S: AsyncRead + AsyncWrite + Unpin>(
+    rt: &R,
+    config: &TcpConfig,
+    stream: &mut S,
+    peer: NodeId,
+    addr: SocketAddr,
+) -> Result<(), ConnectionError> {
+    let hello = hello_to(config, peer).encode();
+    let mut reply = [0u8; REPLY_LEN];
+    rt.timeout(config.handshake_timeout, async {
+        send(stream, &hello).await?;
+        stream.read_exact(&mut reply).await
+    })
+    .await
+    .ok_or(ConnectionError::Handshake { addr, source: HandshakeError::Timeout })?
+    .map_err(|source| ConnectionError::Io { addr, source })?;
+    codec::decode_reply(&reply).map_err(|source| ConnectionError::Handshake { addr, source })
+}
+
+/// The receiving side: reads exactly the hello (no byte after it), checks it and answers.
+/// On refusal the reason is sent back, best effort, and the connection is to be closed.
+pub(crate) async fn accept<R: Runtime, S: AsyncRead + AsyncWrite + Unpin>(
+    rt: &R,
+    config: &TcpConfig,
+    is_peer: impl FnOnce(NodeId) -> bool,
+    stream: &mut S,
+    addr: SocketAddr,
+) -> Result<Accepted, ConnectionError> {
+    let io = |source| ConnectionError::Io { addr, source };
+    let mut hello = [0u8; HELLO_LEN];
+    rt.timeout(config.handshake_timeout, stream.read_exact(&mut hello))
+        .await
+        .ok_or(ConnectionError::Handshake { addr, source: HandshakeError::Timeout })?
+        .map_err(io)?;
+    let hello = Hello::decode(&hello).map_err(|source| ConnectionError::Handshake { addr, source })?;
+    if let Err((status, source)) = check_hello(config, is_peer, &hello) {
+        // Tell the peer why, best effort, then close.
+        let _ = rt.timeout(config.handshake_timeout, send(stream, &codec::encode_reply(status))).await;
+        return Err(ConnectionError::Handshake { addr, source });
+    }
+    rt.timeout(config.handshake_timeout, send(stream, &codec::encode_reply(HelloStatus::Accepted)))
+        .await
+        .ok_or(ConnectionError::Handshake { addr, source: HandshakeError::Timeout })?
+        .map_err(io)?;
+    Ok(Accepted { peer: hello.from })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config() -> TcpConfig {
+        TcpConfig::new(7, 1)
+    }
+
+    #[test]
+    fn a_hello_built_for_a_peer_passes_that_peers_check() {
+        let hello = hello_to(&TcpConfig::new(7, 2), 1);
+        assert!(check_hello(&config(), |id| id == 2, &hello).is_ok());
+    }
+
+    #[test]
+    fn each_wrong_field_is_refused_with_its_status() {
+        let good = hello_to(&TcpConfig::new(7, 2), 1);
+        let cases = [
+            (Hello { version: PROTOCOL_VERSION + 1, ..good }, HelloStatus::UnsupportedVersion),
+            (Hello { cluster_id: 8, ..good }, HelloStatus::WrongCluster),
+            (Hello { to: 3, ..good }, HelloStatus::WrongReceiver),
+            (Hello { from: 3, ..good }, HelloStatus::UnknownSender),
+            (Hello { from: 1, ..good }, HelloStatus::UnknownSender),
+        ];
+        for (hello, want) in cases {
+            let got = check_hello(&config(), |id| id == 2 || id == 1, &hello).map_err(|(status, _)| status);
+            assert_eq!(got, Err(want), "{hello:?}");
+        }
+    }
+}

@@ -1,0 +1,5 @@
+//! The integration tests of `raft-net-tcp`, in one test binary (one link instead of one
+//! per file).
+
+mod cluster;
+mod codec_props;
