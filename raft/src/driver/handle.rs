@@ -11,6 +11,7 @@ use futures::future::{self, BoxFuture, Either, FutureExt};
 
 use super::apply::apply_task;
 use super::persist::persist_task;
+use super::requests::Requests;
 use super::sender::Senders;
 use super::timer::Timer;
 use super::{Driver, Event};
@@ -137,7 +138,17 @@ impl<SM: StateMachine> Raft<SM> {
         let (timer, timer_task) = Timer::start(&runtime, tx.clone());
         handles.push(timer_task.boxed());
         let senders = Senders::new(id, runtime.clone(), network);
-        let driver = Driver::new(core, runtime.clone(), shared.clone(), persist_tx, apply_tx, timer, senders);
+        let requests = Requests::new();
+        let driver = Driver {
+            core,
+            rt: runtime.clone(),
+            shared: shared.clone(),
+            persist_tx,
+            apply_tx,
+            timer,
+            senders,
+            requests,
+        };
         handles.push(runtime.spawn(driver.run(rx)).boxed());
         *lock(&shared.tasks) = handles;
         Ok(Raft { id, tx, shared })

@@ -78,18 +78,6 @@ struct Driver<SM: StateMachine, R: Runtime, N: Network> {
 }
 
 impl<SM: StateMachine, R: Runtime, N: Network> Driver<SM, R, N> {
-    fn new(
-        core: RaftCore,
-        rt: R,
-        shared: Arc<Shared<SM>>,
-        persist_tx: mpsc::UnboundedSender<StoreOp>,
-        apply_tx: mpsc::UnboundedSender<ApplyBatch<SM>>,
-        timer: Timer,
-        senders: Senders<R, N>,
-    ) -> Self {
-        Driver { core, rt, shared, persist_tx, apply_tx, timer, senders, requests: Requests::new() }
-    }
-
     /// The protocol loop: takes every queued event in one batch, steps the core, then
     /// carries out its actions, until shutdown or a fatal error.
     async fn run(mut self, mut rx: mpsc::UnboundedReceiver<Event<SM>>) {
