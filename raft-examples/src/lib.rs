@@ -1,13 +1,17 @@
-//! Example applications built on the `raft` framework.
+//! Example applications built on the `raft` framework, and the host they run in.
 //!
-//! - [`kv`]: a replicated key-value store ([`kv::KvStore`]); the `kv` binary serves it
-//!   over HTTP ([`kv_app`]).
-//! - [`counter`]: a replicated counter; the `counter` binary serves it over HTTP
-//!   ([`counter_app`]).
-//! - [`node`]: what both binaries share: the command line, the file store, the TCP
-//!   transport, the HTTP server with `/status`, and a clean stop on SIGTERM or SIGINT.
-//! - [`http`]: hyper on either runtime, and the JSON error answers.
-//! - [`sched`]: the OS scheduling policy of a node's threads (`--scheduling`).
+//! - [`apps`]: the apps, each a state machine and its HTTP routes:
+//!   [`apps::kv`] (a replicated key-value store) and [`apps::counter`] (a replicated
+//!   counter).
+//! - [`host`]: what every app node shares: the command line, the file store, the TCP
+//!   transport, the HTTP server with `/status`, the app's extra services, the scheduling
+//!   policy and a clean stop on SIGTERM or SIGINT. An app plugs in through
+//!   [`host::App`].
+//! - [`http`]: the HTTP server on either runtime, the JSON error answers and the
+//!   adapter between `futures` sockets and hyper.
+//! - [`launch`]: a cluster of node processes on this machine (ports, data directories,
+//!   kill, pause, restart, `/status` polling), used by the `cluster` binary and the
+//!   process tests.
 //! - `bench` (feature `tokio`): the cluster benchmarks of the `bench` binary: kv and
 //!   etcd clusters on loopback driven by one HTTP load generator, reports and charts.
 //!
@@ -15,12 +19,9 @@
 //! cluster of either, with a live status table), `demo` (an in-process counter cluster
 //! showing failover) and `bench` (benchmarks).
 
+pub mod apps;
 #[cfg(feature = "tokio")]
 pub mod bench;
-pub mod counter;
-pub mod counter_app;
+pub mod host;
 pub mod http;
-pub mod kv;
-pub mod kv_app;
-pub mod node;
-pub mod sched;
+pub mod launch;

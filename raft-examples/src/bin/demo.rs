@@ -17,7 +17,7 @@ use raft::runtime::TokioRuntime;
 use raft::testing::mem_network::MemNetwork;
 use raft::testing::mem_store::MemStore;
 use raft::{Config, NodeId, Raft, Role, Runtime};
-use raft_examples::counter::Counter;
+use raft_examples::apps::counter::Counter;
 
 #[derive(Clone, Copy, ValueEnum)]
 enum Rt {
