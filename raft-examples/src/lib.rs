@@ -10,18 +10,15 @@
 //! - [`http`]: the HTTP server on either runtime, the JSON error answers and the
 //!   adapter between `futures` sockets and hyper.
 //! - [`launch`]: a cluster of node processes on this machine (ports, data directories,
-//!   kill, pause, restart, `/status` polling), used by the `cluster` binary and the
-//!   process tests.
-//! - `bench` (feature `tokio`): the cluster benchmarks of the `bench` binary: kv and
-//!   etcd clusters on loopback driven by one HTTP load generator, reports and charts.
+//!   kill, pause, restart, `/status` polling), used by the `cluster` binary, the
+//!   benchmarks (`raft-bench`) and the process tests.
 //!
-//! The binaries: `kv` and `counter` (one node each), `cluster` (a local three-node
-//! cluster of either, with a live status table), `demo` (an in-process counter cluster
-//! showing failover) and `bench` (benchmarks).
+//! The binaries: `kv` and `counter` (one node each) and `cluster` (a local three-node
+//! cluster of either, with a live status table). The in-process `demo` is an example
+//! (`cargo run -p raft-examples --example demo`); the benchmarks are the `bench` binary
+//! of the `raft-bench` crate.
 
 pub mod apps;
-#[cfg(feature = "tokio")]
-pub mod bench;
 pub mod host;
 pub mod http;
 pub mod launch;

@@ -1,7 +1,6 @@
 //! The process-level tests of the apps: real `kv`, `counter` and `cluster` processes on
 //! loopback, one test binary.
 
-mod cluster_bench;
 mod cluster_launcher;
 mod counter_cluster;
 mod kv_bad_input;
