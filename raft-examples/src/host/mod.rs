@@ -384,8 +384,10 @@ mod tests {
         ])
         .expect("args");
         let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().expect("tokio");
-        let result =
-            rt.block_on(run(raft::runtime::TokioRuntime::new(), args, FailingService, futures::future::pending()));
+        // The runtime handle is taken inside the runtime.
+        let result = rt.block_on(async {
+            run(raft::runtime::TokioRuntime::new(), args, FailingService, futures::future::pending()).await
+        });
         let e = result.expect_err("the service failed");
         assert!(e.contains("boom on node 1"), "{e}");
     }
