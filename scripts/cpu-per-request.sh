@@ -8,7 +8,7 @@
 # first rows add up to (number of CPUs) s / requests per second.
 #
 # Needs root, perf (Debian: linux-perf) and python3; build first with
-# `cargo build --release -p raft-examples`.
+# `cargo build --release -p raft-examples -p raft-bench`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bench=target/release/bench

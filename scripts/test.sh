@@ -24,9 +24,10 @@ echo "== raft-net-tcp on each runtime alone"
 cargo nextest run -p raft-net-tcp --no-default-features --features tokio --no-fail-fast
 cargo nextest run -p raft-net-tcp --no-default-features --features smol --no-fail-fast
 
-echo "== raft-examples: lints of each runtime alone, and the apps' process tests on smol alone"
-cargo clippy -p raft-examples --all-targets -- -D warnings
+echo "== raft-examples and raft-bench: lints of each runtime alone, and the apps' process tests on smol alone"
+cargo clippy -p raft-examples -p raft-bench --all-targets -- -D warnings
 cargo clippy -p raft-examples --all-targets --no-default-features --features smol -- -D warnings
+cargo clippy -p raft-bench --all-targets --features smol -- -D warnings
 cargo nextest run -p raft-examples --no-default-features --features smol --no-fail-fast
 
 echo "== doc tests and docs (broken links are errors)"

@@ -5,7 +5,7 @@
 # which each step first happens (N1f = node 1, a follower; N2l = node 2, the leader).
 #
 # Needs root, perf (Debian: linux-perf), curl and python3; build first with
-# `cargo build --release -p raft-examples`.
+# `cargo build --release -p raft-examples -p raft-bench`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bench=target/release/bench

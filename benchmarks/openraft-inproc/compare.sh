@@ -8,7 +8,7 @@ set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 main=${OURS_DIR:-$(cd "$here/../.." && pwd)}
 dur=${1:-5}
-(cd "$main" && cargo build --release -p raft-examples --bin bench)
+(cd "$main" && cargo build --release -p raft-bench --bin bench)
 (cd "$here" && cargo build --release)
 for n in 1 16 64 256 1024; do
   for round in 1 2; do

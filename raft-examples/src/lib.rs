@@ -1,26 +1,24 @@
-//! Example applications built on the `raft` framework.
+//! Example applications built on the `raft` framework, and the host they run in.
 //!
-//! - [`kv`]: a replicated key-value store ([`kv::KvStore`]); the `kv` binary serves it
-//!   over HTTP ([`kv_app`]).
-//! - [`counter`]: a replicated counter; the `counter` binary serves it over HTTP
-//!   ([`counter_app`]).
-//! - [`node`]: what both binaries share: the command line, the file store, the TCP
-//!   transport, the HTTP server with `/status`, and a clean stop on SIGTERM or SIGINT.
-//! - [`http`]: hyper on either runtime, and the JSON error answers.
-//! - [`sched`]: the OS scheduling policy of a node's threads (`--scheduling`).
-//! - `bench` (feature `tokio`): the cluster benchmarks of the `bench` binary: kv and
-//!   etcd clusters on loopback driven by one HTTP load generator, reports and charts.
+//! - [`apps`]: the apps, each a state machine and its HTTP routes:
+//!   [`apps::kv`] (a replicated key-value store) and [`apps::counter`] (a replicated
+//!   counter).
+//! - [`host`]: what every app node shares: the command line, the file store, the TCP
+//!   transport, the HTTP server with `/status`, the app's extra services, the scheduling
+//!   policy and a clean stop on SIGTERM or SIGINT. An app plugs in through
+//!   [`host::App`].
+//! - [`http`]: the HTTP server on either runtime, the JSON error answers and the
+//!   adapter between `futures` sockets and hyper.
+//! - [`launch`]: a cluster of node processes on this machine (ports, data directories,
+//!   kill, pause, restart, `/status` polling), used by the `cluster` binary, the
+//!   benchmarks (`raft-bench`) and the process tests.
 //!
-//! The binaries: `kv` and `counter` (one node each), `cluster` (a local three-node
-//! cluster of either, with a live status table), `demo` (an in-process counter cluster
-//! showing failover) and `bench` (benchmarks).
+//! The binaries: `kv` and `counter` (one node each) and `cluster` (a local three-node
+//! cluster of either, with a live status table). The in-process `demo` is an example
+//! (`cargo run -p raft-examples --example demo`); the benchmarks are the `bench` binary
+//! of the `raft-bench` crate.
 
-#[cfg(feature = "tokio")]
-pub mod bench;
-pub mod counter;
-pub mod counter_app;
+pub mod apps;
+pub mod host;
 pub mod http;
-pub mod kv;
-pub mod kv_app;
-pub mod node;
-pub mod sched;
+pub mod launch;

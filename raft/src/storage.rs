@@ -17,6 +17,15 @@ pub struct InitialState {
     pub last: LogId,
 }
 
+impl InitialState {
+    /// Whether the store holds nothing at all: no entry, no purge point and no term or
+    /// vote. Only such a store may be bootstrapped into a new cluster; anything else is
+    /// restarted from what it holds.
+    pub fn is_empty(&self) -> bool {
+        self.last.index == 0 && self.prev.index == 0 && self.hard_state == HardState::default()
+    }
+}
+
 /// Durable storage for one node's log and hard state.
 ///
 /// # Contract

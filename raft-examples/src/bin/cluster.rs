@@ -16,22 +16,20 @@
 //! profile and features (`cargo build`), so it is never stale; run directly, it expects
 //! the app binary next to its own executable.
 
-use std::fs::{File, OpenOptions};
 use std::io::{IsTerminal, Write};
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitCode, ExitStatus, Stdio};
+use std::process::{Command, ExitCode};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use clap::{Parser, ValueEnum};
-use nix::sys::signal::{kill, Signal};
-use nix::unistd::Pid;
+use raft_examples::launch::{Data, LocalCluster, Ports, Spec};
 
-const NODES: u64 = 3;
+const NODES: usize = 3;
 const POLL_INTERVAL: Duration = Duration::from_millis(500);
 const STOP_TIMEOUT: Duration = Duration::from_secs(10);
+const STATUS_TIMEOUT: Duration = Duration::from_millis(400);
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 enum AppName {
@@ -68,14 +66,6 @@ struct Cli {
     /// Do not run `cargo build` for the app first, even when run through cargo.
     #[arg(long)]
     no_build: bool,
-}
-
-struct Node {
-    id: u64,
-    http: String,
-    log: PathBuf,
-    child: Child,
-    exited: Option<ExitStatus>,
 }
 
 fn main() -> ExitCode {
@@ -148,48 +138,25 @@ fn app_binary(app: &str, no_build: bool) -> Result<PathBuf, String> {
     Ok(bin)
 }
 
-fn port(base: u16, offset: u64) -> Result<u16, String> {
-    u16::try_from(u64::from(base) + offset).map_err(|_| format!("--base-port {base} is too high"))
-}
-
 fn run(cli: Cli) -> Result<(), String> {
     let app = cli.app.name();
     let bin = app_binary(app, cli.no_build)?;
     let dir = cli.data_dir.join(app);
-    std::fs::create_dir_all(&dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
     let reused = (1..=NODES).any(|id| dir.join(format!("node-{id}")).exists());
-
-    let mut raft_addrs = Vec::new();
-    let mut http_addrs = Vec::new();
-    for id in 1..=NODES {
-        raft_addrs.push(format!("{}:{}", cli.host, port(cli.base_port, id)?));
-        http_addrs.push(format!("{}:{}", cli.host, port(cli.base_port, 1000 + id)?));
-    }
-    for addr in raft_addrs.iter().chain(&http_addrs) {
-        if let Err(e) = TcpListener::bind(addr.as_str()) {
-            return Err(format!("{addr} is not free ({e}); is a cluster already running? Try --base-port"));
-        }
-    }
-    let peers: Vec<String> = raft_addrs.iter().enumerate().map(|(i, a)| format!("{}={a}", i + 1)).collect();
-    let peers = peers.join(",");
+    let mut spec = Spec::app(bin, NODES);
+    spec.ports = Ports::Base { host: cli.host.clone(), base: cli.base_port };
+    spec.data = Data::At(dir.clone());
+    spec.own_process_group = true;
+    LocalCluster::check_ports_free(&spec).map_err(|e| format!("{e}; is a cluster already running? Try --base-port"))?;
 
     let stop = Arc::new(AtomicBool::new(false));
     let flag = stop.clone();
     ctrlc::set_handler(move || flag.store(true, Ordering::SeqCst))
         .map_err(|e| format!("cannot install the Ctrl-C handler: {e}"))?;
 
-    let mut nodes = Vec::new();
-    for id in 1..=NODES {
-        let i = (id - 1) as usize;
-        let log = dir.join(format!("node-{id}.log"));
-        match spawn(&bin, id, &raft_addrs[i], &http_addrs[i], &peers, &dir.join(format!("node-{id}")), &log) {
-            Ok(child) => nodes.push(Node { id, http: http_addrs[i].clone(), log, child, exited: None }),
-            Err(e) => {
-                stop_all(&mut nodes);
-                return Err(e);
-            }
-        }
-    }
+    // Dropping the cluster on an error kills the nodes already started.
+    let mut cluster = LocalCluster::start(spec)?;
+    let http_addrs: Vec<String> = cluster.http_endpoints().iter().map(ToString::to_string).collect();
 
     println!();
     println!(
@@ -198,7 +165,7 @@ fn run(cli: Cli) -> Result<(), String> {
         dir.display(),
         if reused { "reused: the nodes restart from it" } else { "new" }
     );
-    for n in &nodes {
+    for n in &cluster.nodes {
         println!("  node {}: http://{}   log: {}", n.id, n.http, n.log.display());
     }
     println!();
@@ -210,17 +177,12 @@ fn run(cli: Cli) -> Result<(), String> {
     println!("Ctrl-C stops every node.");
     println!();
 
-    let agent: ureq::Agent = ureq::Agent::config_builder()
-        .timeout_global(Some(Duration::from_millis(400)))
-        .http_status_as_error(false)
-        .build()
-        .into();
     let tty = std::io::stdout().is_terminal();
     let mut drawn_lines = 0;
     let mut last_table = String::new();
     while !stop.load(Ordering::SeqCst) {
         let started = Instant::now();
-        let table = status_table(&agent, &mut nodes);
+        let table = status_table(&mut cluster);
         if tty {
             let mut out = std::io::stdout().lock();
             if drawn_lines > 0 {
@@ -240,50 +202,15 @@ fn run(cli: Cli) -> Result<(), String> {
     }
     println!();
     println!("stopping the nodes");
-    stop_all(&mut nodes);
+    stop_all(&mut cluster);
     Ok(())
-}
-
-fn spawn(bin: &Path, id: u64, listen: &str, http: &str, peers: &str, data: &Path, log: &Path) -> Result<Child, String> {
-    let open_log = || -> Result<File, String> {
-        OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(log)
-            .map_err(|e| format!("cannot open {}: {e}", log.display()))
-    };
-    let mut cmd = Command::new(bin);
-    cmd.args(["--id", &id.to_string(), "--listen", listen, "--http", http, "--peers", peers, "--data-dir"])
-        .arg(data)
-        .stdin(Stdio::null())
-        .stdout(open_log()?)
-        .stderr(open_log()?);
-    // A process group of its own: Ctrl-C in the terminal reaches only the launcher, which
-    // then stops the nodes itself.
-    std::os::unix::process::CommandExt::process_group(&mut cmd, 0);
-    cmd.spawn().map_err(|e| format!("cannot start {}: {e}", bin.display()))
 }
 
 /// Sends SIGTERM to every running node, waits for each to exit (SIGKILL after a
 /// timeout), and prints how each ended.
-fn stop_all(nodes: &mut [Node]) {
-    for n in nodes.iter_mut() {
-        if n.exited.is_none() && n.child.try_wait().ok().flatten().is_none() {
-            let _ = kill(Pid::from_raw(n.child.id() as i32), Signal::SIGTERM);
-        }
-    }
-    let deadline = Instant::now() + STOP_TIMEOUT;
-    for n in nodes.iter_mut() {
-        let status = loop {
-            match n.child.try_wait() {
-                Ok(Some(status)) => break Some(status),
-                Ok(None) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(20)),
-                _ => {
-                    let _ = n.child.kill();
-                    break n.child.wait().ok();
-                }
-            }
-        };
+fn stop_all(cluster: &mut LocalCluster) {
+    for (i, status) in cluster.stop_all(STOP_TIMEOUT).into_iter().enumerate() {
+        let n = &cluster.nodes[i];
         match status {
             Some(s) if s.success() => println!("  node {} stopped", n.id),
             Some(s) => println!("  node {} ended: {s} (see {})", n.id, n.log.display()),
@@ -293,18 +220,16 @@ fn stop_all(nodes: &mut [Node]) {
 }
 
 /// One poll of every node's `/status`, as the text of the table.
-fn status_table(agent: &ureq::Agent, nodes: &mut [Node]) -> String {
+fn status_table(cluster: &mut LocalCluster) -> String {
     let mut out = format!(
         "{:<5} {:<22} {:<10} {:>6} {:>7} {:>8} {:>8} {:>8}\n",
         "node", "http", "role", "term", "leader", "commit", "applied", "pid"
     );
-    for n in nodes.iter_mut() {
-        if n.exited.is_none() {
-            n.exited = n.child.try_wait().ok().flatten();
-        }
-        let row = match n.exited {
-            Some(status) => format!("exited: {status}, see {}", n.log.display()),
-            None => match fetch_status(agent, &n.http) {
+    for i in 0..cluster.nodes.len() {
+        let pid = cluster.pid(i).map_or(0, |p| p.as_raw());
+        let row = match cluster.exited(i) {
+            Some(status) => format!("exited: {status}, see {}", cluster.nodes[i].log.display()),
+            None => match cluster.status(i, STATUS_TIMEOUT) {
                 Ok(s) => {
                     let field = |k: &str| match &s[k] {
                         serde_json::Value::Null => "-".to_string(),
@@ -318,21 +243,18 @@ fn status_table(agent: &ureq::Agent, nodes: &mut [Node]) -> String {
                         field("leader"),
                         field("commit_index"),
                         field("applied_index"),
-                        n.child.id()
+                        pid
                     )
                 }
-                Err(e) => format!("{:<10} {:>6} {:>7} {:>8} {:>8} {:>8}  ({e})", "?", "", "", "", "", n.child.id()),
+                Err(e) => {
+                    format!("{:<10} {:>6} {:>7} {:>8} {:>8} {:>8}  ({})", "?", "", "", "", "", pid, short_error(&e))
+                }
             },
         };
+        let n = &cluster.nodes[i];
         out.push_str(&format!("{:<5} {:<22} {row}\n", n.id, format!("http://{}", n.http)));
     }
     out
-}
-
-fn fetch_status(agent: &ureq::Agent, http: &str) -> Result<serde_json::Value, String> {
-    let mut resp = agent.get(&format!("http://{http}/status")).call().map_err(|e| short_error(&e.to_string()))?;
-    let body = resp.body_mut().read_to_string().map_err(|e| short_error(&e.to_string()))?;
-    serde_json::from_str(&body).map_err(|e| format!("bad status: {e}"))
 }
 
 fn short_error(e: &str) -> String {

@@ -5,12 +5,12 @@
 //!         --peers 1=<raft-addr>,2=<raft-addr>,3=<raft-addr> --data-dir <DIR>
 //! ```
 //!
-//! See the `raft_examples::counter_app` module for the API, and the README for examples.
+//! See the `raft_examples::apps::counter` module for the API, and the README for examples.
 
 use std::process::ExitCode;
 
-use raft_examples::counter_app::CounterApp;
+use raft_examples::apps::counter::CounterApp;
 
 fn main() -> ExitCode {
-    raft_examples::node::main(|_| CounterApp)
+    raft_examples::host::main(|_| CounterApp)
 }

@@ -5,12 +5,12 @@
 //!    --peers 1=<raft-addr>,2=<raft-addr>,3=<raft-addr> --data-dir <DIR>
 //! ```
 //!
-//! See the `raft_examples::kv_app` module for the API, and the README for examples.
+//! See the `raft_examples::apps::kv` module for the API, and the README for examples.
 
 use std::process::ExitCode;
 
-use raft_examples::kv_app::KvApp;
+use raft_examples::apps::kv::KvApp;
 
 fn main() -> ExitCode {
-    raft_examples::node::main(|args| KvApp::new(args.max_value_size))
+    raft_examples::host::main(|args| KvApp::new(args.max_value_size))
 }

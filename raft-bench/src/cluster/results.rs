@@ -267,7 +267,7 @@ pub fn markdown_table(results: &[RunResult]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::bench::load::new_histogram;
+    use crate::cluster::load::new_histogram;
 
     fn result(target: Target, clients: usize, ops_per_sec: f64, p50: u64) -> RunResult {
         RunResult {

@@ -1,16 +1,19 @@
-//! The HTTP API of the `counter` app, in front of the replicated [`Counter`].
+//! The `counter` app: its HTTP API ([`CounterApp`], the routes) in front of the
+//! replicated [`Counter`] ([`state`]).
 //!
 //! | request | answer |
 //! |---|---|
 //! | `POST /incr`, optional body: an integer delta (default 1) | 200 `{"value": N}` once applied |
 //! | `GET /value` | 200 `{"value": N}`, linearizable (`?stale`: this replica) |
 
+pub mod state;
+
 use bytes::Bytes;
 use hyper::{Method, Request};
 
-use crate::counter::Counter;
+pub use self::state::Counter;
+use crate::host::{App, AppNode};
 use crate::http::{self, ApiError, HttpResponse};
-use crate::node::{App, AppNode};
 
 /// The longest `/incr` body read.
 const MAX_DELTA_BODY: usize = 64;

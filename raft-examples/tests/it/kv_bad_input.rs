@@ -1,13 +1,11 @@
 //! Bad input to a real `kv` process's HTTP API gets the documented status and a JSON
 //! error, and the node keeps serving.
 
-mod support;
-
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::Duration;
 
-use support::{Cluster, Reply};
+use crate::support::{Cluster, Reply, ReplyJson};
 
 const KV: &str = env!("CARGO_BIN_EXE_kv");
 const MAX_VALUE: usize = 1 << 20;

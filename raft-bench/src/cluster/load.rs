@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
 
-use super::http::Conn;
+use super::http_client::Conn;
 use super::target::{Op, RequestBuilder, Target, Workload};
 
 /// What the load looks like.

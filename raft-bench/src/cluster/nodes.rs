@@ -1,13 +1,16 @@
 //! Starting and stopping a cluster of `kv` processes or etcd members on loopback (3 nodes
-//! unless asked otherwise), with data in a temporary directory.
+//! unless asked otherwise), with data in a temporary directory, on the apps' launcher
+//! ([`raft_examples::launch`]); what differs per target is the program, its command line
+//! and how its status is read.
 
-use std::fs::File;
-use std::net::{SocketAddr, TcpListener};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use super::http::one_shot;
+use raft_examples::launch::{Data, LocalCluster, Member, Spec};
+
+use super::http_client::one_shot;
 use super::target::{parse_status, NodeStatus, RequestBuilder, Target};
 
 /// Where the programs are, where the data goes, and how many nodes run.
@@ -29,30 +32,10 @@ impl Default for ClusterOptions {
     }
 }
 
-struct Node {
-    http: SocketAddr,
-    peer: SocketAddr,
-    data_dir: PathBuf,
-    log: PathBuf,
-    child: Option<Child>,
-}
-
 /// A running cluster; dropping it kills every process it started.
 pub struct Cluster {
     target: Target,
-    program: PathBuf,
-    nodes: Vec<Node>,
-    token: String,
-    // Kept for its Drop: removes the data when the cluster goes.
-    _dir: tempfile::TempDir,
-}
-
-/// Reserves `n` distinct free loopback ports (all bound at once, then released).
-pub fn free_ports(n: usize) -> Result<Vec<SocketAddr>, String> {
-    let listeners = (0..n)
-        .map(|_| TcpListener::bind("127.0.0.1:0").map_err(|e| format!("cannot bind a loopback port: {e}")))
-        .collect::<Result<Vec<_>, _>>()?;
-    listeners.iter().map(|l| l.local_addr().map_err(|e| e.to_string())).collect()
+    nodes: LocalCluster,
 }
 
 /// The `kv` binary that sits next to the running executable (in `target/<profile>/`,
@@ -69,6 +52,26 @@ pub fn find_on_path(name: &str) -> Option<PathBuf> {
     std::env::split_paths(&path).map(|d| d.join(name)).find(|p| p.is_file())
 }
 
+/// The command line of etcd member `i`: `members[i].raft` is its peer address, `http`
+/// its client address; the cluster token (this process and the first port) tells this
+/// cluster's members from others.
+fn etcd_command_line(members: &[Member], i: usize) -> Vec<String> {
+    let node = &members[i];
+    let token = format!("bench-{}-{}", std::process::id(), members[0].http.port());
+    let initial = members.iter().map(|n| format!("m{}=http://{}", n.id, n.raft)).collect::<Vec<_>>().join(",");
+    vec![
+        format!("--name=m{}", node.id),
+        format!("--data-dir={}", node.data_dir.display()),
+        format!("--listen-client-urls=http://{}", node.http),
+        format!("--advertise-client-urls=http://{}", node.http),
+        format!("--listen-peer-urls=http://{}", node.raft),
+        format!("--initial-advertise-peer-urls=http://{}", node.raft),
+        format!("--initial-cluster={initial}"),
+        "--initial-cluster-state=new".into(),
+        format!("--initial-cluster-token={token}"),
+    ]
+}
+
 impl Cluster {
     /// Starts a cluster of `opts.nodes` nodes of `target` and returns once every process
     /// is spawned; [`Cluster::wait_ready`] waits for a leader.
@@ -78,34 +81,26 @@ impl Cluster {
         }
         let program = match target {
             Target::Kv => opts.kv_bin.clone().or_else(default_kv_bin).ok_or(
-                "no kv binary next to this executable: build it with `cargo build --release -p raft-examples` \
-                 or pass --kv-bin",
+                "no kv binary next to this executable: build it with \
+                 `cargo build --release -p raft-examples -p raft-bench` or pass --kv-bin",
             )?,
             Target::Etcd => opts.etcd_bin.clone().or_else(|| find_on_path("etcd")).ok_or(
                 "etcd is not installed: run scripts/install-bench-deps.sh (Debian's etcd-server) or pass --etcd-bin",
             )?,
         };
-        let dir = match &opts.dir {
-            Some(d) => tempfile::Builder::new().prefix("bench-cluster-").tempdir_in(d),
-            None => tempfile::Builder::new().prefix("bench-cluster-").tempdir(),
+        let mut spec = Spec::app(program, opts.nodes);
+        spec.data = Data::Temp { parent: opts.dir.clone(), prefix: "bench-cluster-".into() };
+        match target {
+            Target::Kv => {
+                if std::env::var_os("RUST_LOG").is_none() {
+                    spec.env.push(("RUST_LOG".into(), "warn".into()));
+                }
+            }
+            Target::Etcd => {
+                spec.command_line = Arc::new(etcd_command_line);
+            }
         }
-        .map_err(|e| format!("cannot create a temp dir: {e}"))?;
-        let ports = free_ports(2 * opts.nodes)?;
-        let nodes = (0..opts.nodes)
-            .map(|i| Node {
-                http: ports[2 * i],
-                peer: ports[2 * i + 1],
-                data_dir: dir.path().join(format!("node{}", i + 1)),
-                log: dir.path().join(format!("node{}.log", i + 1)),
-                child: None,
-            })
-            .collect();
-        let token = format!("bench-{}-{}", std::process::id(), ports[0].port());
-        let mut cluster = Cluster { target, program, nodes, token, _dir: dir };
-        for i in 0..opts.nodes {
-            cluster.spawn(i)?;
-        }
-        Ok(cluster)
+        Ok(Cluster { target, nodes: LocalCluster::start(spec)? })
     }
 
     /// The target this cluster runs.
@@ -115,83 +110,17 @@ impl Cluster {
 
     /// The data directory of all nodes.
     pub fn dir(&self) -> &Path {
-        self._dir.path()
-    }
-
-    fn args(&self, i: usize) -> Vec<String> {
-        let node = &self.nodes[i];
-        match self.target {
-            Target::Kv => {
-                let peers = self
-                    .nodes
-                    .iter()
-                    .enumerate()
-                    .map(|(j, n)| format!("{}={}", j + 1, n.peer))
-                    .collect::<Vec<_>>()
-                    .join(",");
-                vec![
-                    "--id".into(),
-                    (i + 1).to_string(),
-                    "--listen".into(),
-                    node.peer.to_string(),
-                    "--http".into(),
-                    node.http.to_string(),
-                    "--peers".into(),
-                    peers,
-                    "--data-dir".into(),
-                    node.data_dir.display().to_string(),
-                ]
-            }
-            Target::Etcd => {
-                let initial = self
-                    .nodes
-                    .iter()
-                    .enumerate()
-                    .map(|(j, n)| format!("m{}=http://{}", j + 1, n.peer))
-                    .collect::<Vec<_>>()
-                    .join(",");
-                vec![
-                    format!("--name=m{}", i + 1),
-                    format!("--data-dir={}", node.data_dir.display()),
-                    format!("--listen-client-urls=http://{}", node.http),
-                    format!("--advertise-client-urls=http://{}", node.http),
-                    format!("--listen-peer-urls=http://{}", node.peer),
-                    format!("--initial-advertise-peer-urls=http://{}", node.peer),
-                    format!("--initial-cluster={initial}"),
-                    "--initial-cluster-state=new".into(),
-                    format!("--initial-cluster-token={}", self.token),
-                ]
-            }
-        }
-    }
-
-    fn spawn(&mut self, i: usize) -> Result<(), String> {
-        let args = self.args(i);
-        let node = &mut self.nodes[i];
-        let log = File::options()
-            .create(true)
-            .append(true)
-            .open(&node.log)
-            .map_err(|e| format!("cannot open {}: {e}", node.log.display()))?;
-        let log2 = log.try_clone().map_err(|e| e.to_string())?;
-        let mut cmd = Command::new(&self.program);
-        cmd.args(&args).stdin(Stdio::null()).stdout(log).stderr(log2);
-        if self.target == Target::Kv && std::env::var_os("RUST_LOG").is_none() {
-            cmd.env("RUST_LOG", "warn");
-        }
-        let child = cmd.spawn().map_err(|e| format!("cannot start {}: {e}", self.program.display()))?;
-        node.child = Some(child);
-        Ok(())
+        self.nodes.dir()
     }
 
     /// HTTP addresses of the nodes, in node order.
     pub fn http_endpoints(&self) -> Vec<SocketAddr> {
-        self.nodes.iter().map(|n| n.http).collect()
+        self.nodes.http_endpoints()
     }
 
     /// Process ids of the running nodes (`None` for a killed one).
     pub fn pids(&self) -> Vec<Option<u32>> {
-        self.nodes.iter().map(|n| n.child.as_ref().map(Child::id)).collect()
+        (0..self.nodes.nodes.len()).map(|i| self.nodes.pid(i).and_then(|p| u32::try_from(p.as_raw()).ok())).collect()
     }
 
     /// Peak resident memory (VmHWM) of each running node, in KiB.
@@ -201,35 +130,21 @@ impl Cluster {
 
     /// The last `lines` lines of node `i`'s output, for error messages.
     pub fn log_tail(&self, i: usize, lines: usize) -> String {
-        let text = std::fs::read_to_string(&self.nodes[i].log).unwrap_or_default();
-        let all: Vec<&str> = text.lines().collect();
-        all[all.len().saturating_sub(lines)..].join("\n")
+        self.nodes.log_tail(i, lines)
     }
 
     /// Fails if a node that should run has exited.
     pub fn check_alive(&mut self) -> Result<(), String> {
-        for i in 0..self.nodes.len() {
-            if let Some(child) = self.nodes[i].child.as_mut() {
-                if let Ok(Some(status)) = child.try_wait() {
-                    self.nodes[i].child = None;
-                    return Err(format!(
-                        "{} node {} exited ({status}); its last output:\n{}",
-                        self.target,
-                        i + 1,
-                        self.log_tail(i, 20)
-                    ));
-                }
-            }
-        }
-        Ok(())
+        let target = self.target;
+        self.nodes.check_alive().map_err(|e| format!("{target} {e}"))
     }
 
     /// Asks every running node for its status (`None` for a killed or silent node).
     pub async fn statuses(&self) -> Vec<Option<NodeStatus>> {
         let builder = RequestBuilder::new(self.target, 0);
         let mut out = Vec::new();
-        for node in &self.nodes {
-            if node.child.is_none() {
+        for (i, node) in self.nodes.nodes.iter().enumerate() {
+            if !self.nodes.running(i) {
                 out.push(None);
                 continue;
             }
@@ -249,7 +164,7 @@ impl Cluster {
         loop {
             self.check_alive()?;
             let st = self.statuses().await;
-            let running = self.nodes.iter().filter(|n| n.child.is_some()).count();
+            let running = (0..self.nodes.nodes.len()).filter(|&i| self.nodes.running(i)).count();
             let answered: Vec<(usize, &NodeStatus)> =
                 st.iter().enumerate().filter_map(|(i, s)| s.as_ref().map(|s| (i, s))).collect();
             let leaders: Vec<usize> = answered.iter().filter(|(_, s)| s.is_leader).map(|(i, _)| *i).collect();
@@ -260,7 +175,7 @@ impl Cluster {
                 }
             }
             if Instant::now() > deadline {
-                let logs = (0..self.nodes.len())
+                let logs = (0..self.nodes.nodes.len())
                     .map(|i| format!("node {}:\n{}", i + 1, self.log_tail(i, 10)))
                     .collect::<Vec<_>>()
                     .join("\n");
@@ -271,45 +186,24 @@ impl Cluster {
     }
 
     /// Kills node `i` with SIGKILL and reaps it.
-    pub fn kill(&mut self, i: usize) -> Result<(), String> {
-        if let Some(mut child) = self.nodes[i].child.take() {
-            child.kill().map_err(|e| format!("cannot kill node {}: {e}", i + 1))?;
-            let _ = child.wait();
-        }
-        Ok(())
+    pub fn kill(&mut self, i: usize) {
+        self.nodes.kill(i);
     }
 
     /// Kills node `i` with SIGKILL and returns the instant the signal was sent (before
     /// the process is reaped).
     pub fn kill_signal(&mut self, i: usize) -> Result<Instant, String> {
-        let mut child = self.nodes[i].child.take().ok_or_else(|| format!("node {} is not running", i + 1))?;
-        child.kill().map_err(|e| format!("cannot kill node {}: {e}", i + 1))?;
-        let at = Instant::now();
-        let _ = child.wait();
-        Ok(at)
+        self.nodes.kill(i).ok_or_else(|| format!("node {} is not running", i + 1))
     }
 
     /// Starts node `i` again on its data directory.
     pub fn restart(&mut self, i: usize) -> Result<(), String> {
-        self.kill(i)?;
-        self.spawn(i)
+        self.nodes.restart(i)
     }
 
     /// Kills every node.
     pub fn stop(mut self) {
-        self.kill_all();
-    }
-
-    fn kill_all(&mut self) {
-        for i in 0..self.nodes.len() {
-            let _ = self.kill(i);
-        }
-    }
-}
-
-impl Drop for Cluster {
-    fn drop(&mut self) {
-        self.kill_all();
+        self.nodes.kill_all();
     }
 }
 
@@ -341,7 +235,7 @@ mod tests {
 
     #[test]
     fn free_ports_are_distinct() {
-        let p = free_ports(6).unwrap();
+        let p = raft_examples::launch::free_ports(6).unwrap();
         let mut ports: Vec<u16> = p.iter().map(|a| a.port()).collect();
         ports.sort_unstable();
         ports.dedup();

@@ -4,8 +4,8 @@
 //! over, restarts the old node from its store and shows it catching up, printing the
 //! cluster's status table at each step.
 //!
-//!     cargo run --release -p raft-examples --bin demo
-//!     cargo run --release -p raft-examples --features smol --bin demo -- --runtime smol
+//!     cargo run --release -p raft-examples --example demo
+//!     cargo run --release -p raft-examples --features smol --example demo -- --runtime smol
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -17,7 +17,7 @@ use raft::runtime::TokioRuntime;
 use raft::testing::mem_network::MemNetwork;
 use raft::testing::mem_store::MemStore;
 use raft::{Config, NodeId, Raft, Role, Runtime};
-use raft_examples::counter::Counter;
+use raft_examples::apps::counter::Counter;
 
 #[derive(Clone, Copy, ValueEnum)]
 enum Rt {

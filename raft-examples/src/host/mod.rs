@@ -1,29 +1,35 @@
-//! Running one node of an example app: the command line shared by the apps, the file
-//! store under `--data-dir`, the TCP transport on `--listen`, the HTTP server on
-//! `--http` with `/status`, and a clean stop on SIGTERM or SIGINT.
+//! The host: everything a node of an example app needs besides the app itself. It parses
+//! the command line ([`NodeArgs`]), opens the file store under `--data-dir`, starts the
+//! TCP transport on `--listen` and the HTTP server on `--http` with `/status`, runs the
+//! app's extra services ([`App::services`]) beside it, puts the threads under
+//! `SCHED_BATCH` ([`sched`]) and stops cleanly on SIGTERM or SIGINT.
 //!
-//! An app ([`App`]) brings its state machine and its HTTP routes; everything else is
-//! here, so `kv` and `counter` start, recover and stop the same way.
+//! An app ([`App`]) brings its state machine, its HTTP routes and any listeners of its
+//! own; everything else is here, so every app starts, recovers and stops the same way.
+
+pub mod args;
+pub mod sched;
+pub mod status;
 
 use std::collections::BTreeMap;
 use std::future::Future;
-use std::net::{SocketAddr, ToSocketAddrs};
-use std::path::PathBuf;
+use std::pin::pin;
 use std::process::ExitCode;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
-use clap::{CommandFactory, FromArgMatches, Parser, ValueEnum};
-use futures::future::{BoxFuture, FutureExt};
+use clap::{CommandFactory, FromArgMatches};
+use futures::future::{BoxFuture, Either, FutureExt};
 use hyper::{Method, Request, StatusCode};
-use raft::{Config, LogStore, NodeId, Raft, Role, StateMachine};
+use raft::{Config, LogStore, Raft, StateMachine};
 use raft_net_tcp::{TcpConfig, TcpTransport};
 use raft_store_file::{FileStore, FileStoreOptions};
 use tracing::{error, info, warn};
 
+use self::args::resolve;
+pub use self::args::{parse_peers, NodeArgs, Peers, RuntimeChoice};
 use crate::http::{self, ApiError, Handler, HttpResponse, HttpRuntime};
-use crate::sched::{self, Scheduling};
 
 #[cfg(not(any(feature = "tokio", feature = "smol")))]
 compile_error!("raft-examples needs a runtime: enable the `tokio` or the `smol` feature");
@@ -31,91 +37,12 @@ compile_error!("raft-examples needs a runtime: enable the `tokio` or the `smol` 
 /// The longest any client request waits for the cluster before it is answered with 503.
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// The async runtime a node runs on.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
-pub enum RuntimeChoice {
-    /// tokio, multi-threaded (feature `tokio`).
-    #[cfg(feature = "tokio")]
-    Tokio,
-    /// smol, on an executor driven by two threads (feature `smol`).
-    #[cfg(feature = "smol")]
-    Smol,
-}
+/// A task the host runs beside the HTTP server for as long as the node runs (see
+/// [`App::services`]). It is dropped when the node stops; an error stops the node.
+pub type Service = BoxFuture<'static, Result<(), String>>;
 
-impl Default for RuntimeChoice {
-    fn default() -> Self {
-        #[cfg(feature = "tokio")]
-        return RuntimeChoice::Tokio;
-        #[cfg(not(feature = "tokio"))]
-        return RuntimeChoice::Smol;
-    }
-}
-
-/// The command line of an app node. Both apps take exactly these flags.
-#[derive(Clone, Debug, Parser)]
-#[command(version)]
-pub struct NodeArgs {
-    /// This node's id: one of the ids in `--peers`.
-    #[arg(long)]
-    pub id: NodeId,
-    /// The address to listen on for Raft traffic from the other nodes (host:port).
-    #[arg(long)]
-    pub listen: String,
-    /// The address to serve the HTTP API on (host:port).
-    #[arg(long)]
-    pub http: String,
-    /// Every member's Raft address, this node's included: `1=host:port,2=host:port,...`.
-    /// They make up the cluster when the data directory is empty; after that the
-    /// membership comes from the log and the addresses are only used to reach the peers.
-    #[arg(long, value_parser = parse_peers)]
-    pub peers: Peers,
-    /// The directory holding this node's log; it is created if missing.
-    #[arg(long)]
-    pub data_dir: PathBuf,
-    /// The async runtime to run on (the choices are the runtimes compiled in).
-    #[arg(long, value_enum, default_value_t = RuntimeChoice::default())]
-    pub runtime: RuntimeChoice,
-    /// The largest value (request body) accepted, in bytes.
-    #[arg(long, default_value_t = 1 << 20)]
-    pub max_value_size: usize,
-    /// How the OS schedules the node's threads (see the `sched` module): `batch` keeps a
-    /// node from being preempted mid-burst by the peers it wakes.
-    #[arg(long, value_enum, default_value_t = Scheduling::default())]
-    pub scheduling: Scheduling,
-}
-
-/// The `--peers` list: node id to Raft address, as given.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Peers(pub BTreeMap<NodeId, String>);
-
-/// Parses `1=host:port,2=host:port,...`.
-pub fn parse_peers(s: &str) -> Result<Peers, String> {
-    let mut peers = BTreeMap::new();
-    for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
-        let (id, addr) = part.split_once('=').ok_or_else(|| format!("`{part}` is not of the form ID=HOST:PORT"))?;
-        let id: NodeId = id.trim().parse().map_err(|_| format!("`{id}` is not a node id"))?;
-        if id == 0 {
-            return Err("node id 0 is reserved".into());
-        }
-        if peers.insert(id, addr.trim().to_string()).is_some() {
-            return Err(format!("node {id} is listed twice"));
-        }
-    }
-    if peers.is_empty() {
-        return Err("no peers given".into());
-    }
-    Ok(Peers(peers))
-}
-
-fn resolve(what: &str, addr: &str) -> Result<SocketAddr, String> {
-    addr.to_socket_addrs()
-        .map_err(|e| format!("{what} `{addr}`: {e}"))?
-        .next()
-        .ok_or_else(|| format!("{what} `{addr}` resolves to no address"))
-}
-
-/// An example application: a state machine and the HTTP routes in front of it. `/status`
-/// is served for every app.
+/// An example application: a state machine, the HTTP routes in front of it, and any
+/// listeners of its own. `/status` is served for every app.
 pub trait App: Send + Sync + 'static {
     /// The replicated state.
     type Machine: StateMachine + Default;
@@ -141,18 +68,31 @@ pub trait App: Send + Sync + 'static {
         node: &'a AppNode<Self::Machine>,
         request: Request<Bytes>,
     ) -> impl Future<Output = Result<HttpResponse, ApiError>> + Send + 'a;
+
+    /// Tasks the host runs beside the HTTP server once the node has started, such as a
+    /// listener of the app's own (a DNS server's UDP and TCP sockets). They get the
+    /// runtime and the node; they are dropped when the node stops, and the first one that
+    /// fails stops the node with its error. One that ends with `Ok` just ends. None by
+    /// default.
+    fn services<R: HttpRuntime>(&self, rt: &R, node: &AppNode<Self::Machine>) -> Vec<Service> {
+        let _ = (rt, node);
+        Vec::new()
+    }
 }
 
-type Sleeper = Arc<dyn Fn(Duration) -> BoxFuture<'static, ()> + Send + Sync>;
-
-/// A running node as the app's handlers see it: the Raft handle, with proposals and
-/// reads bounded by [`REQUEST_TIMEOUT`] (the Raft handle's request timeout).
+/// A running node as the app's handlers and services see it: the Raft handle, with
+/// proposals and reads bounded by [`REQUEST_TIMEOUT`] (the Raft handle's request
+/// timeout).
 pub struct AppNode<SM: StateMachine> {
     raft: Raft<SM>,
     app: &'static str,
     runtime: &'static str,
-    request_timeout: Duration,
-    sleep: Sleeper,
+}
+
+impl<SM: StateMachine> Clone for AppNode<SM> {
+    fn clone(&self) -> Self {
+        AppNode { raft: self.raft.clone(), app: self.app, runtime: self.runtime }
+    }
 }
 
 impl<SM: StateMachine> AppNode<SM> {
@@ -182,29 +122,7 @@ impl<SM: StateMachine> AppNode<SM> {
 
     /// The body of `GET /status`.
     pub fn status_json(&self) -> serde_json::Value {
-        let s = self.raft.status();
-        let role = match s.role {
-            _ if !s.is_voter => "learner",
-            Role::Leader => "leader",
-            Role::Candidate | Role::PreCandidate => "candidate",
-            Role::Follower => "follower",
-        };
-        serde_json::json!({
-            "id": s.id,
-            "role": role,
-            "term": s.term,
-            "leader": s.leader,
-            "commit_index": s.commit_index,
-            "applied_index": s.applied_index,
-            "last_log_index": s.last_log_index,
-            "durable_index": s.durable_index,
-            "voters": s.membership.voters,
-            "learners": s.membership.learners,
-            "app": self.app,
-            "runtime": self.runtime,
-            "stopped": s.stopped,
-            "fatal_error": s.fatal_error,
-        })
+        status::status_json(&self.raft, self.app, self.runtime)
     }
 }
 
@@ -220,11 +138,7 @@ impl<A: App> Handler for NodeHandler<A> {
     }
 
     fn body_timeout(&self) -> Duration {
-        self.node.request_timeout
-    }
-
-    fn sleep(&self, d: Duration) -> BoxFuture<'static, ()> {
-        (self.node.sleep)(d)
+        REQUEST_TIMEOUT
     }
 
     async fn handle(self: Arc<Self>, request: Request<Bytes>) -> HttpResponse {
@@ -270,21 +184,13 @@ pub fn main<A: App>(app: impl FnOnce(&NodeArgs) -> A) -> ExitCode {
         warn!(error = %e, policy = ?args.scheduling, "cannot set the scheduling policy; running under the default one");
     }
     let app = app(&args);
-
-    // The first SIGTERM or SIGINT stops the node cleanly; a second one exits at once.
-    let (stop_tx, stop_rx) = futures::channel::oneshot::channel::<()>();
-    let stop_tx = Mutex::new(Some(stop_tx));
-    if let Err(e) = ctrlc::set_handler(move || match stop_tx.lock().unwrap_or_else(|e| e.into_inner()).take() {
-        Some(tx) => {
-            let _ = tx.send(());
+    let stop = match stop_signal() {
+        Ok(stop) => stop,
+        Err(e) => {
+            error!("{e}");
+            return ExitCode::FAILURE;
         }
-        None => std::process::exit(130),
-    }) {
-        error!(error = %e, "cannot install the signal handler");
-        return ExitCode::FAILURE;
-    }
-    let stop = stop_rx.map(|_| ());
-
+    };
     let result = match args.runtime {
         #[cfg(feature = "tokio")]
         RuntimeChoice::Tokio => match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
@@ -302,6 +208,20 @@ pub fn main<A: App>(app: impl FnOnce(&NodeArgs) -> A) -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// A future that completes on the first SIGTERM or SIGINT; a second one exits at once.
+fn stop_signal() -> Result<impl Future<Output = ()>, String> {
+    let (stop_tx, stop_rx) = futures::channel::oneshot::channel::<()>();
+    let stop_tx = Mutex::new(Some(stop_tx));
+    ctrlc::set_handler(move || match stop_tx.lock().unwrap_or_else(|e| e.into_inner()).take() {
+        Some(tx) => {
+            let _ = tx.send(());
+        }
+        None => std::process::exit(130),
+    })
+    .map_err(|e| format!("cannot install the signal handler: {e}"))?;
+    Ok(stop_rx.map(|_| ()))
 }
 
 /// Runs the node on a smol executor of its own, driven by this thread and one more.
@@ -322,7 +242,8 @@ fn run_on_smol<A: App>(args: NodeArgs, app: A, stop: impl Future<Output = ()>) -
     result
 }
 
-/// Starts the node on `rt` and serves until `stop` completes, then shuts it down.
+/// Starts the node on `rt` and serves until `stop` completes (or one of the app's
+/// services fails), then shuts it down.
 pub async fn run<R: HttpRuntime, A: App>(
     rt: R,
     args: NodeArgs,
@@ -346,7 +267,6 @@ pub async fn run<R: HttpRuntime, A: App>(
         FileStore::open(&args.data_dir, FileStoreOptions { cluster_id: A::CLUSTER_ID, ..Default::default() })
             .map_err(|e| format!("cannot open the store in {}: {e}", args.data_dir.display()))?;
     let initial = store.initial_state().await.map_err(|e| format!("cannot read the store: {e}"))?;
-    let fresh = initial.last.index == 0 && initial.prev.index == 0 && initial.hard_state == Default::default();
 
     let transport = TcpTransport::bind(rt.clone(), TcpConfig::new(A::CLUSTER_ID, id), listen)
         .await
@@ -362,7 +282,7 @@ pub async fn run<R: HttpRuntime, A: App>(
     // The framework's own timeout ends every write and read (no leader, or an unknown
     // outcome: answered with 503).
     let config = Config { request_timeout: REQUEST_TIMEOUT, ..Config::default() };
-    let raft = if fresh {
+    let raft = if initial.is_empty() {
         info!(node = id, members = ?peers.keys().collect::<Vec<_>>(), "empty data directory: bootstrapping the cluster");
         Raft::bootstrap(id, peers.keys().copied(), config, rt.clone(), store, transport.network(), A::Machine::default())
             .await
@@ -374,14 +294,8 @@ pub async fn run<R: HttpRuntime, A: App>(
     let receiver = raft.clone();
     transport.start(move |m| receiver.receive(m));
 
-    let sleep_rt = rt.clone();
-    let node = AppNode {
-        raft: raft.clone(),
-        app: A::NAME,
-        runtime: rt.name(),
-        request_timeout: REQUEST_TIMEOUT,
-        sleep: Arc::new(move |d| sleep_rt.sleep_until(sleep_rt.now().add(d)).boxed()),
-    };
+    let node = AppNode { raft: raft.clone(), app: A::NAME, runtime: rt.name() };
+    let services = app.services(&rt, &node);
     info!(
         node = id,
         app = A::NAME,
@@ -391,50 +305,90 @@ pub async fn run<R: HttpRuntime, A: App>(
         data_dir = %args.data_dir.display(),
         "node started"
     );
-    http::serve(rt.clone(), http_listener, Arc::new(NodeHandler { app, node }), stop).await;
+    let serving = http::serve(rt.clone(), http_listener, Arc::new(NodeHandler { app, node }), stop);
+    let result = match futures::future::select(pin!(serving), pin!(run_services(services))).await {
+        Either::Left(((), _)) => Ok(()),
+        Either::Right((e, _)) => Err(e),
+    };
 
     info!(node = id, "stopping");
     raft.shutdown().await;
     transport.shutdown().await;
     info!(node = id, "stopped");
-    Ok(())
+    result
 }
 
-#[cfg(test)]
+/// Runs `services` together; completes only with the first one's error (one that ends
+/// with `Ok` leaves the others running).
+async fn run_services(services: Vec<Service>) -> String {
+    let failures = services.into_iter().map(|s| {
+        async move {
+            match s.await {
+                Ok(()) => futures::future::pending::<String>().await,
+                Err(e) => format!("a service of the app failed: {e}"),
+            }
+        }
+        .boxed()
+    });
+    // A pending one keeps `select_all` from an empty list.
+    let (e, _, _) = futures::future::select_all(failures.chain([futures::future::pending().boxed()])).await;
+    e
+}
+
+#[cfg(all(test, feature = "tokio"))]
 mod tests {
     use super::*;
+    use clap::Parser;
 
-    #[test]
-    fn peers_parse_and_bad_lists_are_refused() {
-        let p = parse_peers("1=127.0.0.1:7001, 2=localhost:7002,3=[::1]:7003").unwrap();
-        assert_eq!(p.0.len(), 3);
-        assert_eq!(p.0[&2], "localhost:7002");
-        assert!(parse_peers("").is_err());
-        assert!(parse_peers("1=a:1,1=b:2").is_err());
-        assert!(parse_peers("0=a:1").is_err());
-        assert!(parse_peers("x=a:1").is_err());
-        assert!(parse_peers("127.0.0.1:7001").is_err());
+    use crate::apps::counter::Counter;
+
+    /// An app with no routes whose one service fails at once.
+    struct FailingService;
+
+    impl App for FailingService {
+        type Machine = Counter;
+        const NAME: &'static str = "failing";
+        const ABOUT: &'static str = "";
+        const CLUSTER_ID: u64 = 0x7465_7374;
+
+        fn max_body_size(&self, _: &Method, _: &str) -> usize {
+            0
+        }
+
+        async fn handle<'a>(&'a self, _: &'a AppNode<Counter>, r: Request<Bytes>) -> Result<HttpResponse, ApiError> {
+            Err(http::not_found(r.uri().path()))
+        }
+
+        fn services<R: HttpRuntime>(&self, _rt: &R, node: &AppNode<Counter>) -> Vec<Service> {
+            let node = node.clone();
+            vec![Box::pin(async move { Err(format!("boom on node {}", node.raft().status().id)) })]
+        }
     }
 
     #[test]
-    fn the_command_line_is_the_documented_one() {
+    fn a_failing_service_stops_the_node_with_its_error() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let ports = crate::launch::free_ports(2).expect("ports");
         let args = NodeArgs::try_parse_from([
-            "kv",
+            "failing",
             "--id",
-            "2",
+            "1",
             "--listen",
-            "127.0.0.1:7002",
+            &ports[0].to_string(),
             "--http",
-            "127.0.0.1:8002",
+            &ports[1].to_string(),
             "--peers",
-            "1=127.0.0.1:7001,2=127.0.0.1:7002,3=127.0.0.1:7003",
+            &format!("1={}", ports[0]),
             "--data-dir",
-            "/tmp/x",
+            &dir.path().display().to_string(),
         ])
-        .unwrap();
-        assert_eq!(args.id, 2);
-        assert_eq!(args.runtime, RuntimeChoice::default());
-        assert_eq!(args.max_value_size, 1 << 20);
-        assert!(NodeArgs::try_parse_from(["kv", "--id", "1"]).is_err());
+        .expect("args");
+        let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().expect("tokio");
+        // The runtime handle is taken inside the runtime.
+        let result = rt.block_on(async {
+            run(raft::runtime::TokioRuntime::new(), args, FailingService, futures::future::pending()).await
+        });
+        let e = result.expect_err("the service failed");
+        assert!(e.contains("boom on node 1"), "{e}");
     }
 }

@@ -3,14 +3,13 @@
 //! load generator.
 //!
 //! The `bench` binary's `cluster`, `compare`, `failover` and `report` subcommands call
-//! the `run_*` functions here; the parts ([`load`], [`cluster`], [`target`], [`results`],
-//! [`plot`], [`progress`]) are usable on their own.
+//! the `run_*` functions here; the parts ([`load`], [`nodes`], [`target`], [`results`],
+//! [`plot`], [`progress`], [`http_client`]) are usable on their own.
 
-pub mod cluster;
 pub mod failover;
-pub mod floor;
-pub mod http;
+pub mod http_client;
 pub mod load;
+pub mod nodes;
 pub mod plot;
 pub mod progress;
 pub mod results;
@@ -20,8 +19,8 @@ use std::future::Future;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use cluster::{Cluster, ClusterOptions};
 use load::{Load, LoadConfig};
+use nodes::{Cluster, ClusterOptions};
 use progress::Progress;
 use results::{aggregate, markdown_table, ratios, RunResult};
 use target::{Target, Workload};

@@ -3,14 +3,12 @@
 //! and paused with SIGSTOP (and resumed); the clients' history is then checked for
 //! linearizability.
 
-mod support;
-
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use crate::support::{request, Cluster, ReplyJson};
 use raft::testing::linearizability::{check_kv, KvInput, KvOutput, Operation};
-use support::{request, Cluster};
 
 const KV: &str = env!("CARGO_BIN_EXE_kv");
 const KEYS: [&str; 3] = ["x", "y", "z"];
@@ -21,7 +19,7 @@ type History = Vec<Operation<KvInput, KvOutput>>;
 /// One client: random operations on random keys through random nodes until `stop`.
 fn client(id: u64, seed: u64, urls: Vec<String>, start: Instant, stop: Arc<AtomicBool>, history: Arc<Mutex<History>>) {
     let mut rng = fastrand::Rng::with_seed(seed);
-    let agent = support::client();
+    let agent = crate::support::client();
     let nanos = || u64::try_from(start.elapsed().as_nanos()).unwrap_or(u64::MAX);
     let mut n = 0;
     while !stop.load(Ordering::SeqCst) {

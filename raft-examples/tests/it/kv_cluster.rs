@@ -2,14 +2,12 @@
 //! the leader killed with SIGKILL, the whole cluster killed and restarted, and a node
 //! paused with SIGSTOP.
 
-mod support;
-
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use support::{wait_until, Cluster, PATIENCE};
+use crate::support::{wait_until, Cluster, ReplyJson, PATIENCE};
 
 const KV: &str = env!("CARGO_BIN_EXE_kv");
 
@@ -136,11 +134,11 @@ fn all_nodes_killed_and_restarted_keep_every_acknowledged_write() {
         .map(|w| {
             let (acked, stop, base) = (acked.clone(), stop.clone(), urls[w].clone());
             std::thread::spawn(move || {
-                let agent = support::client();
+                let agent = crate::support::client();
                 let mut n = 0;
                 while !stop.load(Ordering::SeqCst) {
                     let (key, value) = (format!("w{w}-{n}"), format!("value {w} {n}"));
-                    let r = support::request(&agent, "PUT", &format!("{base}/kv/{key}"), Some(value.as_bytes()));
+                    let r = crate::support::request(&agent, "PUT", &format!("{base}/kv/{key}"), Some(value.as_bytes()));
                     if r.status == 200 {
                         acked.lock().unwrap().insert(key, value);
                     }

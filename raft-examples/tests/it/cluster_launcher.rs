@@ -1,15 +1,13 @@
 //! The `cluster` launcher: it starts three nodes that serve, stops them all cleanly on
 //! SIGINT, and a second run restarts them from the same data.
 
-mod support;
-
 use std::net::TcpListener;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use crate::support::{request, wait_until, PATIENCE};
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
-use support::{request, wait_until, PATIENCE};
 
 const CLUSTER: &str = env!("CARGO_BIN_EXE_cluster");
 
@@ -75,7 +73,7 @@ fn launcher_runs_three_nodes_stops_them_on_sigint_and_reuses_the_data() {
     let tmp = tempfile::tempdir().expect("temp dir");
     let base = free_base_port();
     let http: Vec<String> = (1..=3).map(|i| format!("127.0.0.1:{}", base + 1000 + i)).collect();
-    let agent = support::client();
+    let agent = crate::support::client();
     let put = |node: usize, key: &str, value: &str| {
         wait_until("a write through the launched cluster", PATIENCE, || {
             let r = request(&agent, "PUT", &format!("http://{}/kv/{key}", http[node]), Some(value.as_bytes()));

@@ -1,107 +1,39 @@
-//! The HTTP side of the example apps: errors and JSON answers, the adapter between
-//! `futures` sockets and hyper, hyper's timer on each runtime, and the server loop.
+//! The HTTP side of the example apps: the server loop ([`serve`]), the [`Handler`] it
+//! calls, JSON answers and path helpers; errors in [`error`], the socket adapter and
+//! hyper's timers in [`hyper_io`].
 //!
-//! One code path serves both runtimes: connections come from [`TcpRuntime::accept`]
+//! One code path serves both runtimes: connections come from
+//! [`raft_net_tcp::TcpRuntime::accept`]
 //! (a `futures::io` stream on tokio and on smol alike) and each one is served by hyper's
 //! HTTP/1 server in a task of its own.
 
+pub mod error;
+pub mod hyper_io;
+
 use std::convert::Infallible;
 use std::future::Future;
-use std::io;
-use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{ready, Context, Poll};
+use std::task::Poll;
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use futures::future::Either;
-use futures::io::{AsyncRead, AsyncWrite};
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper::header::{HeaderValue, CONTENT_TYPE};
 use hyper::{Request, Response, StatusCode};
-use raft_net_tcp::TcpRuntime;
+use raft::runtime::DynClock;
+use raft::Runtime;
 use tracing::{debug, warn};
+
+pub use self::error::ApiError;
+pub use self::hyper_io::{HttpRuntime, HyperIo};
 
 /// The response type of every handler.
 pub type HttpResponse = Response<Full<Bytes>>;
 
 /// How long a client may take to send a request's headers.
 pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
-
-/// An error answered to an HTTP client as a status and a JSON body `{"error": "..."}`.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum ApiError {
-    /// 400: the request is malformed.
-    BadRequest(String),
-    /// 404: no such resource.
-    NotFound(String),
-    /// 405: the resource does not support the method.
-    MethodNotAllowed(String),
-    /// 408: the request body did not arrive in time.
-    RequestTimeout(String),
-    /// 413: the body is larger than allowed.
-    TooLarge(String),
-    /// 500: something failed that is not the client's fault and will not go away by
-    /// retrying.
-    Internal(String),
-    /// 503: no leader or no quorum answered in time, or the node is stopping; the
-    /// client may retry.
-    Unavailable(String),
-}
-
-impl ApiError {
-    /// The HTTP status of this error.
-    pub fn status(&self) -> StatusCode {
-        match self {
-            ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
-            ApiError::NotFound(_) => StatusCode::NOT_FOUND,
-            ApiError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
-            ApiError::RequestTimeout(_) => StatusCode::REQUEST_TIMEOUT,
-            ApiError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
-            ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
-            ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
-        }
-    }
-
-    /// The message sent to the client.
-    pub fn message(&self) -> &str {
-        match self {
-            ApiError::BadRequest(m)
-            | ApiError::NotFound(m)
-            | ApiError::MethodNotAllowed(m)
-            | ApiError::RequestTimeout(m)
-            | ApiError::TooLarge(m)
-            | ApiError::Internal(m)
-            | ApiError::Unavailable(m) => m,
-        }
-    }
-
-    /// The response: the status and `{"error": message}`.
-    pub fn into_response(self) -> HttpResponse {
-        json_response(self.status(), &serde_json::json!({ "error": self.message() }))
-    }
-}
-
-impl std::fmt::Display for ApiError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}: {}", self.status(), self.message())
-    }
-}
-
-impl std::error::Error for ApiError {}
-
-impl From<raft::ClientError> for ApiError {
-    fn from(e: raft::ClientError) -> Self {
-        match e {
-            raft::ClientError::Encode(_) => ApiError::Internal(e.to_string()),
-            // Not the leader and no forwarding possible, no leader, a timeout, a proposal
-            // lost to a leadership change, back-pressure, a stopping or failed node: the
-            // request may succeed later or elsewhere.
-            _ => ApiError::Unavailable(e.to_string()),
-        }
-    }
-}
 
 /// A response with `value` as its JSON body.
 pub fn json_response(status: StatusCode, value: &impl serde::Serialize) -> HttpResponse {
@@ -154,150 +86,6 @@ pub fn not_found(path: &str) -> ApiError {
     ApiError::NotFound(format!("no such resource: {path}"))
 }
 
-/// A hyper I/O object over a `futures::io` stream (a socket from [`TcpRuntime`]).
-///
-/// Reads go through a small buffer of its own, since hyper's read buffer is
-/// uninitialized memory that safe code cannot hand out as a slice.
-pub struct HyperIo<T> {
-    io: T,
-    scratch: Box<[u8]>,
-}
-
-impl<T> HyperIo<T> {
-    /// Wraps `io`.
-    pub fn new(io: T) -> Self {
-        HyperIo { io, scratch: vec![0; 16 * 1024].into_boxed_slice() }
-    }
-}
-
-impl<T: AsyncRead + Unpin> hyper::rt::Read for HyperIo<T> {
-    fn poll_read(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        mut buf: hyper::rt::ReadBufCursor<'_>,
-    ) -> Poll<io::Result<()>> {
-        let this = self.get_mut();
-        let want = buf.remaining().min(this.scratch.len());
-        let n = ready!(Pin::new(&mut this.io).poll_read(cx, &mut this.scratch[..want]))?;
-        buf.put_slice(&this.scratch[..n]);
-        Poll::Ready(Ok(()))
-    }
-}
-
-impl<T: AsyncWrite + Unpin> hyper::rt::Write for HyperIo<T> {
-    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.get_mut().io).poll_write(cx, buf)
-    }
-
-    fn poll_write_vectored(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[io::IoSlice<'_>],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.get_mut().io).poll_write_vectored(cx, bufs)
-    }
-
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().io).poll_flush(cx)
-    }
-
-    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().io).poll_close(cx)
-    }
-}
-
-/// A runtime the HTTP server runs on: a [`TcpRuntime`] that also gives hyper a timer
-/// (for the header read timeout).
-pub trait HttpRuntime: TcpRuntime {
-    /// The timer handed to hyper.
-    fn hyper_timer(&self) -> impl hyper::rt::Timer + Send + Sync + 'static;
-
-    /// The runtime's name, as shown by `/status`.
-    fn name(&self) -> &'static str;
-}
-
-#[cfg(feature = "tokio")]
-mod tokio_timer {
-    use std::time::Instant;
-
-    use super::*;
-
-    /// hyper's timer on tokio.
-    pub(super) struct TokioTimer;
-
-    struct TokioSleep(Pin<Box<tokio::time::Sleep>>);
-
-    impl Future for TokioSleep {
-        type Output = ();
-        fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
-            self.0.as_mut().poll(cx)
-        }
-    }
-
-    impl hyper::rt::Sleep for TokioSleep {}
-
-    impl hyper::rt::Timer for TokioTimer {
-        fn sleep(&self, duration: Duration) -> Pin<Box<dyn hyper::rt::Sleep>> {
-            Box::pin(TokioSleep(Box::pin(tokio::time::sleep(duration))))
-        }
-
-        fn sleep_until(&self, deadline: Instant) -> Pin<Box<dyn hyper::rt::Sleep>> {
-            Box::pin(TokioSleep(Box::pin(tokio::time::sleep_until(deadline.into()))))
-        }
-    }
-
-    impl HttpRuntime for raft::runtime::TokioRuntime {
-        fn hyper_timer(&self) -> impl hyper::rt::Timer + Send + Sync + 'static {
-            TokioTimer
-        }
-
-        fn name(&self) -> &'static str {
-            "tokio"
-        }
-    }
-}
-
-#[cfg(feature = "smol")]
-mod smol_timer {
-    use std::time::Instant;
-
-    use super::*;
-
-    /// hyper's timer on smol.
-    pub(super) struct SmolTimer;
-
-    struct SmolSleep(smol::Timer);
-
-    impl Future for SmolSleep {
-        type Output = ();
-        fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
-            Pin::new(&mut self.0).poll(cx).map(|_| ())
-        }
-    }
-
-    impl hyper::rt::Sleep for SmolSleep {}
-
-    impl hyper::rt::Timer for SmolTimer {
-        fn sleep(&self, duration: Duration) -> Pin<Box<dyn hyper::rt::Sleep>> {
-            Box::pin(SmolSleep(smol::Timer::after(duration)))
-        }
-
-        fn sleep_until(&self, deadline: Instant) -> Pin<Box<dyn hyper::rt::Sleep>> {
-            Box::pin(SmolSleep(smol::Timer::at(deadline)))
-        }
-    }
-
-    impl HttpRuntime for raft::runtime::SmolRuntime {
-        fn hyper_timer(&self) -> impl hyper::rt::Timer + Send + Sync + 'static {
-            SmolTimer
-        }
-
-        fn name(&self) -> &'static str {
-            "smol"
-        }
-    }
-}
-
 /// Something that answers HTTP requests whose body has been read in full.
 pub trait Handler: Send + Sync + 'static {
     /// The most body bytes read for a request with these method, path and headers; a
@@ -306,9 +94,6 @@ pub trait Handler: Send + Sync + 'static {
 
     /// How long reading a request's body may take (408 after that).
     fn body_timeout(&self) -> Duration;
-
-    /// Sleeps for `d` on the server's runtime.
-    fn sleep(&self, d: Duration) -> futures::future::BoxFuture<'static, ()>;
 
     /// Answers one request.
     fn handle(self: Arc<Self>, request: Request<Bytes>) -> impl Future<Output = HttpResponse> + Send;
@@ -350,9 +135,9 @@ async fn read_body(mut body: Incoming, limit: usize) -> Result<Bytes, ApiError> 
     Ok(first.unwrap_or_else(|| buf.freeze()))
 }
 
-/// Reads the body of `request` (see [`read_body`]) within `handler.body_timeout()`,
-/// then lets `handler` answer it.
-async fn answer<H: Handler>(handler: Arc<H>, request: Request<Incoming>) -> HttpResponse {
+/// Reads the body of `request` (see [`read_body`]) within `handler.body_timeout()` on
+/// `clock`, then lets `handler` answer it.
+async fn answer<H: Handler>(handler: Arc<H>, clock: &dyn DynClock, request: Request<Incoming>) -> HttpResponse {
     let (parts, body) = request.into_parts();
     let limit = handler.max_body_size(&parts);
     let declared = hyper::body::Body::size_hint(&body).lower();
@@ -366,7 +151,7 @@ async fn answer<H: Handler>(handler: Arc<H>, request: Request<Incoming>) -> Http
     // A body that is already here needs no timer.
     let read = match futures::poll!(read.as_mut()) {
         Poll::Ready(r) => r,
-        Poll::Pending => match futures::future::select(read, handler.sleep(handler.body_timeout())).await {
+        Poll::Pending => match futures::future::select(read, clock.sleep(handler.body_timeout())).await {
             Either::Left((r, _)) => r,
             Either::Right(_) => {
                 return ApiError::RequestTimeout("the request body did not arrive in time".into()).into_response();
@@ -402,16 +187,18 @@ pub async fn serve<R: HttpRuntime, H: Handler>(
             Err(e) => {
                 // Typically out of file descriptors: wait a little rather than spin.
                 warn!(error = %e, "accepting an HTTP connection failed");
-                handler.sleep(Duration::from_millis(50)).await;
+                Runtime::sleep(&rt, Duration::from_millis(50)).await;
                 continue;
             }
         };
         let handler = handler.clone();
+        let clock: Arc<dyn DynClock> = Arc::new(rt.clone());
         let timer = rt.hyper_timer();
         drop(rt.spawn(async move {
             let service = hyper::service::service_fn(move |req| {
                 let handler = handler.clone();
-                async move { Ok::<_, Infallible>(answer(handler, req).await) }
+                let clock = clock.clone();
+                async move { Ok::<_, Infallible>(answer(handler, &*clock, req).await) }
             });
             let conn = hyper::server::conn::http1::Builder::new()
                 .timer(timer)
@@ -426,6 +213,9 @@ pub async fn serve<R: HttpRuntime, H: Handler>(
 
 #[cfg(test)]
 mod tests {
+    #[cfg(feature = "tokio")]
+    use raft_net_tcp::TcpRuntime;
+
     use super::*;
 
     #[test]
@@ -458,10 +248,6 @@ mod tests {
 
         fn body_timeout(&self) -> Duration {
             Duration::from_millis(200)
-        }
-
-        fn sleep(&self, d: Duration) -> futures::future::BoxFuture<'static, ()> {
-            Box::pin(tokio::time::sleep(d))
         }
 
         async fn handle(self: Arc<Self>, request: Request<Bytes>) -> HttpResponse {

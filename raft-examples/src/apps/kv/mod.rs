@@ -1,4 +1,5 @@
-//! The HTTP API of the `kv` app, in front of the replicated [`KvStore`].
+//! The `kv` app: its HTTP API ([`KvApp`], the routes) in front of the replicated
+//! [`KvStore`] ([`state`]).
 //!
 //! | request | answer |
 //! |---|---|
@@ -11,13 +12,15 @@
 //! [`MAX_KEY_LEN`] bytes (400 otherwise). Values are bytes, at most the maximum value
 //! size (413 otherwise). Errors are JSON `{"error": "..."}`.
 
+pub mod state;
+
 use bytes::Bytes;
 use hyper::{Method, Request};
 use serde::{Deserialize, Serialize};
 
+pub use self::state::{validate_key, KeyError, KvCommand, KvResponse, KvStore, MAX_KEY_LEN};
+use crate::host::{App, AppNode};
 use crate::http::{self, ApiError, HttpResponse};
-use crate::kv::{validate_key, KvCommand, KvResponse, KvStore, MAX_KEY_LEN};
-use crate::node::{App, AppNode};
 
 /// The body of `POST /kv/{key}/cas`.
 #[derive(Debug, Deserialize)]

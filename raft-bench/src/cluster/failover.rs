@@ -12,9 +12,9 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use super::cluster::Cluster;
-use super::http::one_shot;
+use super::http_client::one_shot;
 use super::load::{Load, LoadConfig};
+use super::nodes::Cluster;
 use super::results::median;
 use super::target::{Op, RequestBuilder, Target, Workload};
 use super::{block_on, SetupArgs};

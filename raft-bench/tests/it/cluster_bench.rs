@@ -4,9 +4,9 @@
 //! The etcd tests need etcd on PATH (`scripts/install-bench-deps.sh`); without it they
 //! print why and pass without running.
 
-#![cfg(feature = "tokio")]
-
 use std::process::Command;
+
+use crate::kv_bin;
 
 /// Runs `bench` with `args`: whether it succeeded, its stdout and its stderr.
 fn run_bench(args: &[&str]) -> (bool, String, String) {
@@ -29,7 +29,7 @@ fn last_json(stdout: &str) -> serde_json::Value {
 }
 
 fn etcd_installed() -> bool {
-    if raft_examples::bench::cluster::find_on_path("etcd").is_some() {
+    if raft_bench::cluster::nodes::find_on_path("etcd").is_some() {
         return true;
     }
     eprintln!("skipped: etcd is not installed (run scripts/install-bench-deps.sh)");
@@ -58,7 +58,7 @@ fn kv_cluster(workload: &str, duration: &str, nodes: usize) -> serde_json::Value
         "--target",
         "kv",
         "--kv-bin",
-        env!("CARGO_BIN_EXE_kv"),
+        kv_bin(),
         "--clients",
         "8",
         "--duration",
@@ -97,17 +97,8 @@ fn cluster_bench_runs_a_single_node_kv() {
 /// Killing the leader of a one-node cluster leaves nothing to elect: refused up front.
 #[test]
 fn failover_bench_refuses_fewer_than_three_nodes() {
-    let (ok, _, stderr) = run_bench(&[
-        "failover",
-        "--target",
-        "kv",
-        "--kv-bin",
-        env!("CARGO_BIN_EXE_kv"),
-        "--nodes",
-        "1",
-        "--rounds",
-        "1",
-    ]);
+    let (ok, _, stderr) =
+        run_bench(&["failover", "--target", "kv", "--kv-bin", kv_bin(), "--nodes", "1", "--rounds", "1"]);
     assert!(!ok);
     assert!(stderr.contains("at least 3 nodes"), "{stderr}");
 }
@@ -121,8 +112,7 @@ fn cluster_bench_against_kv_serves_local_reads() {
 
 #[test]
 fn failover_bench_against_kv_times_a_leader_kill() {
-    let (stdout, _) =
-        bench(&["failover", "--target", "kv", "--kv-bin", env!("CARGO_BIN_EXE_kv"), "--rounds", "1", "--json"]);
+    let (stdout, _) = bench(&["failover", "--target", "kv", "--kv-bin", kv_bin(), "--rounds", "1", "--json"]);
     let v = last_json(&stdout);
     let p50 = v["failover_p50_ms"].as_f64().unwrap();
     assert!(p50 > 0.0 && p50 < 60_000.0, "{v}");

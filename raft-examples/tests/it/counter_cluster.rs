@@ -1,9 +1,7 @@
 //! Three real `counter` processes on loopback: increments through any node, the
 //! linearizable value, and bad deltas.
 
-mod support;
-
-use support::Cluster;
+use crate::support::{Cluster, ReplyJson};
 
 const COUNTER: &str = env!("CARGO_BIN_EXE_counter");
 
@@ -12,7 +10,7 @@ fn increments_through_any_node_and_the_value_is_linearizable() {
     let c = Cluster::start(COUNTER, 3, |_| Vec::new());
     c.wait_leader(None);
     let incr = |i: usize, body: Option<&[u8]>| {
-        support::wait_until("an increment to be applied", support::PATIENCE, || {
+        crate::support::wait_until("an increment to be applied", crate::support::PATIENCE, || {
             let r = c.request(i, "POST", "/incr", body);
             match r.status {
                 200 => Some(r.json()["value"].as_i64().expect("value")),

@@ -1,0 +1,9 @@
+//! The process-level tests of the apps: real `kv`, `counter` and `cluster` processes on
+//! loopback, one test binary.
+
+mod cluster_launcher;
+mod counter_cluster;
+mod kv_bad_input;
+mod kv_cluster;
+mod kv_linearizability;
+mod support;
