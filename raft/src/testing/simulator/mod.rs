@@ -1,8 +1,8 @@
 //! The deterministic cluster simulator.
 //!
-//! [`SimCluster`] runs N nodes of the real [`Raft`] handle (core and driver) on the
-//! [`Simulation`] runtime, with [`MemStore`]s whose writes take virtual time and can be
-//! lost in a crash, and a [`MemNetwork`] with fault injection. Everything is driven by
+//! [`SimCluster`] runs N nodes of the real [`Raft`](crate::Raft) handle (core and driver) on the
+//! [`Simulation`](super::sim_runtime::Simulation) runtime, with [`MemStore`]s whose writes take virtual time and can be
+//! lost in a crash, and a [`MemNetwork`](super::mem_network::MemNetwork) with fault injection. Everything is driven by
 //! one seed, so a seed replays a run exactly.
 //!
 //! [`run_seed`] is the randomized test: concurrent clients write to a KV state machine
