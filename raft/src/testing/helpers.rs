@@ -54,6 +54,13 @@ pub fn leader<SM: StateMachine>(nodes: &[Option<Raft<SM>>]) -> Option<Raft<SM>> 
     nodes.iter().flatten().find(|n| n.status().role == Role::Leader).cloned()
 }
 
+/// Waits, as [`wait_for`] does, until a running node reports itself leader, and returns
+/// it.
+pub async fn wait_for_leader<R: Runtime, SM: StateMachine>(rt: &R, nodes: &[Option<Raft<SM>>]) -> Raft<SM> {
+    wait_for(rt, "a leader", || leader(nodes).is_some()).await;
+    leader(nodes).expect("a leader was seen")
+}
+
 /// Starts node `id` of a counter cluster with members 1..=3 on `store`, reachable
 /// through `net`: bootstraps a new member, or restarts from what the store holds.
 /// Panics if the node cannot start (this is test support).
