@@ -6,13 +6,13 @@ use std::time::Duration;
 
 use super::mem_network::MemNetwork;
 use crate::config::Config;
-use crate::core::Role;
-use crate::node::Raft;
 use crate::runtime::Runtime;
 use crate::state_machine::StateMachine;
 use crate::storage::LogStore;
 use crate::types::LogIndex;
 use crate::types::NodeId;
+use crate::Raft;
+use crate::Role;
 
 /// A replicated counter: each command adds to it and the response is the new value.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]

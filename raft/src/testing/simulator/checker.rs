@@ -4,9 +4,9 @@
 use std::collections::BTreeMap;
 
 use super::cluster::ClusterState;
-use crate::core::Role;
 use crate::sync::lock;
 use crate::types::{Entry, LogIndex, NodeId, Term};
+use crate::Role;
 
 /// Invariant checks shared by the scripted tests and the randomized runs.
 pub(super) struct Checker {

@@ -8,9 +8,7 @@ use std::time::Duration;
 use super::checker::Checker;
 use super::workload::{AppliedLog, KvCommand, SimKv};
 use super::{SimFailure, SimOptions};
-use crate::core::Role;
 use crate::error::ClientError;
-use crate::node::Raft;
 use crate::runtime::Runtime;
 use crate::sync::lock;
 use crate::testing::linearizability::{KvInput, KvOutput};
@@ -19,6 +17,8 @@ use crate::testing::mem_store::MemStore;
 use crate::testing::sim_runtime::{SimRuntime, Simulation};
 use crate::testing::sim_store::SimStore;
 use crate::types::{Instant, LogIndex, NodeId, Term};
+use crate::Raft;
+use crate::Role;
 
 pub(super) struct Trace {
     lines: Mutex<VecDeque<String>>,
