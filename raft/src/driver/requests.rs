@@ -12,7 +12,7 @@
 //! only if the entry applied at its index has the term it was appended in; any other
 //! entry there answers it [`ClientError::Dropped`].
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, VecDeque};
 
 use bytes::Bytes;
 
@@ -36,9 +36,9 @@ pub(super) struct Requests<SM: StateMachine> {
     pub(super) read_batch: Vec<ReadResponder>,
     /// The proposers of each forward waiting for the leader's answer, in the batch's
     /// order.
-    forwards: HashMap<u64, Vec<Responder<SM>>>,
+    forwards: BTreeMap<u64, Vec<Responder<SM>>>,
     /// The readers of each read-index request waiting for its index.
-    reads: HashMap<u64, Vec<ReadResponder>>,
+    reads: BTreeMap<u64, Vec<ReadResponder>>,
     /// Reads whose index is known, waiting for the state machine to apply it.
     read_waiters: BTreeMap<LogIndex, Vec<ReadResponder>>,
     /// Last index handed to the apply task.
@@ -54,8 +54,8 @@ impl<SM: StateMachine> Requests<SM> {
             pending: VecDeque::new(),
             forward_batch: Vec::new(),
             read_batch: Vec::new(),
-            forwards: HashMap::new(),
-            reads: HashMap::new(),
+            forwards: BTreeMap::new(),
+            reads: BTreeMap::new(),
             read_waiters: BTreeMap::new(),
             handed_to_apply: 0,
             applied: 0,
@@ -247,11 +247,11 @@ impl<SM: StateMachine, R: Runtime, N: Network> Driver<SM, R, N> {
         for (_, _, tx) in r.pending.drain(..) {
             let _ = tx.send(Err(err.clone()));
         }
-        let forwarded = r.forwards.drain().flat_map(|(_, f)| f);
+        let forwarded = std::mem::take(&mut r.forwards).into_values().flatten();
         for tx in r.forward_batch.drain(..).map(|(_, tx)| tx).chain(forwarded) {
             let _ = tx.send(Err(err.clone()));
         }
-        let reads = r.reads.drain().flat_map(|(_, w)| w);
+        let reads = std::mem::take(&mut r.reads).into_values().flatten();
         let waiting = std::mem::take(&mut r.read_waiters).into_values().flatten();
         for tx in r.read_batch.drain(..).chain(reads).chain(waiting) {
             let _ = tx.send(Err(err.clone()));

@@ -6,13 +6,13 @@ use std::time::Duration;
 
 use super::mem_network::MemNetwork;
 use crate::config::Config;
-use crate::core::Role;
-use crate::driver::Raft;
 use crate::runtime::Runtime;
 use crate::state_machine::StateMachine;
 use crate::storage::LogStore;
 use crate::types::LogIndex;
 use crate::types::NodeId;
+use crate::Raft;
+use crate::Role;
 
 /// A replicated counter: each command adds to it and the response is the new value.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -52,6 +52,13 @@ pub async fn wait_for<R: Runtime>(rt: &R, what: &str, mut f: impl FnMut() -> boo
 /// The running node that reports itself leader, if any.
 pub fn leader<SM: StateMachine>(nodes: &[Option<Raft<SM>>]) -> Option<Raft<SM>> {
     nodes.iter().flatten().find(|n| n.status().role == Role::Leader).cloned()
+}
+
+/// Waits, as [`wait_for`] does, until a running node reports itself leader, and returns
+/// it.
+pub async fn wait_for_leader<R: Runtime, SM: StateMachine>(rt: &R, nodes: &[Option<Raft<SM>>]) -> Raft<SM> {
+    wait_for(rt, "a leader", || leader(nodes).is_some()).await;
+    leader(nodes).expect("a leader was seen")
 }
 
 /// Starts node `id` of a counter cluster with members 1..=3 on `store`, reachable

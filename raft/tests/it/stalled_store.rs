@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use raft::runtime::TokioRuntime;
-use raft::testing::helpers::{leader, start_counter_node as start, wait_for};
+use raft::testing::helpers::{start_counter_node as start, wait_for_leader};
 use raft::testing::mem_network::MemNetwork;
 use raft::testing::mem_store::MemStore;
 use raft::{Entry, HardState, InitialState, LogIndex, LogStore, StoreError};
@@ -74,8 +74,7 @@ fn a_leader_whose_disk_stalls_keeps_leading_on_a_single_worker() {
             let store = StallingStore { inner: MemStore::new(), stall_ms: stalls[id as usize - 1].clone() };
             nodes.push(Some(start(&rt(id as usize - 1), &net, id, store, true).await));
         }
-        wait_for(&rt(3), "a leader", || leader(&nodes).is_some()).await;
-        let l = leader(&nodes).expect("a leader");
+        let l = wait_for_leader(&rt(3), &nodes).await;
         assert_eq!(l.propose(1).await, Ok(1));
         let term = l.status().term;
 

@@ -2,7 +2,7 @@
 //! nodes with the in-memory store and network, on wall-clock time.
 #![cfg(feature = "testing")]
 
-use raft::testing::helpers::{leader, start_counter_node as start, wait_for, Counter};
+use raft::testing::helpers::{leader, start_counter_node as start, wait_for, wait_for_leader, Counter};
 use raft::testing::mem_network::MemNetwork;
 use raft::testing::mem_store::MemStore;
 use raft::{Raft, Role, Runtime};
@@ -17,8 +17,7 @@ async fn start_cluster<R: Runtime>(rt: &R, seed: u64) -> Cluster<R> {
     for id in 1..=3 {
         nodes.push(Some(start(rt, &net, id, stores[id as usize - 1].clone(), true).await));
     }
-    wait_for(rt, "a leader", || leader(&nodes).is_some()).await;
-    let l = leader(&nodes).expect("a leader was seen");
+    let l = wait_for_leader(rt, &nodes).await;
     (net, stores, nodes, l)
 }
 
@@ -155,9 +154,10 @@ mod slow_apply {
     use std::time::Duration;
 
     use raft::runtime::TokioRuntime;
+    use raft::testing::helpers::wait_for_leader;
     use raft::testing::mem_network::MemNetwork;
     use raft::testing::mem_store::MemStore;
-    use raft::{Config, LogIndex, Raft, Role, Runtime, StateMachine};
+    use raft::{Config, LogIndex, Raft, Runtime, StateMachine};
 
     /// A state machine that blocks in `apply` when told to.
     struct Slow {
@@ -208,14 +208,9 @@ mod slow_apply {
                 .expect("node starts");
             let r2 = raft.clone();
             net.register(id, Arc::new(move |m| r2.receive(m)));
-            nodes.push(raft);
+            nodes.push(Some(raft));
         }
-        let l = loop {
-            if let Some(l) = nodes.iter().find(|n| n.status().role == Role::Leader) {
-                break l.clone();
-            }
-            rt.sleep(Duration::from_millis(10)).await;
-        };
+        let l = wait_for_leader(&rt, &nodes).await;
         let term = l.status().term;
         // The blocking command, then more commands while the leader's apply task is stuck.
         let l2 = l.clone();
@@ -230,7 +225,7 @@ mod slow_apply {
         rt.sleep(Duration::from_millis(2000)).await;
         let s = l.status();
         assert!(s.commit_index >= before + 5, "commits continue while applying is stuck: {s:?}");
-        for n in &nodes {
+        for n in nodes.iter().flatten() {
             let st = n.status();
             assert_eq!(st.term, term, "no election on node {} while the leader applies slowly", n.id());
             assert_eq!(st.leader, Some(l.id()));
@@ -240,7 +235,7 @@ mod slow_apply {
         for t in later {
             t.await.expect("task").expect("later commands apply");
         }
-        for n in &nodes {
+        for n in nodes.iter().flatten() {
             n.shutdown().await;
         }
     }

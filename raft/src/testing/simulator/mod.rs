@@ -1,0 +1,263 @@
+//! The deterministic cluster simulator.
+//!
+//! [`SimCluster`] runs N nodes of the real [`Raft`](crate::Raft) handle (core and driver) on the
+//! [`Simulation`](super::sim_runtime::Simulation) runtime, with [`MemStore`]s whose writes take virtual time and can be
+//! lost in a crash, and a [`MemNetwork`](super::mem_network::MemNetwork) with fault injection. Everything is driven by
+//! one seed, so a seed replays a run exactly.
+//!
+//! [`run_seed`] is the randomized test: concurrent clients write to a KV state machine
+//! through any node (followers forward to the leader) and read it either through the log
+//! or with linearizable ReadIndex reads on any node, while a nemesis partitions, isolates, drops, duplicates, delays, crashes and restarts;
+//! after every simulation step the invariants of the design are checked, incrementally:
+//! election safety, state machine safety, log matching of every committed prefix and
+//! leader completeness (every 256 steps and at the end, also a pairwise comparison of
+//! whole logs, uncommitted tails included); at the end the client history is checked for
+//! linearizability and the healed cluster must make progress.
+
+mod checker;
+mod cluster;
+mod nemesis;
+mod workload;
+
+use std::fmt;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use super::linearizability::{check_kv, CheckResult, KvInput, KvOutput, Operation};
+use super::mem_network::FaultConfig;
+use super::mem_store::MemStore;
+use super::sim_store::SimStore;
+use crate::config::Config;
+use crate::runtime::Runtime;
+use crate::sync::lock;
+use crate::types::{LogIndex, NodeId, Term};
+
+pub use cluster::SimCluster;
+pub use workload::{AppliedLog, KvCommand, SimKv};
+
+use nemesis::nemesis_task;
+use workload::client_task;
+
+/// Options of a simulated cluster and of a randomized run.
+#[derive(Clone, Debug)]
+pub struct SimOptions {
+    /// Number of nodes.
+    pub nodes: u64,
+    /// Number of concurrent clients in [`run_seed`].
+    pub clients: usize,
+    /// Virtual time with faults in [`run_seed`].
+    pub fault_time: Duration,
+    /// Virtual time after healing, in which the cluster must make progress.
+    pub heal_time: Duration,
+    /// Whether the nemesis injects faults.
+    pub faults: bool,
+    /// Largest virtual delay of a store write.
+    pub max_write_delay: Duration,
+    /// The nodes' configuration (its `rng_seed` is replaced per node).
+    pub config: Config,
+    /// Print every trace event as it happens.
+    pub verbose: bool,
+}
+
+impl Default for SimOptions {
+    fn default() -> Self {
+        SimOptions {
+            nodes: 3,
+            clients: 4,
+            fault_time: Duration::from_secs(4),
+            heal_time: Duration::from_secs(3),
+            faults: true,
+            max_write_delay: Duration::from_millis(2),
+            config: Config::default(),
+            verbose: false,
+        }
+    }
+}
+
+impl SimOptions {
+    /// Options varied by `seed`: 3 or 5 nodes, pre-vote and check-quorum on or off,
+    /// different message, window, memory-cache and forwarding limits.
+    pub fn for_seed(seed: u64) -> Self {
+        let mut rng = fastrand::Rng::with_seed(seed ^ 0x5eed_0f0b_710a);
+        let mut o = SimOptions { nodes: if rng.u8(..4) == 0 { 5 } else { 3 }, ..SimOptions::default() };
+        o.config.pre_vote = rng.u8(..4) != 0;
+        o.config.check_quorum = rng.u8(..4) != 0;
+        o.config.max_inflight_messages = rng.usize(1..16);
+        o.config.max_entries_per_message = rng.usize(1..64);
+        // Often keep little in memory, so lagging peers are served from the store.
+        o.config.max_cached_lag = if rng.bool() { rng.u64(4..200) } else { 1 << 16 };
+        o.config.max_forwards_in_flight = rng.usize(1..4);
+        o
+    }
+}
+
+/// A violated invariant or a failed check, with the seed that replays it.
+#[derive(Debug)]
+pub struct SimFailure {
+    /// The seed of the run.
+    pub seed: u64,
+    /// What went wrong.
+    pub reason: String,
+    /// The last trace events before the failure.
+    pub trace: Vec<String>,
+}
+
+impl fmt::Display for SimFailure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(f, "simulation seed {} failed: {}", self.seed, self.reason)?;
+        writeln!(
+            f,
+            "replay with: RAFT_SIM_SEED={} cargo test -p raft --all-features --test it simulator_sweep -- --nocapture",
+            self.seed
+        )?;
+        writeln!(f, "last events:")?;
+        for line in &self.trace {
+            writeln!(f, "  {line}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for SimFailure {}
+
+/// What a successful run did.
+#[derive(Clone, Debug, Default)]
+pub struct SimReport {
+    /// Client operations that completed with a known result.
+    pub ops_ok: usize,
+    /// Client operations whose outcome is unknown (timed out or the node crashed).
+    pub ops_unknown: usize,
+    /// Highest commit index reached.
+    pub commit_index: LogIndex,
+    /// Highest term reached.
+    pub max_term: Term,
+    /// Simulation steps taken.
+    pub steps: u64,
+    /// Crashes injected.
+    pub crashes: usize,
+}
+
+/// What a sweep of many seeds did: see [`sweep`].
+#[derive(Clone, Debug, Default)]
+pub struct SweepReport {
+    /// Client operations with a known result, over every passing seed.
+    pub ops_ok: usize,
+    /// Crashes injected, over every passing seed.
+    pub crashes: usize,
+    /// The seeds that failed (each failure was printed with its replay hint).
+    pub failures: Vec<u64>,
+    /// Wall-clock time the sweep took.
+    pub seconds: f64,
+}
+
+/// Runs `run` for every seed in `seeds`, printing each failure to stderr, and adds up
+/// what the passing runs did.
+pub fn sweep(seeds: std::ops::Range<u64>, mut run: impl FnMut(u64) -> Result<SimReport, SimFailure>) -> SweepReport {
+    let started = std::time::Instant::now();
+    let mut report = SweepReport::default();
+    for seed in seeds {
+        match run(seed) {
+            Ok(r) => {
+                report.ops_ok += r.ops_ok;
+                report.crashes += r.crashes;
+            }
+            Err(f) => {
+                eprintln!("{f}");
+                report.failures.push(seed);
+            }
+        }
+    }
+    report.seconds = started.elapsed().as_secs_f64();
+    report
+}
+
+/// One client's view of an operation, for the history.
+type History = Arc<Mutex<Vec<Operation<KvInput, KvOutput>>>>;
+
+/// Runs one randomized simulation with faults, as described in the module docs.
+pub fn run_seed(seed: u64, opts: SimOptions) -> Result<SimReport, SimFailure> {
+    run_seed_with_stores(seed, opts, |_| Arc::new(MemStore::new()))
+}
+
+/// Like [`run_seed`], with node `id`'s store made by `make_store(id)`.
+pub fn run_seed_with_stores(
+    seed: u64,
+    opts: SimOptions,
+    make_store: impl FnMut(NodeId) -> Arc<dyn SimStore>,
+) -> Result<SimReport, SimFailure> {
+    let faults = opts.faults;
+    let (fault_time, heal_time, clients) = (opts.fault_time, opts.heal_time, opts.clients);
+    let mut cluster = SimCluster::with_stores(seed, opts, make_store)?;
+    let history: History = Arc::default();
+    let stop = Arc::new(AtomicBool::new(false));
+    let crashes = Arc::new(Mutex::new(0usize));
+
+    for c in 0..clients {
+        let state = cluster.state.clone();
+        let history = history.clone();
+        let stop = stop.clone();
+        let first_op = (c as u64 + 1) << 40;
+        let rng = fastrand::Rng::with_seed(seed ^ (0xc11e_0000 + c as u64));
+        drop(cluster.state.sim.runtime().spawn(client_task(state, c as u64, first_op, rng, history, stop)));
+    }
+    if faults {
+        let state = cluster.state.clone();
+        let stop = stop.clone();
+        let crashes = crashes.clone();
+        let rng = fastrand::Rng::with_seed(seed ^ 0x6e65_6d65_7369);
+        drop(cluster.state.sim.runtime().spawn(nemesis_task(state, rng, stop, crashes)));
+    }
+
+    cluster.run_for(fault_time)?;
+    // Heal: no more faults, every node back up.
+    stop.store(true, Ordering::SeqCst);
+    cluster.network().set_faults(FaultConfig::none());
+    cluster.network().heal();
+    cluster.log("healed all faults");
+    for id in cluster.ids() {
+        if cluster.node(id).is_none() {
+            cluster.restart(id)?;
+        }
+    }
+    // Progress: a write commits after healing, and every node catches up.
+    let before = cluster.max_commit();
+    let op = KvInput::Put { key: "final".into(), value: "done".into() };
+    if cluster.propose_anywhere(op, heal_time)?.is_none() {
+        return Err(cluster.fail(format!("no progress: no write committed within {heal_time:?} after healing")));
+    }
+    let target = cluster.max_commit();
+    if target <= before {
+        return Err(cluster.fail("no progress: commit index did not advance after healing".into()));
+    }
+    let caught_up = cluster.run_until(heal_time, |c| {
+        c.state.statuses().iter().all(|s| s.2 >= target) && c.values("final").values().all(|v| v.is_some())
+    })?;
+    if !caught_up {
+        return Err(cluster.fail(format!("no progress: not every node applied index {target} after healing")));
+    }
+    // Let clients finish their last operations.
+    cluster.run_for(Duration::from_millis(1500))?;
+    cluster.check_all()?;
+
+    let history = std::mem::take(&mut *lock(&history));
+    let ops_ok = history.iter().filter(|o| o.ret.is_some()).count();
+    let ops_unknown = history.len() - ops_ok;
+    match check_kv(&history, 2_000_000) {
+        CheckResult::Linearizable => {}
+        CheckResult::NotLinearizable { explanation } => {
+            return Err(cluster.fail(format!("client history is not linearizable: {explanation}")))
+        }
+        CheckResult::Unknown => cluster.log("linearizability check exceeded its budget; result unknown"),
+    }
+    let report = SimReport {
+        ops_ok,
+        ops_unknown,
+        commit_index: cluster.max_commit(),
+        max_term: cluster.checker.leaders.keys().next_back().copied().unwrap_or(0),
+        steps: cluster.checker.steps,
+        crashes: *lock(&crashes),
+    };
+    cluster.shutdown()?;
+    Ok(report)
+}
