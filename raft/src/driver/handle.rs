@@ -26,7 +26,7 @@ use crate::state_machine::StateMachine;
 use crate::status::Status;
 use crate::storage::LogStore;
 use crate::sync::lock;
-use crate::types::{Entry, EntryPayload, HardState, LogIndex, NodeId};
+use crate::types::{Entry, EntryPayload, LogIndex, NodeId};
 
 pub(super) struct Shared<SM> {
     pub(super) status: Mutex<Status>,
@@ -77,7 +77,7 @@ impl<SM: StateMachine> Raft<SM> {
             )));
         }
         let init = store.initial_state().await?;
-        if init.hard_state != HardState::default() || init.last.index != 0 || init.prev.index != 0 {
+        if !init.is_empty() {
             return Err(StartError::AlreadyInitialized);
         }
         store.append(&[Entry { term: 0, index: 1, payload: EntryPayload::Membership(Box::new(members)) }]).await?;
