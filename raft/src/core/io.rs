@@ -86,9 +86,9 @@ pub enum Action {
     /// Deliver [`Input::Tick`] at or after this time.
     SetTimer(Instant),
     /// The read with this id may be served once the state machine has applied `index`
-    /// (see [`RaftCore::read_index`]).
+    /// (see [`RaftCore::read_index`](super::RaftCore::read_index)).
     ReadReady {
-        /// The id given to [`RaftCore::read_index`].
+        /// The id given to [`RaftCore::read_index`](super::RaftCore::read_index).
         id: u64,
         /// The read index.
         index: LogIndex,
@@ -96,13 +96,13 @@ pub enum Action {
     /// The read with this id cannot be served by this request (leadership was lost or the
     /// asked node does not lead); the caller may retry.
     ReadFailed {
-        /// The id given to [`RaftCore::read_index`].
+        /// The id given to [`RaftCore::read_index`](super::RaftCore::read_index).
         id: u64,
     },
-    /// The leader's answer to commands forwarded with [`RaftCore::forward`]: the index of
+    /// The leader's answer to commands forwarded with [`RaftCore::forward`](super::RaftCore::forward): the index of
     /// the first command and the term of the entries, or why they were refused.
     Forwarded {
-        /// The id given to [`RaftCore::forward`].
+        /// The id given to [`RaftCore::forward`](super::RaftCore::forward).
         id: u64,
         /// Where the commands were appended, or the refusal.
         result: Result<(LogIndex, Term), ProposeError>,

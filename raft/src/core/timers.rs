@@ -66,7 +66,7 @@ impl Timers {
 }
 
 impl RaftCore {
-    /// The time at which the core next needs a [`Input::Tick`].
+    /// The time at which the core next needs a [`Input::Tick`](super::Input::Tick).
     pub fn next_deadline(&self) -> Instant {
         let protocol = match self.role {
             Role::Leader => self.timers.get(Timer::Heartbeat).min(self.timers.get(Timer::CheckQuorum)),
