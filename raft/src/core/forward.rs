@@ -273,17 +273,21 @@ impl RaftCore {
             return;
         }
         self.forwarding.leader_seen = leader;
-        let f = &mut self.forwarding;
-        let former: Vec<u64> = f.forwards.iter().filter(|(_, x)| Some(x.to) != leader).map(|(&id, _)| id).collect();
-        for id in former {
-            f.forwards.remove(&id);
-            self.actions.push(Action::Forwarded { id, result: Err(ProposeError::OutcomeUnknown) });
-        }
-        let former: Vec<u64> = f.reads.iter().filter(|(_, r)| Some(r.to) != leader).map(|(&id, _)| id).collect();
-        for id in former {
-            f.reads.remove(&id);
-            self.actions.push(Action::ReadFailed { id });
-        }
+        let actions = &mut self.actions;
+        self.forwarding.forwards.retain(|&id, f| {
+            let keep = Some(f.to) == leader;
+            if !keep {
+                actions.push(Action::Forwarded { id, result: Err(ProposeError::OutcomeUnknown) });
+            }
+            keep
+        });
+        self.forwarding.reads.retain(|&id, r| {
+            let keep = Some(r.to) == leader;
+            if !keep {
+                actions.push(Action::ReadFailed { id });
+            }
+            keep
+        });
     }
 
     /// The leader side of a forward from `from`.

@@ -28,22 +28,13 @@ pub(crate) enum Timer {
     CheckQuorum,
 }
 
-impl Timer {
-    const COUNT: usize = 3;
-
-    fn slot(self) -> usize {
-        match self {
-            Timer::Election => 0,
-            Timer::Heartbeat => 1,
-            Timer::CheckQuorum => 2,
-        }
-    }
-}
+/// How many [`Timer`]s there are (the table's size).
+const TIMERS: usize = 3;
 
 /// The deadline of every [`Timer`], and the last deadline asked of the driver.
 #[derive(Debug)]
 pub(crate) struct Timers {
-    deadlines: [Instant; Timer::COUNT],
+    deadlines: [Instant; TIMERS],
     /// The deadline of the last [`Action::SetTimer`](super::Action::SetTimer).
     pub(crate) last_set: Option<Instant>,
 }
@@ -51,17 +42,17 @@ pub(crate) struct Timers {
 impl Timers {
     /// Every timer due at `now`.
     pub(crate) fn new(now: Instant) -> Self {
-        Timers { deadlines: [now; Timer::COUNT], last_set: None }
+        Timers { deadlines: [now; TIMERS], last_set: None }
     }
 
     /// When `timer` is due.
     pub(crate) fn get(&self, timer: Timer) -> Instant {
-        self.deadlines[timer.slot()]
+        self.deadlines[timer as usize]
     }
 
     /// Sets `timer` to fire at `at`.
     pub(crate) fn set(&mut self, timer: Timer, at: Instant) {
-        self.deadlines[timer.slot()] = at;
+        self.deadlines[timer as usize] = at;
     }
 }
 

@@ -129,7 +129,7 @@ impl<SM: StateMachine, R: Runtime, N: Network> Driver<SM, R, N> {
                 self.flush_client_batches(now);
                 let actions = self.core.take_actions(now);
                 self.dispatch(actions);
-                if self.requests.forward_batch.is_empty() || !self.may_forward(now) {
+                if self.requests.forward_batch.is_empty() || !self.core.may_forward(now) {
                     break;
                 }
             }

@@ -97,16 +97,11 @@ impl<SM: StateMachine, R: Runtime, N: Network> Driver<SM, R, N> {
         }
     }
 
-    /// Whether this batch's follower proposals may leave now (the core's window).
-    pub(super) fn may_forward(&self, now: Instant) -> bool {
-        self.core.may_forward(now)
-    }
-
     /// Sends this batch's follower proposals to the leader as one message (unless
-    /// [`Self::may_forward`] holds them back for a later batch), and asks for one read
+    /// the core's window, [`RaftCore::may_forward`](crate::core::RaftCore::may_forward), holds them back for a later batch), and asks for one read
     /// index for this batch's reads.
     pub(super) fn flush_client_batches(&mut self, now: Instant) {
-        if !self.requests.forward_batch.is_empty() && self.may_forward(now) {
+        if !self.requests.forward_batch.is_empty() && self.core.may_forward(now) {
             let batch = std::mem::take(&mut self.requests.forward_batch);
             if self.core.role() == Role::Leader {
                 for (data, tx) in batch {

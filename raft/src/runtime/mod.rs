@@ -71,25 +71,31 @@ pub trait Runtime: Clone + Send + Sync + 'static {
     /// Runs `fut` for at most `d`: the future yields `Some(output)`, or `None` when the
     /// time ran out first (`fut` is then dropped unfinished).
     fn timeout<F: Future>(&self, d: Duration, fut: F) -> Timeout<F, Self::Sleep> {
-        Timeout { fut: Box::pin(fut), sleep: Box::pin(self.sleep(d)) }
+        Timeout { fut, sleep: self.sleep(d) }
     }
 }
 
-/// The future of [`Runtime::timeout`].
-#[must_use = "futures do nothing unless awaited"]
-pub struct Timeout<F, S> {
-    fut: Pin<Box<F>>,
-    sleep: Pin<Box<S>>,
+pin_project_lite::pin_project! {
+    /// The future of [`Runtime::timeout`]: no allocation, the future and the sleep are
+    /// polled in place.
+    #[must_use = "futures do nothing unless awaited"]
+    pub struct Timeout<F, S> {
+        #[pin]
+        fut: F,
+        #[pin]
+        sleep: S,
+    }
 }
 
 impl<F: Future, S: Future<Output = ()>> Future for Timeout<F, S> {
     type Output = Option<F::Output>;
 
-    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        if let Poll::Ready(v) = self.fut.as_mut().poll(cx) {
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        if let Poll::Ready(v) = this.fut.poll(cx) {
             return Poll::Ready(Some(v));
         }
-        match self.sleep.as_mut().poll(cx) {
+        match this.sleep.poll(cx) {
             Poll::Ready(()) => Poll::Ready(None),
             Poll::Pending => Poll::Pending,
         }
