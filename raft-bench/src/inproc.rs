@@ -21,10 +21,17 @@ impl StateMachine for Noop {
     fn apply(&mut self, _index: LogIndex, _command: ()) {
         self.0 += 1;
     }
-    fn snapshot(&self) -> Vec<u8> {
-        self.0.to_le_bytes().to_vec()
+    type Snapshot = u64;
+    fn snapshot(&self) -> u64 {
+        self.0
     }
-    fn restore(&mut self, _snapshot: &[u8]) -> Result<(), String> {
+    fn write_snapshot(applied: u64, out: &mut dyn std::io::Write) -> std::io::Result<()> {
+        out.write_all(&applied.to_le_bytes())
+    }
+    fn restore(&mut self, input: &mut dyn std::io::Read) -> Result<(), String> {
+        let mut bytes = [0; 8];
+        input.read_exact(&mut bytes).map_err(|e| e.to_string())?;
+        self.0 = u64::from_le_bytes(bytes);
         Ok(())
     }
 }

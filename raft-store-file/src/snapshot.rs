@@ -179,3 +179,25 @@ impl<F: Vfs> FileStore<F> {
         sync_dir(&self.fs, &self.dir)
     }
 }
+
+/// WIP placeholder on the snapshot branch: refuses every call.
+pub(crate) struct NoSnapshots;
+
+impl raft::SnapshotStore for NoSnapshots {
+    fn create(
+        &self,
+        _last: LogId,
+        _membership: &Membership,
+    ) -> Result<Box<dyn raft::SnapshotWriter>, raft::StoreError> {
+        Err(raft::StoreError::Invalid("file snapshots are not wired yet".into()))
+    }
+    fn latest(&self) -> Result<Option<raft::SnapshotMeta>, raft::StoreError> {
+        Ok(None)
+    }
+    fn open(&self, last: LogId) -> Result<Box<dyn std::io::Read + Send>, raft::StoreError> {
+        Err(raft::StoreError::Unavailable { start: last.index, end: last.index })
+    }
+    fn read_chunk(&self, last: LogId, _offset: u64, _len: usize) -> Result<Vec<u8>, raft::StoreError> {
+        Err(raft::StoreError::Unavailable { start: last.index, end: last.index })
+    }
+}

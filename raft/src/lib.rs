@@ -24,11 +24,17 @@
 //!         self.0 += delta;
 //!         self.0
 //!     }
-//!     fn snapshot(&self) -> Vec<u8> {
-//!         self.0.to_le_bytes().to_vec()
+//!     type Snapshot = u64;
+//!     fn snapshot(&self) -> u64 {
+//!         self.0
 //!     }
-//!     fn restore(&mut self, s: &[u8]) -> Result<(), String> {
-//!         self.0 = u64::from_le_bytes(s.try_into().map_err(|_| "bad snapshot")?);
+//!     fn write_snapshot(value: u64, out: &mut dyn std::io::Write) -> std::io::Result<()> {
+//!         out.write_all(&value.to_le_bytes())
+//!     }
+//!     fn restore(&mut self, input: &mut dyn std::io::Read) -> Result<(), String> {
+//!         let mut bytes = [0; 8];
+//!         input.read_exact(&mut bytes).map_err(|e| e.to_string())?;
+//!         self.0 = u64::from_le_bytes(bytes);
 //!         Ok(())
 //!     }
 //! }
@@ -73,6 +79,7 @@ pub mod network;
 pub mod quorum;
 pub mod runtime;
 mod shared_bytes;
+pub mod snapshot;
 pub mod state_machine;
 pub mod status;
 pub mod storage;
@@ -89,6 +96,7 @@ pub use membership::Membership;
 pub use message::{Message, MessageBody};
 pub use network::Network;
 pub use runtime::Runtime;
+pub use snapshot::{SnapshotMeta, SnapshotStore, SnapshotWriter};
 pub use state_machine::StateMachine;
 pub use status::Status;
 pub use storage::{InitialState, LogStore};

@@ -1,8 +1,11 @@
 //! The [`LogStore`] trait: durable storage for the log, the term and the vote.
 
+use std::sync::Arc;
+
 use async_trait::async_trait;
 
 use crate::error::StoreError;
+use crate::snapshot::SnapshotStore;
 use crate::types::{Entry, HardState, LogId, LogIndex};
 
 /// What a store holds when a node starts.
@@ -11,7 +14,8 @@ pub struct InitialState {
     /// The durable term and vote.
     pub hard_state: HardState,
     /// The position just before the first entry held: `(0, 0)` for a log that was never
-    /// purged, otherwise the last purged entry (the snapshot point).
+    /// purged, otherwise the last purged entry (at or before the latest snapshot's last
+    /// entry).
     pub prev: LogId,
     /// The last entry held, or `prev` if the log is empty.
     pub last: LogId,
@@ -63,6 +67,10 @@ pub trait LogStore: Send + 'static {
         false
     }
 
+    /// The store's snapshots (see [`SnapshotStore`]): a handle the driver uses from other
+    /// threads while this store is in use. Called once when a node starts.
+    fn snapshots(&self) -> Arc<dyn SnapshotStore>;
+
     /// Reads what the store holds: the hard state and the bounds of the log.
     async fn initial_state(&mut self) -> Result<InitialState, StoreError>;
 
@@ -84,6 +92,16 @@ pub trait LogStore: Send + 'static {
     /// be durable at once: a crash may bring purged entries back, never lose others.
     /// `upto` beyond `last.index` is [`StoreError::Invalid`].
     async fn purge(&mut self, upto: LogIndex) -> Result<(), StoreError>;
+
+    /// Durably makes the log continue after `snapshot`, a snapshot's last entry, when that
+    /// snapshot is installed (paper §7): if the log holds an entry at `snapshot.index`
+    /// with term `snapshot.term`, the entries up to it are removed and the ones after it
+    /// kept (as [`purge`](Self::purge) does); otherwise every entry is removed and the log
+    /// is empty with `prev` = `last` = `snapshot`. The emptying is durable when the call
+    /// returns (a crash during it leaves either the old log or the empty one); the
+    /// removal of a matching prefix may come back after a crash, as a purge may. A
+    /// `snapshot.index` at or below `prev.index` is a no-op.
+    async fn reset_to(&mut self, snapshot: LogId) -> Result<(), StoreError>;
 
     /// Returns the entries with indexes in `start..end`, in order. Asking for anything
     /// outside the held range is [`StoreError::Unavailable`].

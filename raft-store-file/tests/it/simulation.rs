@@ -19,7 +19,7 @@ use futures::FutureExt;
 use raft::testing::mem_store::DelayFn;
 use raft::testing::sim_store::{BoxedStore, SimStore};
 use raft::testing::simulator::{run_seed_with_stores, sweep as sweep_seeds, SimOptions};
-use raft::{Entry, HardState, InitialState, LogIndex, LogStore, StoreError};
+use raft::{Entry, HardState, InitialState, LogId, LogIndex, LogStore, SnapshotStore, StoreError};
 use raft_store_file::testing::FaultFs;
 use raft_store_file::{FileStore, FileStoreOptions};
 
@@ -108,6 +108,15 @@ impl LogStore for Handle {
 
     async fn entries(&mut self, start: LogIndex, end: LogIndex) -> Result<Vec<Entry>, StoreError> {
         now(lock(&self.store).entries(start, end))
+    }
+
+    fn snapshots(&self) -> Arc<dyn SnapshotStore> {
+        lock(&self.store).snapshots()
+    }
+
+    async fn reset_to(&mut self, snapshot: LogId) -> Result<(), StoreError> {
+        self.delay().await;
+        now(lock(&self.store).reset_to(snapshot))
     }
 }
 

@@ -600,6 +600,12 @@ mod tests {
         async fn entries(&mut self, start: LogIndex, end: LogIndex) -> Result<Vec<Entry>, StoreError> {
             self.0.entries(start, end).await
         }
+        fn snapshots(&self) -> std::sync::Arc<dyn crate::snapshot::SnapshotStore> {
+            self.0.snapshots()
+        }
+        async fn reset_to(&mut self, snapshot: LogId) -> Result<(), StoreError> {
+            self.0.reset_to(snapshot).await
+        }
     }
 
     #[test]

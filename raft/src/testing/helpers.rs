@@ -1,6 +1,7 @@
 //! Small pieces shared by cluster tests on real runtimes: a counter state machine and
 //! waiting helpers.
 
+use std::io::{self, Read, Write};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -27,12 +28,20 @@ impl StateMachine for Counter {
         self.0
     }
 
-    fn snapshot(&self) -> Vec<u8> {
-        self.0.to_le_bytes().to_vec()
+    type Snapshot = u64;
+
+    fn snapshot(&self) -> u64 {
+        self.0
     }
 
-    fn restore(&mut self, snapshot: &[u8]) -> Result<(), String> {
-        let bytes: [u8; 8] = snapshot.try_into().map_err(|_| "counter snapshot must be 8 bytes".to_string())?;
+    fn write_snapshot(value: u64, out: &mut dyn Write) -> io::Result<()> {
+        out.write_all(&value.to_le_bytes())
+    }
+
+    fn restore(&mut self, input: &mut dyn Read) -> Result<(), String> {
+        let mut data = Vec::new();
+        input.read_to_end(&mut data).map_err(|e| e.to_string())?;
+        let bytes: [u8; 8] = data.try_into().map_err(|_| "counter snapshot must be 8 bytes".to_string())?;
         self.0 = u64::from_le_bytes(bytes);
         Ok(())
     }

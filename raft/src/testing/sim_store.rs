@@ -5,13 +5,15 @@
 //! through [`run_seed_with_stores`](super::simulator::run_seed_with_stores).
 
 use std::any::Any;
+use std::sync::Arc;
 
 use async_trait::async_trait;
 
 use super::mem_store::{DelayFn, MemStore};
 use crate::error::StoreError;
+use crate::snapshot::SnapshotStore;
 use crate::storage::{InitialState, LogStore};
-use crate::types::{Entry, HardState, LogIndex};
+use crate::types::{Entry, HardState, LogId, LogIndex};
 
 /// One node's storage as the simulator sees it, across the node's crashes and restarts.
 ///
@@ -73,6 +75,14 @@ impl LogStore for BoxedStore {
 
     async fn entries(&mut self, start: LogIndex, end: LogIndex) -> Result<Vec<Entry>, StoreError> {
         self.0.entries(start, end).await
+    }
+
+    fn snapshots(&self) -> Arc<dyn SnapshotStore> {
+        self.0.snapshots()
+    }
+
+    async fn reset_to(&mut self, snapshot: LogId) -> Result<(), StoreError> {
+        self.0.reset_to(snapshot).await
     }
 }
 

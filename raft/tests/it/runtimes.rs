@@ -177,10 +177,17 @@ mod slow_apply {
             self.value += delta;
             self.value
         }
-        fn snapshot(&self) -> Vec<u8> {
-            self.value.to_le_bytes().to_vec()
+        type Snapshot = u64;
+        fn snapshot(&self) -> u64 {
+            self.value
         }
-        fn restore(&mut self, _s: &[u8]) -> Result<(), String> {
+        fn write_snapshot(value: u64, out: &mut dyn std::io::Write) -> std::io::Result<()> {
+            out.write_all(&value.to_le_bytes())
+        }
+        fn restore(&mut self, input: &mut dyn std::io::Read) -> Result<(), String> {
+            let mut bytes = [0; 8];
+            input.read_exact(&mut bytes).map_err(|e| e.to_string())?;
+            self.value = u64::from_le_bytes(bytes);
             Ok(())
         }
     }

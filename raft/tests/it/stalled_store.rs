@@ -13,7 +13,7 @@ use raft::runtime::TokioRuntime;
 use raft::testing::helpers::{start_counter_node as start, wait_for_leader};
 use raft::testing::mem_network::MemNetwork;
 use raft::testing::mem_store::MemStore;
-use raft::{Entry, HardState, InitialState, LogIndex, LogStore, StoreError};
+use raft::{Entry, HardState, InitialState, LogId, LogIndex, LogStore, SnapshotStore, StoreError};
 
 /// The in-memory store, saying that it blocks its thread, and stalling its thread (a
 /// synchronous sleep, like a disk that stops answering) on every append while `stall_ms`
@@ -55,6 +55,14 @@ impl LogStore for StallingStore {
 
     async fn entries(&mut self, start: LogIndex, end: LogIndex) -> Result<Vec<Entry>, StoreError> {
         self.inner.entries(start, end).await
+    }
+
+    fn snapshots(&self) -> Arc<dyn SnapshotStore> {
+        self.inner.snapshots()
+    }
+
+    async fn reset_to(&mut self, snapshot: LogId) -> Result<(), StoreError> {
+        self.inner.reset_to(snapshot).await
     }
 }
 

@@ -1,5 +1,7 @@
 //! A replicated counter: the smallest useful [`StateMachine`].
 
+use std::io::{self, Read, Write};
+
 use raft::{LogIndex, StateMachine};
 
 /// A counter; each command adds a (possibly negative) delta and answers the new value.
@@ -25,13 +27,21 @@ impl StateMachine for Counter {
         self.value
     }
 
-    fn snapshot(&self) -> Vec<u8> {
-        self.value.to_le_bytes().to_vec()
+    type Snapshot = i64;
+
+    fn snapshot(&self) -> i64 {
+        self.value
     }
 
-    fn restore(&mut self, snapshot: &[u8]) -> Result<(), String> {
+    fn write_snapshot(value: i64, out: &mut dyn Write) -> io::Result<()> {
+        out.write_all(&value.to_le_bytes())
+    }
+
+    fn restore(&mut self, input: &mut dyn Read) -> Result<(), String> {
+        let mut data = Vec::with_capacity(8);
+        input.read_to_end(&mut data).map_err(|e| format!("reading the counter snapshot: {e}"))?;
         let bytes: [u8; 8] =
-            snapshot.try_into().map_err(|_| format!("counter snapshot must be 8 bytes, got {}", snapshot.len()))?;
+            data.try_into().map_err(|d: Vec<u8>| format!("counter snapshot must be 8 bytes, got {}", d.len()))?;
         self.value = i64::from_le_bytes(bytes);
         Ok(())
     }
@@ -48,11 +58,12 @@ mod tests {
         assert_eq!(c.apply(2, 3), 8);
         assert_eq!(c.apply(3, -10), -2);
         assert_eq!(c.apply(4, 10), 8);
-        let snap = c.snapshot();
+        let mut snap = Vec::new();
+        Counter::write_snapshot(c.snapshot(), &mut snap).unwrap();
         let mut d = Counter::default();
-        d.restore(&snap).unwrap();
+        d.restore(&mut &snap[..]).unwrap();
         assert_eq!(d, c);
-        assert!(d.restore(&[1, 2]).is_err());
+        assert!(d.restore(&mut &[1u8, 2][..]).is_err());
         assert_eq!(d, c, "a failed restore leaves the state unchanged");
     }
 }

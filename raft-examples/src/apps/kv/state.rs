@@ -1,7 +1,7 @@
 //! A replicated key-value store: string keys, byte values, with put, delete and
 //! compare-and-set.
 
-use std::collections::HashMap;
+use std::io::{self, BufReader, BufWriter, Read, Write};
 
 use bytes::Bytes;
 use raft::{LogIndex, StateMachine};
@@ -92,11 +92,20 @@ pub fn validate_key(key: &str) -> Result<(), KeyError> {
     }
 }
 
-/// The replicated map (a hash map: point reads and writes only, no ordered scans).
+/// The replicated map: a persistent hash map (point reads and writes only, no ordered
+/// scans), so a snapshot is a constant-time clone that shares the map's structure, and
+/// `apply` goes on while the clone is written out.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct KvStore {
-    map: HashMap<String, Bytes>,
+    map: imbl::HashMap<String, Bytes>,
 }
+
+/// The first bytes of a kv snapshot stream, with its format version.
+const SNAPSHOT_MAGIC: &[u8; 8] = b"raftkv\x00\x01";
+
+/// The most bytes one key or value of a snapshot may claim, so a damaged length cannot
+/// make `restore` allocate without bound (values are limited far below this).
+const MAX_SNAPSHOT_FIELD: u64 = 1 << 30;
 
 impl KvStore {
     /// The value of `key`, if present.
@@ -139,15 +148,71 @@ impl StateMachine for KvStore {
         }
     }
 
-    fn snapshot(&self) -> Vec<u8> {
-        // Encoding a map of strings and bytes into a Vec cannot fail.
-        postcard::to_allocvec(&self.map).unwrap_or_default()
+    type Snapshot = imbl::HashMap<String, Bytes>;
+
+    fn snapshot(&self) -> Self::Snapshot {
+        self.map.clone()
     }
 
-    fn restore(&mut self, snapshot: &[u8]) -> Result<(), String> {
-        self.map = postcard::from_bytes(snapshot).map_err(|e| format!("bad KV snapshot: {e}"))?;
+    /// The stream: the magic, the number of keys (u64), then per key its length (u64),
+    /// its bytes, the value's length (u64) and its bytes, little-endian.
+    fn write_snapshot(map: Self::Snapshot, out: &mut dyn Write) -> io::Result<()> {
+        let mut out = BufWriter::with_capacity(1 << 16, out);
+        out.write_all(SNAPSHOT_MAGIC)?;
+        out.write_all(&(map.len() as u64).to_le_bytes())?;
+        for (key, value) in &map {
+            out.write_all(&(key.len() as u64).to_le_bytes())?;
+            out.write_all(key.as_bytes())?;
+            out.write_all(&(value.len() as u64).to_le_bytes())?;
+            out.write_all(value)?;
+        }
+        out.flush()
+    }
+
+    fn restore(&mut self, input: &mut dyn Read) -> Result<(), String> {
+        let mut input = BufReader::with_capacity(1 << 16, input);
+        let bad = |what: &str, e: io::Error| format!("bad KV snapshot ({what}): {e}");
+        let mut magic = [0u8; 8];
+        input.read_exact(&mut magic).map_err(|e| bad("magic", e))?;
+        if &magic != SNAPSHOT_MAGIC {
+            return Err("bad KV snapshot: not a kv snapshot of this version".into());
+        }
+        let count = read_u64(&mut input).map_err(|e| bad("key count", e))?;
+        let mut map = imbl::HashMap::new();
+        for _ in 0..count {
+            let key = read_field(&mut input).map_err(|e| bad("key", e))?;
+            let key = String::from_utf8(key).map_err(|e| format!("bad KV snapshot: a key is not UTF-8: {e}"))?;
+            let value = read_field(&mut input).map_err(|e| bad("value", e))?;
+            map.insert(key, Bytes::from(value));
+        }
+        // Reading to the end lets the framework's reader check the stream's checksum.
+        let mut rest = Vec::new();
+        input.read_to_end(&mut rest).map_err(|e| bad("end", e))?;
+        if !rest.is_empty() {
+            return Err(format!("bad KV snapshot: {} bytes after the last key", rest.len()));
+        }
+        self.map = map;
         Ok(())
     }
+}
+
+fn read_u64(input: &mut impl Read) -> io::Result<u64> {
+    let mut b = [0u8; 8];
+    input.read_exact(&mut b)?;
+    Ok(u64::from_le_bytes(b))
+}
+
+fn read_field(input: &mut impl Read) -> io::Result<Vec<u8>> {
+    let len = read_u64(input)?;
+    if len > MAX_SNAPSHOT_FIELD {
+        return Err(io::Error::new(io::ErrorKind::InvalidData, format!("a field claims {len} bytes")));
+    }
+    let mut data = Vec::new();
+    input.take(len).read_to_end(&mut data)?;
+    if data.len() as u64 != len {
+        return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "the stream ends inside a field"));
+    }
+    Ok(data)
 }
 
 #[cfg(test)]
@@ -218,12 +283,24 @@ mod tests {
         for i in 0..50u64 {
             kv.apply(i + 1, put(&format!("key{i}"), &i.to_string()));
         }
+        kv.apply(51, KvCommand::Delete { key: "key7".into() });
+        let view = kv.snapshot();
+        kv.apply(52, put("after", "the view"));
+        let mut stream = Vec::new();
+        KvStore::write_snapshot(view, &mut stream).unwrap();
         let mut other = KvStore::default();
-        other.restore(&kv.snapshot()).unwrap();
-        assert_eq!(other, kv);
-        assert_eq!(other.len(), 50);
-        assert!(other.restore(&[0xff, 0xff, 0xff]).is_err());
-        assert_eq!(other, kv, "a failed restore leaves the state unchanged");
+        other.restore(&mut &stream[..]).unwrap();
+        assert_eq!(other.len(), 49, "the view is the state when it was taken, the delete included");
+        assert_eq!(other.get("key7"), None);
+        assert_eq!(other.get("after"), None);
+        assert_eq!(other.get("key8").as_deref(), Some(&b"8"[..]));
+        let before = other.clone();
+        assert!(other.restore(&mut &[0xffu8, 0xff, 0xff][..]).is_err());
+        assert!(other.restore(&mut &stream[..stream.len() - 1]).is_err(), "a cut stream");
+        let mut long = stream.clone();
+        long.push(0);
+        assert!(other.restore(&mut &long[..]).is_err(), "trailing bytes");
+        assert_eq!(other, before, "a failed restore leaves the state unchanged");
     }
 
     #[test]

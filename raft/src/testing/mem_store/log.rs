@@ -12,6 +12,9 @@ pub(super) enum Op<'a> {
     Truncate(LogIndex),
     HardState(HardState),
     Purge(LogIndex),
+    /// Empty the log and make it continue after the given position (a snapshot's last
+    /// entry that the log does not hold).
+    Reset(LogId),
 }
 
 /// What it takes to roll back one write that is applied to the log but not yet durable.
@@ -25,6 +28,8 @@ pub(super) enum Undo {
     HardState(HardState),
     /// A purge, with the `prev` it replaced and the entries it removed (at least one).
     Purge { prev: LogId, removed: Vec<Entry> },
+    /// A reset, with the `prev` it replaced and every entry it removed.
+    Reset { prev: LogId, removed: Vec<Entry> },
 }
 
 impl Undo {
@@ -94,6 +99,7 @@ impl LogState {
                 }
                 Ok(*upto > self.prev.index)
             }
+            Op::Reset(to) => Ok(to.index > self.prev.index),
         }
     }
 
@@ -119,6 +125,11 @@ impl LogState {
                 let prev = std::mem::replace(&mut self.prev, LogId { term, index: upto });
                 Undo::Purge { prev, removed }
             }
+            Op::Reset(to) => {
+                let removed = std::mem::take(&mut self.entries);
+                let prev = std::mem::replace(&mut self.prev, to);
+                Undo::Reset { prev, removed }
+            }
         }
     }
 
@@ -128,7 +139,7 @@ impl LogState {
             Undo::Append { count, .. } => self.drop_last(count),
             Undo::Truncate(mut removed) => self.entries.append(&mut removed),
             Undo::HardState(hs) => self.hard_state = hs,
-            Undo::Purge { prev, mut removed } => {
+            Undo::Purge { prev, mut removed } | Undo::Reset { prev, mut removed } => {
                 removed.append(&mut self.entries);
                 self.entries = removed;
                 self.prev = prev;

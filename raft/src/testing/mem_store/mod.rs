@@ -57,6 +57,8 @@ use async_trait::async_trait;
 use futures::future::BoxFuture;
 
 use crate::error::StoreError;
+use crate::membership::Membership;
+use crate::snapshot::{ChecksumReader, ChecksumWriter, SnapshotMeta, SnapshotStore, SnapshotWriter};
 use crate::storage::{InitialState, LogStore};
 use crate::sync::lock;
 use crate::types::{Entry, HardState, LogId, LogIndex, Term};
@@ -90,6 +92,10 @@ pub struct MemStoreStats {
     pub stale_calls: u64,
     /// Calls to [`MemStore::crash`].
     pub crashes: u64,
+    /// Snapshots finished (made durable).
+    pub snapshots_saved: u64,
+    /// `reset_to` calls that emptied the log.
+    pub resets: u64,
     /// Crashes that left an in-flight append partially written (a non-empty strict prefix
     /// of its entries).
     pub torn_appends: u64,
@@ -109,6 +115,9 @@ struct Inner {
     fail_next: bool,
     delay: Option<DelayFn>,
     stats: MemStoreStats,
+    /// The latest finished snapshot: durable from its `finish` on (a file renamed into
+    /// place and synced).
+    snapshot: Option<(SnapshotMeta, Arc<Vec<u8>>)>,
 }
 
 impl Inner {
@@ -146,7 +155,7 @@ impl Inner {
         self.pending
             .iter()
             .find_map(|(_, undo)| match undo {
-                Undo::Purge { prev, .. } => Some(*prev),
+                Undo::Purge { prev, .. } | Undo::Reset { prev, .. } => Some(*prev),
                 _ => None,
             })
             .unwrap_or(self.log.prev)
@@ -160,6 +169,7 @@ impl Inner {
             .find_map(|(_, undo)| match undo {
                 Undo::Append { prev_last, .. } => Some(*prev_last),
                 Undo::Truncate(removed) => removed.last().map(log_id),
+                Undo::Reset { prev, removed } => Some(removed.last().map_or(*prev, log_id)),
                 _ => None,
             })
             .unwrap_or_else(|| self.log.last())
@@ -219,6 +229,7 @@ impl MemStore {
                 fail_next: false,
                 delay: None,
                 stats: MemStoreStats::default(),
+                snapshot: None,
             })),
             incarnation: None,
         }
@@ -358,6 +369,28 @@ impl MemStore {
         self.lock().pending.len()
     }
 
+    /// The metadata of the latest finished snapshot, if any.
+    pub fn snapshot_meta(&self) -> Option<SnapshotMeta> {
+        self.lock().snapshot.as_ref().map(|(m, _)| m.clone())
+    }
+
+    /// Flips one bit of the held snapshot's data (at `offset` modulo its length), as a
+    /// disk might: reading it back must then fail its checksum. Returns whether a
+    /// non-empty snapshot was there to damage.
+    pub fn corrupt_snapshot(&self, offset: usize) -> bool {
+        let mut inner = self.lock();
+        let Some((_, data)) = &mut inner.snapshot else { return false };
+        let data = Arc::make_mut(data);
+        let len = data.len();
+        match data.get_mut(offset % len.max(1)) {
+            Some(b) => {
+                *b ^= 0x10;
+                true
+            }
+            None => false,
+        }
+    }
+
     /// The counters.
     pub fn stats(&self) -> MemStoreStats {
         self.lock().stats
@@ -485,6 +518,27 @@ impl LogStore for MemStore {
         self.begin(Op::Purge(upto)).map(|_| ())
     }
 
+    fn snapshots(&self) -> Arc<dyn SnapshotStore> {
+        let incarnation = self.incarnation.unwrap_or_else(|| self.lock().epoch);
+        Arc::new(MemSnapshots { inner: Arc::clone(&self.inner), incarnation })
+    }
+
+    async fn reset_to(&mut self, snapshot: LogId) -> Result<(), StoreError> {
+        let matches = {
+            let mut guard = lock(&self.inner);
+            let inner = &mut *guard;
+            bind(&mut self.incarnation, inner)?;
+            inner.log.term_at(snapshot.index) == Some(snapshot.term)
+        };
+        if matches {
+            return self.begin(Op::Purge(snapshot.index)).map(|_| ());
+        }
+        if self.write(Op::Reset(snapshot)).await? {
+            self.lock().stats.resets += 1;
+        }
+        Ok(())
+    }
+
     async fn entries(&mut self, start: LogIndex, end: LogIndex) -> Result<Vec<Entry>, StoreError> {
         let mut guard = lock(&self.inner);
         let inner = &mut *guard;
@@ -500,5 +554,109 @@ impl LogStore for MemStore {
             return Err(StoreError::Unavailable { start, end });
         }
         Ok(view.entries[view.offset(start)..view.offset(end)].to_vec())
+    }
+}
+
+/// The snapshots of a [`MemStore`]: one handle per incarnation. A snapshot is durable
+/// once finished; a writer of an incarnation that crashed before it finished fails and
+/// leaves the previous snapshot in place.
+struct MemSnapshots {
+    inner: Arc<Mutex<Inner>>,
+    incarnation: u64,
+}
+
+impl MemSnapshots {
+    fn held(&self, last: LogId) -> Result<(SnapshotMeta, Arc<Vec<u8>>), StoreError> {
+        let inner = lock(&self.inner);
+        match &inner.snapshot {
+            Some((meta, data)) if meta.last == last => Ok((meta.clone(), Arc::clone(data))),
+            _ => Err(StoreError::Unavailable { start: last.index, end: last.index }),
+        }
+    }
+}
+
+impl SnapshotStore for MemSnapshots {
+    fn create(&self, last: LogId, membership: &Membership) -> Result<Box<dyn SnapshotWriter>, StoreError> {
+        let inner = lock(&self.inner);
+        if inner.epoch != self.incarnation {
+            return Err(stale_error(self.incarnation, inner.epoch));
+        }
+        Ok(Box::new(MemSnapshotWriter {
+            inner: Arc::clone(&self.inner),
+            incarnation: self.incarnation,
+            last,
+            membership: membership.clone(),
+            data: ChecksumWriter::new(Vec::new()),
+        }))
+    }
+
+    fn latest(&self) -> Result<Option<SnapshotMeta>, StoreError> {
+        Ok(lock(&self.inner).snapshot.as_ref().map(|(m, _)| m.clone()))
+    }
+
+    fn open(&self, last: LogId) -> Result<Box<dyn io::Read + Send>, StoreError> {
+        let (meta, data) = self.held(last)?;
+        Ok(Box::new(ChecksumReader::new(io::Cursor::new(SharedBytes(data)), &meta)))
+    }
+
+    fn read_chunk(&self, last: LogId, offset: u64, len: usize) -> Result<Vec<u8>, StoreError> {
+        let (_, data) = self.held(last)?;
+        let start = usize::try_from(offset).unwrap_or(usize::MAX).min(data.len());
+        let end = start.saturating_add(len).min(data.len());
+        Ok(data.get(start..end).unwrap_or_default().to_vec())
+    }
+}
+
+/// Shared snapshot bytes as a byte slice, for a cursor.
+struct SharedBytes(Arc<Vec<u8>>);
+
+impl AsRef<[u8]> for SharedBytes {
+    fn as_ref(&self) -> &[u8] {
+        &self.0
+    }
+}
+
+struct MemSnapshotWriter {
+    inner: Arc<Mutex<Inner>>,
+    incarnation: u64,
+    last: LogId,
+    membership: Membership,
+    data: ChecksumWriter<Vec<u8>>,
+}
+
+impl io::Write for MemSnapshotWriter {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.data.write(buf)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+impl SnapshotWriter for MemSnapshotWriter {
+    fn finish(self: Box<Self>) -> Result<SnapshotMeta, StoreError> {
+        let meta = SnapshotMeta {
+            last: self.last,
+            membership: self.membership,
+            size: self.data.size(),
+            checksum: self.data.checksum(),
+        };
+        let mut inner = lock(&self.inner);
+        if inner.epoch != self.incarnation {
+            inner.stats.stale_calls += 1;
+            return Err(stale_error(self.incarnation, inner.epoch));
+        }
+        if let Some((held, _)) = &inner.snapshot {
+            if held.last.index > meta.last.index {
+                return Err(StoreError::Invalid(format!(
+                    "snapshot at index {} is older than the one held at index {}",
+                    meta.last.index, held.last.index
+                )));
+            }
+        }
+        inner.snapshot = Some((meta.clone(), Arc::new(self.data.into_inner())));
+        inner.stats.snapshots_saved += 1;
+        Ok(meta)
     }
 }

@@ -2,6 +2,7 @@
 //! write and read it concurrently, recording a history for the linearizability check.
 
 use std::collections::BTreeMap;
+use std::io::{self, Read, Write};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -78,12 +79,21 @@ impl StateMachine for SimKv {
         }
     }
 
-    fn snapshot(&self) -> Vec<u8> {
-        postcard::to_allocvec(&self.map).unwrap_or_default()
+    type Snapshot = BTreeMap<String, String>;
+
+    fn snapshot(&self) -> Self::Snapshot {
+        self.map.clone()
     }
 
-    fn restore(&mut self, snapshot: &[u8]) -> Result<(), String> {
-        self.map = postcard::from_bytes(snapshot).map_err(|e| e.to_string())?;
+    fn write_snapshot(map: Self::Snapshot, out: &mut dyn Write) -> io::Result<()> {
+        let data = postcard::to_allocvec(&map).map_err(io::Error::other)?;
+        out.write_all(&data)
+    }
+
+    fn restore(&mut self, input: &mut dyn Read) -> Result<(), String> {
+        let mut data = Vec::new();
+        input.read_to_end(&mut data).map_err(|e| e.to_string())?;
+        self.map = postcard::from_bytes(&data).map_err(|e| e.to_string())?;
         Ok(())
     }
 }
