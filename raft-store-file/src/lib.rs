@@ -192,9 +192,11 @@ impl<F: Vfs> LogStore for FileStore<F> {
         Ok(self.purge_segments(upto).map_err(|e| self.fail("purge", e))?)
     }
 
+    /// The file store does not hold streamed snapshots yet: every snapshot is refused
+    /// with [`StoreError::Invalid`], so a node on it never compacts its log (configure
+    /// `snapshot_after_entries` and `snapshot_after_bytes` as 0) and cannot install one.
     fn snapshots(&self) -> std::sync::Arc<dyn raft::SnapshotStore> {
-        // WIP (branch only): the streaming snapshot store of the file store lands next.
-        std::sync::Arc::new(crate::snapshot::NoSnapshots)
+        std::sync::Arc::new(crate::snapshot::Unsupported)
     }
 
     async fn reset_to(&mut self, snapshot: LogId) -> Result<(), StoreError> {

@@ -180,16 +180,18 @@ impl<F: Vfs> FileStore<F> {
     }
 }
 
-/// WIP placeholder on the snapshot branch: refuses every call.
-pub(crate) struct NoSnapshots;
+/// The snapshot store of a file store until streamed snapshot files land: it holds
+/// none and refuses to create one, with an error that says so.
+pub(crate) struct Unsupported;
 
-impl raft::SnapshotStore for NoSnapshots {
+impl raft::SnapshotStore for Unsupported {
     fn create(
         &self,
         _last: LogId,
         _membership: &Membership,
+        _membership_index: u64,
     ) -> Result<Box<dyn raft::SnapshotWriter>, raft::StoreError> {
-        Err(raft::StoreError::Invalid("file snapshots are not wired yet".into()))
+        Err(raft::StoreError::Invalid("the file store does not hold streamed snapshots yet".into()))
     }
     fn latest(&self) -> Result<Option<raft::SnapshotMeta>, raft::StoreError> {
         Ok(None)

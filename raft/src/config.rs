@@ -40,6 +40,20 @@ pub struct Config {
     /// a peer further behind is served by reading the store. Bounds memory when a peer is
     /// down.
     pub max_cached_lag: u64,
+    /// Take a snapshot once this many entries were applied since the last one (paper §7);
+    /// 0 disables this trigger.
+    pub snapshot_after_entries: u64,
+    /// Take a snapshot once the entries applied since the last one hold this many bytes
+    /// (commands and entry overhead, as [`Entry::approx_size`](crate::Entry::approx_size)
+    /// counts them); 0 disables this trigger.
+    pub snapshot_after_bytes: u64,
+    /// After a snapshot, keep this many entries before its last one in the log, so that a
+    /// follower only a little behind catches up from the log rather than by a snapshot.
+    pub snapshot_keep_entries: u64,
+    /// The size of one InstallSnapshot chunk.
+    pub snapshot_chunk_size: usize,
+    /// Most InstallSnapshot chunks in flight to one peer.
+    pub snapshot_max_inflight_chunks: usize,
     /// Seed for the random election timeouts; `None` draws one from the OS.
     pub rng_seed: Option<u64>,
     /// How long [`Raft::propose`](crate::Raft::propose) and
@@ -63,6 +77,11 @@ impl Default for Config {
             max_forwards_in_flight: 2,
             max_uncommitted_entries: 1 << 20,
             max_cached_lag: 1 << 16,
+            snapshot_after_entries: 100_000,
+            snapshot_after_bytes: 256 << 20,
+            snapshot_keep_entries: 5_000,
+            snapshot_chunk_size: 1 << 20,
+            snapshot_max_inflight_chunks: 4,
             rng_seed: None,
             request_timeout: Duration::from_secs(5),
         }
@@ -93,6 +112,9 @@ impl Config {
         }
         if self.max_uncommitted_entries == 0 {
             return bad("max_uncommitted_entries must be positive");
+        }
+        if self.snapshot_chunk_size == 0 || self.snapshot_max_inflight_chunks == 0 {
+            return bad("snapshot_chunk_size and snapshot_max_inflight_chunks must be positive");
         }
         Ok(())
     }

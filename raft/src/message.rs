@@ -3,7 +3,8 @@
 use serde::{Deserialize, Serialize};
 
 use crate::error::DecodeError;
-use crate::types::{Entry, LogIndex, NodeId, Term};
+use crate::snapshot::SnapshotMeta;
+use crate::types::{Entry, LogId, LogIndex, NodeId, Term};
 
 /// A message from one node to another. `term` is the sender's current term, except for
 /// a pre-vote request, where it is the term the sender would campaign in.
@@ -145,6 +146,30 @@ pub enum MessageBody {
         /// The read index.
         index: Option<LogIndex>,
     },
+    /// A chunk of the leader's latest snapshot, for a follower that needs entries the
+    /// leader has purged (paper §7). Chunks go out in order from offset 0, a bounded
+    /// number at a time; the follower writes them to a temp file in order and installs
+    /// the snapshot once all `meta.size` bytes arrived and match `meta.checksum`.
+    InstallSnapshot {
+        /// The snapshot: its last entry, membership, size and checksum.
+        meta: SnapshotMeta,
+        /// Where `data` starts in the snapshot's data.
+        offset: u64,
+        /// The chunk.
+        #[serde(deserialize_with = "crate::shared_bytes::bytes")]
+        data: bytes::Bytes,
+    },
+    /// The answer to [`MessageBody::InstallSnapshot`].
+    InstallSnapshotResponse {
+        /// The last entry of the snapshot being answered.
+        last: LogId,
+        /// How many bytes of the snapshot the follower holds in order: where the next
+        /// chunk should start (the leader goes back there after a loss).
+        next_offset: u64,
+        /// The follower holds everything the snapshot covers, durably (it installed it,
+        /// or already had it): its log matches the leader's through `last.index`.
+        done: bool,
+    },
 }
 
 /// What a leader did with forwarded commands.
@@ -226,6 +251,7 @@ impl Message {
         match &self.body {
             MessageBody::AppendEntries { entries, .. } => 48 + entries.iter().map(Entry::approx_size).sum::<usize>(),
             MessageBody::Forward { commands, .. } => 48 + commands.iter().map(|c| 8 + c.len()).sum::<usize>(),
+            MessageBody::InstallSnapshot { meta, data, .. } => 96 + 8 * meta.membership.len() + data.len(),
             _ => 48,
         }
     }

@@ -17,7 +17,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::StoreError;
 use crate::membership::Membership;
-use crate::types::LogId;
+use crate::types::{LogId, LogIndex};
 
 /// What a snapshot covers and how to check it.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -26,6 +26,8 @@ pub struct SnapshotMeta {
     pub last: LogId,
     /// The membership configuration in effect at `last` (thesis §5.1).
     pub membership: Membership,
+    /// The index of the log entry that holds `membership` (0 if none did).
+    pub membership_index: LogIndex,
     /// The length of the data in bytes.
     pub size: u64,
     /// CRC-32C of the data.
@@ -54,7 +56,13 @@ pub struct SnapshotMeta {
 pub trait SnapshotStore: Send + Sync + 'static {
     /// Starts writing a snapshot that covers the log up to `last`, with the membership in
     /// effect there.
-    fn create(&self, last: LogId, membership: &Membership) -> Result<Box<dyn SnapshotWriter>, StoreError>;
+    /// `membership_index` is the index of the entry holding it.
+    fn create(
+        &self,
+        last: LogId,
+        membership: &Membership,
+        membership_index: LogIndex,
+    ) -> Result<Box<dyn SnapshotWriter>, StoreError>;
 
     /// The metadata of the latest finished snapshot, if any.
     fn latest(&self) -> Result<Option<SnapshotMeta>, StoreError>;

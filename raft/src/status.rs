@@ -40,6 +40,10 @@ pub struct Status {
     pub match_index: BTreeMap<NodeId, LogIndex>,
     /// Log entries held in memory by the protocol core (the rest is only in the store).
     pub cached_entries: usize,
+    /// The last index the latest durable snapshot covers (0 without one).
+    pub snapshot_index: LogIndex,
+    /// The first index the log holds: entries before it were purged after a snapshot.
+    pub first_log_index: LogIndex,
     /// Set when the node stopped after a fatal error.
     pub fatal_error: Option<String>,
     /// Whether the node has stopped.

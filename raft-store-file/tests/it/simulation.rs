@@ -152,6 +152,10 @@ impl SimStore for FileSimStore {
         self.entries_in(0, LogIndex::MAX - 1)
     }
 
+    fn purged_index(&self) -> LogIndex {
+        self.inspect(|s| now(s.initial_state()).expect("initial_state").prev.index)
+    }
+
     fn as_any(&self) -> &dyn Any {
         self
     }

@@ -17,6 +17,7 @@ use std::collections::VecDeque;
 
 use super::{Action, PersistRequest, RaftCore};
 use crate::message::{Message, MessageBody};
+use crate::snapshot::SnapshotMeta;
 use crate::types::{Entry, LogId, LogIndex, NodeId, Term};
 
 /// What a message depends on before it may leave.
@@ -39,11 +40,13 @@ struct PendingPersist {
     hard_state: bool,
     truncate_from: Option<LogIndex>,
     entries: Vec<Entry>,
+    /// A received snapshot to install, and whether the log holds its last entry.
+    install: Option<(SnapshotMeta, bool)>,
 }
 
 impl PendingPersist {
     fn is_empty(&self) -> bool {
-        !self.hard_state && self.truncate_from.is_none() && self.entries.is_empty()
+        !self.hard_state && self.truncate_from.is_none() && self.entries.is_empty() && self.install.is_none()
     }
 }
 
@@ -101,6 +104,19 @@ impl Durability {
         }
     }
 
+    /// A received snapshot is to be installed: the next request finishes it and resets
+    /// the log to it, after everything queued before (the caller flushes before and after,
+    /// so that the request holds only the install). `keep`: the log holds the snapshot's
+    /// last entry, so the store keeps the entries after it.
+    pub(crate) fn queue_install(&mut self, meta: SnapshotMeta, keep: bool) {
+        self.pending.install = Some((meta, keep));
+    }
+
+    /// The sequence number the next persist request will get.
+    pub(crate) fn next_seq(&self) -> u64 {
+        self.next_seq
+    }
+
     /// The persist request a message with dependency `needs` waits for.
     fn seq_for(&self, needs: Needs) -> u64 {
         match needs {
@@ -155,10 +171,17 @@ impl RaftCore {
         if let Some(t) = pending.truncate_from {
             d.store_last = d.store_last.min(t - 1);
         }
-        let last = pending.entries.last().map(|e| LogId { term: e.term, index: e.index });
+        let mut last = pending.entries.last().map(|e| LogId { term: e.term, index: e.index });
         if let Some(l) = last {
             d.store_last = l.index;
         }
+        let install = pending.install.map(|(meta, keep)| {
+            if !keep {
+                d.store_last = meta.last.index;
+            }
+            last = Some(last.filter(|l| l.index >= meta.last.index).unwrap_or(meta.last));
+            meta
+        });
         let hard_state = if pending.hard_state {
             d.hs_seq = seq;
             Some(self.hs)
@@ -171,6 +194,7 @@ impl RaftCore {
             hard_state,
             truncate_from: pending.truncate_from,
             entries: pending.entries,
+            install,
         }));
     }
 
@@ -202,6 +226,7 @@ impl RaftCore {
                 self.actions.push(Action::Send(msg));
             }
         }
+        self.on_install_persisted(seq);
         // A follower whose own write just became durable may now know a commit.
         self.commit_from_leader_durability();
     }

@@ -24,12 +24,21 @@
 //!   [`Input::Applied`];
 //! - [`Action::SetTimer`] replaces the previous deadline: the driver delivers
 //!   [`Input::Tick`] at or after it;
-//! - [`Action::LoadEntries`] is answered with [`Input::EntriesLoaded`] in the same term;
+//! - [`Action::LoadEntries`] is answered with [`Input::EntriesLoaded`] in the same term,
+//!   [`Action::LoadSnapshotChunk`] with [`Input::SnapshotChunkLoaded`];
+//! - [`Action::TakeSnapshot`] and [`Action::RestoreSnapshot`] go to the state machine in
+//!   order with the [`Action::Apply`] batches; a snapshot taken is reported with
+//!   [`Input::SnapshotTaken`], a restore with [`Input::Applied`];
+//! - [`Action::PurgeLog`] and [`Action::WriteSnapshotChunk`] go to the store in order with
+//!   the persist requests; a purge is reported with [`Input::LogPurged`];
 //! - the client answers ([`Action::Forwarded`], [`Action::ReadReady`],
 //!   [`Action::ReadFailed`]) go to the callers waiting on the given id.
 
+use bytes::Bytes;
+
 use crate::message::Message;
-use crate::types::{Entry, HardState, Instant, LogIndex, NodeId, Term};
+use crate::snapshot::SnapshotMeta;
+use crate::types::{Entry, HardState, Instant, LogId, LogIndex, NodeId, Term};
 
 /// An input to the core.
 #[derive(Clone, Debug)]
@@ -57,6 +66,29 @@ pub enum Input {
         /// The entries read, or why the read failed.
         entries: Result<Vec<Entry>, String>,
     },
+    /// The answer to [`Action::TakeSnapshot`]: the snapshot is durable (or why not).
+    SnapshotTaken {
+        /// The snapshot's metadata, or why it failed.
+        result: Result<SnapshotMeta, String>,
+    },
+    /// The answer to [`Action::PurgeLog`]: the log now starts after `prev`.
+    LogPurged {
+        /// The last purged entry.
+        prev: LogId,
+    },
+    /// The answer to [`Action::LoadSnapshotChunk`].
+    SnapshotChunkLoaded {
+        /// The peer the chunk is for.
+        peer: NodeId,
+        /// The term in which it was requested.
+        term: Term,
+        /// The snapshot's last entry.
+        last: LogId,
+        /// Where the chunk starts.
+        offset: u64,
+        /// The bytes read, or why the read failed.
+        data: Result<Bytes, String>,
+    },
 }
 
 /// A request to make state durable, executed by the driver against the
@@ -72,6 +104,10 @@ pub struct PersistRequest {
     pub truncate_from: Option<LogIndex>,
     /// Entries to append after the truncation.
     pub entries: Vec<Entry>,
+    /// Last: finish the snapshot received through [`Action::WriteSnapshotChunk`] (it must
+    /// have this size and checksum) and reset the log to it
+    /// ([`LogStore::reset_to`](crate::LogStore::reset_to)).
+    pub install: Option<SnapshotMeta>,
 }
 
 /// An output of the core, for the driver to carry out.
@@ -118,6 +154,46 @@ pub enum Action {
         start: LogIndex,
         /// One past the last index to read.
         end: LogIndex,
+    },
+    /// Once the state machine has applied every batch before this action, take a
+    /// snapshot of it and store it; report [`Input::SnapshotTaken`].
+    TakeSnapshot,
+    /// Remove the log's entries up to `upto` from the store (a snapshot covers them);
+    /// report the new start with [`Input::LogPurged`].
+    PurgeLog {
+        /// The last index to remove.
+        upto: LogIndex,
+    },
+    /// Read `len` bytes of the snapshot `last` from `offset` and hand them back with
+    /// [`Input::SnapshotChunkLoaded`].
+    LoadSnapshotChunk {
+        /// The peer the chunk is for.
+        peer: NodeId,
+        /// The leader's term at the request.
+        term: Term,
+        /// The snapshot's last entry.
+        last: LogId,
+        /// Where to start.
+        offset: u64,
+        /// How many bytes (fewer at the end of the data).
+        len: usize,
+    },
+    /// Write a chunk of a snapshot being received to the store, after the chunks before
+    /// it; offset 0 starts a new one (discarding any unfinished one).
+    WriteSnapshotChunk {
+        /// The snapshot being received.
+        meta: SnapshotMeta,
+        /// Where the chunk starts; chunks come in order.
+        offset: u64,
+        /// The chunk.
+        data: Bytes,
+    },
+    /// Replace the state machine's state with the snapshot `meta` (now held by the
+    /// store), after the batches before this action; then report [`Input::Applied`] with
+    /// its last index.
+    RestoreSnapshot {
+        /// The snapshot to restore.
+        meta: SnapshotMeta,
     },
 }
 

@@ -47,9 +47,50 @@ pub(crate) struct RaftLog {
 
 impl RaftLog {
     /// A log holding `entries` after `prev`, all of them durable.
+    #[cfg(test)]
     pub(crate) fn restore(prev: LogId, entries: Vec<Entry>) -> Self {
-        let durable = entries.last().map_or(prev.index, |e| e.index);
-        RaftLog { prev, trimmed: prev, entries: entries.into(), durable, commit: prev.index }
+        Self::restore_after(prev, prev, entries)
+    }
+
+    /// A log that starts after `prev` and holds `entries` in memory after `from` (a
+    /// snapshot's last entry, or `prev`); the entries in between are only in the store.
+    /// Everything is durable, and everything up to `from` committed.
+    pub(crate) fn restore_after(prev: LogId, from: LogId, entries: Vec<Entry>) -> Self {
+        let trimmed = if from.index > prev.index { from } else { prev };
+        let durable = entries.last().map_or(trimmed.index, |e| e.index);
+        RaftLog { prev, trimmed, entries: entries.into(), durable, commit: trimmed.index }
+    }
+
+    /// The store purged the log up to `prev`: the log starts after it, and memory drops
+    /// whatever it held up to it.
+    pub(crate) fn set_prev(&mut self, prev: LogId) {
+        if prev.index <= self.prev.index || prev.index > self.last_index() {
+            return;
+        }
+        if prev.index > self.trimmed.index {
+            self.trim_to(prev.index);
+            self.trimmed = prev;
+        }
+        self.prev = prev;
+    }
+
+    /// Installs a snapshot that ends at `last` (paper §7): with `keep`, the log holds
+    /// `last` and the entries after it stay; otherwise every entry goes. Either way the
+    /// log starts after `last`, which is committed.
+    pub(crate) fn install(&mut self, last: LogId, keep: bool) {
+        if keep {
+            if last.index > self.trimmed.index {
+                self.trim_to(last.index);
+            }
+        } else {
+            // What is durable of the old log is another history past the commit index;
+            // the snapshot's entries become durable with the install.
+            self.entries.clear();
+            self.durable = self.durable.min(self.commit);
+        }
+        self.trimmed = last;
+        self.prev = last;
+        self.commit = self.commit.max(last.index);
     }
 
     /// The snapshot point: the log (in memory or in the store) starts after it.

@@ -22,6 +22,7 @@ pub(crate) mod log;
 pub(crate) mod progress;
 mod read_index;
 mod replication;
+mod snapshot;
 mod timers;
 mod tracker;
 
@@ -33,6 +34,7 @@ use crate::config::Config;
 use crate::membership::Membership;
 use crate::message::{Message, MessageBody};
 use crate::quorum::JointQuorum;
+use crate::snapshot::SnapshotMeta;
 use crate::status::Status;
 use crate::types::{Entry, EntryPayload, HardState, Instant, LogId, LogIndex, NodeId, Term};
 pub use io::{Action, Input, PersistRequest, ProposeError};
@@ -102,6 +104,8 @@ pub struct RaftCore {
 
     /// Persistence and durability gating.
     durability: durability::Durability,
+    /// Snapshots held, taken and received.
+    snapshots: snapshot::Snapshots,
 
     // Applying.
     apply_index: LogIndex,
@@ -111,15 +115,29 @@ pub struct RaftCore {
 }
 
 impl RaftCore {
-    /// A core restored from durable state: `hard_state`, and `entries` that follow
-    /// `prev` (the snapshot point, or `(0, 0)`). It starts as a follower.
-    pub fn new(id: NodeId, cfg: Config, hard_state: HardState, prev: LogId, entries: Vec<Entry>, now: Instant) -> Self {
+    /// A core restored from durable state: `hard_state`, the log starting after `prev`
+    /// (the last purged entry, or `(0, 0)`), the latest durable `snapshot`, which the
+    /// state machine was restored from, and `entries`: every entry of the log after the
+    /// snapshot's last one (after `prev` without a snapshot). It starts as a follower.
+    pub fn new(
+        id: NodeId,
+        cfg: Config,
+        hard_state: HardState,
+        prev: LogId,
+        snapshot: Option<SnapshotMeta>,
+        entries: Vec<Entry>,
+        now: Instant,
+    ) -> Self {
         let seed = cfg.rng_seed.unwrap_or_else(|| fastrand::u64(..)) ^ id.wrapping_mul(0x9e37_79b9_7f4a_7c15);
         let rng = fastrand::Rng::with_seed(seed);
         let request_ids = forward::RequestIds::new(seed);
-        let log = RaftLog::restore(prev, entries);
+        let from = snapshot.as_ref().map_or(prev, |s| s.last);
+        let log = RaftLog::restore_after(prev, from, entries);
         let mut configs = Vec::new();
-        for i in 1..=log.last_index() {
+        if let Some(s) = &snapshot {
+            configs.push((s.membership_index, s.membership.clone()));
+        }
+        for i in log.trimmed().index + 1..=log.last_index() {
             if let Some(Entry { payload: EntryPayload::Membership(m), .. }) = log.get(i) {
                 configs.push((i, (**m).clone()));
             }
@@ -153,6 +171,7 @@ impl RaftCore {
             replicate_dirty: false,
             broadcast_commit: false,
             durability: durability::Durability::new(store_last),
+            snapshots: snapshot::Snapshots::new(snapshot),
             apply_index,
             applied_index: apply_index,
             actions: Vec::new(),
@@ -200,6 +219,8 @@ impl RaftCore {
             membership: self.membership.clone(),
             match_index: self.match_indexes().collect(),
             cached_entries: self.log.cached_len(),
+            snapshot_index: self.snapshots.index(),
+            first_log_index: self.log.prev().index + 1,
             fatal_error: None,
             stopped: false,
         }
@@ -218,6 +239,11 @@ impl RaftCore {
     /// The highest index known durable in the local store.
     pub fn durable_index(&self) -> LogIndex {
         self.log.durable
+    }
+
+    /// The first index the log holds (entries before it were purged).
+    pub fn first_log_index(&self) -> LogIndex {
+        self.log.prev().index + 1
     }
 
     /// How many log entries the core holds in memory.
@@ -271,6 +297,11 @@ impl RaftCore {
             Input::Persisted { seq } => self.on_persisted(seq),
             Input::Applied { index } => self.applied_index = self.applied_index.max(index),
             Input::EntriesLoaded { peer, term, entries } => self.on_entries_loaded(peer, term, entries),
+            Input::SnapshotTaken { result } => self.on_snapshot_taken(result),
+            Input::LogPurged { prev } => self.on_log_purged(prev),
+            Input::SnapshotChunkLoaded { peer, term, last, offset, data } => {
+                self.on_snapshot_chunk_loaded(peer, term, last, offset, data)
+            }
         }
     }
 
@@ -314,11 +345,13 @@ impl RaftCore {
         }
         self.flush_persist();
         let apply_to = self.log.commit.min(self.log.durable);
-        if apply_to > self.apply_index {
+        if apply_to > self.apply_index && !self.snapshots.installing() {
             let entries = self.log.range(self.apply_index + 1, apply_to);
             self.apply_index = apply_to;
+            self.snapshots.applying(&entries);
             self.actions.push(Action::Apply(entries));
         }
+        self.maybe_take_snapshot();
         self.maybe_trim();
         let deadline = self.next_deadline();
         if self.timers.last_set != Some(deadline) {
@@ -372,6 +405,12 @@ impl RaftCore {
             }
             MessageBody::Heartbeat { commit, ctx } => self.on_heartbeat(now, m.from, commit, ctx),
             MessageBody::HeartbeatResponse { ctx } => self.on_heartbeat_response(m.from, ctx),
+            MessageBody::InstallSnapshot { meta, offset, data } => {
+                self.on_install_snapshot(now, m.from, meta, offset, data)
+            }
+            MessageBody::InstallSnapshotResponse { last, next_offset, done } => {
+                self.on_install_snapshot_response(m.from, last, next_offset, done)
+            }
             MessageBody::Forward { .. }
             | MessageBody::ForwardResponse { .. }
             | MessageBody::ReadIndex { .. }

@@ -14,6 +14,25 @@ pub(crate) enum ProgressState {
     /// The peer's log matches up to `match_index`: appends are pipelined up to the
     /// in-flight window.
     Replicate,
+    /// The peer needs entries the leader has purged: it is sent the latest snapshot in
+    /// chunks ([`SnapshotSend`]), and no appends until it holds it.
+    Snapshot,
+}
+
+/// A snapshot transfer to one peer (paper §7): chunks `[acked, next)` are out, up to a
+/// window of chunks; a loss or a restart of the peer sends the leader back to where the
+/// peer says it is.
+#[derive(Clone, Debug)]
+pub(crate) struct SnapshotSend {
+    pub(crate) meta: crate::snapshot::SnapshotMeta,
+    /// Bytes the peer confirmed holding in order.
+    pub(crate) acked: u64,
+    /// Where the next chunk to read starts.
+    pub(crate) next: u64,
+    /// Chunks being read from the store.
+    pub(crate) loading: usize,
+    /// The empty chunk of an empty snapshot went out.
+    pub(crate) sent_empty: bool,
 }
 
 /// Replication progress of one peer.
@@ -36,6 +55,8 @@ pub(crate) struct Progress {
     pub(crate) acked_recently: bool,
     /// The latest read-index round this peer has confirmed (thesis §6.4).
     pub(crate) read_ack: u64,
+    /// In `Snapshot`: the transfer.
+    pub(crate) snapshot: Option<SnapshotSend>,
 }
 
 impl Progress {
@@ -51,6 +72,7 @@ impl Progress {
             loading: false,
             acked_recently: false,
             read_ack: 0,
+            snapshot: None,
         }
     }
 
@@ -62,13 +84,14 @@ impl Progress {
         match self.state {
             ProgressState::Probe => self.probe_sent,
             ProgressState::Replicate => self.inflight.len() >= max_msgs || self.inflight_bytes >= max_bytes,
+            ProgressState::Snapshot => true,
         }
     }
 
     /// Records an append ending at `last` of `bytes` bytes going out.
     pub(crate) fn sent(&mut self, last: LogIndex, bytes: usize) {
         match self.state {
-            ProgressState::Probe => self.probe_sent = true,
+            ProgressState::Probe | ProgressState::Snapshot => self.probe_sent = true,
             ProgressState::Replicate => {
                 self.next_index = last + 1;
                 self.inflight.push_back((last, bytes));
@@ -93,7 +116,7 @@ impl Progress {
             self.match_index = index;
             self.next_index = self.next_index.max(index + 1);
         }
-        if self.state == ProgressState::Probe {
+        if self.state != ProgressState::Replicate {
             self.become_replicate();
         }
         news
@@ -102,6 +125,7 @@ impl Progress {
     /// Switches to pipelined replication from `match_index + 1`.
     pub(crate) fn become_replicate(&mut self) {
         self.state = ProgressState::Replicate;
+        self.snapshot = None;
         self.next_index = self.match_index + 1;
         self.clear_inflight();
     }
@@ -109,9 +133,18 @@ impl Progress {
     /// Switches to probing from `next_index`.
     pub(crate) fn become_probe(&mut self, next_index: LogIndex) {
         self.state = ProgressState::Probe;
+        self.snapshot = None;
         self.next_index = next_index.max(self.match_index + 1);
         self.probe_sent = false;
         self.clear_inflight();
+    }
+
+    /// Starts sending `meta` to the peer.
+    pub(crate) fn become_snapshot(&mut self, meta: crate::snapshot::SnapshotMeta) {
+        self.state = ProgressState::Snapshot;
+        self.probe_sent = false;
+        self.clear_inflight();
+        self.snapshot = Some(SnapshotSend { meta, acked: 0, next: 0, loading: 0, sent_empty: false });
     }
 
     /// Frees the oldest in-flight slot (its append was probably lost).

@@ -1,6 +1,7 @@
 //! The apply task: applies committed entries to the state machine and answers the
 //! proposers waiting for them, off the protocol loop, so a slow state machine never
-//! delays heartbeats.
+//! delays heartbeats. Between batches it takes snapshots (the state machine's view is
+//! taken here, written out on a blocking thread) and restores them (`snapshot.rs`).
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
@@ -8,11 +9,14 @@ use std::sync::{Arc, Mutex};
 use futures::channel::mpsc;
 use futures::StreamExt;
 
+use super::snapshot::{self, Applied};
 use super::{Event, Responder};
 use crate::error::ClientError;
+use crate::runtime::Runtime;
+use crate::snapshot::{SnapshotMeta, SnapshotStore};
 use crate::state_machine::StateMachine;
 use crate::sync::lock;
-use crate::types::{Entry, EntryPayload, LogIndex, NodeId, Term};
+use crate::types::{Entry, EntryPayload, LogId, LogIndex, NodeId, Term};
 
 /// Work for the apply task: committed entries to apply, in order, with the proposers
 /// waiting for them here.
@@ -27,26 +31,65 @@ pub(super) struct ApplyBatch<SM: StateMachine> {
     pub(super) claims: Vec<(LogIndex, Term, Responder<SM>)>,
 }
 
+/// Work for the apply task, in the order the core asked for it.
+pub(super) enum ApplyOp<SM: StateMachine> {
+    /// Apply entries.
+    Batch(ApplyBatch<SM>),
+    /// Take a snapshot of the state after the batches before.
+    TakeSnapshot,
+    /// Replace the state with a snapshot the store holds.
+    Restore(SnapshotMeta),
+}
+
 /// How many responses the apply task keeps for proposers registered after their entry
 /// was applied.
 const KEPT_RESPONSES: usize = 4096;
 
-pub(super) async fn apply_task<SM: StateMachine>(
+pub(super) async fn apply_task<SM: StateMachine, R: Runtime>(
     id: NodeId,
     sm: Arc<Mutex<SM>>,
-    mut rx: mpsc::UnboundedReceiver<ApplyBatch<SM>>,
+    mut position: Applied,
+    snapshots: Arc<dyn SnapshotStore>,
+    rt: R,
+    mut rx: mpsc::UnboundedReceiver<ApplyOp<SM>>,
     tx: mpsc::UnboundedSender<Event<SM>>,
 ) {
     let mut answers = Vec::new();
     // Responses no proposer here waited for, in index order (see `ApplyBatch`).
     let mut kept: VecDeque<(LogIndex, Term, Result<SM::Response, ClientError>)> = VecDeque::new();
-    while let Some(batch) = rx.next().await {
+    while let Some(op) = rx.next().await {
+        let batch = match op {
+            ApplyOp::Batch(batch) => batch,
+            ApplyOp::TakeSnapshot => {
+                let view = lock(&sm).snapshot();
+                snapshot::write_in_background::<SM, R>(id, &rt, view, &position, snapshots.clone(), tx.clone());
+                continue;
+            }
+            ApplyOp::Restore(meta) => {
+                match snapshot::restore(&rt, &sm, &snapshots, &meta).await {
+                    Ok(()) => {
+                        tracing::info!(node = id, last = ?meta.last, size = meta.size, "state machine restored from a snapshot");
+                        kept.clear();
+                        position = Applied::at_snapshot(&meta);
+                        if tx.unbounded_send(Event::Applied { index: meta.last.index }).is_err() {
+                            return;
+                        }
+                    }
+                    Err(e) => {
+                        let _ = tx.unbounded_send(Event::Fatal(e));
+                        return;
+                    }
+                }
+                continue;
+            }
+        };
         let mut last = 0;
         let mut responders = batch.responders.into_iter().peekable();
         let mut sm = lock(&sm);
         for entry in batch.entries {
             let (index, term) = (entry.index, entry.term);
             last = index;
+            position.last = LogId { index, term };
             let result = match entry.payload {
                 EntryPayload::Command(data) => match postcard::from_bytes::<SM::Command>(&data) {
                     Ok(cmd) => Ok(sm.apply(index, cmd)),
@@ -55,7 +98,11 @@ pub(super) async fn apply_task<SM: StateMachine>(
                         Err(ClientError::Encode(format!("command at index {index} does not decode: {e}")))
                     }
                 },
-                _ => continue,
+                EntryPayload::Membership(m) => {
+                    position.membership = (index, *m);
+                    continue;
+                }
+                EntryPayload::Blank => continue,
             };
             if responders.peek().is_some_and(|(i, _)| *i == index) {
                 if let Some((_, r)) = responders.next() {

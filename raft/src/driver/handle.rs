@@ -13,6 +13,7 @@ use super::apply::apply_task;
 use super::persist::persist_task;
 use super::requests::Requests;
 use super::sender::Senders;
+use super::snapshot::{restore_at_start, Applied};
 use super::timer::Timer;
 use super::{Driver, Event};
 use crate::config::Config;
@@ -22,9 +23,10 @@ use crate::membership::Membership;
 use crate::message::Message;
 use crate::network::Network;
 use crate::runtime::{DynClock, Runtime};
+use crate::snapshot::SnapshotMeta;
 use crate::state_machine::StateMachine;
 use crate::status::Status;
-use crate::storage::LogStore;
+use crate::storage::{InitialState, LogStore};
 use crate::sync::lock;
 use crate::types::{Entry, EntryPayload, LogIndex, NodeId};
 
@@ -77,7 +79,7 @@ impl<SM: StateMachine> Raft<SM> {
             )));
         }
         let init = store.initial_state().await?;
-        if !init.is_empty() {
+        if !init.is_empty() || store.snapshots().latest()?.is_some() {
             return Err(StartError::AlreadyInitialized);
         }
         store.append(&[Entry { term: 0, index: 1, payload: EntryPayload::Membership(Box::new(members)) }]).await?;
@@ -85,8 +87,11 @@ impl<SM: StateMachine> Raft<SM> {
     }
 
     /// Starts a node from what `store` holds (a fresh, empty store gives a node that
-    /// waits to be contacted by a leader). `state_machine` must be empty: the log is
-    /// applied to it from the start as the commit index becomes known.
+    /// waits to be contacted by a leader). `state_machine` must be empty: it is restored
+    /// from the store's latest snapshot, if any, and the log after it is applied to it as
+    /// the commit index becomes known. A snapshot that cannot be restored (corrupt, or
+    /// refused by [`StateMachine::restore`]) fails the start with
+    /// [`StartError::StateMachine`]; the node does not run with a wrong state.
     pub async fn restart<R: Runtime, S: LogStore, N: Network>(
         id: NodeId,
         config: Config,
@@ -99,27 +104,17 @@ impl<SM: StateMachine> Raft<SM> {
         if id == 0 {
             return Err(StartError::Config("node id 0 is reserved".into()));
         }
-        let init = store.initial_state().await?;
         let blocking_store = store.blocks_thread();
-        let entries = if init.last.index > init.prev.index {
-            store.entries(init.prev.index + 1, init.last.index + 1).await?
-        } else {
-            Vec::new()
-        };
-        if entries.len() as u64 != init.last.index - init.prev.index {
-            return Err(StoreError::Corrupt(format!(
-                "store reported entries {}..={} but returned {}",
-                init.prev.index + 1,
-                init.last.index,
-                entries.len()
-            ))
-            .into());
-        }
+        let snapshots = store.snapshots();
+        let state_machine = Arc::new(Mutex::new(state_machine));
+        let snapshot = restore_at_start(&runtime, &state_machine, &snapshots).await?;
+        let (init, entries) = read_log(&mut store, snapshot.as_ref()).await?;
+        let position = snapshot.as_ref().map(Applied::at_snapshot).unwrap_or_default();
         let now = runtime.now();
-        let core = RaftCore::new(id, config.clone(), init.hard_state, init.prev, entries, now);
+        let core = RaftCore::new(id, config.clone(), init.hard_state, init.prev, snapshot, entries, now);
         let shared = Arc::new(Shared {
             status: Mutex::new(core.status()),
-            state_machine: Arc::new(Mutex::new(state_machine)),
+            state_machine,
             tasks: Mutex::new(Vec::new()),
             clock: Box::new(runtime.clone()),
             request_timeout: config.request_timeout,
@@ -134,7 +129,16 @@ impl<SM: StateMachine> Raft<SM> {
         // its leader-side work moved to a blocking thread (see `persist_task`).
         let store_task = persist_task::<SM, S, R>(id, store, blocking_store, runtime.clone(), persist_rx, tx.clone());
         handles.push(runtime.spawn(store_task).boxed());
-        handles.push(runtime.spawn(apply_task::<SM>(id, shared.state_machine.clone(), apply_rx, tx.clone())).boxed());
+        let applier = apply_task::<SM, R>(
+            id,
+            shared.state_machine.clone(),
+            position,
+            snapshots.clone(),
+            runtime.clone(),
+            apply_rx,
+            tx.clone(),
+        );
+        handles.push(runtime.spawn(applier).boxed());
         let (timer, timer_task) = Timer::start(&runtime, tx.clone());
         handles.push(timer_task.boxed());
         let senders = Senders::new(id, runtime.clone(), network);
@@ -145,6 +149,8 @@ impl<SM: StateMachine> Raft<SM> {
             shared: shared.clone(),
             persist_tx,
             apply_tx,
+            snapshots,
+            events: tx.clone(),
             timer,
             senders,
             requests,
@@ -255,6 +261,22 @@ impl<SM: StateMachine> Raft<SM> {
         f(&lock(&self.shared.state_machine))
     }
 
+    /// Asks for a snapshot now, whatever the [`Config`] thresholds say (if anything was
+    /// applied since the last one). It is taken in the background; the log is then
+    /// purged as after an automatic one. [`Status::snapshot_index`] shows when it is
+    /// durable.
+    pub fn trigger_snapshot(&self) -> Result<(), ClientError> {
+        self.tx.unbounded_send(Event::TriggerSnapshot).map_err(|_| self.stopped_error())
+    }
+
+    /// Purges the log up to `upto`, capped at the latest snapshot's last index (entries
+    /// no snapshot covers are never purged), for example to drop the trailing margin
+    /// ([`Config::snapshot_keep_entries`]) at once. [`Status::first_log_index`] shows the
+    /// result.
+    pub fn purge_log(&self, upto: LogIndex) -> Result<(), ClientError> {
+        self.tx.unbounded_send(Event::PurgeLog(upto)).map_err(|_| self.stopped_error())
+    }
+
     /// Stops the node: the protocol loop ends, pending proposals fail with
     /// [`ClientError::ShuttingDown`], and every task of the node has finished when this
     /// returns.
@@ -264,6 +286,62 @@ impl<SM: StateMachine> Raft<SM> {
         future::join_all(tasks).await;
         lock(&self.shared.status).stopped = true;
     }
+}
+
+/// Reads the log a node starts with: the store's bounds, reconciled with the latest
+/// snapshot, and every entry after the snapshot (after the log's start without one).
+///
+/// A crash between finishing a received snapshot and resetting the log to it leaves a
+/// log that does not continue the snapshot: it is reset now, as the install would have.
+async fn read_log<S: LogStore>(
+    store: &mut S,
+    snapshot: Option<&SnapshotMeta>,
+) -> Result<(InitialState, Vec<Entry>), StartError> {
+    let mut init = store.initial_state().await?;
+    let mut from = init.prev;
+    if let Some(s) = snapshot {
+        if s.last.index < init.prev.index {
+            return Err(StoreError::Corrupt(format!(
+                "the log is purged up to {} but the latest snapshot ends at {}",
+                init.prev.index, s.last.index
+            ))
+            .into());
+        }
+        let held = if s.last.index == init.prev.index {
+            Some(init.prev.term)
+        } else if s.last.index <= init.last.index {
+            store.entries(s.last.index, s.last.index + 1).await?.first().map(|e| e.term)
+        } else {
+            None
+        };
+        if held != Some(s.last.term) {
+            tracing::info!(last = ?s.last, "the log does not continue the latest snapshot; resetting it");
+            store.reset_to(s.last).await?;
+            init = store.initial_state().await?;
+        }
+        from = s.last;
+    } else if init.prev.index > 0 {
+        return Err(StoreError::Corrupt(format!(
+            "the log is purged up to {} but the store holds no snapshot",
+            init.prev.index
+        ))
+        .into());
+    }
+    let entries = if init.last.index > from.index {
+        store.entries(from.index + 1, init.last.index + 1).await?
+    } else {
+        Vec::new()
+    };
+    if entries.len() as u64 != init.last.index.saturating_sub(from.index) {
+        return Err(StoreError::Corrupt(format!(
+            "store reported entries {}..={} but returned {}",
+            from.index + 1,
+            init.last.index,
+            entries.len()
+        ))
+        .into());
+    }
+    Ok((init, entries))
 }
 
 /// Encodes a command into a buffer of exactly its size, and drops the command: whatever

@@ -11,6 +11,8 @@
 //!   (group commit) and reports them durable;
 //! - the **apply task**: applies committed entries to the state machine and answers
 //!   proposers, off the protocol loop so a slow state machine never delays heartbeats;
+//!   it also takes and restores snapshots, whose I/O runs on blocking threads
+//!   (`snapshot.rs`);
 //! - one **sender task per peer**, calling [`Network::send`] in order;
 //! - the **timer task**, which sends a tick when the core's deadline passes.
 
@@ -19,6 +21,7 @@ mod handle;
 mod persist;
 mod requests;
 mod sender;
+mod snapshot;
 mod timer;
 
 use std::sync::Arc;
@@ -34,10 +37,11 @@ use crate::error::ClientError;
 use crate::message::Message;
 use crate::network::Network;
 use crate::runtime::Runtime;
+use crate::snapshot::{SnapshotMeta, SnapshotStore};
 use crate::state_machine::StateMachine;
 use crate::sync::lock;
-use crate::types::{Entry, LogIndex, NodeId, Term};
-use apply::ApplyBatch;
+use crate::types::{Entry, LogId, LogIndex, NodeId, Term};
+use apply::ApplyOp;
 use handle::Shared;
 use persist::StoreOp;
 use requests::Requests;
@@ -59,6 +63,11 @@ enum Event<SM: StateMachine> {
     Persisted { seq: u64 },
     Applied { index: LogIndex },
     Loaded { peer: NodeId, term: Term, entries: Result<Vec<Entry>, String> },
+    SnapshotTaken(Result<SnapshotMeta, String>),
+    Purged { prev: LogId },
+    ChunkLoaded { peer: NodeId, term: Term, last: LogId, offset: u64, data: Result<Bytes, String> },
+    TriggerSnapshot,
+    PurgeLog(LogIndex),
     Fatal(String),
     Shutdown,
 }
@@ -70,7 +79,11 @@ struct Driver<SM: StateMachine, R: Runtime, N: Network> {
     rt: R,
     shared: Arc<Shared<SM>>,
     persist_tx: mpsc::UnboundedSender<StoreOp>,
-    apply_tx: mpsc::UnboundedSender<ApplyBatch<SM>>,
+    apply_tx: mpsc::UnboundedSender<ApplyOp<SM>>,
+    /// The store's snapshots, read here for peers being sent one.
+    snapshots: Arc<dyn SnapshotStore>,
+    /// The protocol loop's own event channel, for the chunk reads' answers.
+    events: mpsc::UnboundedSender<Event<SM>>,
     timer: Timer,
     senders: Senders<R, N>,
     /// The callers waiting for answers.
@@ -111,6 +124,15 @@ impl<SM: StateMachine, R: Runtime, N: Network> Driver<SM, R, N> {
                     }
                     Event::Loaded { peer, term, entries } => {
                         self.core.step(now, Input::EntriesLoaded { peer, term, entries })
+                    }
+                    Event::SnapshotTaken(result) => self.core.step(now, Input::SnapshotTaken { result }),
+                    Event::Purged { prev } => self.core.step(now, Input::LogPurged { prev }),
+                    Event::ChunkLoaded { peer, term, last, offset, data } => {
+                        self.core.step(now, Input::SnapshotChunkLoaded { peer, term, last, offset, data })
+                    }
+                    Event::TriggerSnapshot => self.core.trigger_snapshot(),
+                    Event::PurgeLog(upto) => {
+                        self.core.purge_log(upto);
                     }
                     Event::Fatal(e) => {
                         fatal = Some(e);
@@ -153,6 +175,23 @@ impl<SM: StateMachine, R: Runtime, N: Network> Driver<SM, R, N> {
                 Action::ReadReady { id, index } => self.on_read_ready(id, index),
                 Action::ReadFailed { id } => self.on_read_failed(id),
                 Action::SetTimer(t) => self.timer.arm(t),
+                Action::TakeSnapshot => {
+                    let _ = self.apply_tx.unbounded_send(ApplyOp::TakeSnapshot);
+                }
+                Action::RestoreSnapshot { meta } => {
+                    self.settle_requests_covered_by(meta.last.index);
+                    let _ = self.apply_tx.unbounded_send(ApplyOp::Restore(meta));
+                }
+                Action::PurgeLog { upto } => {
+                    let _ = self.persist_tx.unbounded_send(StoreOp::Purge { upto });
+                }
+                Action::WriteSnapshotChunk { meta, offset, data } => {
+                    let _ = self.persist_tx.unbounded_send(StoreOp::Chunk { meta, offset, data });
+                }
+                Action::LoadSnapshotChunk { peer, term, last, offset, len } => {
+                    let request = snapshot::ChunkRequest { peer, term, last, offset, len };
+                    snapshot::load_chunk(&self.rt, &self.snapshots, &self.events, request);
+                }
             }
         }
     }
@@ -172,6 +211,8 @@ impl<SM: StateMachine, R: Runtime, N: Network> Driver<SM, R, N> {
         s.voted_for = core.voted_for();
         s.durable_index = core.durable_index();
         s.cached_entries = core.cached_entries();
+        s.snapshot_index = core.snapshot_meta().map_or(0, |m| m.last.index);
+        s.first_log_index = core.first_log_index();
         if s.membership != *core.membership() {
             s.membership = core.membership().clone();
             s.is_voter = s.membership.is_voter(s.id);

@@ -8,17 +8,21 @@
 //! (fail-stop, design invariant 9).
 
 use std::collections::VecDeque;
+use std::sync::Arc;
 
+use bytes::Bytes;
 use futures::channel::{mpsc, oneshot};
 use futures::StreamExt;
 
+use super::snapshot::Receiving;
 use super::Event;
 use crate::core::PersistRequest;
 use crate::error::StoreError;
 use crate::runtime::Runtime;
+use crate::snapshot::{SnapshotMeta, SnapshotStore};
 use crate::state_machine::StateMachine;
 use crate::storage::LogStore;
-use crate::types::{LogIndex, NodeId, Term};
+use crate::types::{LogId, LogIndex, NodeId, Term};
 
 /// Work for the task that owns the store.
 pub(super) enum StoreOp {
@@ -33,6 +37,23 @@ pub(super) enum StoreOp {
         start: LogIndex,
         end: LogIndex,
     },
+    /// Remove the log up to `upto` (a snapshot covers it).
+    Purge {
+        upto: LogIndex,
+    },
+    /// A chunk of a snapshot being received.
+    Chunk {
+        meta: SnapshotMeta,
+        offset: u64,
+        data: Bytes,
+    },
+}
+
+/// What the persist task owns: the log store, and the snapshot being received.
+struct Stores<S> {
+    log: S,
+    snapshots: Arc<dyn SnapshotStore>,
+    receiving: Receiving,
 }
 
 /// Carries out the store operations in order, merging queued writes (group commit).
@@ -52,7 +73,8 @@ pub(super) async fn persist_task<SM: StateMachine, S: LogStore, R: Runtime>(
     mut rx: mpsc::UnboundedReceiver<StoreOp>,
     tx: mpsc::UnboundedSender<Event<SM>>,
 ) {
-    let mut store = Some(store);
+    let snapshots = store.snapshots();
+    let mut store = Some(Stores { log: store, snapshots, receiving: Receiving::default() });
     let mut queue = VecDeque::new();
     while let Some(first) = rx.next().await {
         queue.push_back(first);
@@ -63,7 +85,9 @@ pub(super) async fn persist_task<SM: StateMachine, S: LogStore, R: Runtime>(
             // Group commit: persist requests queued meanwhile go to the store together.
             let op = match op {
                 StoreOp::Persist { mut req, mut leader } => {
-                    while let Some(StoreOp::Persist { .. }) = queue.front() {
+                    // Nothing merges into an install: it must run after what came before
+                    // it and before what comes after.
+                    while req.install.is_none() && matches!(queue.front(), Some(StoreOp::Persist { .. })) {
                         if let Some(StoreOp::Persist { req: more, leader: l }) = queue.pop_front() {
                             merge_persist(&mut req, more);
                             leader |= l;
@@ -107,28 +131,61 @@ pub(super) async fn persist_task<SM: StateMachine, S: LogStore, R: Runtime>(
 /// Carries out one store operation; false after a fatal store error.
 async fn store_op<SM: StateMachine, S: LogStore>(
     id: NodeId,
-    store: &mut S,
+    stores: &mut Stores<S>,
     op: StoreOp,
     tx: &mpsc::UnboundedSender<Event<SM>>,
 ) -> bool {
-    match op {
-        StoreOp::Persist { req, .. } => persist(id, store, req, tx).await,
+    let result = match op {
+        StoreOp::Persist { req, .. } => return persist(id, stores, req, tx).await,
         StoreOp::Load { peer, term, start, end } => {
-            let entries = store.entries(start, end).await.map_err(|e| e.to_string());
+            let entries = stores.log.entries(start, end).await.map_err(|e| e.to_string());
             let _ = tx.unbounded_send(Event::Loaded { peer, term, entries });
-            true
+            return true;
+        }
+        StoreOp::Purge { upto } => purge(id, &mut stores.log, upto, tx).await,
+        StoreOp::Chunk { meta, offset, data } => stores.receiving.write(&*stores.snapshots, meta, offset, &data),
+    };
+    match result {
+        Ok(()) => true,
+        Err(e) => {
+            tracing::error!(node = id, error = %e, "a store write failed; stopping (fail-stop)");
+            let _ = tx.unbounded_send(Event::Fatal(format!("store write failed: {e}")));
+            false
         }
     }
+}
+
+/// Purges the log up to `upto` and reports where it now starts.
+async fn purge<SM: StateMachine, S: LogStore>(
+    id: NodeId,
+    store: &mut S,
+    upto: LogIndex,
+    tx: &mpsc::UnboundedSender<Event<SM>>,
+) -> Result<(), StoreError> {
+    let term = match store.entries(upto, upto + 1).await {
+        Ok(e) => e.first().map(|e| e.term),
+        Err(StoreError::Unavailable { .. }) => None,
+        Err(e) => return Err(e),
+    };
+    let Some(term) = term else {
+        tracing::debug!(node = id, upto, "nothing to purge there");
+        return Ok(());
+    };
+    store.purge(upto).await?;
+    tracing::debug!(node = id, upto, "log purged");
+    let _ = tx.unbounded_send(Event::Purged { prev: LogId { index: upto, term } });
+    Ok(())
 }
 
 /// Carries out one persist request; false after a fatal store error.
 async fn persist<SM: StateMachine, S: LogStore>(
     id: NodeId,
-    store: &mut S,
+    stores: &mut Stores<S>,
     req: PersistRequest,
     tx: &mpsc::UnboundedSender<Event<SM>>,
 ) -> bool {
     {
+        let store = &mut stores.log;
         let result = async {
             if let Some(hs) = &req.hard_state {
                 store.save_hard_state(hs).await?;
@@ -138,6 +195,10 @@ async fn persist<SM: StateMachine, S: LogStore>(
             }
             if !req.entries.is_empty() {
                 store.append(&req.entries).await?;
+            }
+            if let Some(meta) = &req.install {
+                stores.receiving.finish(meta)?;
+                store.reset_to(meta.last).await?;
             }
             Ok::<(), StoreError>(())
         }
@@ -168,4 +229,7 @@ fn merge_persist(acc: &mut PersistRequest, later: PersistRequest) {
         acc.truncate_from = Some(acc.truncate_from.map_or(t, |a| a.min(t)));
     }
     acc.entries.extend(later.entries);
+    if later.install.is_some() {
+        acc.install = later.install;
+    }
 }

@@ -16,7 +16,7 @@ use std::collections::{BTreeMap, VecDeque};
 
 use bytes::Bytes;
 
-use super::apply::ApplyBatch;
+use super::apply::{ApplyBatch, ApplyOp};
 use super::{Driver, ReadResponder, Responder};
 use crate::core::{ProposeError, Role};
 use crate::error::ClientError;
@@ -86,7 +86,7 @@ impl<SM: StateMachine, R: Runtime, N: Network> Driver<SM, R, N> {
             // it kept, if it still has this one.
             let claims = vec![(index, term, tx)];
             let batch = ApplyBatch { entries: Vec::new(), responders: Vec::new(), keep_unclaimed: false, claims };
-            let _ = self.apply_tx.unbounded_send(batch);
+            let _ = self.apply_tx.unbounded_send(ApplyOp::Batch(batch));
             return;
         }
         if r.pending.back().is_none_or(|p| p.0 <= index) {
@@ -233,7 +233,20 @@ impl<SM: StateMachine, R: Runtime, N: Network> Driver<SM, R, N> {
         // Only a follower with forwards unanswered can get a late answer for these entries.
         let keep_unclaimed = !r.forwards.is_empty();
         let batch = ApplyBatch { entries, responders, keep_unclaimed, claims: Vec::new() };
-        let _ = self.apply_tx.unbounded_send(batch);
+        let _ = self.apply_tx.unbounded_send(ApplyOp::Batch(batch));
+    }
+
+    /// A snapshot covering the log up to `last` replaces the state machine's state: the
+    /// proposals waiting there will not be applied one by one, and whether the snapshot
+    /// includes them cannot be told here.
+    pub(super) fn settle_requests_covered_by(&mut self, last: LogIndex) {
+        let r = &mut self.requests;
+        r.handed_to_apply = r.handed_to_apply.max(last);
+        while r.pending.front().is_some_and(|p| p.0 <= last) {
+            if let Some((_, _, tx)) = r.pending.pop_front() {
+                let _ = tx.send(Err(ClientError::Indeterminate));
+            }
+        }
     }
 
     /// Answers every waiting caller with `err` (the node is stopping).

@@ -39,6 +39,10 @@ pub trait SimStore: Send + Sync + 'static {
     /// Every entry the store holds, in index order.
     fn entries_snapshot(&self) -> Vec<Entry>;
 
+    /// The last index purged from the log (0 if none): a snapshot covers the entries up
+    /// to it, so the checkers no longer see them.
+    fn purged_index(&self) -> LogIndex;
+
     /// The store as `Any`, so tests can get back the concrete type.
     fn as_any(&self) -> &dyn Any;
 }
@@ -105,6 +109,10 @@ impl SimStore for MemStore {
 
     fn entries_snapshot(&self) -> Vec<Entry> {
         MemStore::entries_snapshot(self)
+    }
+
+    fn purged_index(&self) -> LogIndex {
+        MemStore::prev(self).index
     }
 
     fn as_any(&self) -> &dyn Any {

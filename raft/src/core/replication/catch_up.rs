@@ -1,8 +1,9 @@
 //! Catching up a lagging peer: the entries it needs are no longer in the core's memory
 //! (`log.rs` trims what is applied and durable), so the core asks the driver to read
 //! them from the store ([`Action::LoadEntries`]) and sends them when they come back
-//! ([`Input::EntriesLoaded`](crate::core::Input)). Entries before the snapshot point
-//! would need InstallSnapshot (paper §7), which lands with log compaction.
+//! ([`Input::EntriesLoaded`](crate::core::Input)). A peer that needs entries the log no
+//! longer holds (purged after a snapshot) is sent the snapshot instead (`snapshot.rs`,
+//! paper §7).
 
 use super::IfNothingNew;
 use crate::core::durability::Needs;
@@ -14,12 +15,11 @@ impl RaftCore {
     /// Asks the driver to read entries from `next` on (and the one before, for its
     /// term) that are no longer in memory.
     pub(crate) fn load_for(&mut self, peer: NodeId, next: LogIndex) {
-        let snapshot = self.log.prev();
-        if next <= snapshot.index {
-            tracing::warn!(node = self.id, peer, next, "peer needs entries before the snapshot point");
-            return;
+        let prev = self.log.prev();
+        if next <= prev.index {
+            return self.start_snapshot_send(peer);
         }
-        let start = if next - 1 == snapshot.index { next } else { next - 1 };
+        let start = if next - 1 == prev.index { next } else { next - 1 };
         let end = self.log.trimmed().index.min(next - 1 + self.cfg.max_entries_per_message as u64) + 1;
         if let Some(pr) = self.progress.get_mut(&peer) {
             pr.loading = true;

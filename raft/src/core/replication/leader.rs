@@ -41,6 +41,10 @@ impl RaftCore {
         }
         let next = pr.next_index;
         let prev_log_index = next - 1;
+        if next <= self.log.prev().index {
+            self.start_snapshot_send(peer);
+            return false;
+        }
         if next <= self.log.trimmed().index {
             self.load_for(peer, next);
             return false;
@@ -113,6 +117,10 @@ impl RaftCore {
         let last = self.log.last_index();
         let Some(pr) = self.progress.get_mut(&from) else { return };
         pr.recent_active = true;
+        if pr.state == ProgressState::Snapshot && !(success && index > self.log.prev().index) {
+            // An answer from before the transfer; the snapshot's answers decide now.
+            return;
+        }
         if success && index > last {
             tracing::warn!(node = self.id, peer = from, index, last, "ignoring acknowledgement beyond our log");
             return;
@@ -161,6 +169,12 @@ impl RaftCore {
         let last = self.log.last_index();
         let Some(pr) = self.progress.get_mut(&from) else { return };
         pr.recent_active = true;
+        if pr.state == ProgressState::Snapshot {
+            if periodic {
+                self.snapshot_send_stalled(from);
+            }
+            return;
+        }
         if periodic && pr.match_index < last {
             // Recover from lost appends: a probe may go again, and a full window gives up
             // its oldest slot. If appends were lost, the follower rejects the next one and

@@ -15,6 +15,7 @@ use super::{Action, Input, PersistRequest, ProposeError, RaftCore, Role};
 use crate::config::Config;
 use crate::membership::Membership;
 use crate::message::{ConflictHint, Message, MessageBody};
+use crate::snapshot::SnapshotMeta;
 use crate::types::{Entry, EntryPayload, HardState, Instant, LogId, LogIndex, NodeId, Term};
 
 mod bad_input;
@@ -26,6 +27,7 @@ mod lease;
 mod log;
 mod read_index;
 mod replication;
+mod snapshot;
 mod tracker;
 
 // ----- harness -----
@@ -70,8 +72,14 @@ fn hard_state(term: Term) -> HardState {
 #[derive(Default)]
 struct Store {
     hs: HardState,
-    /// Contiguous from index 1.
+    /// The last purged entry.
+    prev: LogId,
+    /// Contiguous from `prev.index + 1`.
     entries: Vec<Entry>,
+    /// The latest snapshot: its metadata and data (the applied entries, postcard).
+    snapshot: Option<(SnapshotMeta, Vec<u8>)>,
+    /// The snapshot being received.
+    receiving: Option<(SnapshotMeta, Vec<u8>)>,
     /// Persist requests issued but not yet durable, in order.
     unacked: VecDeque<PersistRequest>,
     /// Every persist request the core ever issued.
@@ -90,15 +98,60 @@ impl Store {
             self.hs = hs;
         }
         if let Some(from) = r.truncate_from {
-            assert!(from >= 1, "index 0 is not an entry");
-            assert!(from as usize <= self.entries.len(), "truncation of entries the store does not hold");
-            self.entries.truncate(from as usize - 1);
+            assert!(from > self.prev.index, "truncation of purged entries");
+            assert!(from <= self.last_index(), "truncation of entries the store does not hold");
+            self.entries.truncate((from - self.prev.index - 1) as usize);
         }
         for e in &r.entries {
-            assert_eq!(e.index, self.entries.len() as LogIndex + 1, "appended entries must continue the log");
+            assert_eq!(e.index, self.last_index() + 1, "appended entries must continue the log");
             self.entries.push(e.clone());
         }
+        if let Some(meta) = &r.install {
+            let (got, data) = self.receiving.take().expect("an install finishes a received snapshot");
+            assert_eq!(&got, meta, "the install finishes the snapshot received");
+            assert_eq!(data.len() as u64, meta.size);
+            assert_eq!(crc32c::crc32c(&data), meta.checksum, "only a verified snapshot is installed");
+            self.snapshot = Some((got, data));
+            if self.term_at(meta.last.index) == Some(meta.last.term) {
+                self.purge(meta.last.index);
+            } else {
+                self.entries.clear();
+                self.prev = meta.last;
+            }
+        }
     }
+
+    fn last_index(&self) -> LogIndex {
+        self.prev.index + self.entries.len() as LogIndex
+    }
+
+    fn term_at(&self, index: LogIndex) -> Option<Term> {
+        if index == self.prev.index {
+            return Some(self.prev.term);
+        }
+        let at = index.checked_sub(self.prev.index + 1)?;
+        self.entries.get(at as usize).map(|e| e.term)
+    }
+
+    /// The entries `start..end`, if all held.
+    fn range(&self, start: LogIndex, end: LogIndex) -> Option<Vec<Entry>> {
+        let from = start.checked_sub(self.prev.index + 1)? as usize;
+        let to = end.checked_sub(self.prev.index + 1)? as usize;
+        self.entries.get(from..to).map(<[Entry]>::to_vec)
+    }
+
+    fn purge(&mut self, upto: LogIndex) -> LogId {
+        let term = self.term_at(upto).expect("purge up to a held entry");
+        let n = (upto - self.prev.index) as usize;
+        self.entries.drain(..n);
+        self.prev = LogId { index: upto, term };
+        self.prev
+    }
+}
+
+/// The state a harness snapshot holds: the entries applied, encoded.
+fn snapshot_of(applied: &[Entry]) -> Vec<u8> {
+    postcard::to_allocvec(applied).expect("entries encode")
 }
 
 struct Node {
@@ -108,9 +161,81 @@ struct Node {
     applied: Vec<Entry>,
     /// Answers to client requests (reads and forwarded proposals), in order.
     answers: Vec<Action>,
+    /// Snapshots taken, snapshot chunks read, snapshots restored.
+    snapshots_taken: usize,
+    chunks_loaded: usize,
+    restores: usize,
 }
 
 impl Node {
+    /// Carries out a snapshot action the way the driver would; whether it fed the core.
+    fn snapshot_action(&mut self, now: Instant, action: Action) -> bool {
+        match action {
+            Action::TakeSnapshot => {
+                let last = self.applied.last().map(|e| LogId { index: e.index, term: e.term }).unwrap_or_default();
+                let (membership_index, membership) = self
+                    .applied
+                    .iter()
+                    .rev()
+                    .find_map(|e| match &e.payload {
+                        EntryPayload::Membership(m) => Some((e.index, (**m).clone())),
+                        _ => None,
+                    })
+                    .or_else(|| self.store.snapshot.as_ref().map(|(m, _)| (m.membership_index, m.membership.clone())))
+                    .unwrap_or_default();
+                let data = snapshot_of(&self.applied);
+                let meta = SnapshotMeta {
+                    last,
+                    membership,
+                    membership_index,
+                    size: data.len() as u64,
+                    checksum: crc32c::crc32c(&data),
+                };
+                self.snapshots_taken += 1;
+                self.store.snapshot = Some((meta.clone(), data));
+                self.core.step(now, Input::SnapshotTaken { result: Ok(meta) });
+                return true;
+            }
+            Action::PurgeLog { upto } => {
+                let prev = self.store.purge(upto);
+                self.core.step(now, Input::LogPurged { prev });
+                return true;
+            }
+            Action::LoadSnapshotChunk { peer, term, last, offset, len } => {
+                let data = match &self.store.snapshot {
+                    Some((m, d)) if m.last == last => {
+                        let start = (offset as usize).min(d.len());
+                        let end = (start + len).min(d.len());
+                        Ok(Bytes::copy_from_slice(&d[start..end]))
+                    }
+                    _ => Err("no such snapshot".to_string()),
+                };
+                self.chunks_loaded += 1;
+                self.core.step(now, Input::SnapshotChunkLoaded { peer, term, last, offset, data });
+                return true;
+            }
+            Action::WriteSnapshotChunk { meta, offset, data } => {
+                if offset == 0 {
+                    self.store.receiving = Some((meta.clone(), Vec::new()));
+                }
+                let (m, buf) = self.store.receiving.as_mut().expect("chunks after offset 0");
+                assert_eq!(*m, meta, "chunks of one snapshot");
+                assert_eq!(buf.len() as u64, offset, "chunks are written in order");
+                buf.extend_from_slice(&data);
+            }
+            Action::RestoreSnapshot { meta } => {
+                let (held, data) = self.store.snapshot.as_ref().expect("a restored snapshot is held");
+                assert_eq!(*held, meta);
+                self.applied = postcard::from_bytes(data).expect("harness snapshots decode");
+                self.restores += 1;
+                self.core.step(now, Input::Applied { index: meta.last.index });
+                return true;
+            }
+            _ => unreachable!("not a snapshot action"),
+        }
+        false
+    }
+
     /// Makes the unacknowledged requests up to `upto` durable and reports it.
     fn ack(&mut self, now: Instant, upto: u64) {
         let mut last = None;
@@ -160,9 +285,18 @@ impl Cluster {
         };
         for (i, (hs, entries)) in logs.into_iter().enumerate() {
             let id = i as NodeId + 1;
-            let core = RaftCore::new(id, c.cfg.clone(), hs, LogId::default(), entries.clone(), c.now);
+            let core = RaftCore::new(id, c.cfg.clone(), hs, LogId::default(), None, entries.clone(), c.now);
             let store = Store { hs, entries, ..Store::default() };
-            c.nodes.insert(id, Node { core, store, applied: Vec::new(), answers: Vec::new() });
+            let node = Node {
+                core,
+                store,
+                applied: Vec::new(),
+                answers: Vec::new(),
+                snapshots_taken: 0,
+                chunks_loaded: 0,
+                restores: 0,
+            };
+            c.nodes.insert(id, node);
             c.process(id);
         }
         c
@@ -234,13 +368,16 @@ impl Cluster {
                     Action::LoadEntries { peer, term, start, end } => {
                         let entries = node
                             .store
-                            .entries
-                            .get((start - 1) as usize..(end - 1) as usize)
-                            .map(<[Entry]>::to_vec)
+                            .range(start, end)
                             .ok_or_else(|| format!("entries {start}..{end} not in the store"));
                         node.core.step(now, Input::EntriesLoaded { peer, term, entries });
                         busy = true;
                     }
+                    a @ (Action::TakeSnapshot
+                    | Action::PurgeLog { .. }
+                    | Action::LoadSnapshotChunk { .. }
+                    | Action::WriteSnapshotChunk { .. }
+                    | Action::RestoreSnapshot { .. }) => busy |= node.snapshot_action(now, a),
                 }
             }
             if !node.store.hold && !node.store.unacked.is_empty() {
@@ -408,8 +545,14 @@ impl Cluster {
         let node = self.node_mut(id);
         node.store.unacked.clear();
         node.store.last_seq = 0;
-        node.applied.clear();
-        node.core = RaftCore::new(id, cfg, node.store.hs, LogId::default(), node.store.entries.clone(), now);
+        node.store.receiving = None;
+        let snapshot = node.store.snapshot.clone();
+        node.applied = snapshot.as_ref().map(|(_, d)| postcard::from_bytes(d).expect("decodes")).unwrap_or_default();
+        let meta = snapshot.map(|(m, _)| m);
+        let store = &node.store;
+        let from = meta.as_ref().map_or(store.prev.index, |m| m.last.index);
+        let entries = store.range(from + 1, store.last_index() + 1).expect("the log continues the snapshot");
+        node.core = RaftCore::new(id, cfg, store.hs, store.prev, meta, entries, now);
         self.process(id);
     }
 

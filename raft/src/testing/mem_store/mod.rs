@@ -576,7 +576,12 @@ impl MemSnapshots {
 }
 
 impl SnapshotStore for MemSnapshots {
-    fn create(&self, last: LogId, membership: &Membership) -> Result<Box<dyn SnapshotWriter>, StoreError> {
+    fn create(
+        &self,
+        last: LogId,
+        membership: &Membership,
+        membership_index: LogIndex,
+    ) -> Result<Box<dyn SnapshotWriter>, StoreError> {
         let inner = lock(&self.inner);
         if inner.epoch != self.incarnation {
             return Err(stale_error(self.incarnation, inner.epoch));
@@ -586,6 +591,7 @@ impl SnapshotStore for MemSnapshots {
             incarnation: self.incarnation,
             last,
             membership: membership.clone(),
+            membership_index,
             data: ChecksumWriter::new(Vec::new()),
         }))
     }
@@ -621,6 +627,7 @@ struct MemSnapshotWriter {
     incarnation: u64,
     last: LogId,
     membership: Membership,
+    membership_index: LogIndex,
     data: ChecksumWriter<Vec<u8>>,
 }
 
@@ -639,6 +646,7 @@ impl SnapshotWriter for MemSnapshotWriter {
         let meta = SnapshotMeta {
             last: self.last,
             membership: self.membership,
+            membership_index: self.membership_index,
             size: self.data.size(),
             checksum: self.data.checksum(),
         };

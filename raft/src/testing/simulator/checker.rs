@@ -129,8 +129,13 @@ impl Checker {
                 if want > slot.leader_checked.1 {
                     let from = slot.leader_checked.1 + 1;
                     let held = slot.store.entries_in(from, want);
-                    for (idx, (c, _)) in self.committed.range(from..=want).filter(|(_, (_, t))| *t < term) {
-                        let e = held.get((*idx - from) as usize);
+                    // Entries up to the purge point are covered by the leader's snapshot.
+                    let purged = slot.store.purged_index();
+                    let first = held.first().map_or(u64::MAX, |e| e.index);
+                    for (idx, (c, _)) in
+                        self.committed.range(from..=want).filter(|(i, (_, t))| *t < term && **i > purged)
+                    {
+                        let e = idx.checked_sub(first).and_then(|k| held.get(k as usize));
                         if e != Some(c) {
                             return Err(format!(
                                 "leader completeness: leader {id} of term {term} has {e:?} at index {idx}, committed entry is {c:?}"
@@ -144,14 +149,22 @@ impl Checker {
         if full {
             let logs: Vec<(NodeId, Vec<Entry>)> =
                 nodes.iter().map(|(&id, s)| (id, s.store.entries_snapshot())).collect();
+            // Logs may start at different indexes (purged after snapshots): compare what
+            // both hold.
             for (i, (a, la)) in logs.iter().enumerate() {
                 for (b, lb) in logs.iter().skip(i + 1) {
-                    let common = la.len().min(lb.len());
-                    if let Some(k) = (0..common).rev().find(|&k| la[k].term == lb[k].term) {
-                        if la[..=k] != lb[..=k] {
+                    let (Some(fa), Some(fb)) = (la.first().map(|e| e.index), lb.first().map(|e| e.index)) else {
+                        continue;
+                    };
+                    let start = fa.max(fb);
+                    let (sa, sb) = ((start - fa) as usize, (start - fb) as usize);
+                    let (ca, cb) = (la.get(sa..).unwrap_or_default(), lb.get(sb..).unwrap_or_default());
+                    let common = ca.len().min(cb.len());
+                    if let Some(k) = (0..common).rev().find(|&k| ca[k].term == cb[k].term) {
+                        if ca[..=k] != cb[..=k] {
                             return Err(format!(
                                 "log matching: nodes {a} and {b} agree on the term at index {} but differ before it",
-                                k + 1
+                                start + k as u64
                             ));
                         }
                     }

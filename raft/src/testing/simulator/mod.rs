@@ -77,7 +77,8 @@ impl Default for SimOptions {
 
 impl SimOptions {
     /// Options varied by `seed`: 3 or 5 nodes, pre-vote and check-quorum on or off,
-    /// different message, window, memory-cache and forwarding limits.
+    /// different message, window, memory-cache and forwarding limits, and on a third of
+    /// the seeds snapshots every 20 to 200 entries with small chunks.
     pub fn for_seed(seed: u64) -> Self {
         let mut rng = fastrand::Rng::with_seed(seed ^ 0x5eed_0f0b_710a);
         let mut o = SimOptions { nodes: if rng.u8(..4) == 0 { 5 } else { 3 }, ..SimOptions::default() };
@@ -88,6 +89,14 @@ impl SimOptions {
         // Often keep little in memory, so lagging peers are served from the store.
         o.config.max_cached_lag = if rng.bool() { rng.u64(4..200) } else { 1 << 16 };
         o.config.max_forwards_in_flight = rng.usize(1..4);
+        // On a third of the seeds, compact all the time: snapshots every few dozen
+        // entries, small chunks, so installs (and crashes during them) are frequent.
+        if rng.u8(..3) == 0 {
+            o.config.snapshot_after_entries = rng.u64(20..200);
+            o.config.snapshot_keep_entries = rng.u64(0..20);
+            o.config.snapshot_chunk_size = rng.usize(16..512);
+            o.config.snapshot_max_inflight_chunks = rng.usize(1..4);
+        }
         o
     }
 }
