@@ -194,90 +194,103 @@ pub fn read_u64(b: &[u8], at: usize) -> u64 {
     }
 }
 
-/// Size of the fixed part of a snapshot file before the membership: magic, version,
-/// cluster id, last included index and term, membership length.
-pub const SNAPSHOT_HEAD_LEN: usize = 40;
-/// Size of a snapshot file holding an empty membership and no data.
-pub const SNAPSHOT_MIN_LEN: usize = SNAPSHOT_HEAD_LEN + 8 + 4;
+/// The format version of snapshot files (version 1 held the data in memory-sized
+/// files checked as a whole; version 2 is streamed, with the data checksum in the head).
+pub const SNAPSHOT_VERSION: u32 = 2;
+/// Size of the fixed part of a snapshot file's head, before the membership: magic,
+/// version, cluster id, last included index and term, membership index, data size, data
+/// checksum, membership length.
+pub const SNAPSHOT_FIXED_LEN: usize = 60;
+/// The largest membership a snapshot head may claim.
+pub const MAX_SNAPSHOT_MEMBERSHIP: usize = 1 << 24;
 
-/// The fields of a snapshot file, as [`decode_snapshot`] found them.
+/// The head of a snapshot file: everything but the data, which follows it.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct SnapshotFile<'a> {
+pub struct SnapshotHead {
     /// The cluster the snapshot belongs to.
     pub cluster_id: u64,
     /// Index of the last entry the snapshot covers.
     pub last_index: u64,
     /// Term of that entry.
     pub last_term: u64,
+    /// Index of the entry holding the membership.
+    pub membership_index: u64,
+    /// Length of the data.
+    pub data_size: u64,
+    /// CRC-32C of the data.
+    pub data_crc: u32,
     /// The membership bytes (postcard of `raft::Membership`).
-    pub membership: &'a [u8],
-    /// Where the state machine data starts in the file.
-    pub data_offset: usize,
-    /// The state machine data's length.
-    pub data_len: usize,
+    pub membership: Vec<u8>,
 }
 
-/// Encodes everything of a snapshot file that comes before the data: magic, version,
-/// cluster id, last index and term, membership length and bytes, data length.
-pub fn encode_snapshot_head(
-    cluster_id: u64,
-    last_index: u64,
-    last_term: u64,
-    membership: &[u8],
-    data_len: u64,
-) -> Vec<u8> {
-    let mut b = Vec::with_capacity(SNAPSHOT_HEAD_LEN + membership.len() + 8);
-    b.extend_from_slice(&SNAPSHOT_MAGIC);
-    b.extend_from_slice(&FORMAT_VERSION.to_le_bytes());
-    b.extend_from_slice(&cluster_id.to_le_bytes());
-    b.extend_from_slice(&last_index.to_le_bytes());
-    b.extend_from_slice(&last_term.to_le_bytes());
-    // Callers keep the membership far below u32::MAX bytes.
-    b.extend_from_slice(&(membership.len() as u32).to_le_bytes());
-    b.extend_from_slice(membership);
-    b.extend_from_slice(&data_len.to_le_bytes());
-    b
-}
+impl SnapshotHead {
+    /// The encoded length of the head (where the data starts).
+    pub fn encoded_len(&self) -> usize {
+        SNAPSHOT_FIXED_LEN + self.membership.len() + 4
+    }
 
-/// The trailing checksum of a snapshot file: CRC32C of the head followed by the data.
-pub fn snapshot_crc(head: &[u8], data: &[u8]) -> u32 {
-    crc32c::crc32c_append(crc32c::crc32c(head), data)
-}
+    /// Encodes the head, its CRC-32C last.
+    pub fn encode(&self) -> Vec<u8> {
+        let mut b = Vec::with_capacity(self.encoded_len());
+        b.extend_from_slice(&SNAPSHOT_MAGIC);
+        b.extend_from_slice(&SNAPSHOT_VERSION.to_le_bytes());
+        for v in [self.cluster_id, self.last_index, self.last_term, self.membership_index, self.data_size] {
+            b.extend_from_slice(&v.to_le_bytes());
+        }
+        b.extend_from_slice(&self.data_crc.to_le_bytes());
+        // Callers keep the membership below MAX_SNAPSHOT_MEMBERSHIP bytes.
+        b.extend_from_slice(&(self.membership.len() as u32).to_le_bytes());
+        b.extend_from_slice(&self.membership);
+        let crc = crc32c::crc32c(&b);
+        b.extend_from_slice(&crc.to_le_bytes());
+        b
+    }
 
-/// Decodes a whole snapshot file, checking its length fields against the file's length
-/// and its checksum; returns `(offset, reason)` of the first problem.
-pub fn decode_snapshot(b: &[u8]) -> Result<SnapshotFile<'_>, (u64, String)> {
-    let short = || (0, format!("file is {} bytes, shorter than any snapshot ({SNAPSHOT_MIN_LEN})", b.len()));
-    if b.len() < SNAPSHOT_MIN_LEN {
-        return Err(short());
+    /// The whole head's length, read from its fixed part (the first
+    /// [`SNAPSHOT_FIXED_LEN`] bytes of the file); `(offset, reason)` on a problem.
+    pub fn len_from_fixed(fixed: &[u8]) -> Result<usize, (u64, String)> {
+        if fixed.len() < SNAPSHOT_FIXED_LEN {
+            return Err((0, format!("file is {} bytes, shorter than a snapshot head", fixed.len())));
+        }
+        if fixed.get(0..8) != Some(&SNAPSHOT_MAGIC[..]) {
+            return Err((0, "bad magic".into()));
+        }
+        let m = u32_at(fixed, 56).unwrap_or(u32::MAX) as usize;
+        if m > MAX_SNAPSHOT_MEMBERSHIP {
+            return Err((56, format!("membership length {m} is implausible")));
+        }
+        Ok(SNAPSHOT_FIXED_LEN + m + 4)
     }
-    if b.get(0..8) != Some(&SNAPSHOT_MAGIC[..]) {
-        return Err((0, "bad magic".into()));
+
+    /// Decodes a head (exactly its bytes), checking its magic, version and checksum;
+    /// `(offset, reason)` of the first problem.
+    pub fn decode(b: &[u8]) -> Result<SnapshotHead, (u64, String)> {
+        let len = Self::len_from_fixed(b)?;
+        if b.len() != len {
+            return Err((0, format!("the head is {} bytes, its fields say {len}", b.len())));
+        }
+        let crc_at = len - 4;
+        let (Some(covered), Some(crc)) = (b.get(..crc_at), u32_at(b, crc_at)) else {
+            return Err((0, "the head is cut short".into()));
+        };
+        if crc32c::crc32c(covered) != crc {
+            return Err((crc_at as u64, "head checksum mismatch".into()));
+        }
+        let version = u32_at(b, 8).unwrap_or_default();
+        if version != SNAPSHOT_VERSION {
+            return Err((8, format!("unsupported snapshot format version {version}")));
+        }
+        let field = |at| u64_at(b, at).unwrap_or_default();
+        Ok(SnapshotHead {
+            cluster_id: field(12),
+            last_index: field(20),
+            last_term: field(28),
+            membership_index: field(36),
+            data_size: field(44),
+            data_crc: u32_at(b, 52).unwrap_or_default(),
+            membership: b.get(SNAPSHOT_FIXED_LEN..crc_at).unwrap_or_default().to_vec(),
+        })
     }
-    let m = u32_at(b, 36).ok_or_else(short)? as usize;
-    if m > b.len() - SNAPSHOT_MIN_LEN {
-        return Err((36, format!("membership length {m} runs past the end of the file")));
-    }
-    let data_offset = SNAPSHOT_HEAD_LEN + m + 8;
-    let d = u64_at(b, SNAPSHOT_HEAD_LEN + m).ok_or_else(short)?;
-    if Some(b.len() as u64) != d.checked_add(data_offset as u64 + 4) {
-        return Err(((SNAPSHOT_HEAD_LEN + m) as u64, format!("data length {d} does not match the file length")));
-    }
-    let crc_at = b.len() - 4;
-    let (Some(covered), Some(crc)) = (b.get(..crc_at), u32_at(b, crc_at)) else { return Err(short()) };
-    if crc32c::crc32c(covered) != crc {
-        return Err((crc_at as u64, "checksum mismatch".into()));
-    }
-    // The length checks above put all of these inside `b`.
-    let fields =
-        (u32_at(b, 8), u64_at(b, 12), u64_at(b, 20), u64_at(b, 28), b.get(SNAPSHOT_HEAD_LEN..SNAPSHOT_HEAD_LEN + m));
-    let (Some(version), Some(cluster_id), Some(last_index), Some(last_term), Some(membership)) = fields else {
-        return Err(short());
-    };
-    if version != FORMAT_VERSION {
-        return Err((8, format!("unsupported format version {version}")));
-    }
-    Ok(SnapshotFile { cluster_id, last_index, last_term, membership, data_offset, data_len: d as usize })
 }
 
 /// The file name of the snapshot whose last included index is `index`.
@@ -351,35 +364,33 @@ mod tests {
             let _ = parse_frame(&b, 16);
             let _ = SegmentHeader::decode(&b);
             let _ = decode_small_file(META_MAGIC, &b, 16);
-            let _ = decode_snapshot(&b);
+            let _ = SnapshotHead::decode(&b);
         }
-    }
-
-    fn snapshot_bytes(membership: &[u8], data: &[u8]) -> Vec<u8> {
-        let mut b = encode_snapshot_head(7, 42, 3, membership, data.len() as u64);
-        let crc = snapshot_crc(&b, data);
-        b.extend_from_slice(data);
-        b.extend_from_slice(&crc.to_le_bytes());
-        b
     }
 
     #[test]
-    fn snapshot_roundtrip_and_every_bit_flip_and_cut_is_detected() {
-        let b = snapshot_bytes(b"mm", b"state machine");
-        let s = decode_snapshot(&b).expect("decode");
-        assert_eq!((s.cluster_id, s.last_index, s.last_term, s.membership), (7, 42, 3, &b"mm"[..]));
-        assert_eq!(&b[s.data_offset..s.data_offset + s.data_len], b"state machine");
+    fn snapshot_head_roundtrips_and_every_bit_flip_and_cut_is_detected() {
+        let h = SnapshotHead {
+            cluster_id: 7,
+            last_index: 42,
+            last_term: 3,
+            membership_index: 40,
+            data_size: 13,
+            data_crc: 0xdead_beef,
+            membership: b"mm".to_vec(),
+        };
+        let b = h.encode();
+        assert_eq!(b.len(), h.encoded_len());
+        assert_eq!(SnapshotHead::len_from_fixed(&b[..SNAPSHOT_FIXED_LEN]), Ok(b.len()));
+        assert_eq!(SnapshotHead::decode(&b), Ok(h));
         for bit in 0..b.len() * 8 {
             let mut c = b.clone();
             c[bit / 8] ^= 1 << (bit % 8);
-            assert!(decode_snapshot(&c).is_err(), "flip of bit {bit} not detected");
+            assert!(SnapshotHead::decode(&c).is_err(), "flip of bit {bit} not detected");
         }
         for cut in 0..b.len() {
-            assert!(decode_snapshot(&b[..cut]).is_err(), "cut at {cut} not detected");
+            assert!(SnapshotHead::decode(&b[..cut]).is_err(), "cut at {cut} not detected");
         }
-        let empty = snapshot_bytes(b"", b"");
-        assert_eq!(empty.len(), SNAPSHOT_MIN_LEN);
-        assert_eq!(decode_snapshot(&empty).map(|s| s.data_len), Ok(0));
     }
 
     #[test]
@@ -453,7 +464,7 @@ mod tests {
                 }
                 let _ = SegmentHeader::decode(&buf);
                 let _ = decode_small_file(META_MAGIC, &buf, 64);
-                let _ = decode_snapshot(&buf);
+                let _ = SnapshotHead::decode(&buf);
             }
         }
     }

@@ -17,9 +17,10 @@
 //!   [`raft::StoreError::Failed`].
 //! - **One process per directory:** the directory is locked while a store is open.
 //! - **Snapshots** (inherent methods, until [`raft::LogStore`] has them):
-//!   [`FileStore::save_snapshot`] writes a checksummed snapshot file atomically and keeps
-//!   only the newest; [`FileStore::reset_to_snapshot`] discards the log so that it
-//!   continues after a snapshot, crash-safely.
+//!   [`FileSnapshots`], the store's [`raft::SnapshotStore`], streams a snapshot into a
+//!   temp file and renames it into place once synced, keeping only the newest;
+//!   [`FileStore::reset_to_snapshot`] discards the log so that it continues after a
+//!   snapshot, crash-safely.
 //!
 //! The store uses blocking `std::fs` calls (through the [`Vfs`] trait, [`StdFs`] by
 //! default) inside its `async` methods: it needs no runtime and works under tokio and smol
@@ -60,7 +61,7 @@ use raft::{Entry, HardState, InitialState, LogId, LogIndex, LogStore, StoreError
 pub use crate::error::FileStoreError;
 pub use crate::options::FileStoreOptions;
 use crate::segment::Segment;
-pub use crate::snapshot::SnapshotMeta;
+pub use crate::snapshot::FileSnapshots;
 pub use crate::vfs::{StdFs, Vfs, VfsFile};
 
 /// Name of the lock file in the data directory.
@@ -95,8 +96,8 @@ pub struct FileStore<F: Vfs = StdFs> {
     active_len: u64,
     /// Why the store refuses writes, once a write has failed.
     failed: Option<String>,
-    /// The metadata of the snapshot held, if any.
-    snapshot: Option<SnapshotMeta>,
+    /// The snapshot files, shared with the driver's threads.
+    snapshots: FileSnapshots<F>,
 }
 
 impl<F: Vfs> FileStore<F> {
@@ -192,11 +193,8 @@ impl<F: Vfs> LogStore for FileStore<F> {
         Ok(self.purge_segments(upto).map_err(|e| self.fail("purge", e))?)
     }
 
-    /// The file store does not hold streamed snapshots yet: every snapshot is refused
-    /// with [`StoreError::Invalid`], so a node on it never compacts its log (configure
-    /// `snapshot_after_entries` and `snapshot_after_bytes` as 0) and cannot install one.
     fn snapshots(&self) -> std::sync::Arc<dyn raft::SnapshotStore> {
-        std::sync::Arc::new(crate::snapshot::Unsupported)
+        std::sync::Arc::new(self.snapshots.clone())
     }
 
     async fn reset_to(&mut self, snapshot: LogId) -> Result<(), StoreError> {

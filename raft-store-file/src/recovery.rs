@@ -12,7 +12,7 @@ use crate::fs::{remove, sync_dir, IoContext};
 use crate::meta::{self, Marker};
 use crate::segment::{read_header, scan_records, Segment};
 use crate::vfs::{StdFs, Vfs, VfsFile};
-use crate::{FileStore, FileStoreError, FileStoreOptions, LOCK_FILE};
+use crate::{FileSnapshots, FileStore, FileStoreError, FileStoreOptions, LOCK_FILE};
 
 /// The files of a data directory, by kind, from their names.
 struct Listing {
@@ -73,6 +73,7 @@ impl<F: Vfs> FileStore<F> {
         let hard_state = meta::read_hard_state(&fs, &dir, opts.cluster_id)?;
         let prev = meta::read_position(&fs, &dir, opts.cluster_id, Marker::Purge)?.unwrap_or_default();
         let segments = listing.segments.iter().map(|&first| Segment::new(&dir, first, None)).collect();
+        let snapshots = FileSnapshots::new(fs.clone(), dir.clone(), opts.cluster_id);
         let mut store = FileStore {
             fs,
             dir,
@@ -85,9 +86,9 @@ impl<F: Vfs> FileStore<F> {
             active: None,
             active_len: 0,
             failed: None,
-            snapshot: None,
+            snapshots,
         };
-        store.recover_snapshot(listing.snapshots)?;
+        store.snapshots.recover(listing.snapshots)?;
         store.recover_reset()?;
         store.recover()?;
         // Make every file name this open relied on durable (a rename or create whose

@@ -1,148 +1,408 @@
-//! Snapshot files, and the log reset that installing a snapshot needs (paper §7).
+//! Snapshot files (paper §7) and the log reset that installing a snapshot needs.
 //!
 //! The directory holds at most one snapshot, `NNNNNNNNNNNNNNNNNNNN.snap` named by its last
-//! included index (the byte layout is in `docs/storage-format.md`). A new snapshot is
-//! written to a temp file, synced, renamed and the directory synced; only then is the
-//! older snapshot file deleted.
+//! included index: a head (metadata with the data's size and CRC-32C, itself
+//! checksummed) followed by the data (the byte layout is in `docs/storage-format.md`).
+//! [`FileSnapshots`] streams a new snapshot into a temp file through a buffer (never
+//! holding the data in memory), writes the head last, syncs, renames it into place and
+//! syncs the directory; only then is the older snapshot file deleted. An open verifies
+//! the newest file's head and that its data is all there; the data's checksum is checked
+//! by every reader as it reads ([`raft::snapshot::ChecksumReader`]), so a restart reads a
+//! large snapshot once, not twice.
 
-use std::path::PathBuf;
+use std::io::{self, Read, Write};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
-use raft::{LogId, Membership};
+use raft::snapshot::{ChecksumReader, SnapshotMeta, SnapshotStore, SnapshotWriter};
+use raft::{LogId, LogIndex, Membership, StoreError};
 
-use crate::format;
-use crate::fs::{remove, sync_dir, write_atomic};
+use crate::format::{self, SnapshotHead};
+use crate::fs::{remove, sync_dir};
 use crate::meta::{self, Marker};
-use crate::vfs::Vfs;
+use crate::vfs::{Vfs, VfsFile};
 use crate::{FileStore, FileStoreError};
 
-/// What a snapshot covers: the position of the last entry it includes and the membership
-/// in effect there (paper §7, thesis §5.1).
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct SnapshotMeta {
-    /// The last log entry the snapshot includes (its index and term).
-    pub last: LogId,
-    /// The membership configuration in effect at `last`.
-    pub membership: Membership,
+/// Bytes a snapshot writer gathers before it writes them out.
+const WRITE_BUFFER: usize = 1 << 20;
+
+/// The snapshot files of one store directory: the [`SnapshotStore`] of a [`FileStore`]
+/// (see the trait for the contract), shared by the store and the driver's threads.
+/// Cloning shares the same state.
+#[derive(Debug)]
+pub struct FileSnapshots<F: Vfs>(Arc<SnapshotDir<F>>);
+
+impl<F: Vfs> Clone for FileSnapshots<F> {
+    fn clone(&self) -> Self {
+        FileSnapshots(Arc::clone(&self.0))
+    }
 }
 
-impl<F: Vfs> FileStore<F> {
-    fn snapshot_path(&self, index: u64) -> PathBuf {
+impl<F: Vfs> FileSnapshots<F> {
+    pub(crate) fn new(fs: F, dir: PathBuf, cluster_id: u64) -> Self {
+        FileSnapshots(Arc::new(SnapshotDir {
+            fs,
+            dir,
+            cluster_id,
+            latest: Mutex::new(None),
+            next_temp: AtomicU64::new(0),
+            failed: Mutex::new(None),
+        }))
+    }
+
+    /// See [`SnapshotDir::recover`].
+    pub(crate) fn recover(&self, indexes: Vec<u64>) -> Result<(), FileStoreError> {
+        self.0.recover(indexes)
+    }
+
+    /// The metadata of the latest snapshot, if any.
+    pub fn meta(&self) -> Option<SnapshotMeta> {
+        lock(&self.0.latest).as_ref().map(|(m, _)| m.clone())
+    }
+}
+
+/// The state behind [`FileSnapshots`].
+#[derive(Debug)]
+pub(crate) struct SnapshotDir<F: Vfs> {
+    fs: F,
+    dir: PathBuf,
+    cluster_id: u64,
+    /// The latest finished snapshot and where its data starts in its file.
+    latest: Mutex<Option<(SnapshotMeta, u64)>>,
+    /// Distinguishes the temp files of writers running at the same time.
+    next_temp: AtomicU64,
+    /// Why snapshots are refused, after a failed write or sync (fail-stop).
+    failed: Mutex<Option<String>>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+impl<F: Vfs> SnapshotDir<F> {
+    fn path(&self, index: u64) -> PathBuf {
         self.dir.join(format::snapshot_file_name(index))
     }
 
-    /// Durably stores a snapshot, replacing the one held: the file is written under a
-    /// temp name, synced, renamed and the directory synced; then the older snapshot file
-    /// is deleted and the directory synced again. The log is not changed (see
-    /// [`reset_to_snapshot`](Self::reset_to_snapshot) and
-    /// [`purge`](raft::LogStore::purge)).
-    ///
-    /// A snapshot older than the one held (a smaller last index) is
-    /// [`FileStoreError::Invalid`]. A failed write or sync makes the store refuse every
-    /// later write (fail-stop).
-    pub fn save_snapshot(&mut self, meta: SnapshotMeta, data: &[u8]) -> Result<(), FileStoreError> {
-        self.check_writable()?;
-        if let Some(held) = &self.snapshot {
-            if meta.last.index < held.last.index {
-                return Err(FileStoreError::Invalid(format!(
-                    "snapshot at index {} is older than the one held at index {}",
-                    meta.last.index, held.last.index
-                )));
-            }
+    /// The latest snapshot's metadata and data offset, if it is the one ending at `last`.
+    fn held(&self, last: LogId) -> Result<(SnapshotMeta, u64), StoreError> {
+        match &*lock(&self.latest) {
+            Some((meta, offset)) if meta.last == last => Ok((meta.clone(), *offset)),
+            _ => Err(StoreError::Unavailable { start: last.index, end: last.index }),
         }
-        let membership = postcard::to_allocvec(&meta.membership)
-            .map_err(|e| FileStoreError::Invalid(format!("the membership cannot be encoded: {e}")))?;
-        let head = format::encode_snapshot_head(
-            self.opts.cluster_id,
-            meta.last.index,
-            meta.last.term,
-            &membership,
-            data.len() as u64,
-        );
-        let crc = format::snapshot_crc(&head, data).to_le_bytes();
-        let name = format::snapshot_file_name(meta.last.index);
-        let older = self.snapshot.as_ref().map(|m| m.last.index).filter(|&i| i != meta.last.index);
-        if let Err(e) = write_atomic(&self.fs, &self.dir, &name, &[&head, data, &crc]) {
-            return Err(self.fail("save_snapshot", e));
-        }
-        self.snapshot = Some(meta);
-        if let Some(i) = older {
-            let path = self.snapshot_path(i);
-            if let Err(e) = remove(&self.fs, &path).and_then(|()| sync_dir(&self.fs, &self.dir)) {
-                return Err(self.fail("save_snapshot", e));
-            }
-        }
-        Ok(())
     }
 
-    /// The metadata of the snapshot held, if any (read and verified when the store was
-    /// opened, or the last one saved since).
-    pub fn snapshot_meta(&self) -> Option<SnapshotMeta> {
-        self.snapshot.clone()
-    }
-
-    /// Reads the snapshot held, if any, verifying its checksum again.
-    ///
-    /// Corruption (the file changed on disk since it was verified) is
-    /// [`FileStoreError::Corrupt`] naming the file and the offset.
-    pub fn load_snapshot(&self) -> Result<Option<(SnapshotMeta, Vec<u8>)>, FileStoreError> {
-        let Some(meta) = &self.snapshot else { return Ok(None) };
-        let path = self.snapshot_path(meta.last.index);
-        let mut bytes = crate::fs::read(&self.fs, &path)?;
-        let (found, offset, len) = self.decode_snapshot_file(&path, meta.last.index, &bytes)?;
-        bytes.truncate(offset + len);
-        bytes.drain(..offset);
-        Ok(Some((found, bytes)))
-    }
-
-    /// Decodes and checks a snapshot file's bytes; returns its metadata and the data's
-    /// offset and length.
-    fn decode_snapshot_file(
-        &self,
-        path: &std::path::Path,
-        index: u64,
-        bytes: &[u8],
-    ) -> Result<(SnapshotMeta, usize, usize), FileStoreError> {
-        let s = format::decode_snapshot(bytes).map_err(|(at, why)| FileStoreError::corrupt(path, at, why))?;
-        if s.cluster_id != self.opts.cluster_id {
-            return Err(FileStoreError::ClusterMismatch {
-                path: path.into(),
-                expected: self.opts.cluster_id,
-                found: s.cluster_id,
-            });
-        }
-        if s.last_index != index {
-            return Err(FileStoreError::corrupt(
-                path,
-                20,
-                format!("snapshot holds last index {}, the file name says {index}", s.last_index),
-            ));
-        }
-        let membership: Membership = postcard::from_bytes(s.membership).map_err(|e| {
-            FileStoreError::corrupt(path, format::SNAPSHOT_HEAD_LEN as u64, format!("bad membership: {e}"))
-        })?;
-        let meta = SnapshotMeta { last: LogId { index: s.last_index, term: s.last_term }, membership };
-        Ok((meta, s.data_offset, s.data_len))
+    fn fail(&self, e: FileStoreError) -> StoreError {
+        tracing::error!(dir = %self.dir.display(), error = %e, "a snapshot write failed; snapshots are refused from now on");
+        *lock(&self.failed) = Some(e.to_string());
+        e.into()
     }
 
     /// On open: verifies the newest of the snapshot files found (by their indexes) and
     /// deletes the older ones, which a crash left behind after a newer one was durable.
-    pub(crate) fn recover_snapshot(&mut self, mut indexes: Vec<u64>) -> Result<(), FileStoreError> {
+    pub(crate) fn recover(&self, mut indexes: Vec<u64>) -> Result<(), FileStoreError> {
         indexes.sort_unstable();
         let Some(newest) = indexes.pop() else { return Ok(()) };
-        let path = self.snapshot_path(newest);
-        let bytes = crate::fs::read(&self.fs, &path)?;
-        let (meta, _, _) = self.decode_snapshot_file(&path, newest, &bytes)?;
-        drop(bytes);
+        let path = self.path(newest);
+        let (meta, offset) = self.verify(&path, newest)?;
         for &i in &indexes {
-            let old = self.snapshot_path(i);
+            let old = self.path(i);
             tracing::info!(file = %old.display(), "removing a snapshot replaced by a newer one");
             remove(&self.fs, &old)?;
         }
         if !indexes.is_empty() {
             sync_dir(&self.fs, &self.dir)?;
         }
-        self.snapshot = Some(meta);
+        *lock(&self.latest) = Some((meta, offset));
         Ok(())
+    }
+
+    /// Reads and checks a snapshot file's head, and that its data is all there.
+    fn verify(&self, path: &Path, index: u64) -> Result<(SnapshotMeta, u64), FileStoreError> {
+        let corrupt = |(at, why): (u64, String)| FileStoreError::corrupt(path, at, why);
+        let mut fixed = vec![0u8; format::SNAPSHOT_FIXED_LEN];
+        let n = self.fs.read_at(path, 0, &mut fixed).map_err(|e| FileStoreError::io(path, e))?;
+        fixed.truncate(n);
+        let len = SnapshotHead::len_from_fixed(&fixed).map_err(corrupt)?;
+        let mut bytes = vec![0u8; len];
+        let n = self.fs.read_at(path, 0, &mut bytes).map_err(|e| FileStoreError::io(path, e))?;
+        bytes.truncate(n);
+        let head = SnapshotHead::decode(&bytes).map_err(corrupt)?;
+        if head.cluster_id != self.cluster_id {
+            return Err(FileStoreError::ClusterMismatch {
+                path: path.into(),
+                expected: self.cluster_id,
+                found: head.cluster_id,
+            });
+        }
+        if head.last_index != index {
+            return Err(corrupt((
+                20,
+                format!("snapshot holds last index {}, the file name says {index}", head.last_index),
+            )));
+        }
+        let membership: Membership = postcard::from_bytes(&head.membership)
+            .map_err(|e| corrupt((format::SNAPSHOT_FIXED_LEN as u64, format!("bad membership: {e}"))))?;
+        let offset = len as u64;
+        if head.data_size > 0 {
+            let mut last = [0u8; 1];
+            let end = offset + head.data_size - 1;
+            let n = self.fs.read_at(path, end, &mut last).map_err(|e| FileStoreError::io(path, e))?;
+            if n != 1 {
+                return Err(corrupt((offset, format!("the file ends before its {} bytes of data", head.data_size))));
+            }
+        }
+        let meta = SnapshotMeta {
+            last: LogId { index: head.last_index, term: head.last_term },
+            membership,
+            membership_index: head.membership_index,
+            size: head.data_size,
+            checksum: head.data_crc,
+        };
+        Ok((meta, offset))
+    }
+}
+
+impl<F: Vfs + Clone> SnapshotStore for FileSnapshots<F> {
+    fn create(
+        &self,
+        last: LogId,
+        membership: &Membership,
+        membership_index: LogIndex,
+    ) -> Result<Box<dyn SnapshotWriter>, StoreError> {
+        let owner = self.clone();
+        let d = &*self.0;
+        if let Some(why) = &*lock(&d.failed) {
+            return Err(StoreError::Failed(why.clone()));
+        }
+        let membership_bytes = postcard::to_allocvec(membership)
+            .map_err(|e| StoreError::Invalid(format!("the membership cannot be encoded: {e}")))?;
+        if membership_bytes.len() > format::MAX_SNAPSHOT_MEMBERSHIP {
+            return Err(StoreError::Invalid(format!("a membership of {} bytes", membership_bytes.len())));
+        }
+        let head = SnapshotHead {
+            cluster_id: d.cluster_id,
+            last_index: last.index,
+            last_term: last.term,
+            membership_index,
+            data_size: 0,
+            data_crc: 0,
+            membership: membership_bytes,
+        };
+        let n = d.next_temp.fetch_add(1, Ordering::Relaxed);
+        let temp = d.dir.join(format!("{}.{n}.tmp", format::snapshot_file_name(last.index)));
+        let file = d.fs.create(&temp, false).map_err(|e| d.fail(FileStoreError::io(&temp, e)))?;
+        let at = head.encoded_len() as u64;
+        Ok(Box::new(FileSnapshotWriter {
+            owner,
+            temp,
+            file: Some(file),
+            head,
+            membership: membership.clone(),
+            buf: Vec::with_capacity(WRITE_BUFFER),
+            at,
+            size: 0,
+            crc: 0,
+        }))
+    }
+
+    fn latest(&self) -> Result<Option<SnapshotMeta>, StoreError> {
+        Ok(self.meta())
+    }
+
+    fn open(&self, last: LogId) -> Result<Box<dyn Read + Send>, StoreError> {
+        let d = &*self.0;
+        let (meta, offset) = d.held(last)?;
+        let data = DataReader { fs: d.fs.clone(), path: d.path(last.index), at: offset, end: offset + meta.size };
+        Ok(Box::new(ChecksumReader::new(io::BufReader::with_capacity(1 << 16, data), &meta)))
+    }
+
+    fn read_chunk(&self, last: LogId, offset: u64, len: usize) -> Result<Vec<u8>, StoreError> {
+        let d = &*self.0;
+        let (meta, start) = d.held(last)?;
+        let want = (len as u64).min(meta.size.saturating_sub(offset)) as usize;
+        let mut buf = vec![0u8; want];
+        let path = d.path(last.index);
+        let n = d.fs.read_at(&path, start + offset, &mut buf).map_err(|e| FileStoreError::io(&path, e))?;
+        if n != want {
+            return Err(
+                FileStoreError::corrupt(&path, start + offset + n as u64, "the snapshot file ends early").into()
+            );
+        }
+        Ok(buf)
+    }
+}
+
+/// A snapshot being written: see [`SnapshotStore::create`].
+struct FileSnapshotWriter<F: Vfs> {
+    owner: FileSnapshots<F>,
+    temp: PathBuf,
+    /// `None` once finished.
+    file: Option<F::File>,
+    head: SnapshotHead,
+    membership: Membership,
+    buf: Vec<u8>,
+    /// Where the next write goes in the file.
+    at: u64,
+    size: u64,
+    crc: u32,
+}
+
+impl<F: Vfs> FileSnapshotWriter<F> {
+    fn flush_buf(&mut self) -> io::Result<()> {
+        if self.buf.is_empty() {
+            return Ok(());
+        }
+        let Some(file) = self.file.as_mut() else { return Err(io::Error::other("the snapshot is finished")) };
+        file.write_at(self.at, &self.buf)?;
+        self.at += self.buf.len() as u64;
+        self.buf.clear();
+        Ok(())
+    }
+
+    fn finish_file(&mut self) -> Result<SnapshotMeta, FileStoreError> {
+        let owner = self.owner.clone();
+        let d = &*owner.0;
+        let io = |path: &Path| {
+            let path = path.to_path_buf();
+            move |e| FileStoreError::io(&path, e)
+        };
+        self.flush_buf().map_err(io(&self.temp))?;
+        self.head.data_size = self.size;
+        self.head.data_crc = self.crc;
+        let head = self.head.encode();
+        let mut file = self.file.take().ok_or_else(|| FileStoreError::Invalid("the snapshot is finished".into()))?;
+        file.write_at(0, &head).map_err(io(&self.temp))?;
+        file.sync_all().map_err(io(&self.temp))?;
+        drop(file);
+        let last = LogId { index: self.head.last_index, term: self.head.last_term };
+        let meta = SnapshotMeta {
+            last,
+            membership: self.membership.clone(),
+            membership_index: self.head.membership_index,
+            size: self.size,
+            checksum: self.crc,
+        };
+        // One snapshot is published at a time: check, rename, drop the older one.
+        let mut latest = lock(&d.latest);
+        if let Some((held, _)) = &*latest {
+            if held.last.index > last.index {
+                let _ = d.fs.remove(&self.temp);
+                return Err(FileStoreError::Invalid(format!(
+                    "snapshot at index {} is older than the one held at index {}",
+                    last.index, held.last.index
+                )));
+            }
+        }
+        let path = d.path(last.index);
+        d.fs.rename(&self.temp, &path).map_err(io(&path))?;
+        sync_dir(&d.fs, &d.dir)?;
+        let older = latest.as_ref().map(|(m, _)| m.last.index).filter(|&i| i != last.index);
+        *latest = Some((meta.clone(), head.len() as u64));
+        drop(latest);
+        if let Some(i) = older {
+            let old = d.path(i);
+            remove(&d.fs, &old)?;
+            sync_dir(&d.fs, &d.dir)?;
+        }
+        Ok(meta)
+    }
+}
+
+impl<F: Vfs> Write for FileSnapshotWriter<F> {
+    fn write(&mut self, data: &[u8]) -> io::Result<usize> {
+        self.crc = crc32c::crc32c_append(self.crc, data);
+        self.size += data.len() as u64;
+        self.buf.extend_from_slice(data);
+        if self.buf.len() >= WRITE_BUFFER {
+            self.flush_buf()?;
+        }
+        Ok(data.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+impl<F: Vfs> SnapshotWriter for FileSnapshotWriter<F> {
+    fn finish(mut self: Box<Self>) -> Result<SnapshotMeta, StoreError> {
+        match self.finish_file() {
+            Ok(meta) => Ok(meta),
+            Err(FileStoreError::Invalid(why)) => Err(StoreError::Invalid(why)),
+            Err(e) => Err(self.owner.0.fail(e)),
+        }
+    }
+}
+
+impl<F: Vfs> Drop for FileSnapshotWriter<F> {
+    fn drop(&mut self) {
+        if self.file.take().is_some() {
+            // Abandoned before `finish`: the temp file goes (an open removes any left).
+            let _ = self.owner.0.fs.remove(&self.temp);
+        }
+    }
+}
+
+/// Reads a snapshot's data, `at..end` of its file.
+struct DataReader<F: Vfs> {
+    fs: F,
+    path: PathBuf,
+    at: u64,
+    end: u64,
+}
+
+impl<F: Vfs> Read for DataReader<F> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let want = (self.end - self.at).min(buf.len() as u64) as usize;
+        let Some(dst) = buf.get_mut(..want) else { return Ok(0) };
+        if dst.is_empty() {
+            return Ok(0);
+        }
+        let n = self.fs.read_at(&self.path, self.at, dst)?;
+        self.at += n as u64;
+        Ok(n)
+    }
+}
+
+impl<F: Vfs> FileStore<F> {
+    /// The metadata of the latest snapshot held, if any.
+    pub fn snapshot_meta(&self) -> Option<SnapshotMeta> {
+        self.snapshots.meta()
+    }
+
+    /// Stores a snapshot held in memory whole: [`SnapshotStore::create`] with `meta`'s
+    /// last entry and membership, the data, [`SnapshotWriter::finish`]. Returns the
+    /// metadata with the size and checksum. For small states and tests; the driver
+    /// streams through [`raft::LogStore::snapshots`]. A failure other than an older
+    /// snapshot makes the store refuse every later write (fail-stop).
+    pub fn save_snapshot(&mut self, meta: SnapshotMeta, data: &[u8]) -> Result<SnapshotMeta, FileStoreError> {
+        self.check_writable()?;
+        let result = (|| {
+            let mut w = self.snapshots.create(meta.last, &meta.membership, meta.membership_index)?;
+            w.write_all(data)?;
+            w.finish()
+        })();
+        match result {
+            Ok(m) => Ok(m),
+            Err(StoreError::Invalid(why)) => Err(FileStoreError::Invalid(why)),
+            Err(e) => Err(self.fail("save_snapshot", FileStoreError::Invalid(e.to_string()))),
+        }
+    }
+
+    /// Reads the latest snapshot whole, checking its data against its checksum (a
+    /// mismatch is [`FileStoreError::Corrupt`] naming the file).
+    pub fn load_snapshot(&self) -> Result<Option<(SnapshotMeta, Vec<u8>)>, FileStoreError> {
+        let Some(meta) = self.snapshots.meta() else { return Ok(None) };
+        let path = self.dir.join(format::snapshot_file_name(meta.last.index));
+        let mut data = Vec::new();
+        let read =
+            self.snapshots.open(meta.last).map_err(|e| FileStoreError::Invalid(e.to_string()))?.read_to_end(&mut data);
+        match read {
+            Ok(_) => Ok(Some((meta, data))),
+            Err(e) => Err(FileStoreError::corrupt(&path, 0, e.to_string())),
+        }
     }
 
     /// Discards the whole log and makes it start after `last`: afterwards the log is empty
@@ -177,29 +437,5 @@ impl<F: Vfs> FileStore<F> {
         let marker = self.dir.join(crate::RESET_FILE);
         remove(&self.fs, &marker)?;
         sync_dir(&self.fs, &self.dir)
-    }
-}
-
-/// The snapshot store of a file store until streamed snapshot files land: it holds
-/// none and refuses to create one, with an error that says so.
-pub(crate) struct Unsupported;
-
-impl raft::SnapshotStore for Unsupported {
-    fn create(
-        &self,
-        _last: LogId,
-        _membership: &Membership,
-        _membership_index: u64,
-    ) -> Result<Box<dyn raft::SnapshotWriter>, raft::StoreError> {
-        Err(raft::StoreError::Invalid("the file store does not hold streamed snapshots yet".into()))
-    }
-    fn latest(&self) -> Result<Option<raft::SnapshotMeta>, raft::StoreError> {
-        Ok(None)
-    }
-    fn open(&self, last: LogId) -> Result<Box<dyn std::io::Read + Send>, raft::StoreError> {
-        Err(raft::StoreError::Unavailable { start: last.index, end: last.index })
-    }
-    fn read_chunk(&self, last: LogId, _offset: u64, _len: usize) -> Result<Vec<u8>, raft::StoreError> {
-        Err(raft::StoreError::Unavailable { start: last.index, end: last.index })
     }
 }

@@ -22,7 +22,6 @@ fn a_failed_append_sync_stops_every_later_write() {
     assert!(matches!(block_on(s.truncate(2)), Err(StoreError::Failed(_))));
     assert!(matches!(block_on(s.purge(1)), Err(StoreError::Failed(_))));
     assert!(matches!(block_on(s.save_hard_state(&HardState { term: 2, voted_for: None })), Err(StoreError::Failed(_))));
-    assert!(matches!(s.save_snapshot(SnapshotMeta::default(), b""), Err(FileStoreError::Failed(_))));
     assert!(matches!(s.reset_to_snapshot(LogId { index: 9, term: 1 }), Err(FileStoreError::Failed(_))));
     // Reads keep working.
     assert_eq!(block_on(s.entries(1, 4)).expect("read"), sample_entries(1, 1..=3));
@@ -45,30 +44,60 @@ fn a_failed_truncate_sync_stops_every_later_write() {
     assert!(matches!(block_on(s.append(&sample_entries(2, 3..=3))), Err(StoreError::Failed(_))));
 }
 
+/// Streams `data` into a snapshot ending at `last`.
+fn save_snapshot(s: &FileStore<FaultFs>, last: LogId, data: &[u8]) -> Result<raft::SnapshotMeta, StoreError> {
+    use std::io::Write;
+    let mut w = s.snapshots().create(last, &raft::Membership::default(), 0)?;
+    w.write_all(data)?;
+    w.finish()
+}
+
 #[test]
-fn a_failed_snapshot_or_reset_stops_every_later_write() {
-    for op in 0..2 {
-        for n in 0..12 {
-            let fs = FaultFs::new();
-            let mut s = open_fault(&fs);
-            block_on(s.append(&sample_entries(1, 1..=6))).expect("append");
-            s.save_snapshot(SnapshotMeta { last: LogId { index: 2, term: 1 }, ..Default::default() }, b"two")
-                .expect("first snapshot");
-            fs.fail_after(n);
-            let at = LogId { index: 4, term: 1 };
-            let r = match op {
-                0 => s.save_snapshot(SnapshotMeta { last: at, ..Default::default() }, b"four"),
-                _ => s.reset_to_snapshot(at),
-            };
-            fs.disarm();
-            if r.is_ok() {
-                // The call needed fewer than n + 1 operations.
-                continue;
-            }
-            assert!(matches!(block_on(s.append(&sample_entries(1, 7..=7))), Err(StoreError::Failed(_))));
-            assert!(matches!(s.save_snapshot(SnapshotMeta::default(), b""), Err(FileStoreError::Failed(_))));
+fn a_failed_reset_stops_every_later_write() {
+    for n in 0..12 {
+        let fs = FaultFs::new();
+        let mut s = open_fault(&fs);
+        block_on(s.append(&sample_entries(1, 1..=6))).expect("append");
+        fs.fail_after(n);
+        let r = s.reset_to_snapshot(LogId { index: 4, term: 2 });
+        fs.disarm();
+        if r.is_ok() {
+            // The call needed fewer than n + 1 operations.
+            continue;
+        }
+        assert!(matches!(block_on(s.append(&sample_entries(1, 7..=7))), Err(StoreError::Failed(_))));
+    }
+}
+
+#[test]
+fn a_failed_snapshot_write_refuses_later_snapshots_and_keeps_the_previous_one() {
+    let mut failures = 0;
+    for n in 0..12 {
+        let fs = FaultFs::new();
+        let s = open_fault(&fs);
+        save_snapshot(&s, LogId { index: 2, term: 1 }, b"two").expect("first snapshot");
+        fs.fail_after(n);
+        let r = save_snapshot(&s, LogId { index: 4, term: 1 }, &[9; 3000]);
+        fs.disarm();
+        if r.is_ok() {
+            continue;
+        }
+        failures += 1;
+        assert!(matches!(save_snapshot(&s, LogId { index: 5, term: 1 }, b"five"), Err(StoreError::Failed(_))));
+        // Reopened, the store holds one of the two, whole.
+        drop(s);
+        fs.crash(&mut fastrand::Rng::with_seed(n));
+        let s = open_fault(&fs);
+        let meta = s.snapshot_meta().expect("a snapshot survives");
+        let mut data = Vec::new();
+        std::io::Read::read_to_end(&mut s.snapshots().open(meta.last).expect("open"), &mut data).expect("read");
+        match meta.last.index {
+            2 => assert_eq!(data, b"two"),
+            4 => assert_eq!(data, vec![9; 3000]),
+            i => panic!("a snapshot at {i}"),
         }
     }
+    assert!(failures > 0, "some injected failure hit the save");
 }
 
 #[test]

@@ -26,7 +26,7 @@ use std::path::Path;
 ///   directory returned `Ok`; before that a crash may keep any prefix of those operations,
 ///   in the order they were made.
 /// - A failed sync leaves the state unknown; the store never retries it (fail-stop).
-pub trait Vfs: Debug + Send + Sync + 'static {
+pub trait Vfs: Clone + Debug + Send + Sync + 'static {
     /// An open file handle for writing.
     type File: VfsFile;
     /// A held directory lock; dropping it releases the lock.

@@ -281,14 +281,7 @@ pub async fn run<R: HttpRuntime, A: App>(
 
     // The framework's own timeout ends every write and read (no leader, or an unknown
     // outcome: answered with 503).
-    // The file store does not hold snapshots yet (`raft_store_file::FileStore::snapshots`),
-    // so the apps do not compact their logs: no snapshot is ever asked for.
-    let config = Config {
-        request_timeout: REQUEST_TIMEOUT,
-        snapshot_after_entries: 0,
-        snapshot_after_bytes: 0,
-        ..Config::default()
-    };
+    let config = Config { request_timeout: REQUEST_TIMEOUT, ..Config::default() };
     let raft = if initial.is_empty() {
         info!(node = id, members = ?peers.keys().collect::<Vec<_>>(), "empty data directory: bootstrapping the cluster");
         Raft::bootstrap(id, peers.keys().copied(), config, rt.clone(), store, transport.network(), A::Machine::default())

@@ -13,9 +13,10 @@ use std::collections::BTreeMap;
 
 use bytes::Bytes;
 use futures::executor::block_on;
+use raft::SnapshotMeta;
 use raft::{Entry, EntryPayload, HardState, LogId, LogStore, Membership, StoreError};
 use raft_store_file::testing::FaultFs;
-use raft_store_file::{FileStore, FileStoreError, FileStoreOptions, SnapshotMeta};
+use raft_store_file::{FileStore, FileStoreError, FileStoreOptions};
 
 const DIR: &str = "/data";
 
@@ -129,7 +130,10 @@ fn random_op(rng: &mut fastrand::Rng, m: &Model, term: &mut u64) -> Op {
             let index = rng.u64(floor..=floor.max(last.index) + 3);
             let membership = Membership::new((1..=rng.u64(1..=5)).collect::<Vec<_>>());
             let data = (0..rng.usize(..300)).map(|_| rng.u8(..)).collect();
-            Op::SaveSnapshot(SnapshotMeta { last: LogId { index, term: *term }, membership }, data)
+            Op::SaveSnapshot(
+                SnapshotMeta { last: LogId { index, term: *term }, membership, ..Default::default() },
+                data,
+            )
         }
         _ => {
             *term += 1;
@@ -144,7 +148,7 @@ fn run(store: &mut Store, op: &Op) -> Result<(), String> {
         Op::Truncate(from) => block_on(store.truncate(*from)).map_err(|e| e.to_string()),
         Op::Purge(upto) => block_on(store.purge(*upto)).map_err(|e| e.to_string()),
         Op::SaveHardState(hs) => block_on(store.save_hard_state(hs)).map_err(|e| e.to_string()),
-        Op::SaveSnapshot(meta, data) => store.save_snapshot(meta.clone(), data).map_err(|e| e.to_string()),
+        Op::SaveSnapshot(meta, data) => store.save_snapshot(meta.clone(), data).map(drop).map_err(|e| e.to_string()),
         Op::Reset(at) => store.reset_to_snapshot(*at).map_err(|e| e.to_string()),
     }
 }
@@ -164,7 +168,11 @@ fn after(m: &Model, op: &Op) -> Model {
             }
         }
         Op::SaveHardState(hs) => m.hs = *hs,
-        Op::SaveSnapshot(meta, data) => m.snap = Some((meta.clone(), data.clone())),
+        Op::SaveSnapshot(meta, data) => {
+            let size = data.len() as u64;
+            let full = SnapshotMeta { size, checksum: crc32c::crc32c(data), ..meta.clone() };
+            m.snap = Some((full, data.clone()))
+        }
         Op::Reset(at) => {
             m.prev = *at;
             m.log.clear();
@@ -369,7 +377,11 @@ fn every_crash_point(op: impl Fn(&mut Store) -> Result<(), FileStoreError>, chec
                 block_on(store.append(chunk)).expect("append");
             }
             block_on(store.purge(5)).expect("purge");
-            let snap = SnapshotMeta { last: LogId { index: 5, term: 1 }, membership: Membership::new([1]) };
+            let snap = SnapshotMeta {
+                last: LogId { index: 5, term: 1 },
+                membership: Membership::new([1]),
+                ..Default::default()
+            };
             store.save_snapshot(snap, b"five").expect("snapshot");
             fs.crash_after(n);
             let r = op(&mut store);
@@ -402,13 +414,17 @@ fn every_crash_point_of_a_reset_leaves_the_old_or_the_new_log() {
 
 #[test]
 fn every_crash_point_of_a_snapshot_save_leaves_the_old_or_the_new_snapshot() {
-    let meta = SnapshotMeta { last: LogId { index: 20, term: 3 }, membership: Membership::new([1, 2, 3]) };
+    let meta = SnapshotMeta {
+        last: LogId { index: 20, term: 3 },
+        membership: Membership::new([1, 2, 3]),
+        ..Default::default()
+    };
     let data: Vec<u8> = (0..5000u32).map(|i| i as u8).collect();
     every_crash_point(
-        |s| s.save_snapshot(meta.clone(), &data),
+        |s| s.save_snapshot(meta.clone(), &data).map(drop),
         |m| match &m.snap {
             Some((old, d)) if old.last.index == 5 => d == b"five",
-            Some((new, d)) => *new == meta && *d == data,
+            Some((new, d)) => (new.last, &new.membership) == (meta.last, &meta.membership) && *d == data,
             None => false,
         } && m.last().index == 30,
     );
