@@ -57,6 +57,8 @@ pub struct DnsperfResult {
     pub mean_ms: f64,
     /// Queries that got no answer.
     pub lost: u64,
+    /// The share of answers that were NOERROR, in percent.
+    pub noerror_pct: f64,
 }
 
 /// Reads dnsperf's summary.
@@ -65,7 +67,14 @@ pub fn parse_dnsperf(out: &str) -> Option<DnsperfResult> {
     let qps = after("Queries per second:")?.parse().ok()?;
     let mean_s: f64 = after("Average Latency (s):")?.split_whitespace().next()?.parse().ok()?;
     let lost = after("Queries lost:")?.split_whitespace().next()?.parse().ok()?;
-    Some(DnsperfResult { qps, mean_ms: mean_s * 1000.0, lost })
+    // `Response codes:       NOERROR 1000 (100.00%)`, other codes after commas.
+    let codes = after("Response codes:")?;
+    let noerror_pct = codes
+        .split(',')
+        .find_map(|c| c.trim().strip_prefix("NOERROR"))
+        .and_then(|c| c.split('(').nth(1)?.split('%').next()?.parse().ok())
+        .unwrap_or(0.0);
+    Some(DnsperfResult { qps, mean_ms: mean_s * 1000.0, lost, noerror_pct })
 }
 
 const ZONE: &str = "service.local";
@@ -163,7 +172,7 @@ fn start_nsd(dir: &Path, zone: &str, addr: SocketAddr) -> Result<Nsd, String> {
     let conf = format!(
         "server:\n  ip-address: {ip}@{port}\n  port: {port}\n  username: \"\"\n  chroot: \"\"\n  zonesdir: \"{d}\"\n  database: \"\"\n  \
          pidfile: \"{d}/nsd.pid\"\n  xfrdfile: \"{d}/xfrd.state\"\n  zonelistfile: \"{d}/zone.list\"\n  logfile: \"{d}/nsd.log\"\n  \
-         server-count: 1\n  verbosity: 0\nremote-control:\n  control-enable: no\nzone:\n  name: {ZONE}\n  zonefile: \"{z}\"\n",
+         server-count: 1\n  verbosity: 0\n  rrl-ratelimit: 0\n  rrl-whitelist-ratelimit: 0\nremote-control:\n  control-enable: no\nzone:\n  name: {ZONE}\n  zonefile: \"{z}\"\n",
         ip = addr.ip(),
         port = addr.port(),
         d = dir.display(),
@@ -262,11 +271,12 @@ pub fn run_dns(args: &DnsArgs) -> Result<(), String> {
         wait_answers(dns_ports[0])?;
         let r = dnsperf(dns_ports[0], &queries, args)?;
         println!(
-            "dns: {} A+SRV names, one node: {:.0} queries/s, mean latency {:.3} ms, {} lost",
+            "dns: {} A+SRV names, one node: {:.0} queries/s, mean latency {:.3} ms, {} lost, {:.1}% NOERROR",
             2 * services,
             r.qps,
             r.mean_ms,
-            r.lost
+            r.lost,
+            r.noerror_pct
         );
         ours = Some(r);
     }
@@ -279,8 +289,8 @@ pub fn run_dns(args: &DnsArgs) -> Result<(), String> {
                 let r = dnsperf(nsd_addr, &queries, args)?;
                 drop(nsd);
                 println!(
-                    "nsd: the same names as a static zone: {:.0} queries/s, mean latency {:.3} ms, {} lost",
-                    r.qps, r.mean_ms, r.lost
+                    "nsd: the same names as a static zone: {:.0} queries/s, mean latency {:.3} ms, {} lost, {:.1}% NOERROR",
+                    r.qps, r.mean_ms, r.lost, r.noerror_pct
                 );
                 println!("dns/nsd queries/s: {:.2} (target at least 0.5)", ours.qps / r.qps);
             }
@@ -329,12 +339,13 @@ mod tests {
     #[test]
     fn parses_dnsperf_output() {
         let out = "Statistics:\n\n  Queries sent:         100\n  Queries completed:    99 (99.00%)\n  \
-                   Queries lost:         1 (1.00%)\n\n  Queries per second:   12345.678900\n\n  \
+                   Queries lost:         1 (1.00%)\n\n  Response codes:       NOERROR 99 (100.00%)\n  Queries per second:   12345.678900\n\n  \
                    Average Latency (s):  0.000250 (min 0.000010, max 0.002000)\n";
         let r = parse_dnsperf(out).unwrap();
         assert_eq!(r.lost, 1);
         assert!((r.qps - 12345.6789).abs() < 1e-6);
         assert!((r.mean_ms - 0.25).abs() < 1e-9);
+        assert!((r.noerror_pct - 100.0).abs() < 1e-9);
         assert_eq!(parse_dnsperf("nothing"), None);
     }
 

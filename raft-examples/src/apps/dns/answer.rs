@@ -67,7 +67,7 @@ impl Zone {
 }
 
 /// How the query came in: over UDP, answers are limited to the client's size.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Transport {
     /// A datagram: truncated with TC above 512 bytes or the client's EDNS0 size.
     Udp,

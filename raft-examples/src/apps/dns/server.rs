@@ -2,6 +2,7 @@
 //! its own (blocking receive, answer from the local replica, send), TCP on the node's
 //! runtime (two-byte length prefix, RFC 1035 §4.2.2), and the leader's expiry proposals.
 
+use std::collections::HashMap;
 use std::net::{SocketAddr, UdpSocket};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -12,7 +13,7 @@ use futures::{AsyncReadExt, AsyncWriteExt, FutureExt, StreamExt};
 use raft::Role;
 use tracing::{debug, info, warn};
 
-use super::answer::{respond, Transport, Zone, MAX_UDP_SIZE};
+use super::answer::{respond, Transport, Zone, MAX_UDP_SIZE, MIN_UDP_SIZE};
 use super::expiry::{ExpiryClock, TICK};
 use super::state::Registry;
 use crate::host::{AppNode, Service};
@@ -21,20 +22,56 @@ use crate::http::HttpRuntime;
 /// How long a TCP client may take to send a query.
 const TCP_IDLE: Duration = Duration::from_secs(10);
 
-/// What the DNS services share: the zone and the answer rotation.
+/// How many orders a multi-instance answer cycles through (see [`AnswerCache`]).
+const ROTATIONS: usize = 16;
+/// The most answers cached for one registry index.
+const CACHE_ENTRIES: usize = 16_384;
+
+/// Encoded answers for the registry as of one applied index, keyed by the query without
+/// its id, the transport and the rotation: a repeated query costs a copy instead of a
+/// decode, a lookup and an encode. Emptied whenever the registry changes.
+#[derive(Default)]
+struct AnswerCache {
+    index: u64,
+    answers: HashMap<(Transport, usize, Vec<u8>), Vec<u8>>,
+}
+
+/// What the DNS services share: the zone, the answer rotation and the answer cache.
 pub(super) struct Dns {
     pub(super) zone: Zone,
     rotate: AtomicUsize,
+    cache: Mutex<AnswerCache>,
 }
 
 impl Dns {
     pub(super) fn new(zone: Zone) -> Self {
-        Dns { zone, rotate: AtomicUsize::new(0) }
+        Dns { zone, rotate: AtomicUsize::new(0), cache: Mutex::new(AnswerCache::default()) }
     }
 
     fn answer(&self, node: &AppNode<Registry>, packet: &[u8], transport: Transport) -> Option<Vec<u8>> {
-        let rotate = self.rotate.fetch_add(1, Ordering::Relaxed);
-        node.read_stale(|r| respond(&self.zone, r, packet, transport, rotate))
+        let rotate = self.rotate.fetch_add(1, Ordering::Relaxed) % ROTATIONS;
+        node.read_stale(|r| {
+            if packet.len() < 12 || packet.len() > MIN_UDP_SIZE {
+                return respond(&self.zone, r, packet, transport, rotate);
+            }
+            let mut cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
+            if cache.index != r.last_index() {
+                cache.answers.clear();
+                cache.index = r.last_index();
+            }
+            let key = (transport, rotate, packet[2..].to_vec());
+            if let Some(cached) = cache.answers.get(&key) {
+                let mut reply = cached.clone();
+                reply[..2].copy_from_slice(&packet[..2]);
+                return Some(reply);
+            }
+            let reply = respond(&self.zone, r, packet, transport, rotate)?;
+            // Every answer starts with the query's id (the 12-byte header comes first).
+            if reply.len() >= 2 && cache.answers.len() < CACHE_ENTRIES {
+                cache.answers.insert(key, reply.clone());
+            }
+            Some(reply)
+        })
     }
 }
 
