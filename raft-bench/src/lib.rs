@@ -8,12 +8,15 @@
 //! - [`cluster`]: real clusters of the `kv` app and of etcd on loopback, started with the
 //!   apps' launcher (`raft_examples::launch`) and driven over HTTP by one load generator;
 //!   reports and charts.
+//! - [`dns`]: the `dns` app's DNS answers against NSD (with dnsperf) and its
+//!   registrations against etcd puts.
 //!
 //! The cluster benchmarks run the `kv` binary of `raft-examples`, found next to the
 //! `bench` executable: build both with `cargo build --release -p raft-examples -p
 //! raft-bench`.
 
 pub mod cluster;
+pub mod dns;
 pub mod floor;
 pub mod inproc;
 pub mod net;

@@ -99,6 +99,8 @@ enum Cmd {
     /// The machine's floor under one replicated write: loopback round trips and
     /// concurrent fdatasync latency, without Raft.
     Floor(floor::FloorArgs),
+    /// The dns app: dnsperf queries against NSD, registrations against etcd puts.
+    Dns(raft_bench::dns::DnsArgs),
 }
 
 fn main() {
@@ -108,6 +110,7 @@ fn main() {
         Cmd::Compare(args) => Some(raft_bench::cluster::run_compare(args)),
         Cmd::Failover(args) => Some(raft_bench::cluster::failover::run_failover(args)),
         Cmd::Report(args) => Some(raft_bench::cluster::run_report(args)),
+        Cmd::Dns(args) => Some(raft_bench::dns::run_dns(args)),
         Cmd::Floor(args) => Some(raft_bench::floor::run_floor(args)),
         _ => None,
     };
@@ -119,7 +122,7 @@ fn main() {
         return;
     }
     match cli.cmd {
-        Cmd::Cluster(_) | Cmd::Compare(_) | Cmd::Failover(_) | Cmd::Report(_) | Cmd::Floor(_) => {}
+        Cmd::Cluster(_) | Cmd::Compare(_) | Cmd::Failover(_) | Cmd::Report(_) | Cmd::Floor(_) | Cmd::Dns(_) => {}
         Cmd::Net { payload, duration, json } => {
             let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
                 Ok(rt) => rt,

@@ -2,4 +2,5 @@
 //! `mod.rs`, the replicated state machine in `state.rs`.
 
 pub mod counter;
+pub mod dns;
 pub mod kv;

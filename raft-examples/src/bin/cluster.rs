@@ -1,14 +1,16 @@
-//! Starts a local three-node cluster of an example app (`kv` or `counter`) as child
+//! Starts a local three-node cluster of an example app (`kv`, `counter` or `dns`) as child
 //! processes on loopback, prints each node's HTTP address and curl examples, then shows
 //! a live status table until Ctrl-C, which stops every node cleanly.
 //!
 //! ```text
 //! cargo run --release -p raft-examples --bin cluster -- kv
 //! cargo run --release -p raft-examples --bin cluster -- counter
+//! cargo run --release -p raft-examples --bin cluster -- dns
 //! ```
 //!
 //! Node N listens for Raft on `<base-port> + N` and for HTTP on `<base-port> + 1000 + N`
-//! (7001-7003 and 8001-8003 by default) and keeps its data in
+//! (7001-7003 and 8001-8003 by default; the `dns` app serves DNS on `<base-port> + 1600 + N`,
+//! 8601-8603) and keeps its data in
 //! `<data-dir>/<app>/node-N` (its log output goes to `node-N.log` beside it). Running the
 //! launcher again restarts the nodes from that data.
 //!
@@ -37,6 +39,8 @@ enum AppName {
     Kv,
     /// The replicated counter.
     Counter,
+    /// The service registry with a DNS interface.
+    Dns,
 }
 
 impl AppName {
@@ -44,6 +48,7 @@ impl AppName {
         match self {
             AppName::Kv => "kv",
             AppName::Counter => "counter",
+            AppName::Dns => "dns",
         }
     }
 }
@@ -147,6 +152,16 @@ fn run(cli: Cli) -> Result<(), String> {
     spec.ports = Ports::Base { host: cli.host.clone(), base: cli.base_port };
     spec.data = Data::At(dir.clone());
     spec.own_process_group = true;
+    if cli.app == AppName::Dns {
+        let (host, base) = (cli.host.clone(), cli.base_port);
+        for id in 1..=NODES as u64 {
+            dns_port(base, id)?;
+        }
+        spec.extra_args = Arc::new(move |id| match dns_port(base, id) {
+            Ok(port) => vec!["--dns".into(), format!("{host}:{port}")],
+            Err(_) => Vec::new(),
+        });
+    }
     LocalCluster::check_ports_free(&spec).map_err(|e| format!("{e}; is a cluster already running? Try --base-port"))?;
 
     let stop = Arc::new(AtomicBool::new(false));
@@ -168,9 +183,13 @@ fn run(cli: Cli) -> Result<(), String> {
     for n in &cluster.nodes {
         println!("  node {}: http://{}   log: {}", n.id, n.http, n.log.display());
     }
+    if cli.app == AppName::Dns {
+        let ports: Vec<String> = dns_ports_of(cli.base_port).iter().map(ToString::to_string).collect();
+        println!("  DNS (UDP and TCP) on ports {}, zone service.local.", ports.join(", "));
+    }
     println!();
     println!("Try (any node accepts any request):");
-    for line in examples(cli.app, &http_addrs) {
+    for line in examples(cli.app, &http_addrs, &dns_ports_of(cli.base_port)) {
         println!("  {line}");
     }
     println!();
@@ -267,7 +286,16 @@ fn short_error(e: &str) -> String {
     }
 }
 
-fn examples(app: AppName, http: &[String]) -> Vec<String> {
+/// Node `id`'s DNS port: 1600 above its Raft port (8601 to 8603 by default).
+fn dns_port(base: u16, id: u64) -> Result<u16, String> {
+    u16::try_from(u64::from(base) + 1600 + id).map_err(|_| format!("--base-port {base} is too high for the DNS ports"))
+}
+
+fn dns_ports_of(base: u16) -> Vec<u16> {
+    (1..=NODES as u64).filter_map(|id| dns_port(base, id).ok()).collect()
+}
+
+fn examples(app: AppName, http: &[String], dns: &[u16]) -> Vec<String> {
     let [a, b, c] = [&http[0], &http[1], &http[2]];
     match app {
         AppName::Kv => vec![
@@ -284,5 +312,21 @@ fn examples(app: AppName, http: &[String]) -> Vec<String> {
             format!("curl http://{c}/value"),
             format!("curl http://{a}/status"),
         ],
+        AppName::Dns => {
+            let (d1, d2) = (dns.first().copied().unwrap_or(8601), dns.get(1).copied().unwrap_or(8602));
+            vec![
+                format!(
+                    "curl -X PUT -d '{{\"address\":\"127.0.0.10\",\"port\":8080,\"tags\":[\"primary\"]}}' \
+http://{a}/v1/services/web/web-1"
+                ),
+                format!("curl -X PUT -d '{{\"address\":\"127.0.0.11\",\"port\":8080,\"ttl\":30}}' http://{b}/v1/services/web/web-2"),
+                format!("curl http://{c}/v1/services/web"),
+                format!("dig @127.0.0.1 -p {d1} web.service.local A"),
+                format!("dig @127.0.0.1 -p {d2} _web._tcp.service.local SRV"),
+                format!("dig @127.0.0.1 -p {d1} web-1.web.service.local TXT"),
+                format!("curl -X POST http://{b}/v1/services/web/web-2/renew"),
+                format!("curl -X DELETE http://{c}/v1/services/web/web-1"),
+            ]
+        }
     }
 }

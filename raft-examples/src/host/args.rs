@@ -30,7 +30,8 @@ impl Default for RuntimeChoice {
     }
 }
 
-/// The command line of an app node. Every app takes exactly these flags.
+/// The command line of an app node: every app takes these flags (an app with flags of its
+/// own adds them through [`super::main_with_args`]).
 #[derive(Clone, Debug, Parser)]
 #[command(version)]
 pub struct NodeArgs {

@@ -170,8 +170,20 @@ impl<A: App> Handler for NodeHandler<A> {
 /// Parses the command line, sets up logging (`RUST_LOG`, default `info`) and runs the
 /// node until SIGTERM or SIGINT. This is the whole `main` of an app.
 pub fn main<A: App>(app: impl FnOnce(&NodeArgs) -> A) -> ExitCode {
-    let command = NodeArgs::command().name(A::NAME).bin_name(A::NAME).about(A::ABOUT);
-    let args = match NodeArgs::from_arg_matches(&command.get_matches()) {
+    main_with_args::<A, NoExtraArgs>(|args, NoExtraArgs {}| app(args))
+}
+
+/// No flags beyond [`NodeArgs`].
+#[derive(clap::Args)]
+struct NoExtraArgs {}
+
+/// [`main`] for an app with flags of its own (`X`) beside the [`NodeArgs`] every app
+/// takes; `app` gets both.
+pub fn main_with_args<A: App, X: clap::Args>(app: impl FnOnce(&NodeArgs, X) -> A) -> ExitCode {
+    let command = X::augment_args(NodeArgs::command().name(A::NAME).bin_name(A::NAME).about(A::ABOUT));
+    let matches = command.get_matches();
+    let (args, extra) = match NodeArgs::from_arg_matches(&matches).and_then(|a| Ok((a, X::from_arg_matches(&matches)?)))
+    {
         Ok(args) => args,
         Err(e) => e.exit(),
     };
@@ -183,7 +195,7 @@ pub fn main<A: App>(app: impl FnOnce(&NodeArgs) -> A) -> ExitCode {
     if let Err(e) = sched::apply(args.scheduling) {
         warn!(error = %e, policy = ?args.scheduling, "cannot set the scheduling policy; running under the default one");
     }
-    let app = app(&args);
+    let app = app(&args, extra);
     let stop = match stop_signal() {
         Ok(stop) => stop,
         Err(e) => {
