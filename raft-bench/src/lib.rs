@@ -10,6 +10,8 @@
 //!   reports and charts.
 //! - [`dns`]: the `dns` app's DNS answers against NSD (with dnsperf) and its
 //!   registrations against etcd puts.
+//! - [`snapshot`]: restart from a snapshot against a full log replay, and
+//!   InstallSnapshot between `kv` processes against raw loopback TCP.
 //!
 //! The cluster benchmarks run the `kv` binary of `raft-examples`, found next to the
 //! `bench` executable: build both with `cargo build --release -p raft-examples -p
@@ -20,4 +22,5 @@ pub mod dns;
 pub mod floor;
 pub mod inproc;
 pub mod net;
+pub mod snapshot;
 pub mod store;

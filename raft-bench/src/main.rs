@@ -22,6 +22,10 @@
 //! the ratios; `bench failover --target kv|etcd --rounds N` times leader loss to the
 //! next successful write; `bench report --out DIR` sweeps client counts for both and
 //! draws SVG charts. See the `raft_bench` library.
+//!
+//! `bench snapshot --writes N --value-size BYTES [--parts restart,install]`: restart of a
+//! node from a snapshot against a full log replay, and InstallSnapshot between `kv`
+//! processes against raw loopback TCP with the receiver's peak memory.
 
 use std::time::Duration;
 
@@ -101,6 +105,8 @@ enum Cmd {
     Floor(floor::FloorArgs),
     /// The dns app: dnsperf queries against NSD, registrations against etcd puts.
     Dns(raft_bench::dns::DnsArgs),
+    /// Snapshots: restart from one against a log replay, InstallSnapshot against raw TCP.
+    Snapshot(raft_bench::snapshot::SnapshotArgs),
 }
 
 fn main() {
@@ -112,6 +118,7 @@ fn main() {
         Cmd::Report(args) => Some(raft_bench::cluster::run_report(args)),
         Cmd::Dns(args) => Some(raft_bench::dns::run_dns(args)),
         Cmd::Floor(args) => Some(raft_bench::floor::run_floor(args)),
+        Cmd::Snapshot(args) => Some(raft_bench::snapshot::run_snapshot(args)),
         _ => None,
     };
     if let Some(r) = cluster_result {
@@ -122,7 +129,13 @@ fn main() {
         return;
     }
     match cli.cmd {
-        Cmd::Cluster(_) | Cmd::Compare(_) | Cmd::Failover(_) | Cmd::Report(_) | Cmd::Floor(_) | Cmd::Dns(_) => {}
+        Cmd::Cluster(_)
+        | Cmd::Compare(_)
+        | Cmd::Failover(_)
+        | Cmd::Report(_)
+        | Cmd::Floor(_)
+        | Cmd::Dns(_)
+        | Cmd::Snapshot(_) => {}
         Cmd::Net { payload, duration, json } => {
             let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
                 Ok(rt) => rt,

@@ -70,12 +70,16 @@ pub struct SetupArgs {
     /// Worker threads of the load generator's tokio runtime.
     #[arg(long, default_value_t = 1)]
     pub client_threads: usize,
+    /// An extra argument for every `kv` node (repeatable), e.g.
+    /// `--kv-arg=--snapshot-after-entries=50000`.
+    #[arg(long = "kv-arg", allow_hyphen_values = true)]
+    pub kv_args: Vec<String>,
 }
 
 impl Default for SetupArgs {
     /// The command line's defaults.
     fn default() -> Self {
-        SetupArgs { nodes: 3, kv_bin: None, etcd_bin: None, dir: None, client_threads: 1 }
+        SetupArgs { nodes: 3, kv_bin: None, etcd_bin: None, dir: None, client_threads: 1, kv_args: Vec::new() }
     }
 }
 
@@ -86,6 +90,7 @@ impl SetupArgs {
             kv_bin: self.kv_bin.clone(),
             etcd_bin: self.etcd_bin.clone(),
             dir: self.dir.clone(),
+            kv_args: self.kv_args.clone(),
         }
     }
 }

@@ -24,11 +24,13 @@ pub struct ClusterOptions {
     pub etcd_bin: Option<PathBuf>,
     /// Directory to create the temporary data directory in (default: the system's).
     pub dir: Option<PathBuf>,
+    /// Extra arguments for every `kv` node.
+    pub kv_args: Vec<String>,
 }
 
 impl Default for ClusterOptions {
     fn default() -> Self {
-        ClusterOptions { nodes: 3, kv_bin: None, etcd_bin: None, dir: None }
+        ClusterOptions { nodes: 3, kv_bin: None, etcd_bin: None, dir: None, kv_args: Vec::new() }
     }
 }
 
@@ -95,6 +97,8 @@ impl Cluster {
                 if std::env::var_os("RUST_LOG").is_none() {
                     spec.env.push(("RUST_LOG".into(), "warn".into()));
                 }
+                let extra = opts.kv_args.clone();
+                spec.extra_args = Arc::new(move |_| extra.clone());
             }
             Target::Etcd => {
                 spec.command_line = Arc::new(etcd_command_line);

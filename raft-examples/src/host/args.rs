@@ -6,7 +6,8 @@ use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::PathBuf;
 
 use clap::{Parser, ValueEnum};
-use raft::NodeId;
+use raft::{Config, NodeId};
+use raft_store_file::FileStoreOptions;
 
 use super::sched::Scheduling;
 
@@ -62,6 +63,44 @@ pub struct NodeArgs {
     /// node from being preempted mid-burst by the peers it wakes.
     #[arg(long, value_enum, default_value_t = Scheduling::default())]
     pub scheduling: Scheduling,
+    /// The size at which the log starts a new segment file, in bytes; compaction deletes
+    /// whole segments, so the log on disk holds at most about one segment more than the
+    /// snapshot thresholds keep.
+    #[arg(long, default_value_t = FileStoreOptions::default().segment_size)]
+    pub log_segment_size: u64,
+    /// When the node compacts its log.
+    #[command(flatten)]
+    pub snapshots: SnapshotArgs,
+}
+
+/// When a node takes a snapshot and how much log it keeps behind one (the
+/// [`raft::Config`] fields of the same names; the defaults are the framework's).
+#[derive(Clone, Debug, PartialEq, Eq, clap::Args)]
+pub struct SnapshotArgs {
+    /// Take a snapshot once this many entries were applied since the last one (0: never
+    /// for this reason).
+    #[arg(long, default_value_t = Config::default().snapshot_after_entries)]
+    pub snapshot_after_entries: u64,
+    /// Take a snapshot once the entries applied since the last one hold this many bytes
+    /// (0: never for this reason).
+    #[arg(long, default_value_t = Config::default().snapshot_after_bytes)]
+    pub snapshot_after_bytes: u64,
+    /// Entries kept in the log before a snapshot's last one, for followers a little
+    /// behind.
+    #[arg(long, default_value_t = Config::default().snapshot_keep_entries)]
+    pub snapshot_keep_entries: u64,
+}
+
+impl SnapshotArgs {
+    /// `config` with these thresholds.
+    pub fn apply(&self, config: Config) -> Config {
+        Config {
+            snapshot_after_entries: self.snapshot_after_entries,
+            snapshot_after_bytes: self.snapshot_after_bytes,
+            snapshot_keep_entries: self.snapshot_keep_entries,
+            ..config
+        }
+    }
 }
 
 /// The `--peers` list: node id to Raft address, as given.
@@ -129,6 +168,26 @@ mod tests {
         assert_eq!(args.id, 2);
         assert_eq!(args.runtime, RuntimeChoice::default());
         assert_eq!(args.max_value_size, 1 << 20);
+        let defaults = Config::default();
+        assert_eq!(args.snapshots.apply(Config::default()).snapshot_after_entries, defaults.snapshot_after_entries);
+        let args = NodeArgs::try_parse_from([
+            "kv",
+            "--id=1",
+            "--listen=127.0.0.1:7001",
+            "--http=127.0.0.1:8001",
+            "--peers=1=127.0.0.1:7001",
+            "--data-dir=/tmp/x",
+            "--snapshot-after-entries=500",
+            "--snapshot-after-bytes=0",
+            "--snapshot-keep-entries=50",
+        ])
+        .unwrap();
+        let config = args.snapshots.apply(Config::default());
+        assert_eq!(
+            (config.snapshot_after_entries, config.snapshot_after_bytes, config.snapshot_keep_entries),
+            (500, 0, 50)
+        );
+        assert_eq!(config.snapshot_chunk_size, defaults.snapshot_chunk_size);
         assert!(NodeArgs::try_parse_from(["kv", "--id", "1"]).is_err());
     }
 }

@@ -28,7 +28,7 @@ use raft_store_file::{FileStore, FileStoreOptions};
 use tracing::{error, info, warn};
 
 use self::args::resolve;
-pub use self::args::{parse_peers, NodeArgs, Peers, RuntimeChoice};
+pub use self::args::{parse_peers, NodeArgs, Peers, RuntimeChoice, SnapshotArgs};
 use crate::http::{self, ApiError, Handler, HttpResponse, HttpRuntime};
 
 #[cfg(not(any(feature = "tokio", feature = "smol")))]
@@ -275,9 +275,11 @@ pub async fn run<R: HttpRuntime, A: App>(
 
     std::fs::create_dir_all(&args.data_dir)
         .map_err(|e| format!("cannot create the data directory {}: {e}", args.data_dir.display()))?;
-    let mut store =
-        FileStore::open(&args.data_dir, FileStoreOptions { cluster_id: A::CLUSTER_ID, ..Default::default() })
-            .map_err(|e| format!("cannot open the store in {}: {e}", args.data_dir.display()))?;
+    let mut store = FileStore::open(
+        &args.data_dir,
+        FileStoreOptions { cluster_id: A::CLUSTER_ID, segment_size: args.log_segment_size, ..Default::default() },
+    )
+    .map_err(|e| format!("cannot open the store in {}: {e}", args.data_dir.display()))?;
     let initial = store.initial_state().await.map_err(|e| format!("cannot read the store: {e}"))?;
 
     let transport = TcpTransport::bind(rt.clone(), TcpConfig::new(A::CLUSTER_ID, id), listen)
@@ -293,7 +295,7 @@ pub async fn run<R: HttpRuntime, A: App>(
 
     // The framework's own timeout ends every write and read (no leader, or an unknown
     // outcome: answered with 503).
-    let config = Config { request_timeout: REQUEST_TIMEOUT, ..Config::default() };
+    let config = args.snapshots.apply(Config { request_timeout: REQUEST_TIMEOUT, ..Config::default() });
     let raft = if initial.is_empty() {
         info!(node = id, members = ?peers.keys().collect::<Vec<_>>(), "empty data directory: bootstrapping the cluster");
         Raft::bootstrap(id, peers.keys().copied(), config, rt.clone(), store, transport.network(), A::Machine::default())

@@ -25,6 +25,8 @@ pub fn status_json<SM: StateMachine>(raft: &Raft<SM>, app: &str, runtime: &str) 
         "applied_index": s.applied_index,
         "last_log_index": s.last_log_index,
         "durable_index": s.durable_index,
+        "snapshot_index": s.snapshot_index,
+        "first_log_index": s.first_log_index,
         "voters": s.membership.voters,
         "learners": s.membership.learners,
         "app": app,

@@ -55,13 +55,41 @@ fn exchange(
     deadline: Instant,
     timeout: Duration,
 ) -> Result<Reply, String> {
-    let timed_out = |e: std::io::Error| match e.kind() {
+    let mut stream = connect(target, timeout)?;
+    exchange_on(&mut stream, host, method, path, body, deadline, timeout, false)
+}
+
+/// A connection to `target` with Nagle's algorithm off.
+fn connect(target: SocketAddr, timeout: Duration) -> Result<TcpStream, String> {
+    let stream = TcpStream::connect_timeout(&target, timeout).map_err(|e| timed_out(e, timeout))?;
+    let _ = stream.set_nodelay(true);
+    Ok(stream)
+}
+
+/// An I/O error as text, a timeout saying how long it waited.
+fn timed_out(e: std::io::Error, timeout: Duration) -> String {
+    match e.kind() {
         ErrorKind::WouldBlock | ErrorKind::TimedOut => format!("timed out after {timeout:?}"),
         _ => e.to_string(),
-    };
-    let mut stream = TcpStream::connect_timeout(&target, timeout).map_err(timed_out)?;
-    let _ = stream.set_nodelay(true);
-    let mut head = format!("{method} {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n");
+    }
+}
+
+/// Sends one request on `stream` and reads its answer (`keep_alive`: asks the server to
+/// keep the connection open for the next one).
+#[allow(clippy::too_many_arguments)]
+fn exchange_on(
+    stream: &mut TcpStream,
+    host: &str,
+    method: &str,
+    path: &str,
+    body: Option<&[u8]>,
+    deadline: Instant,
+    timeout: Duration,
+    keep_alive: bool,
+) -> Result<Reply, String> {
+    let timed_out = |e: std::io::Error| timed_out(e, timeout);
+    let connection = if keep_alive { "keep-alive" } else { "close" };
+    let mut head = format!("{method} {path} HTTP/1.1\r\nHost: {host}\r\nConnection: {connection}\r\n");
     if let Some(body) = body {
         head.push_str(&format!("Content-Length: {}\r\n", body.len()));
     }
@@ -92,6 +120,51 @@ fn exchange(
             Err(sent.err().map_or("the connection closed without an answer".into(), |e| e.to_string()))
         }
         None => Err("the connection closed in the middle of the answer".into()),
+    }
+}
+
+/// One HTTP/1.1 connection kept open across requests, for clients that send many
+/// (a load in the process tests): a request that fails drops the connection, and the
+/// next one opens a new connection.
+#[derive(Debug)]
+pub struct Connection {
+    host: String,
+    target: SocketAddr,
+    timeout: Duration,
+    stream: Option<TcpStream>,
+}
+
+impl Connection {
+    /// A connection to `addr` (`host:port`, resolved now); each request, connecting
+    /// included, must finish within `timeout`. Nothing is sent until the first request.
+    pub fn new(addr: &str, timeout: Duration) -> Result<Connection, String> {
+        let target = addr
+            .to_socket_addrs()
+            .map_err(|e| format!("{addr}: {e}"))?
+            .next()
+            .ok_or_else(|| format!("{addr} resolves to no address"))?;
+        Ok(Connection { host: addr.to_string(), target, timeout, stream: None })
+    }
+
+    /// Sends `method path` with `body` and reads the answer, like [`request`]; a request
+    /// that gets no answer is a [`Reply`] with status 0.
+    pub fn request(&mut self, method: &str, path: &str, body: Option<&[u8]>) -> Reply {
+        let deadline = Instant::now() + self.timeout;
+        let stream = match self.stream.take() {
+            Some(s) => s,
+            None => match connect(self.target, self.timeout) {
+                Ok(s) => s,
+                Err(e) => return Reply::failed(e),
+            },
+        };
+        let mut stream = stream;
+        match exchange_on(&mut stream, &self.host, method, path, body, deadline, self.timeout, true) {
+            Ok(reply) => {
+                self.stream = Some(stream);
+                reply
+            }
+            Err(e) => Reply::failed(e),
+        }
     }
 }
 
@@ -190,6 +263,53 @@ mod tests {
         assert_eq!(parse(b"HTTP/1.1 200 OK\r\n\r\nrest", false).unwrap(), None);
         assert_eq!(parse(b"HTTP/1.1 200 OK\r\n\r\nrest", true).unwrap().unwrap().body, b"rest");
         assert!(parse(b"garbage\r\n\r\n", true).is_err());
+    }
+
+    /// A server that answers every request on a connection with its number on that
+    /// connection, then closes the connection after `per_connection` answers.
+    fn counting_server(per_connection: usize) -> (std::net::SocketAddr, std::thread::JoinHandle<usize>) {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let server = std::thread::spawn(move || {
+            let mut connections = 0;
+            for stream in listener.incoming().take(2) {
+                connections += 1;
+                let mut stream = stream.unwrap();
+                let mut buf = Vec::new();
+                let mut chunk = [0u8; 1024];
+                for n in 1..=per_connection {
+                    while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
+                        let got = stream.read(&mut chunk).unwrap();
+                        assert!(got > 0, "the client closed early");
+                        buf.extend_from_slice(&chunk[..got]);
+                    }
+                    let end = buf.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
+                    assert!(String::from_utf8_lossy(&buf[..end]).contains("Connection: keep-alive"));
+                    buf.drain(..end);
+                    let body = n.to_string();
+                    write!(stream, "HTTP/1.1 200 OK\r\ncontent-length: {}\r\n\r\n{body}", body.len()).unwrap();
+                }
+            }
+            connections
+        });
+        (addr, server)
+    }
+
+    #[test]
+    fn a_connection_is_reused_and_reopened_after_the_server_closes_it() {
+        let (addr, server) = counting_server(3);
+        let mut c = Connection::new(&addr.to_string(), Duration::from_secs(5)).unwrap();
+        let bodies: Vec<String> = (0..3).map(|_| c.request("GET", "/", None).text()).collect();
+        assert_eq!(bodies, ["1", "2", "3"], "three requests on one connection");
+        // The server closed it: the next request fails, the one after reconnects.
+        let mut replies = vec![c.request("PUT", "/x", Some(b"v"))];
+        if replies[0].status == 0 {
+            replies.push(c.request("PUT", "/x", Some(b"v")));
+        }
+        assert_eq!(replies.last().unwrap().text(), "1", "{replies:?}");
+        assert_eq!(c.request("GET", "/", None).text(), "2");
+        assert_eq!(c.request("GET", "/", None).text(), "3");
+        assert_eq!(server.join().unwrap(), 2);
     }
 
     #[test]

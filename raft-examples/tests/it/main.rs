@@ -7,4 +7,5 @@ mod dns_cluster;
 mod kv_bad_input;
 mod kv_cluster;
 mod kv_linearizability;
+mod kv_snapshots;
 mod support;
