@@ -222,6 +222,10 @@ impl<F: Vfs + Clone> SnapshotStore for FileSnapshots<F> {
         let d = &*self.0;
         let (meta, start) = d.held(last)?;
         let want = (len as u64).min(meta.size.saturating_sub(offset)) as usize;
+        if want == 0 {
+            // At or past the end (where `start + offset` may not even fit in a u64).
+            return Ok(Vec::new());
+        }
         let mut buf = vec![0u8; want];
         let path = d.path(last.index);
         let n = d.fs.read_at(&path, start + offset, &mut buf).map_err(|e| FileStoreError::io(&path, e))?;

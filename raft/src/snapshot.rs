@@ -158,9 +158,13 @@ impl<R: Read> ChecksumReader<R> {
 
 impl<R: Read> Read for ChecksumReader<R> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        // An empty read says nothing about the data (an empty `inner` read is not its end).
+        if buf.is_empty() {
+            return Ok(0);
+        }
         let left = self.expected_size - self.size;
         let want = buf.len().min(usize::try_from(left).unwrap_or(usize::MAX));
-        if want == 0 && !buf.is_empty() {
+        if want == 0 {
             if self.crc != self.expected_crc {
                 return Err(io::Error::new(
                     io::ErrorKind::InvalidData,
@@ -205,6 +209,15 @@ mod tests {
         let mut out = Vec::new();
         ChecksumReader::new(&data[..], &meta).read_to_end(&mut out).unwrap();
         assert_eq!(out, data);
+
+        // An empty read in the middle is no end of the data.
+        let mut r = ChecksumReader::new(&data[..], &meta);
+        let mut first = [0u8; 4];
+        r.read_exact(&mut first).unwrap();
+        assert_eq!(r.read(&mut []).unwrap(), 0);
+        let mut rest = Vec::new();
+        r.read_to_end(&mut rest).unwrap();
+        assert_eq!([&first[..], &rest[..]].concat(), data);
 
         let mut flipped = data.clone();
         flipped[3] ^= 1;

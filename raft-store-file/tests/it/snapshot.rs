@@ -98,6 +98,7 @@ fn a_snapshot_survives_a_reopen_and_is_read_in_chunks() {
     assert_eq!(snaps.read_chunk(at(5, 1), 1_000_000, 10).expect("chunk"), data[1_000_000..1_000_010]);
     assert_eq!(snaps.read_chunk(at(5, 1), 2_999_990, 100).expect("chunk"), data[2_999_990..], "short at the end");
     assert!(snaps.read_chunk(at(5, 1), 3_000_000, 100).expect("chunk").is_empty());
+    assert!(snaps.read_chunk(at(5, 1), u64::MAX, 100).expect("chunk").is_empty(), "no overflow far past the end");
     assert!(matches!(snaps.read_chunk(at(6, 1), 0, 1), Err(StoreError::Unavailable { .. })));
     assert!(matches!(snaps.open(at(5, 2)), Err(StoreError::Unavailable { .. })));
 }
