@@ -50,6 +50,10 @@ pub struct SnapshotArgs {
     /// Concurrent writers while loading.
     #[arg(long, default_value_t = 128)]
     pub clients: usize,
+    /// An extra argument for every `kv` node of the install part (repeatable), e.g.
+    /// `--kv-arg=--snapshot-max-inflight-chunks=8`.
+    #[arg(long = "kv-arg", allow_hyphen_values = true)]
+    pub kv_args: Vec<String>,
     /// Print a JSON object as the last line.
     #[arg(long)]
     pub json: bool,
@@ -179,14 +183,9 @@ async fn timed_restart(
     Ok((started, applied))
 }
 
-async fn restart(args: &SnapshotArgs, keys: u64) -> Result<serde_json::Value, String> {
-    let rt = TokioRuntime::new();
-    let tmp = temp_dir(args.dir.as_deref(), "bench-snapshot-restart-")?;
-    let dir = tmp.path();
-    // Snapshots off while loading, so the log holds every write.
-    let config = Config { snapshot_after_entries: 0, snapshot_after_bytes: 0, ..Config::default() };
-    let (net, raft) = start_node(&rt, dir, &config, true).await?;
-    wait_for("the node to lead", Duration::from_secs(10), || raft.with_status(|s| s.role == Role::Leader)).await?;
+/// Proposes `args.writes` puts on `raft` from `args.clients` tasks; returns the seconds
+/// it took.
+async fn load_in_process(raft: &Raft<KvStore>, args: &SnapshotArgs, keys: u64) -> Result<f64, String> {
     let t0 = Instant::now();
     let next = Arc::new(AtomicU64::new(0));
     let mut tasks = Vec::new();
@@ -206,7 +205,18 @@ async fn restart(args: &SnapshotArgs, keys: u64) -> Result<serde_json::Value, St
     for t in tasks {
         t.await.map_err(|e| e.to_string())??;
     }
-    let load = t0.elapsed().as_secs_f64();
+    Ok(t0.elapsed().as_secs_f64())
+}
+
+async fn restart(args: &SnapshotArgs, keys: u64) -> Result<serde_json::Value, String> {
+    let rt = TokioRuntime::new();
+    let tmp = temp_dir(args.dir.as_deref(), "bench-snapshot-restart-")?;
+    let dir = tmp.path();
+    // Snapshots off while loading, so the log holds every write.
+    let config = Config { snapshot_after_entries: 0, snapshot_after_bytes: 0, ..Config::default() };
+    let (net, raft) = start_node(&rt, dir, &config, true).await?;
+    wait_for("the node to lead", Duration::from_secs(10), || raft.with_status(|s| s.role == Role::Leader)).await?;
+    let load = load_in_process(&raft, args, keys).await?;
     let last = raft.status().last_log_index;
     raft.shutdown().await;
     drop(net);
@@ -252,6 +262,12 @@ async fn restart(args: &SnapshotArgs, keys: u64) -> Result<serde_json::Value, St
         println!("restart from the snapshot, run {}: {a:.2} s to the last write applied ({s:.2} s to start)", i + 1);
     }
     println!("restart: from a snapshot {best:.2} s against {replay:.2} s replaying the log ({:.1}x)", replay / best);
+    let floor = memory_floor(keys.min(args.writes), args.value_size)?;
+    println!(
+        "floor: allocating and filling {} fresh values of {} B takes {floor:.2} s on this machine",
+        keys.min(args.writes),
+        args.value_size
+    );
     Ok(serde_json::json!({
         "load_seconds": load,
         "log_bytes": log_bytes,
@@ -259,7 +275,23 @@ async fn restart(args: &SnapshotArgs, keys: u64) -> Result<serde_json::Value, St
         "snapshot_seconds": taken,
         "replay_seconds": replay,
         "from_snapshot_seconds": from_snapshot.iter().map(|r| r.1).collect::<Vec<_>>(),
+        "memory_floor_seconds": floor,
     }))
+}
+
+/// Seconds to allocate and fill `count` values of `size` bytes on a new thread (whose
+/// allocator arena holds no memory yet): what any restore of such a state pays for its
+/// memory alone, whatever the format.
+fn memory_floor(count: u64, size: usize) -> Result<f64, String> {
+    std::thread::spawn(move || {
+        let t0 = Instant::now();
+        let values: Vec<Vec<u8>> = (0..count).map(|n| vec![n as u8; size]).collect();
+        let secs = t0.elapsed().as_secs_f64();
+        drop(std::hint::black_box(values));
+        secs
+    })
+    .join()
+    .map_err(|_| "the floor thread panicked".to_string())
 }
 
 /// Raw loopback TCP: `bytes` in 1 MiB writes from one thread to another; MB/s.
@@ -292,6 +324,25 @@ fn raw_tcp(bytes: u64) -> Result<f64, String> {
         return Err(format!("raw TCP: sent {sent} bytes, received {got}"));
     }
     Ok(sent as f64 / 1e6 / secs)
+}
+
+/// Raw disk: `bytes` written in 1 MiB writes to a new file in `dir`, then one
+/// `fdatasync`, as a received snapshot is; MB/s. The file is removed.
+fn raw_disk(dir: &Path, bytes: u64) -> Result<f64, String> {
+    let path = dir.join("raw-disk-probe");
+    let t0 = Instant::now();
+    let mut f = std::fs::File::create(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let chunk = vec![7u8; 1 << 20];
+    let mut written = 0;
+    while written < bytes {
+        f.write_all(&chunk).map_err(|e| e.to_string())?;
+        written += chunk.len() as u64;
+    }
+    f.sync_data().map_err(|e| e.to_string())?;
+    let secs = t0.elapsed().as_secs_f64();
+    drop(f);
+    let _ = std::fs::remove_file(&path);
+    Ok(written as f64 / 1e6 / secs)
 }
 
 /// Resident memory (VmRSS) of `pid` in KiB.
@@ -369,12 +420,15 @@ fn install_cluster(args: &SnapshotArgs, after: u64) -> Result<LocalCluster, Stri
     if std::env::var_os("RUST_LOG").is_none() {
         spec.env.push(("RUST_LOG".into(), "warn".into()));
     }
+    let extra = args.kv_args.clone();
     spec.extra_args = Arc::new(move |_| {
-        vec![
+        let mut a = vec![
             format!("--snapshot-after-entries={after}"),
             "--snapshot-after-bytes=0".into(),
             "--snapshot-keep-entries=0".into(),
-        ]
+        ];
+        a.extend(extra.iter().cloned());
+        a
     });
     LocalCluster::start_serving(spec, Duration::from_secs(30))
 }
@@ -384,14 +438,23 @@ fn install_cluster(args: &SnapshotArgs, after: u64) -> Result<LocalCluster, Stri
 struct InstallTimes {
     spawned: Instant,
     first_chunk: Instant,
+    /// The temp file holds the whole data (written, not yet synced).
+    received: Instant,
     published: Instant,
     restored: Instant,
 }
 
 /// Starts node `receiver` again and watches its install of the leader's snapshot
 /// until it has caught up with `leader`.
-fn watch_install(c: &mut LocalCluster, receiver: usize, leader: usize) -> Result<(InstallTimes, u32), String> {
+fn watch_install(
+    c: &mut LocalCluster,
+    receiver: usize,
+    leader: usize,
+    size: u64,
+) -> Result<(InstallTimes, u32), String> {
     let dir = c.nodes[receiver].data_dir.clone();
+    // The head (a few hundred bytes) is written after the data.
+    let whole = size.saturating_sub(4096);
     let has_temp = |dir: &Path| {
         std::fs::read_dir(dir)
             .into_iter()
@@ -405,17 +468,21 @@ fn watch_install(c: &mut LocalCluster, receiver: usize, leader: usize) -> Result
     let first_chunk = poll("the snapshot's temp file on the receiver", Duration::from_secs(120), || {
         has_temp(&dir).then(Instant::now)
     })?;
+    let received = poll("the whole snapshot in the receiver's temp file", Duration::from_secs(600), || {
+        (bytes_of(&dir, ".tmp") >= whole || bytes_of(&dir, ".snap") > 0).then(Instant::now)
+    })?;
     let published = poll("the snapshot file on the receiver", Duration::from_secs(600), || {
         (bytes_of(&dir, ".snap") > 0).then(Instant::now)
     })?;
     let restored = poll("the receiver's restore", Duration::from_secs(600), || {
-        (status_u64(c, receiver, "snapshot_index")? > 0).then(Instant::now)
+        let snapshot = status_u64(c, receiver, "snapshot_index")?;
+        (snapshot > 0 && status_u64(c, receiver, "applied_index")? >= snapshot).then(Instant::now)
     })?;
     let commit = status_u64(c, leader, "commit_index").ok_or("the leader's status")?;
     poll("the receiver to catch up", Duration::from_secs(120), || {
         (status_u64(c, receiver, "applied_index")? >= commit).then_some(())
     })?;
-    Ok((InstallTimes { spawned, first_chunk, published, restored }, pid))
+    Ok((InstallTimes { spawned, first_chunk, received, published, restored }, pid))
 }
 
 fn install(args: &SnapshotArgs, keys: u64) -> Result<serde_json::Value, String> {
@@ -444,20 +511,25 @@ fn install(args: &SnapshotArgs, keys: u64) -> Result<serde_json::Value, String> 
     let replica_rss = rss_kib(pid_of(&c, replica)?).unwrap_or(0);
 
     let raw = raw_tcp(snap_bytes.max(1 << 30))?;
-    println!("raw loopback TCP: {raw:.0} MB/s");
+    let disk = raw_disk(&c.nodes[receiver].data_dir, snap_bytes.max(1 << 30))?;
+    println!("raw loopback TCP: {raw:.0} MB/s; raw disk (write and fdatasync of as much): {disk:.0} MB/s");
 
-    let (t, pid) = watch_install(&mut c, receiver, leader)?;
+    let (t, pid) = watch_install(&mut c, receiver, leader, snap_bytes)?;
     let peak = peak_rss_kib(pid).unwrap_or(0);
     let after_rss = rss_kib(pid).unwrap_or(0);
+    let received = (t.received - t.first_chunk).as_secs_f64();
     let transfer = (t.published - t.first_chunk).as_secs_f64();
     let restore = (t.restored - t.published).as_secs_f64();
+    let net_mbs = snap_bytes as f64 / 1e6 / received;
     let mbs = snap_bytes as f64 / 1e6 / transfer;
     let extra_mib = (peak as f64 - replica_rss as f64) / 1024.0;
     println!(
-        "install of a {:.0} MiB snapshot: transfer {transfer:.2} s ({mbs:.0} MB/s, {:.2} of raw TCP), \
-         restore {restore:.2} s, {:.2} s from the receiver's start to its restore",
+        "install of a {:.0} MiB snapshot: received in {received:.2} s ({net_mbs:.0} MB/s, {:.2} of raw TCP), \
+         durable in {transfer:.2} s ({mbs:.0} MB/s, {:.2} of raw disk), restore {restore:.2} s; \
+         {:.2} s from the receiver's start to its restore",
         mib(snap_bytes),
-        mbs / raw,
+        net_mbs / raw,
+        mbs / disk,
         (t.restored - t.spawned).as_secs_f64()
     );
     println!(
@@ -472,9 +544,13 @@ fn install(args: &SnapshotArgs, keys: u64) -> Result<serde_json::Value, String> 
         "load_seconds": load,
         "snapshot_bytes": snap_bytes,
         "raw_tcp_mb_per_s": raw,
-        "transfer_seconds": transfer,
-        "transfer_mb_per_s": mbs,
-        "ratio_to_raw": mbs / raw,
+        "raw_disk_mb_per_s": disk,
+        "received_seconds": received,
+        "received_mb_per_s": net_mbs,
+        "received_ratio_to_raw_tcp": net_mbs / raw,
+        "durable_seconds": transfer,
+        "durable_mb_per_s": mbs,
+        "durable_ratio_to_raw_disk": mbs / disk,
         "restore_seconds": restore,
         "receiver_peak_kib": peak,
         "receiver_rss_after_kib": after_rss,

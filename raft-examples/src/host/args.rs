@@ -89,6 +89,12 @@ pub struct SnapshotArgs {
     /// behind.
     #[arg(long, default_value_t = Config::default().snapshot_keep_entries)]
     pub snapshot_keep_entries: u64,
+    /// Bytes per InstallSnapshot chunk sent to a follower.
+    #[arg(long, default_value_t = Config::default().snapshot_chunk_size)]
+    pub snapshot_chunk_size: usize,
+    /// Most InstallSnapshot chunks in flight to one follower.
+    #[arg(long, default_value_t = Config::default().snapshot_max_inflight_chunks)]
+    pub snapshot_max_inflight_chunks: usize,
 }
 
 impl SnapshotArgs {
@@ -98,6 +104,8 @@ impl SnapshotArgs {
             snapshot_after_entries: self.snapshot_after_entries,
             snapshot_after_bytes: self.snapshot_after_bytes,
             snapshot_keep_entries: self.snapshot_keep_entries,
+            snapshot_chunk_size: self.snapshot_chunk_size,
+            snapshot_max_inflight_chunks: self.snapshot_max_inflight_chunks,
             ..config
         }
     }

@@ -30,7 +30,8 @@
 //!   order with the [`Action::Apply`] batches; a snapshot taken is reported with
 //!   [`Input::SnapshotTaken`], a restore with [`Input::Applied`];
 //! - [`Action::PurgeLog`] and [`Action::WriteSnapshotChunk`] go to the store in order with
-//!   the persist requests; a purge is reported with [`Input::LogPurged`];
+//!   the persist requests; a purge is reported with [`Input::LogPurged`], a chunk written
+//!   with [`Input::SnapshotChunkWritten`];
 //! - the client answers ([`Action::Forwarded`], [`Action::ReadReady`],
 //!   [`Action::ReadFailed`]) go to the callers waiting on the given id.
 
@@ -88,6 +89,16 @@ pub enum Input {
         offset: u64,
         /// The bytes read, or why the read failed.
         data: Result<Bytes, String>,
+    },
+    /// A chunk of [`Action::WriteSnapshotChunk`] was written (not necessarily synced):
+    /// the follower's answer to the leader goes out only now, so that a leader never
+    /// has more chunks on their way to a follower's store than its window, however slow
+    /// that store is.
+    SnapshotChunkWritten {
+        /// The snapshot being received.
+        last: LogId,
+        /// Where the written chunk ends.
+        next: u64,
     },
 }
 

@@ -302,6 +302,7 @@ impl RaftCore {
             Input::SnapshotChunkLoaded { peer, term, last, offset, data } => {
                 self.on_snapshot_chunk_loaded(peer, term, last, offset, data)
             }
+            Input::SnapshotChunkWritten { last, next } => self.on_snapshot_chunk_written(last, next),
         }
     }
 

@@ -42,6 +42,8 @@ struct Incoming {
     meta: SnapshotMeta,
     /// Bytes received in order.
     next: u64,
+    /// Bytes the store has written (what the answers to the leader say).
+    written: u64,
     /// CRC-32C of those bytes.
     crc: u32,
 }
@@ -326,21 +328,25 @@ impl RaftCore {
                 return self.send_to(Needs::Nothing, from, reply(false, 0));
             }
             tracing::debug!(node = self.id, from, ?last, size, "receiving a snapshot");
-            self.snapshots.incoming = Some(Incoming { meta: meta.clone(), next: 0, crc: 0 });
+            self.snapshots.incoming = Some(Incoming { meta: meta.clone(), next: 0, written: 0, crc: 0 });
         }
         let Some(incoming) = self.snapshots.incoming.as_mut() else { return };
         if offset != incoming.next {
-            let next = incoming.next;
-            return self.send_to(Needs::Nothing, from, reply(false, next));
+            // Not the chunk expected: say how far the store got, for the leader to go on
+            // from there.
+            let written = incoming.written;
+            return self.send_to(Needs::Nothing, from, reply(false, written));
         }
         incoming.crc = crc32c::crc32c_append(incoming.crc, &data);
         incoming.next += data.len() as u64;
         let (next, crc) = (incoming.next, incoming.crc);
-        // The chunk goes to the store after everything queued before it.
+        // The chunk goes to the store after everything queued before it; the answer
+        // waits for it to be written (`on_snapshot_chunk_written`), which bounds what a
+        // slow store has queued to the leader's window.
         self.flush_persist();
         self.actions.push(Action::WriteSnapshotChunk { meta: meta.clone(), offset, data });
         if next < size {
-            return self.send_to(Needs::Nothing, from, reply(false, next));
+            return;
         }
         self.snapshots.incoming = None;
         if crc != meta.checksum {
@@ -348,6 +354,20 @@ impl RaftCore {
             return self.send_to(Needs::Nothing, from, reply(false, 0));
         }
         self.install_snapshot(from, meta);
+    }
+
+    /// A received chunk ending at `next` is written: answer the leader, if the transfer
+    /// is still the one from the known leader (the final chunk is answered by the
+    /// install, once durable).
+    pub(crate) fn on_snapshot_chunk_written(&mut self, last: LogId, next: u64) {
+        let Some(incoming) = self.snapshots.incoming.as_mut().filter(|i| i.meta.last == last) else { return };
+        incoming.written = incoming.written.max(next);
+        if next >= incoming.meta.size || self.role != Role::Follower {
+            return;
+        }
+        let Some(leader) = self.leader else { return };
+        let body = MessageBody::InstallSnapshotResponse { last, next_offset: next, done: false };
+        self.send_to(Needs::Nothing, leader, body);
     }
 
     /// Installs a received, verified snapshot: one persist request finishes it and resets

@@ -139,6 +139,10 @@ impl<SM: StateMachine> Raft<SM> {
             tx.clone(),
         );
         handles.push(runtime.spawn(applier).boxed());
+        let (chunk_tx, chunk_rx) = mpsc::unbounded();
+        let chunk_reader =
+            super::snapshot::chunk_task::<SM, R>(runtime.clone(), snapshots.clone(), chunk_rx, tx.clone());
+        handles.push(runtime.spawn(chunk_reader).boxed());
         let (timer, timer_task) = Timer::start(&runtime, tx.clone());
         handles.push(timer_task.boxed());
         let senders = Senders::new(id, runtime.clone(), network);
@@ -149,8 +153,7 @@ impl<SM: StateMachine> Raft<SM> {
             shared: shared.clone(),
             persist_tx,
             apply_tx,
-            snapshots,
-            events: tx.clone(),
+            chunk_tx,
             timer,
             senders,
             requests,

@@ -37,7 +37,7 @@ use crate::error::ClientError;
 use crate::message::Message;
 use crate::network::Network;
 use crate::runtime::Runtime;
-use crate::snapshot::{SnapshotMeta, SnapshotStore};
+use crate::snapshot::SnapshotMeta;
 use crate::state_machine::StateMachine;
 use crate::sync::lock;
 use crate::types::{Entry, LogId, LogIndex, NodeId, Term};
@@ -57,15 +57,41 @@ type ReadResponder = oneshot::Sender<Result<LogIndex, ClientError>>;
 /// An input to the protocol loop, from the handle or one of the node's tasks.
 enum Event<SM: StateMachine> {
     Message(Message),
-    Propose { data: Bytes, tx: Responder<SM> },
-    Read { tx: ReadResponder },
+    Propose {
+        data: Bytes,
+        tx: Responder<SM>,
+    },
+    Read {
+        tx: ReadResponder,
+    },
     Tick,
-    Persisted { seq: u64 },
-    Applied { index: LogIndex },
-    Loaded { peer: NodeId, term: Term, entries: Result<Vec<Entry>, String> },
+    Persisted {
+        seq: u64,
+    },
+    Applied {
+        index: LogIndex,
+    },
+    Loaded {
+        peer: NodeId,
+        term: Term,
+        entries: Result<Vec<Entry>, String>,
+    },
     SnapshotTaken(Result<SnapshotMeta, String>),
-    Purged { prev: LogId },
-    ChunkLoaded { peer: NodeId, term: Term, last: LogId, offset: u64, data: Result<Bytes, String> },
+    Purged {
+        prev: LogId,
+    },
+    ChunkLoaded {
+        peer: NodeId,
+        term: Term,
+        last: LogId,
+        offset: u64,
+        data: Result<Bytes, String>,
+    },
+    /// The persist task wrote a received snapshot chunk ending at `next`.
+    ChunkWritten {
+        last: LogId,
+        next: u64,
+    },
     TriggerSnapshot,
     PurgeLog(LogIndex),
     Fatal(String),
@@ -80,10 +106,8 @@ struct Driver<SM: StateMachine, R: Runtime, N: Network> {
     shared: Arc<Shared<SM>>,
     persist_tx: mpsc::UnboundedSender<StoreOp>,
     apply_tx: mpsc::UnboundedSender<ApplyOp<SM>>,
-    /// The store's snapshots, read here for peers being sent one.
-    snapshots: Arc<dyn SnapshotStore>,
-    /// The protocol loop's own event channel, for the chunk reads' answers.
-    events: mpsc::UnboundedSender<Event<SM>>,
+    /// The chunk reader's queue: chunks of the snapshot for peers being sent one.
+    chunk_tx: mpsc::UnboundedSender<snapshot::ChunkRequest>,
     timer: Timer,
     senders: Senders<R, N>,
     /// The callers waiting for answers.
@@ -129,6 +153,9 @@ impl<SM: StateMachine, R: Runtime, N: Network> Driver<SM, R, N> {
                     Event::Purged { prev } => self.core.step(now, Input::LogPurged { prev }),
                     Event::ChunkLoaded { peer, term, last, offset, data } => {
                         self.core.step(now, Input::SnapshotChunkLoaded { peer, term, last, offset, data })
+                    }
+                    Event::ChunkWritten { last, next } => {
+                        self.core.step(now, Input::SnapshotChunkWritten { last, next })
                     }
                     Event::TriggerSnapshot => self.core.trigger_snapshot(),
                     Event::PurgeLog(upto) => {
@@ -190,7 +217,7 @@ impl<SM: StateMachine, R: Runtime, N: Network> Driver<SM, R, N> {
                 }
                 Action::LoadSnapshotChunk { peer, term, last, offset, len } => {
                     let request = snapshot::ChunkRequest { peer, term, last, offset, len };
-                    snapshot::load_chunk(&self.rt, &self.snapshots, &self.events, request);
+                    let _ = self.chunk_tx.unbounded_send(request);
                 }
             }
         }

@@ -143,7 +143,14 @@ async fn store_op<SM: StateMachine, S: LogStore>(
             return true;
         }
         StoreOp::Purge { upto } => purge(id, &mut stores.log, upto, tx).await,
-        StoreOp::Chunk { meta, offset, data } => stores.receiving.write(&*stores.snapshots, meta, offset, &data),
+        StoreOp::Chunk { meta, offset, data } => {
+            let (last, next) = (meta.last, offset + data.len() as u64);
+            let written = stores.receiving.write(&*stores.snapshots, meta, offset, &data);
+            if written.is_ok() {
+                let _ = tx.unbounded_send(Event::ChunkWritten { last, next });
+            }
+            written
+        }
     };
     match result {
         Ok(()) => true,

@@ -20,6 +20,7 @@ use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
 use futures::channel::{mpsc, oneshot};
+use futures::StreamExt;
 
 use super::Event;
 use crate::error::StoreError;
@@ -147,20 +148,30 @@ fn restore_now<SM: StateMachine>(
     }
 }
 
-/// Reads one chunk of a snapshot for `peer` on a blocking thread and reports it with
-/// [`Event::ChunkLoaded`].
-pub(super) fn load_chunk<SM: StateMachine, R: Runtime>(
-    rt: &R,
-    snapshots: &Arc<dyn SnapshotStore>,
-    tx: &mpsc::UnboundedSender<Event<SM>>,
-    request: ChunkRequest,
+/// The chunk reader: reads the chunks asked for, one at a time on a blocking thread, in
+/// the order they were asked for (the core asks in offset order, and a follower takes
+/// chunks only in order: parallel reads finishing out of order would make it drop
+/// chunks until the leader sees the transfer stall), and reports each with
+/// [`Event::ChunkLoaded`]. Ends when the protocol loop drops its sender.
+pub(super) async fn chunk_task<SM: StateMachine, R: Runtime>(
+    rt: R,
+    snapshots: Arc<dyn SnapshotStore>,
+    mut requests: mpsc::UnboundedReceiver<ChunkRequest>,
+    tx: mpsc::UnboundedSender<Event<SM>>,
 ) {
-    let (snapshots, tx) = (snapshots.clone(), tx.clone());
-    drop(rt.spawn_blocking_task(async move {
-        let ChunkRequest { peer, term, last, offset, len } = request;
-        let data = snapshots.read_chunk(last, offset, len).map(Bytes::from).map_err(|e| e.to_string());
-        let _ = tx.unbounded_send(Event::ChunkLoaded { peer, term, last, offset, data });
-    }));
+    while let Some(request) = requests.next().await {
+        let (snapshots, tx) = (snapshots.clone(), tx.clone());
+        let (done_tx, done_rx) = oneshot::channel();
+        drop(rt.spawn_blocking_task(async move {
+            let ChunkRequest { peer, term, last, offset, len } = request;
+            let data = snapshots.read_chunk(last, offset, len).map(Bytes::from).map_err(|e| e.to_string());
+            let _ = tx.unbounded_send(Event::ChunkLoaded { peer, term, last, offset, data });
+            let _ = done_tx.send(());
+        }));
+        if done_rx.await.is_err() {
+            return;
+        }
+    }
 }
 
 /// A chunk to read for a peer.

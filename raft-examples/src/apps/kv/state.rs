@@ -207,10 +207,22 @@ fn read_field(input: &mut impl Read) -> io::Result<Vec<u8>> {
     if len > MAX_SNAPSHOT_FIELD {
         return Err(io::Error::new(io::ErrorKind::InvalidData, format!("a field claims {len} bytes")));
     }
+    // A field of up to 1 MiB (every key and value the app accepts by default) is read
+    // into a buffer of its exact size; a larger claim grows its buffer as the data
+    // arrives, so a damaged length cannot make this allocate what the stream lacks.
+    let exact = usize::try_from(len).ok().filter(|&n| n <= 1 << 20);
     let mut data = Vec::new();
-    input.take(len).read_to_end(&mut data)?;
-    if data.len() as u64 != len {
-        return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "the stream ends inside a field"));
+    match exact {
+        Some(n) => {
+            data.resize(n, 0);
+            input.read_exact(&mut data)?;
+        }
+        None => {
+            input.take(len).read_to_end(&mut data)?;
+            if data.len() as u64 != len {
+                return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "the stream ends inside a field"));
+            }
+        }
     }
     Ok(data)
 }

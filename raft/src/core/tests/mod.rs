@@ -165,6 +165,9 @@ struct Node {
     snapshots_taken: usize,
     chunks_loaded: usize,
     restores: usize,
+    /// While set, received snapshot chunks are written but not yet reported written
+    /// (a slow disk): the reports wait here for `Cluster::report_chunk_writes`.
+    unreported_chunks: Option<Vec<(LogId, u64)>>,
 }
 
 impl Node {
@@ -194,12 +197,12 @@ impl Node {
                 self.snapshots_taken += 1;
                 self.store.snapshot = Some((meta.clone(), data));
                 self.core.step(now, Input::SnapshotTaken { result: Ok(meta) });
-                return true;
+                true
             }
             Action::PurgeLog { upto } => {
                 let prev = self.store.purge(upto);
                 self.core.step(now, Input::LogPurged { prev });
-                return true;
+                true
             }
             Action::LoadSnapshotChunk { peer, term, last, offset, len } => {
                 let data = match &self.store.snapshot {
@@ -212,7 +215,7 @@ impl Node {
                 };
                 self.chunks_loaded += 1;
                 self.core.step(now, Input::SnapshotChunkLoaded { peer, term, last, offset, data });
-                return true;
+                true
             }
             Action::WriteSnapshotChunk { meta, offset, data } => {
                 if offset == 0 {
@@ -222,6 +225,13 @@ impl Node {
                 assert_eq!(*m, meta, "chunks of one snapshot");
                 assert_eq!(buf.len() as u64, offset, "chunks are written in order");
                 buf.extend_from_slice(&data);
+                let next = buf.len() as u64;
+                if let Some(unreported) = &mut self.unreported_chunks {
+                    unreported.push((meta.last, next));
+                    return false;
+                }
+                self.core.step(now, Input::SnapshotChunkWritten { last: meta.last, next });
+                true
             }
             Action::RestoreSnapshot { meta } => {
                 let (held, data) = self.store.snapshot.as_ref().expect("a restored snapshot is held");
@@ -229,11 +239,10 @@ impl Node {
                 self.applied = postcard::from_bytes(data).expect("harness snapshots decode");
                 self.restores += 1;
                 self.core.step(now, Input::Applied { index: meta.last.index });
-                return true;
+                true
             }
             _ => unreachable!("not a snapshot action"),
         }
-        false
     }
 
     /// Makes the unacknowledged requests up to `upto` durable and reports it.
@@ -295,6 +304,7 @@ impl Cluster {
                 snapshots_taken: 0,
                 chunks_loaded: 0,
                 restores: 0,
+                unreported_chunks: None,
             };
             c.nodes.insert(id, node);
             c.process(id);
@@ -389,6 +399,15 @@ impl Cluster {
             }
         }
         panic!("node {id} never settles");
+    }
+
+    /// Makes node `id`'s disk slow (`true`: chunk writes are not reported) or reports
+    /// every write held so far and makes it fast again (`false`).
+    fn slow_chunk_writes(&mut self, id: NodeId, slow: bool) {
+        let held = std::mem::replace(&mut self.node_mut(id).unreported_chunks, slow.then(Vec::new));
+        for (last, next) in held.unwrap_or_default() {
+            self.step(id, Input::SnapshotChunkWritten { last, next });
+        }
     }
 
     fn step(&mut self, id: NodeId, input: Input) {

@@ -101,6 +101,40 @@ fn heartbeats_and_other_followers_go_on_during_a_transfer() {
 }
 
 #[test]
+fn a_follower_answers_a_chunk_only_once_its_store_wrote_it() {
+    let mut c = follower_behind_the_purge_point();
+    c.slow_chunk_writes(3, true);
+    c.advance(ms(60));
+    c.tick(1);
+    // However long the leader waits, no more than its window is on the way to 3's store.
+    for _ in 0..10 {
+        c.deliver_all();
+        c.advance(ms(60));
+        c.tick(1);
+    }
+    let received = c.node(3).store.receiving.as_ref().map_or(0, |(_, b)| b.len());
+    assert!(received > 0, "the transfer started");
+    assert!(received <= 2 * 64, "{received} bytes reached node 3's store, more than the window of 2 chunks of 64");
+    let claims: Vec<u64> = c
+        .delivered
+        .iter()
+        .filter(|m| m.from == 3)
+        .filter_map(|m| match m.body {
+            MessageBody::InstallSnapshotResponse { next_offset, done, .. } => {
+                Some(if done { u64::MAX } else { next_offset })
+            }
+            _ => None,
+        })
+        .collect();
+    assert!(claims.iter().all(|&n| n == 0), "node 3 acknowledged bytes its store had not written: {claims:?}");
+    // Once the writes are reported, the transfer goes on to the install.
+    c.slow_chunk_writes(3, false);
+    c.run_for(ms(400));
+    assert_eq!(c.node(3).restores, 1);
+    assert_eq!(c.applied_commands(3), cmds(0..43));
+}
+
+#[test]
 fn lost_chunks_are_sent_again_from_what_the_follower_acknowledged() {
     let mut c = follower_behind_the_purge_point();
     c.advance(ms(60));
