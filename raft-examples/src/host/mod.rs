@@ -1,13 +1,15 @@
 //! The host: everything a node of an example app needs besides the app itself. It parses
 //! the command line ([`NodeArgs`]), opens the file store under `--data-dir`, starts the
-//! TCP transport on `--listen` and the HTTP server on `--http` with `/status`, runs the
-//! app's extra services ([`App::services`]) beside it, puts the threads under
-//! `SCHED_BATCH` ([`sched`]) and stops cleanly on SIGTERM or SIGINT.
+//! TCP transport on `--listen` and the HTTP server on `--http` with `/status` and
+//! `/metrics` (Prometheus, [`metrics`]), runs the app's extra services
+//! ([`App::services`]) beside it, puts the threads under `SCHED_BATCH` ([`sched`]) and
+//! stops cleanly on SIGTERM or SIGINT.
 //!
 //! An app ([`App`]) brings its state machine, its HTTP routes and any listeners of its
 //! own; everything else is here, so every app starts, recovers and stops the same way.
 
 pub mod args;
+pub mod metrics;
 pub mod sched;
 pub mod status;
 
@@ -42,7 +44,7 @@ pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 pub type Service = BoxFuture<'static, Result<(), String>>;
 
 /// An example application: a state machine, the HTTP routes in front of it, and any
-/// listeners of its own. `/status` is served for every app.
+/// listeners of its own. `/status` and `/metrics` are served for every app.
 pub trait App: Send + Sync + 'static {
     /// The replicated state.
     type Machine: StateMachine + Default;
@@ -126,7 +128,7 @@ impl<SM: StateMachine> AppNode<SM> {
     }
 }
 
-/// The HTTP handler of a node: `/status`, then the app's routes.
+/// The HTTP handler of a node: `/status` and `/metrics`, then the app's routes.
 struct NodeHandler<A: App> {
     app: A,
     node: AppNode<A::Machine>,
@@ -144,11 +146,13 @@ impl<A: App> Handler for NodeHandler<A> {
     async fn handle(self: Arc<Self>, request: Request<Bytes>) -> HttpResponse {
         let path = request.uri().path().to_string();
         let method = request.method().clone();
-        let result = if path == "/status" {
-            if method == Method::GET {
+        let result = if path == "/status" || path == "/metrics" {
+            if method != Method::GET {
+                Err(http::method_not_allowed(&method, &path, "GET"))
+            } else if path == "/status" {
                 Ok(http::json_ok(&self.node.status_json()))
             } else {
-                Err(http::method_not_allowed(&method, &path, "GET"))
+                Ok(http::metrics_ok(metrics::render(&self.node.raft.metrics(), self.node.app)))
             }
         } else {
             self.app.handle(&self.node, request).await

@@ -58,6 +58,14 @@ pub fn bytes_ok(body: Bytes) -> HttpResponse {
     r
 }
 
+/// A 200 response with `body` in the OpenMetrics text format, which Prometheus scrapes.
+pub fn metrics_ok(body: String) -> HttpResponse {
+    let mut r = Response::new(Full::new(Bytes::from(body)));
+    r.headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static("application/openmetrics-text; version=1.0.0; charset=utf-8"));
+    r
+}
+
 /// Whether the query string holds the flag `name` (`name`, `name=`, `name=1` or
 /// `name=true`; `name=0` and `name=false` turn it off).
 pub fn query_flag(query: Option<&str>, name: &str) -> bool {

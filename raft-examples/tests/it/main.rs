@@ -8,4 +8,5 @@ mod kv_bad_input;
 mod kv_cluster;
 mod kv_linearizability;
 mod kv_snapshots;
+mod metrics;
 mod support;

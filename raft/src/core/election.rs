@@ -24,6 +24,7 @@ impl RaftCore {
         tracing::debug!(node = self.id, term = self.hs.term, "starting pre-vote");
         self.role = Role::PreCandidate;
         self.leader = None;
+        self.counters.pre_votes_started += 1;
         self.votes.clear();
         self.votes.insert(self.id, true);
         if self.election_won() {
@@ -52,6 +53,7 @@ impl RaftCore {
         tracing::debug!(node = self.id, term = self.hs.term, "starting election");
         self.role = Role::Candidate;
         self.leader = None;
+        self.counters.elections_started += 1;
         self.reset_election_deadline(now);
         self.votes.clear();
         self.votes.insert(self.id, true);
@@ -82,6 +84,8 @@ impl RaftCore {
         tracing::info!(node = self.id, term = self.hs.term, "became leader");
         self.role = Role::Leader;
         self.leader = Some(self.id);
+        self.counters.became_leader += 1;
+        self.note_leader(self.leader);
         self.votes.clear();
         self.progress.clear();
         let next = self.log.last_index() + 1;
@@ -224,6 +228,7 @@ impl RaftCore {
         }
         self.role = Role::Follower;
         self.leader = leader;
+        self.note_leader(leader);
         if leader.is_some() {
             self.last_leader_contact = Some(now);
         }

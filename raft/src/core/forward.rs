@@ -161,8 +161,9 @@ impl RaftCore {
     /// appended at most once. Check [`RaftCore::may_forward`] first: the core does not
     /// enforce the window itself, so that a caller may flush a batch it holds.
     pub fn forward(&mut self, now: Instant, commands: Vec<Bytes>) -> Result<u64, ProposeError> {
-        let leader = self.forward_target()?;
+        let leader = self.forward_target().inspect_err(|_| self.counters.proposals_refused_not_leader += 1)?;
         let id = self.request_ids.allocate();
+        self.counters.proposals_forwarded += commands.len() as u64;
         let kept = commands.clone();
         self.send_to(Needs::Nothing, leader, MessageBody::Forward { id, commands, retry: false });
         self.forwarding.forwards.insert(id, Forward { to: leader, sent: now, resent: now, commands: kept });

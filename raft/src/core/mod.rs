@@ -112,6 +112,11 @@ pub struct RaftCore {
     applied_index: LogIndex,
 
     actions: Vec<Action>,
+
+    /// What this node has done since it started ([`RaftCore::counters`]).
+    pub(crate) counters: crate::metrics::Counters,
+    /// The last leader this node knew of, for [`Counters::leader_changes`](crate::Counters::leader_changes).
+    known_leader: Option<NodeId>,
 }
 
 impl RaftCore {
@@ -175,6 +180,8 @@ impl RaftCore {
             apply_index,
             applied_index: apply_index,
             actions: Vec::new(),
+            counters: crate::metrics::Counters::default(),
+            known_leader: None,
         };
         core.reset_election_deadline(now);
         core
@@ -311,16 +318,32 @@ impl RaftCore {
     /// order. Replication is batched: it happens at the next [`RaftCore::take_actions`].
     pub fn propose(&mut self, commands: impl IntoIterator<Item = Bytes>) -> Result<(LogIndex, Term), ProposeError> {
         if self.role != Role::Leader {
+            self.counters.proposals_refused_not_leader += 1;
             return Err(ProposeError::NotLeader(self.leader));
         }
         if self.log.last_index().saturating_sub(self.log.commit) >= self.cfg.max_uncommitted_entries as u64 {
+            self.counters.proposals_refused_overloaded += 1;
             return Err(ProposeError::Overloaded);
         }
         let first = self.log.last_index() + 1;
         for data in commands {
             self.append_local(EntryPayload::Command(data));
+            self.counters.proposals_appended += 1;
         }
         Ok((first, self.hs.term))
+    }
+
+    /// What this node has done since it started.
+    pub fn counters(&self) -> crate::metrics::Counters {
+        self.counters
+    }
+
+    /// Counts a change to a known leader (`leader`, just learned).
+    pub(crate) fn note_leader(&mut self, leader: Option<NodeId>) {
+        if leader.is_some() && leader != self.known_leader {
+            self.counters.leader_changes += 1;
+            self.known_leader = leader;
+        }
     }
 
     /// Runs the deferred work of the inputs since the last call (batched replication,

@@ -93,6 +93,7 @@ impl RaftCore {
         if self.reads.queued.is_empty() || !self.committed_in_term() {
             return;
         }
+        self.counters.read_index_rounds += 1;
         self.reads.last_ctx += 1;
         let round = ReadRound {
             ctx: self.reads.last_ctx,

@@ -154,6 +154,7 @@ impl RaftCore {
         if meta.last.index <= self.snapshots.index() {
             return;
         }
+        self.counters.snapshots_taken += 1;
         let upto = meta.last.index.saturating_sub(self.cfg.snapshot_keep_entries);
         self.snapshots.latest = Some(meta);
         self.purge_log(upto);
@@ -172,6 +173,7 @@ impl RaftCore {
             return;
         };
         tracing::debug!(node = self.id, peer, last = ?meta.last, size = meta.size, "sending a snapshot");
+        self.counters.snapshots_sent += 1;
         if let Some(pr) = self.progress.get_mut(&peer) {
             pr.become_snapshot(meta);
         }
@@ -230,6 +232,7 @@ impl RaftCore {
             return;
         }
         let meta = send.meta.clone();
+        self.counters.snapshot_bytes_sent += data.len() as u64;
         self.send_to(Needs::HardState, peer, MessageBody::InstallSnapshot { meta, offset, data });
     }
 
@@ -338,6 +341,7 @@ impl RaftCore {
             return self.send_to(Needs::Nothing, from, reply(false, written));
         }
         incoming.crc = crc32c::crc32c_append(incoming.crc, &data);
+        self.counters.snapshot_bytes_received += data.len() as u64;
         incoming.next += data.len() as u64;
         let (next, crc) = (incoming.next, incoming.crc);
         // The chunk goes to the store after everything queued before it; the answer
@@ -402,6 +406,7 @@ impl RaftCore {
             return;
         }
         let Some((_, meta)) = self.snapshots.installing.take() else { return };
+        self.counters.snapshots_installed += 1;
         self.snapshots.since_entries = 0;
         self.snapshots.since_bytes = 0;
         if meta.last.index > self.snapshots.index() {

@@ -32,6 +32,7 @@ use crate::types::{Entry, EntryPayload, LogIndex, NodeId};
 
 pub(super) struct Shared<SM> {
     pub(super) status: Mutex<Status>,
+    pub(super) counters: Mutex<crate::metrics::Counters>,
     pub(super) state_machine: Arc<Mutex<SM>>,
     tasks: Mutex<Vec<BoxFuture<'static, ()>>>,
     clock: Box<dyn DynClock>,
@@ -114,6 +115,7 @@ impl<SM: StateMachine> Raft<SM> {
         let core = RaftCore::new(id, config.clone(), init.hard_state, init.prev, snapshot, entries, now);
         let shared = Arc::new(Shared {
             status: Mutex::new(core.status()),
+            counters: Mutex::new(core.counters()),
             state_machine,
             tasks: Mutex::new(Vec::new()),
             clock: Box::new(runtime.clone()),
@@ -251,6 +253,12 @@ impl<SM: StateMachine> Raft<SM> {
     /// The node's current status.
     pub fn status(&self) -> Status {
         lock(&self.shared.status).clone()
+    }
+
+    /// Where the node is and what it has done since it started: its [`Status`] and its
+    /// [`Counters`](crate::Counters), as of the protocol loop's last batch.
+    pub fn metrics(&self) -> crate::Metrics {
+        crate::Metrics { status: self.status(), counters: *lock(&self.shared.counters) }
     }
 
     /// Runs `f` on the current status without copying it.

@@ -227,6 +227,7 @@ impl<SM: StateMachine, R: Runtime, N: Network> Driver<SM, R, N> {
     /// common case (this runs after every batch).
     fn publish_status(&self) {
         let core = &self.core;
+        *lock(&self.shared.counters) = core.counters();
         let mut s = lock(&self.shared.status);
         s.role = core.role();
         s.term = core.term();

@@ -25,6 +25,7 @@ mod fast_commit;
 mod forward;
 mod lease;
 mod log;
+mod metrics;
 mod read_index;
 mod replication;
 mod snapshot;

@@ -33,6 +33,14 @@ fn status(c: &Cluster, id: NodeId) -> crate::status::Status {
     c.core(id).status()
 }
 
+/// Lets leader 1 notice that 3 needs a snapshot (a heartbeat round) and start sending
+/// it, delivering everything but the chunks.
+fn start_transfer(c: &mut Cluster) {
+    c.advance(ms(60));
+    c.tick(1);
+    c.deliver_where(|m| !is_chunk(m));
+}
+
 /// A 3-node cluster led by 1, where 3 was cut off for 40 writes: 1 has compacted its log
 /// past everything 3 holds.
 fn follower_behind_the_purge_point() -> Cluster {
@@ -73,6 +81,12 @@ fn a_follower_behind_the_purge_point_gets_the_snapshot_and_then_the_log() {
     c.run_for(ms(200));
     assert_eq!(c.node(3).restores, 1, "node 3 installed one snapshot");
     assert!(c.delivered.iter().any(is_chunk), "the snapshot went in chunks");
+    let size = c.node(1).store.snapshot.as_ref().map_or(0, |(m, _)| m.size);
+    let (sent, received) = (c.core(1).counters(), c.core(3).counters());
+    assert_eq!(sent.snapshots_sent, 1, "{sent:?}");
+    assert!(sent.snapshot_bytes_sent >= size, "{sent:?}, snapshot of {size} bytes");
+    assert_eq!((received.snapshots_installed, received.snapshot_bytes_received), (1, size), "{received:?}");
+    assert!(sent.snapshots_taken >= 1, "{sent:?}");
     assert_eq!(c.applied_commands(3), cmds(0..43), "the restored state plus the entries after it");
     let s3 = status(&c, 3);
     let held = c.node(3).store.snapshot.as_ref().map(|(m, _)| m.last.index);
@@ -88,9 +102,7 @@ fn a_follower_behind_the_purge_point_gets_the_snapshot_and_then_the_log() {
 fn heartbeats_and_other_followers_go_on_during_a_transfer() {
     let mut c = follower_behind_the_purge_point();
     // Let the leader start the transfer, then hold every chunk back.
-    c.advance(ms(60));
-    c.tick(1);
-    c.deliver_where(|m| !is_chunk(m));
+    start_transfer(&mut c);
     assert!(!c.queued(is_chunk).is_empty(), "a transfer started");
     let before = c.commit(2);
     c.propose(1, vec![cmd(100)]).expect("the leader takes proposals");
@@ -137,9 +149,7 @@ fn a_follower_answers_a_chunk_only_once_its_store_wrote_it() {
 #[test]
 fn lost_chunks_are_sent_again_from_what_the_follower_acknowledged() {
     let mut c = follower_behind_the_purge_point();
-    c.advance(ms(60));
-    c.tick(1);
-    c.deliver_where(|m| !is_chunk(m));
+    start_transfer(&mut c);
     let lost = c.take_where(is_chunk);
     assert!(!lost.is_empty());
     c.run_for(ms(400));
@@ -150,9 +160,7 @@ fn lost_chunks_are_sent_again_from_what_the_follower_acknowledged() {
 #[test]
 fn duplicated_and_reordered_chunks_still_install_one_correct_snapshot() {
     let mut c = follower_behind_the_purge_point();
-    c.advance(ms(60));
-    c.tick(1);
-    c.deliver_where(|m| !is_chunk(m));
+    start_transfer(&mut c);
     for _ in 0..30 {
         let mut chunks = c.take_where(is_chunk);
         if chunks.is_empty() {
@@ -172,9 +180,7 @@ fn duplicated_and_reordered_chunks_still_install_one_correct_snapshot() {
 #[test]
 fn a_new_leader_mid_transfer_sends_its_own_snapshot_from_the_start() {
     let mut c = follower_behind_the_purge_point();
-    c.advance(ms(60));
-    c.tick(1);
-    c.deliver_where(|m| !is_chunk(m));
+    start_transfer(&mut c);
     // One chunk arrives from leader 1, then 1 is cut off and 2 takes over.
     c.deliver_one(is_chunk).expect("a chunk");
     c.take_where(|m| m.from == 1);

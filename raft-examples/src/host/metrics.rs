@@ -1,0 +1,144 @@
+//! `GET /metrics`: a node's [`raft::Metrics`] in the OpenMetrics text format (which
+//! Prometheus scrapes), through the `prometheus-client` crate. Names carry the `raft_`
+//! prefix, counters end in `_total` and byte counts in `_bytes`; docs/metrics.md says
+//! what each means and which alerts to set on them.
+
+use prometheus_client::encoding::text::encode;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
+use raft::{Metrics, Role};
+
+/// The labels of a per-peer gauge.
+type PeerLabels = Vec<(&'static str, String)>;
+
+fn gauge(registry: &mut Registry, name: &str, help: &str, value: u64) {
+    let g: Gauge = Gauge::default();
+    g.set(i64::try_from(value).unwrap_or(i64::MAX));
+    registry.register(name, help, g);
+}
+
+fn counter(registry: &mut Registry, name: &str, help: &str, value: u64) {
+    let c: Counter = Counter::default();
+    c.inc_by(value);
+    // The encoder adds `_total`.
+    registry.register(name, help, c);
+}
+
+/// The text of `GET /metrics` for `m`, a node of `app`.
+pub fn render(m: &Metrics, app: &str) -> String {
+    let mut registry = Registry::with_prefix("raft");
+    let s = &m.status;
+    let info: Family<PeerLabels, Gauge> = Family::default();
+    info.get_or_create(&vec![("app", app.to_string()), ("node", s.id.to_string())]).set(1);
+    registry.register("node_info", "This node's id and app (always 1)", info);
+    gauge(&mut registry, "term", "Current term", s.term);
+    let roles: Family<PeerLabels, Gauge> = Family::default();
+    for (role, name) in [
+        (Role::Follower, "follower"),
+        (Role::PreCandidate, "pre_candidate"),
+        (Role::Candidate, "candidate"),
+        (Role::Leader, "leader"),
+    ] {
+        roles.get_or_create(&vec![("role", name.to_string())]).set(i64::from(s.role == role));
+    }
+    registry.register("role", "1 for this node's current role, 0 for the others", roles);
+    gauge(&mut registry, "is_leader", "1 while this node is the leader", u64::from(s.role == Role::Leader));
+    gauge(&mut registry, "leader_known", "1 while this node knows a leader", u64::from(s.leader.is_some()));
+    gauge(&mut registry, "leader_id", "The known leader's id (0: none)", s.leader.unwrap_or(0));
+    gauge(&mut registry, "commit_index", "Highest index known committed", s.commit_index);
+    gauge(&mut registry, "applied_index", "Highest index applied to the state machine", s.applied_index);
+    gauge(&mut registry, "last_log_index", "Index of the last log entry", s.last_log_index);
+    gauge(&mut registry, "durable_index", "Highest index durable in the local store", s.durable_index);
+    gauge(&mut registry, "snapshot_index", "Last index the latest snapshot covers", s.snapshot_index);
+    gauge(&mut registry, "first_log_index", "First index the log holds", s.first_log_index);
+    gauge(&mut registry, "voters", "Voters in the current configuration", s.membership.voters.len() as u64);
+    let lag: Family<PeerLabels, Gauge> = Family::default();
+    let matched: Family<PeerLabels, Gauge> = Family::default();
+    for (peer, behind) in m.replication_lag() {
+        lag.get_or_create(&vec![("peer", peer.to_string())]).set(i64::try_from(behind).unwrap_or(i64::MAX));
+    }
+    for (peer, index) in &s.match_index {
+        matched.get_or_create(&vec![("peer", peer.to_string())]).set(i64::try_from(*index).unwrap_or(i64::MAX));
+    }
+    registry.register("replication_lag_entries", "Leader only: entries each peer's log is behind this one", lag);
+    registry.register("match_index", "Leader only: the highest index known replicated on each peer", matched);
+
+    let c = &m.counters;
+    counter(&mut registry, "pre_votes_started", "Pre-vote rounds this node started", c.pre_votes_started);
+    counter(&mut registry, "elections_started", "Elections this node started", c.elections_started);
+    counter(&mut registry, "became_leader", "Times this node became leader", c.became_leader);
+    counter(&mut registry, "leader_changes", "Times the leader this node knows changed", c.leader_changes);
+    counter(&mut registry, "proposals_appended", "Client commands appended as leader", c.proposals_appended);
+    counter(&mut registry, "proposals_forwarded", "Client commands forwarded to the leader", c.proposals_forwarded);
+    let refused: Family<PeerLabels, Counter> = Family::default();
+    refused.get_or_create(&vec![("reason", "not_leader".to_string())]).inc_by(c.proposals_refused_not_leader);
+    refused.get_or_create(&vec![("reason", "overloaded".to_string())]).inc_by(c.proposals_refused_overloaded);
+    registry.register("proposals_refused", "Proposals refused, by reason", refused);
+    counter(&mut registry, "read_index_rounds", "Read-index rounds started as leader", c.read_index_rounds);
+    counter(&mut registry, "snapshots_taken", "Snapshots taken of the state machine", c.snapshots_taken);
+    counter(&mut registry, "snapshots_sent", "Snapshot transfers started to followers", c.snapshots_sent);
+    counter(&mut registry, "snapshot_sent_bytes", "Bytes of snapshot chunks sent", c.snapshot_bytes_sent);
+    counter(
+        &mut registry,
+        "snapshots_installed",
+        "Snapshots received from a leader and installed",
+        c.snapshots_installed,
+    );
+    counter(&mut registry, "snapshot_received_bytes", "Bytes of snapshot chunks received", c.snapshot_bytes_received);
+
+    let mut out = String::new();
+    // Writing to a String cannot fail.
+    let _ = encode(&mut out, &registry);
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample() -> Metrics {
+        let status = raft::Status {
+            id: 1,
+            role: Role::Leader,
+            is_voter: true,
+            term: 3,
+            voted_for: Some(1),
+            leader: Some(1),
+            commit_index: 9,
+            applied_index: 9,
+            last_log_index: 10,
+            last_log_term: 3,
+            durable_index: 10,
+            membership: raft::Membership::new(1..=3),
+            match_index: [(2, 10), (3, 4)].into_iter().collect(),
+            cached_entries: 0,
+            snapshot_index: 0,
+            first_log_index: 1,
+            fatal_error: None,
+            stopped: false,
+        };
+        let counters = raft::Counters { elections_started: 2, snapshot_bytes_sent: 1 << 20, ..Default::default() };
+        Metrics { status, counters }
+    }
+
+    #[test]
+    fn metrics_are_named_by_convention_and_carry_the_values() {
+        let text = render(&sample(), "kv");
+        for line in [
+            "raft_elections_started_total 2",
+            "raft_snapshot_sent_bytes_total 1048576",
+            "raft_is_leader 1",
+            "raft_role{role=\"leader\"} 1",
+            "raft_role{role=\"follower\"} 0",
+            "raft_replication_lag_entries{peer=\"3\"} 6",
+            "raft_replication_lag_entries{peer=\"2\"} 0",
+            "raft_proposals_refused_total{reason=\"overloaded\"} 0",
+        ] {
+            assert!(text.lines().any(|l| l == line), "no line {line:?} in:\n{text}");
+        }
+        assert!(text.contains("# TYPE raft_elections_started counter"), "{text}");
+        assert!(text.ends_with("# EOF\n"), "OpenMetrics ends with # EOF");
+    }
+}
