@@ -52,6 +52,26 @@ pub enum DecodeError {
     Malformed(#[from] postcard::Error),
 }
 
+/// Why a wait on a node's status ([`Raft::wait_for`](crate::Raft::wait_for) and the
+/// helpers beside it) ended without the condition holding.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum WaitError {
+    /// The condition did not hold within the timeout; the last status seen is kept.
+    #[error("timed out waiting for {what}; last status: {last:?}")]
+    Timeout {
+        /// What was waited for.
+        what: String,
+        /// The node's status when the wait gave up.
+        last: Box<crate::Status>,
+    },
+    /// The node stopped (shut down, or a fatal error) before the condition held.
+    #[error("the node stopped while waiting for {what}")]
+    Stopped {
+        /// What was waited for.
+        what: String,
+    },
+}
+
 /// An error returned to a client of the [`Raft`](crate::Raft) handle.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ClientError {

@@ -92,7 +92,7 @@ pub mod types;
 pub use crate::core::Role;
 pub use config::Config;
 pub use driver::Raft;
-pub use error::{ClientError, DecodeError, NetworkError, StartError, StoreError};
+pub use error::{ClientError, DecodeError, NetworkError, StartError, StoreError, WaitError};
 pub use membership::Membership;
 pub use message::{Message, MessageBody};
 pub use metrics::{Counters, Metrics};

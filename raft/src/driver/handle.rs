@@ -8,6 +8,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use futures::channel::{mpsc, oneshot};
 use futures::future::{self, BoxFuture, Either, FutureExt};
+use futures::stream::{self, Stream, StreamExt};
 
 use super::apply::apply_task;
 use super::persist::persist_task;
@@ -18,7 +19,8 @@ use super::timer::Timer;
 use super::{Driver, Event};
 use crate::config::Config;
 use crate::core::RaftCore;
-use crate::error::{ClientError, StartError, StoreError};
+use crate::core::Role;
+use crate::error::{ClientError, StartError, StoreError, WaitError};
 use crate::membership::Membership;
 use crate::message::Message;
 use crate::network::Network;
@@ -33,6 +35,8 @@ use crate::types::{Entry, EntryPayload, LogIndex, NodeId};
 pub(super) struct Shared<SM> {
     pub(super) status: Mutex<Status>,
     pub(super) counters: Mutex<crate::metrics::Counters>,
+    /// The streams of [`Raft::watch`]: each gets every new status.
+    pub(super) watchers: Mutex<Vec<mpsc::UnboundedSender<Status>>>,
     pub(super) state_machine: Arc<Mutex<SM>>,
     tasks: Mutex<Vec<BoxFuture<'static, ()>>>,
     clock: Box<dyn DynClock>,
@@ -116,6 +120,7 @@ impl<SM: StateMachine> Raft<SM> {
         let shared = Arc::new(Shared {
             status: Mutex::new(core.status()),
             counters: Mutex::new(core.counters()),
+            watchers: Mutex::new(Vec::new()),
             state_machine,
             tasks: Mutex::new(Vec::new()),
             clock: Box::new(runtime.clone()),
@@ -261,6 +266,74 @@ impl<SM: StateMachine> Raft<SM> {
         crate::Metrics { status: self.status(), counters: *lock(&self.shared.counters) }
     }
 
+    /// The node's status now, then every new status as the protocol loop publishes it
+    /// (after each batch that changed it, so intermediate states within one batch are
+    /// not seen). Runtime-neutral; the stream ends when the node stops, after a last
+    /// status with [`Status::stopped`] set. A stream that is dropped is forgotten.
+    pub fn watch(&self) -> impl Stream<Item = Status> + Send + Unpin + 'static {
+        let (tx, rx) = mpsc::unbounded();
+        let current = {
+            // The current status and the registration under one lock, so that no
+            // change falls between them.
+            let s = lock(&self.shared.status);
+            if !s.stopped {
+                lock(&self.shared.watchers).push(tx);
+            }
+            s.clone()
+        };
+        stream::once(future::ready(current)).chain(rx)
+    }
+
+    /// Waits until `condition` holds for this node's status (checked now and at every
+    /// change, see [`Raft::watch`]) and returns that status; `what` names the condition
+    /// in the error. Fails with [`WaitError::Timeout`] after `timeout`, or
+    /// [`WaitError::Stopped`] if the node stops first.
+    pub async fn wait_for(
+        &self,
+        what: &str,
+        timeout: Duration,
+        mut condition: impl FnMut(&Status) -> bool,
+    ) -> Result<Status, WaitError> {
+        let deadline = self.shared.clock.sleep(timeout);
+        let mut updates = self.watch();
+        let mut last = None;
+        let check = async {
+            while let Some(s) = updates.next().await {
+                if condition(&s) {
+                    return Ok(s);
+                }
+                if s.stopped {
+                    return Err(WaitError::Stopped { what: what.to_string() });
+                }
+                last = Some(s);
+            }
+            Err(WaitError::Stopped { what: what.to_string() })
+        };
+        match future::select(Box::pin(check), deadline).await {
+            Either::Left((result, _)) => result,
+            Either::Right(((), _)) => {
+                let last = Box::new(last.unwrap_or_else(|| self.status()));
+                Err(WaitError::Timeout { what: what.to_string(), last })
+            }
+        }
+    }
+
+    /// Waits until this node knows a leader (itself included) and returns its id.
+    pub async fn wait_leader(&self, timeout: Duration) -> Result<NodeId, WaitError> {
+        let s = self.wait_for("a known leader", timeout, |s| s.leader.is_some()).await?;
+        s.leader.ok_or(WaitError::Stopped { what: "a known leader".into() })
+    }
+
+    /// Waits until this node has applied `index`.
+    pub async fn wait_applied(&self, index: LogIndex, timeout: Duration) -> Result<Status, WaitError> {
+        self.wait_for(&format!("index {index} applied"), timeout, |s| s.applied_index >= index).await
+    }
+
+    /// Waits until this node is in `role`.
+    pub async fn wait_role(&self, role: Role, timeout: Duration) -> Result<Status, WaitError> {
+        self.wait_for(&format!("role {role:?}"), timeout, |s| s.role == role).await
+    }
+
     /// Runs `f` on the current status without copying it.
     pub fn with_status<T>(&self, f: impl FnOnce(&Status) -> T) -> T {
         f(&lock(&self.shared.status))
@@ -295,7 +368,11 @@ impl<SM: StateMachine> Raft<SM> {
         let _ = self.tx.unbounded_send(Event::Shutdown);
         let tasks = std::mem::take(&mut *lock(&self.shared.tasks));
         future::join_all(tasks).await;
-        lock(&self.shared.status).stopped = true;
+        let mut s = lock(&self.shared.status);
+        s.stopped = true;
+        for w in std::mem::take(&mut *lock(&self.shared.watchers)) {
+            let _ = w.unbounded_send(s.clone());
+        }
     }
 }
 

@@ -229,6 +229,8 @@ impl<SM: StateMachine, R: Runtime, N: Network> Driver<SM, R, N> {
         let core = &self.core;
         *lock(&self.shared.counters) = core.counters();
         let mut s = lock(&self.shared.status);
+        let mut watchers = lock(&self.shared.watchers);
+        let before = (!watchers.is_empty()).then(|| s.clone());
         s.role = core.role();
         s.term = core.term();
         s.leader = core.leader();
@@ -255,6 +257,9 @@ impl<SM: StateMachine, R: Runtime, N: Network> Driver<SM, R, N> {
         } else if !s.match_index.is_empty() {
             s.match_index.clear();
         }
+        if before.is_some_and(|b| b != *s) {
+            watchers.retain(|w| w.unbounded_send(s.clone()).is_ok());
+        }
     }
 
     async fn stop(mut self, fatal: Option<String>) {
@@ -267,6 +272,10 @@ impl<SM: StateMachine, R: Runtime, N: Network> Driver<SM, R, N> {
             let mut s = lock(&self.shared.status);
             s.fatal_error = fatal.clone();
             s.stopped = true;
+            // The watchers' streams end with this status.
+            for w in std::mem::take(&mut *lock(&self.shared.watchers)) {
+                let _ = w.unbounded_send(s.clone());
+            }
         }
         let err = match fatal {
             Some(e) => ClientError::Fatal(e),

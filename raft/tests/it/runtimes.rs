@@ -125,6 +125,11 @@ mod on_tokio {
     async fn failed_store_write_stops_only_that_node_on_tokio() {
         super::failed_store_write_stops_only_that_node(TokioRuntime::new()).await;
     }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn status_waits_end_on_the_condition_a_timeout_or_a_stop_on_tokio() {
+        super::status_waits_end_on_the_condition_a_timeout_or_a_stop(TokioRuntime::new()).await;
+    }
 }
 
 #[cfg(feature = "smol")]
@@ -144,6 +149,11 @@ mod on_smol {
     #[test]
     fn failed_store_write_stops_only_that_node_on_smol() {
         smol::block_on(super::failed_store_write_stops_only_that_node(SmolRuntime::new()));
+    }
+
+    #[test]
+    fn status_waits_end_on_the_condition_a_timeout_or_a_stop_on_smol() {
+        smol::block_on(super::status_waits_end_on_the_condition_a_timeout_or_a_stop(SmolRuntime::new()));
     }
 }
 
@@ -245,5 +255,58 @@ mod slow_apply {
         for n in nodes.iter().flatten() {
             n.shutdown().await;
         }
+    }
+}
+
+/// `Raft::watch` streams status changes, and the wait helpers end on the condition, on
+/// a timeout (with the last status) or when the node stops.
+async fn status_waits_end_on_the_condition_a_timeout_or_a_stop<R: Runtime>(rt: R) {
+    use std::time::Duration;
+
+    use futures::StreamExt;
+
+    let (_net, _stores, nodes, l) = start_cluster(&rt, 13).await;
+    let follower = nodes.iter().flatten().find(|n| n.id() != l.id()).unwrap().clone();
+    assert_eq!(follower.wait_leader(Duration::from_secs(5)).await, Ok(l.id()));
+    let leader_status = l.wait_role(Role::Leader, Duration::from_secs(5)).await.expect("the leader leads");
+    assert_eq!(leader_status.leader, Some(l.id()));
+
+    // A watch sees the commit index move past a write.
+    let mut updates = follower.watch();
+    let first = updates.next().await.expect("the current status comes first");
+    l.propose(5).await.expect("a write");
+    let target = first.commit_index + 1;
+    loop {
+        let s = updates.next().await.expect("the node runs");
+        if s.commit_index >= target {
+            break;
+        }
+    }
+    let applied = follower.wait_applied(target, Duration::from_secs(5)).await.expect("the follower applies");
+    assert!(applied.applied_index >= target);
+
+    // A condition that never holds times out with the last status.
+    match follower.wait_for("term 1000", Duration::from_millis(50), |s| s.term >= 1000).await {
+        Err(raft::WaitError::Timeout { what, last }) => {
+            assert_eq!(what, "term 1000");
+            assert_eq!(last.id, follower.id());
+        }
+        other => panic!("expected a timeout, got {other:?}"),
+    }
+
+    // A stop ends both a pending wait and the stream.
+    let waiting = {
+        let follower = follower.clone();
+        async move { follower.wait_for("term 1000", Duration::from_secs(30), |s| s.term >= 1000).await }
+    };
+    let stopping = async {
+        follower.shutdown().await;
+    };
+    let (result, ()) = futures::join!(waiting, stopping);
+    assert!(matches!(result, Err(raft::WaitError::Stopped { .. })), "{result:?}");
+    let rest: Vec<_> = updates.collect().await;
+    assert!(rest.last().is_some_and(|s| s.stopped), "the stream ends with the stopped status");
+    for n in nodes.iter().flatten() {
+        n.shutdown().await;
     }
 }
