@@ -92,9 +92,17 @@ fn write_round(c: &Cluster, via: &[usize], round: u64, delete_every: u64, expect
 fn check_replica(c: &Cluster, i: usize, expected: &BTreeMap<String, Vec<u8>>) {
     let leader = c.wait_leader(None);
     let commit = wait_until("the leader's commit index", PATIENCE, || status_u64(c, leader, "commit_index"));
-    wait_until(&format!("node {} to apply index {commit}", i + 1), PATIENCE, || {
-        (status_u64(c, i, "applied_index")? >= commit).then_some(())
-    });
+    let caught_up = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        wait_until(&format!("node {} to apply index {commit}", i + 1), PATIENCE, || {
+            (status_u64(c, i, "applied_index")? >= commit).then_some(())
+        })
+    }));
+    if let Err(e) = caught_up {
+        for j in 0..3 {
+            eprintln!("node {} status: {:?}", j + 1, c.status(j));
+        }
+        std::panic::resume_unwind(e);
+    }
     let mut conn = Connection::new(&c.nodes[i].http.to_string(), Duration::from_secs(15)).expect("address");
     for k in 0..KEYS {
         let key = key(k);
