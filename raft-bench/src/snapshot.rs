@@ -27,7 +27,7 @@ use raft_examples::launch::client::Connection;
 use raft_examples::launch::{Data, LocalCluster, Spec};
 use raft_store_file::{FileStore, FileStoreOptions};
 
-use crate::cluster::nodes::{default_kv_bin, peak_rss_kib};
+use crate::cluster::nodes::{default_kv_bin, parse_status_kib, peak_rss_kib};
 
 /// `bench snapshot`'s command line.
 #[derive(clap::Args, Clone, Debug)]
@@ -348,10 +348,7 @@ fn raw_disk(dir: &Path, bytes: u64) -> Result<f64, String> {
 /// Resident memory (VmRSS) of `pid` in KiB.
 fn rss_kib(pid: u32) -> Option<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+    parse_status_kib(&status, "VmRSS")
 }
 
 fn status_u64(c: &LocalCluster, i: usize, field: &str) -> Option<u64> {

@@ -219,9 +219,14 @@ pub fn peak_rss_kib(pid: u32) -> Option<u64> {
 
 /// The VmHWM field of a `/proc/<pid>/status` text, in KiB.
 pub fn parse_vm_hwm(status: &str) -> Option<u64> {
+    parse_status_kib(status, "VmHWM")
+}
+
+/// A `kB` field (`VmHWM`, `VmRSS`, ...) of a `/proc/<pid>/status` text, in KiB.
+pub fn parse_status_kib(status: &str, field: &str) -> Option<u64> {
     status
         .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
 }
 

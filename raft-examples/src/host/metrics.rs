@@ -26,6 +26,15 @@ fn counter(registry: &mut Registry, name: &str, help: &str, value: u64) {
     registry.register(name, help, c);
 }
 
+/// A gauge with a `peer` label, one sample per `(peer, value)`.
+fn per_peer(registry: &mut Registry, name: &str, help: &str, values: impl Iterator<Item = (raft::NodeId, u64)>) {
+    let family: Family<PeerLabels, Gauge> = Family::default();
+    for (peer, v) in values {
+        family.get_or_create(&vec![("peer", peer.to_string())]).set(i64::try_from(v).unwrap_or(i64::MAX));
+    }
+    registry.register(name, help, family);
+}
+
 /// The text of `GET /metrics` for `m`, a node of `app`.
 pub fn render(m: &Metrics, app: &str) -> String {
     let mut registry = Registry::with_prefix("raft");
@@ -54,16 +63,10 @@ pub fn render(m: &Metrics, app: &str) -> String {
     gauge(&mut registry, "snapshot_index", "Last index the latest snapshot covers", s.snapshot_index);
     gauge(&mut registry, "first_log_index", "First index the log holds", s.first_log_index);
     gauge(&mut registry, "voters", "Voters in the current configuration", s.membership.voters.len() as u64);
-    let lag: Family<PeerLabels, Gauge> = Family::default();
-    let matched: Family<PeerLabels, Gauge> = Family::default();
-    for (peer, behind) in m.replication_lag() {
-        lag.get_or_create(&vec![("peer", peer.to_string())]).set(i64::try_from(behind).unwrap_or(i64::MAX));
-    }
-    for (peer, index) in &s.match_index {
-        matched.get_or_create(&vec![("peer", peer.to_string())]).set(i64::try_from(*index).unwrap_or(i64::MAX));
-    }
-    registry.register("replication_lag_entries", "Leader only: entries each peer's log is behind this one", lag);
-    registry.register("match_index", "Leader only: the highest index known replicated on each peer", matched);
+    let lag_help = "Leader only: entries each peer's log is behind this one";
+    per_peer(&mut registry, "replication_lag_entries", lag_help, m.replication_lag());
+    let match_help = "Leader only: the highest index known replicated on each peer";
+    per_peer(&mut registry, "match_index", match_help, s.match_index.iter().map(|(&p, &i)| (p, i)));
 
     let c = &m.counters;
     counter(&mut registry, "pre_votes_started", "Pre-vote rounds this node started", c.pre_votes_started);

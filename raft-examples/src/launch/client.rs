@@ -35,15 +35,22 @@ impl Reply {
 /// body says why (`Connection refused ...`, `timed out ...`).
 pub fn request(addr: &str, method: &str, path: &str, body: Option<&[u8]>, timeout: Duration) -> Reply {
     let deadline = Instant::now() + timeout;
-    let target = match addr.to_socket_addrs().map(|mut a| a.next()) {
-        Ok(Some(a)) => a,
-        Ok(None) => return Reply::failed(format!("{addr} resolves to no address")),
+    let target = match resolve(addr) {
+        Ok(a) => a,
         Err(e) => return Reply::failed(e),
     };
     match exchange(target, addr, method, path, body, deadline, timeout) {
         Ok(reply) => reply,
         Err(e) => Reply::failed(e),
     }
+}
+
+/// The first address `addr` (`host:port`) resolves to.
+fn resolve(addr: &str) -> Result<SocketAddr, String> {
+    addr.to_socket_addrs()
+        .map_err(|e| format!("{addr}: {e}"))?
+        .next()
+        .ok_or_else(|| format!("{addr} resolves to no address"))
 }
 
 fn exchange(
@@ -138,11 +145,7 @@ impl Connection {
     /// A connection to `addr` (`host:port`, resolved now); each request, connecting
     /// included, must finish within `timeout`. Nothing is sent until the first request.
     pub fn new(addr: &str, timeout: Duration) -> Result<Connection, String> {
-        let target = addr
-            .to_socket_addrs()
-            .map_err(|e| format!("{addr}: {e}"))?
-            .next()
-            .ok_or_else(|| format!("{addr} resolves to no address"))?;
+        let target = resolve(addr)?;
         Ok(Connection { host: addr.to_string(), target, timeout, stream: None })
     }
 
