@@ -95,7 +95,7 @@ pub use driver::Raft;
 pub use error::{ClientError, DecodeError, NetworkError, StartError, StoreError, WaitError};
 pub use membership::Membership;
 pub use message::{Message, MessageBody};
-pub use metrics::{Counters, Metrics};
+pub use metrics::{Counters, Histogram, Latencies, Metrics};
 pub use network::Network;
 pub use runtime::Runtime;
 pub use snapshot::{SnapshotMeta, SnapshotStore, SnapshotWriter};

@@ -4,11 +4,13 @@
 //! what each means and which alerts to set on them.
 
 use prometheus_client::encoding::text::encode;
+use prometheus_client::encoding::{EncodeMetric, MetricEncoder, NoLabelSet};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::MetricType;
 use prometheus_client::registry::Registry;
-use raft::{Metrics, Role};
+use raft::{Histogram, Metrics, Role};
 
 /// The labels of a per-peer gauge.
 type PeerLabels = Vec<(&'static str, String)>;
@@ -33,6 +35,54 @@ fn per_peer(registry: &mut Registry, name: &str, help: &str, values: impl Iterat
         family.get_or_create(&vec![("peer", peer.to_string())]).set(i64::try_from(v).unwrap_or(i64::MAX));
     }
     registry.register(name, help, family);
+}
+
+/// One of the node's histograms, or one per peer (with a `peer` label), as a
+/// Prometheus histogram. Its buckets are at the powers of two of the unit (for
+/// latencies: 1 µs, 2 µs, ... about 25 days); `scale` converts the unit to the one in the
+/// metric's name (1e-6 for microseconds to seconds, 1 for counts).
+#[derive(Debug)]
+struct Histograms {
+    scale: f64,
+    series: Vec<(Option<raft::NodeId>, Histogram)>,
+}
+
+impl Histograms {
+    fn encode_one(&self, h: &Histogram, mut encoder: MetricEncoder) -> Result<(), std::fmt::Error> {
+        let mut buckets = Vec::new();
+        let mut below = 0;
+        for (bound, cumulative) in h.cumulative_at_powers_of_two() {
+            buckets.push((bound as f64 * self.scale, cumulative - below));
+            below = cumulative;
+        }
+        buckets.push((f64::INFINITY, h.count() - below));
+        encoder.encode_histogram::<NoLabelSet>(h.sum() as f64 * self.scale, h.count(), &buckets, None)
+    }
+}
+
+impl EncodeMetric for Histograms {
+    fn encode(&self, mut encoder: MetricEncoder) -> Result<(), std::fmt::Error> {
+        for (peer, h) in &self.series {
+            match peer {
+                // A histogram without labels is the only series of its metric.
+                None => return self.encode_one(h, encoder),
+                Some(p) => {
+                    let labels = vec![("peer", p.to_string())];
+                    self.encode_one(h, encoder.encode_family(&labels)?)?
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn metric_type(&self) -> MetricType {
+        MetricType::Histogram
+    }
+}
+
+/// Registers a histogram of microseconds as one of seconds.
+fn seconds(registry: &mut Registry, name: &str, help: &str, h: &Histogram) {
+    registry.register(name, help, Histograms { scale: 1e-6, series: vec![(None, h.clone())] });
 }
 
 /// The text of `GET /metrics` for `m`, a node of `app`.
@@ -91,6 +141,16 @@ pub fn render(m: &Metrics, app: &str) -> String {
     );
     counter(&mut registry, "snapshot_received_bytes", "Bytes of snapshot chunks received", c.snapshot_bytes_received);
 
+    let l = &m.latencies;
+    seconds(&mut registry, "log_write_seconds", "Log store writes, each until durable (fsync)", &l.log_write);
+    let batch = Histograms { scale: 1.0, series: vec![(None, l.log_write_entries.clone())] };
+    registry.register("log_write_entries", "Entries in each log store write", batch);
+    seconds(&mut registry, "apply_seconds", "State machine applies, each batch", &l.apply);
+    seconds(&mut registry, "commit_seconds", "Leader only: from a proposal's append to its commit", &l.commit);
+    seconds(&mut registry, "read_index_seconds", "Read-index rounds, from asking to confirmed", &l.read_index);
+    let rtt = Histograms { scale: 1e-6, series: l.peer_rtt.iter().map(|(&p, h)| (Some(p), h.clone())).collect() };
+    registry.register("peer_rtt_seconds", "Leader only: heartbeat round trip to each peer", rtt);
+
     let mut out = String::new();
     // Writing to a String cannot fail.
     let _ = encode(&mut out, &registry);
@@ -123,7 +183,11 @@ mod tests {
             stopped: false,
         };
         let counters = raft::Counters { elections_started: 2, snapshot_bytes_sent: 1 << 20, ..Default::default() };
-        Metrics { status, counters }
+        let mut latencies = raft::Latencies::default();
+        latencies.log_write.record_n(300, 3);
+        latencies.log_write.record(5_000);
+        latencies.peer_rtt.entry(2).or_default().record(100);
+        Metrics { status, counters, latencies }
     }
 
     #[test]
@@ -138,6 +202,14 @@ mod tests {
             "raft_replication_lag_entries{peer=\"3\"} 6",
             "raft_replication_lag_entries{peer=\"2\"} 0",
             "raft_proposals_refused_total{reason=\"overloaded\"} 0",
+            "raft_log_write_seconds_count 4",
+            "raft_log_write_seconds_sum 0.0059",
+            "raft_log_write_seconds_bucket{le=\"0.000256\"} 0",
+            "raft_log_write_seconds_bucket{le=\"0.000512\"} 3",
+            "raft_log_write_seconds_bucket{le=\"0.008192\"} 4",
+            "raft_log_write_seconds_bucket{le=\"+Inf\"} 4",
+            "raft_peer_rtt_seconds_bucket{le=\"0.000128\",peer=\"2\"} 1",
+            "raft_commit_seconds_count 0",
         ] {
             assert!(text.lines().any(|l| l == line), "no line {line:?} in:\n{text}");
         }

@@ -12,6 +12,7 @@ use futures::StreamExt;
 use super::snapshot::{self, Applied};
 use super::{Event, Responder};
 use crate::error::ClientError;
+use crate::metrics::DriverLatencies;
 use crate::runtime::Runtime;
 use crate::snapshot::{SnapshotMeta, SnapshotStore};
 use crate::state_machine::StateMachine;
@@ -45,18 +46,25 @@ pub(super) enum ApplyOp<SM: StateMachine> {
 /// was applied.
 const KEPT_RESPONSES: usize = 4096;
 
+/// What the apply task works with, besides its queue.
+pub(super) struct ApplyContext<SM: StateMachine, R> {
+    pub(super) id: NodeId,
+    pub(super) sm: Arc<Mutex<SM>>,
+    pub(super) snapshots: Arc<dyn SnapshotStore>,
+    pub(super) rt: R,
+    pub(super) latencies: Arc<DriverLatencies>,
+    pub(super) tx: mpsc::UnboundedSender<Event<SM>>,
+}
+
 pub(super) async fn apply_task<SM: StateMachine, R: Runtime>(
-    id: NodeId,
-    sm: Arc<Mutex<SM>>,
+    cx: ApplyContext<SM, R>,
     mut position: Applied,
-    snapshots: Arc<dyn SnapshotStore>,
-    rt: R,
     mut rx: mpsc::UnboundedReceiver<ApplyOp<SM>>,
-    tx: mpsc::UnboundedSender<Event<SM>>,
 ) {
+    let ApplyContext { id, sm, snapshots, rt, latencies, tx } = cx;
     let mut answers = Vec::new();
     // Responses no proposer here waited for, in index order (see `ApplyBatch`).
-    let mut kept: VecDeque<(LogIndex, Term, Result<SM::Response, ClientError>)> = VecDeque::new();
+    let mut kept: Kept<SM> = VecDeque::new();
     while let Some(op) = rx.next().await {
         let batch = match op {
             ApplyOp::Batch(batch) => batch,
@@ -83,39 +91,21 @@ pub(super) async fn apply_task<SM: StateMachine, R: Runtime>(
                 continue;
             }
         };
-        let mut last = 0;
-        let mut responders = batch.responders.into_iter().peekable();
-        let mut sm = lock(&sm);
-        for entry in batch.entries {
-            let (index, term) = (entry.index, entry.term);
-            last = index;
-            position.last = LogId { index, term };
-            let result = match entry.payload {
-                EntryPayload::Command(data) => match postcard::from_bytes::<SM::Command>(&data) {
-                    Ok(cmd) => Ok(sm.apply(index, cmd)),
-                    Err(e) => {
-                        tracing::error!(node = id, index, error = %e, "committed command does not decode; skipped");
-                        Err(ClientError::Encode(format!("command at index {index} does not decode: {e}")))
-                    }
-                },
-                EntryPayload::Membership(m) => {
-                    position.membership = (index, *m);
-                    continue;
-                }
-                EntryPayload::Blank => continue,
-            };
-            if responders.peek().is_some_and(|(i, _)| *i == index) {
-                if let Some((_, r)) = responders.next() {
-                    answers.push((r, result));
-                }
-            } else if batch.keep_unclaimed {
-                if kept.len() == KEPT_RESPONSES {
-                    kept.pop_front();
-                }
-                kept.push_back((index, term, result));
-            }
+        let started = (!batch.entries.is_empty()).then(|| rt.now());
+        let last = apply_entries(
+            id,
+            &mut *lock(&sm),
+            batch.entries,
+            batch.responders,
+            batch.keep_unclaimed,
+            &mut position,
+            &mut kept,
+            &mut answers,
+        );
+        if let Some(started) = started {
+            latencies.apply.record_duration(rt.now().saturating_since(started));
+            tracing::debug!(node = id, applied = last, "applied");
         }
-        drop(sm);
         for (index, term, r) in batch.claims {
             let result = match kept.binary_search_by_key(&index, |k| k.0) {
                 Ok(at) if kept[at].1 == term => kept.remove(at).map_or(Err(ClientError::Indeterminate), |k| k.2),
@@ -136,4 +126,58 @@ pub(super) async fn apply_task<SM: StateMachine, R: Runtime>(
             let _ = r.send(result);
         }
     }
+}
+
+/// Proposers to answer after a batch, with their responses.
+type Answers<SM> = Vec<(Responder<SM>, Result<<SM as StateMachine>::Response, ClientError>)>;
+
+/// The responses kept for proposers registered late: (index, term, response).
+type Kept<SM> = VecDeque<(LogIndex, Term, Result<<SM as StateMachine>::Response, ClientError>)>;
+
+/// Applies `entries` in order; the response of each entry a proposer waits for goes to
+/// `answers`, the others to `kept` when `keep_unclaimed`. Returns the last index applied
+/// (0 for none).
+#[allow(clippy::too_many_arguments)]
+fn apply_entries<SM: StateMachine>(
+    id: NodeId,
+    sm: &mut SM,
+    entries: Vec<Entry>,
+    responders: Vec<(LogIndex, Responder<SM>)>,
+    keep_unclaimed: bool,
+    position: &mut Applied,
+    kept: &mut Kept<SM>,
+    answers: &mut Answers<SM>,
+) -> LogIndex {
+    let mut last = 0;
+    let mut responders = responders.into_iter().peekable();
+    for entry in entries {
+        let (index, term) = (entry.index, entry.term);
+        last = index;
+        position.last = LogId { index, term };
+        let result = match entry.payload {
+            EntryPayload::Command(data) => match postcard::from_bytes::<SM::Command>(&data) {
+                Ok(cmd) => Ok(sm.apply(index, cmd)),
+                Err(e) => {
+                    tracing::error!(node = id, index, error = %e, "committed command does not decode; skipped");
+                    Err(ClientError::Encode(format!("command at index {index} does not decode: {e}")))
+                }
+            },
+            EntryPayload::Membership(m) => {
+                position.membership = (index, *m);
+                continue;
+            }
+            EntryPayload::Blank => continue,
+        };
+        if responders.peek().is_some_and(|(i, _)| *i == index) {
+            if let Some((_, r)) = responders.next() {
+                answers.push((r, result));
+            }
+        } else if keep_unclaimed {
+            if kept.len() == KEPT_RESPONSES {
+                kept.pop_front();
+            }
+            kept.push_back((index, term, result));
+        }
+    }
+    last
 }

@@ -9,8 +9,9 @@ use bytes::Bytes;
 use futures::channel::{mpsc, oneshot};
 use futures::future::{self, BoxFuture, Either, FutureExt};
 use futures::stream::{self, Stream, StreamExt};
+use tracing::Instrument;
 
-use super::apply::apply_task;
+use super::apply::{apply_task, ApplyContext};
 use super::persist::persist_task;
 use super::requests::Requests;
 use super::sender::Senders;
@@ -35,6 +36,8 @@ use crate::types::{Entry, EntryPayload, LogIndex, NodeId};
 pub(super) struct Shared<SM> {
     pub(super) status: Mutex<Status>,
     pub(super) counters: Mutex<crate::metrics::Counters>,
+    /// The driver's timings, recorded by its tasks.
+    pub(super) latencies: Arc<crate::metrics::DriverLatencies>,
     /// The streams of [`Raft::watch`]: each gets every new status.
     pub(super) watchers: Mutex<Vec<mpsc::UnboundedSender<Status>>>,
     pub(super) state_machine: Arc<Mutex<SM>>,
@@ -120,6 +123,7 @@ impl<SM: StateMachine> Raft<SM> {
         let shared = Arc::new(Shared {
             status: Mutex::new(core.status()),
             counters: Mutex::new(core.counters()),
+            latencies: Arc::default(),
             watchers: Mutex::new(Vec::new()),
             state_machine,
             tasks: Mutex::new(Vec::new()),
@@ -132,24 +136,34 @@ impl<SM: StateMachine> Raft<SM> {
         let (apply_tx, apply_rx) = mpsc::unbounded();
 
         let mut handles: Vec<BoxFuture<'static, ()>> = Vec::new();
+        // Every task of the node runs in this span, so its events carry the node id.
+        let node_span = tracing::debug_span!("raft_node", node = id);
         // The store task runs on the runtime's workers; a store whose calls block has
         // its leader-side work moved to a blocking thread (see `persist_task`).
-        let store_task = persist_task::<SM, S, R>(id, store, blocking_store, runtime.clone(), persist_rx, tx.clone());
-        handles.push(runtime.spawn(store_task).boxed());
-        let applier = apply_task::<SM, R>(
+        let store_task = persist_task::<SM, S, R>(
             id,
-            shared.state_machine.clone(),
-            position,
-            snapshots.clone(),
+            store,
+            blocking_store,
             runtime.clone(),
-            apply_rx,
+            shared.latencies.clone(),
+            persist_rx,
             tx.clone(),
         );
-        handles.push(runtime.spawn(applier).boxed());
+        handles.push(runtime.spawn(store_task.instrument(node_span.clone())).boxed());
+        let context = ApplyContext {
+            id,
+            sm: shared.state_machine.clone(),
+            snapshots: snapshots.clone(),
+            rt: runtime.clone(),
+            latencies: shared.latencies.clone(),
+            tx: tx.clone(),
+        };
+        let applier = apply_task::<SM, R>(context, position, apply_rx);
+        handles.push(runtime.spawn(applier.instrument(node_span.clone())).boxed());
         let (chunk_tx, chunk_rx) = mpsc::unbounded();
         let chunk_reader =
             super::snapshot::chunk_task::<SM, R>(runtime.clone(), snapshots.clone(), chunk_rx, tx.clone());
-        handles.push(runtime.spawn(chunk_reader).boxed());
+        handles.push(runtime.spawn(chunk_reader.instrument(node_span.clone())).boxed());
         let (timer, timer_task) = Timer::start(&runtime, tx.clone());
         handles.push(timer_task.boxed());
         let senders = Senders::new(id, runtime.clone(), network);
@@ -164,8 +178,10 @@ impl<SM: StateMachine> Raft<SM> {
             timer,
             senders,
             requests,
+            timing: super::timing::Timing::new(config.election_timeout_max),
+            traced_commit: 0,
         };
-        handles.push(runtime.spawn(driver.run(rx)).boxed());
+        handles.push(runtime.spawn(driver.run(rx).instrument(node_span.clone())).boxed());
         *lock(&shared.tasks) = handles;
         Ok(Raft { id, tx, shared })
     }
@@ -185,9 +201,19 @@ impl<SM: StateMachine> Raft<SM> {
     /// came in time (it may still take effect), [`ClientError::Dropped`] when a different
     /// entry was committed at its position, [`ClientError::Overloaded`] under
     /// back-pressure, [`ClientError::ShuttingDown`] when the node stops first.
+    ///
+    /// Traced as a `propose` span (at debug level) carrying the node and, once known, the
+    /// entry's index: `RUST_LOG=raft=debug` shows each proposal appended, forwarded,
+    /// committed, applied and answered.
     pub async fn propose(&self, command: SM::Command) -> Result<SM::Response, ClientError> {
         let data = encode_command(command)?;
-        self.with_retries(|tx| Event::Propose { data: data.clone(), tx }).await
+        let span = tracing::debug_span!("propose", node = self.id, index = tracing::field::Empty);
+        let answer = self
+            .with_retries(|tx| Event::Propose { data: data.clone(), tx, span: span.clone() })
+            .instrument(span.clone())
+            .await;
+        tracing::debug!(parent: &span, ok = answer.is_ok(), "answered");
+        answer
     }
 
     /// Runs `f` on the state machine once it reflects every write acknowledged before this
@@ -203,8 +229,16 @@ impl<SM: StateMachine> Raft<SM> {
 
     /// Waits until this node's state machine reflects every write acknowledged before the
     /// call began (see [`Raft::read`]) and returns the read index it waited for.
+    ///
+    /// Traced as a `read` span (at debug level) carrying the node and the read index.
     pub async fn read_index(&self) -> Result<LogIndex, ClientError> {
-        self.with_retries(|tx| Event::Read { tx }).await
+        let span = tracing::debug_span!("read", node = self.id, index = tracing::field::Empty);
+        let answer = self.with_retries(|tx| Event::Read { tx }).instrument(span.clone()).await;
+        if let Ok(index) = answer {
+            span.record("index", index);
+        }
+        tracing::debug!(parent: &span, ok = answer.is_ok(), "read index reached");
+        answer
     }
 
     /// Sends the event made by `make` and waits for its answer, retrying while the
@@ -260,10 +294,15 @@ impl<SM: StateMachine> Raft<SM> {
         lock(&self.shared.status).clone()
     }
 
-    /// Where the node is and what it has done since it started: its [`Status`] and its
-    /// [`Counters`](crate::Counters), as of the protocol loop's last batch.
+    /// Where the node is, what it has done since it started and how long it took: its
+    /// [`Status`] and [`Counters`](crate::Counters) as of the protocol loop's last batch,
+    /// and its [`Latencies`](crate::Latencies) as recorded so far.
     pub fn metrics(&self) -> crate::Metrics {
-        crate::Metrics { status: self.status(), counters: *lock(&self.shared.counters) }
+        crate::Metrics {
+            status: self.status(),
+            counters: *lock(&self.shared.counters),
+            latencies: self.shared.latencies.snapshot(),
+        }
     }
 
     /// The node's status now, then every new status as the protocol loop publishes it

@@ -23,6 +23,7 @@ mod requests;
 mod sender;
 mod snapshot;
 mod timer;
+mod timing;
 
 use std::sync::Arc;
 
@@ -47,6 +48,7 @@ use persist::StoreOp;
 use requests::Requests;
 use sender::Senders;
 use timer::Timer;
+use timing::Timing;
 
 /// Most events the protocol loop takes in one batch before it acts.
 const MAX_BATCH: usize = 4096;
@@ -60,6 +62,8 @@ enum Event<SM: StateMachine> {
     Propose {
         data: Bytes,
         tx: Responder<SM>,
+        /// The caller's request span: the proposal's index is recorded on it.
+        span: tracing::Span,
     },
     Read {
         tx: ReadResponder,
@@ -112,6 +116,10 @@ struct Driver<SM: StateMachine, R: Runtime, N: Network> {
     senders: Senders<R, N>,
     /// The callers waiting for answers.
     requests: Requests<SM>,
+    /// Commit and heartbeat round-trip timings.
+    timing: Timing,
+    /// The commit index last traced.
+    traced_commit: LogIndex,
 }
 
 impl<SM: StateMachine, R: Runtime, N: Network> Driver<SM, R, N> {
@@ -128,12 +136,15 @@ impl<SM: StateMachine, R: Runtime, N: Network> Driver<SM, R, N> {
             let mut n = 0;
             while let Some(ev) = next.take() {
                 match ev {
-                    Event::Message(m) => self.core.step(now, Input::Message(m)),
-                    Event::Propose { data, tx } => {
+                    Event::Message(m) => {
+                        self.timing.on_receive(&m, now, &self.shared.latencies);
+                        self.core.step(now, Input::Message(m))
+                    }
+                    Event::Propose { data, tx, span } => {
                         if self.core.role() == Role::Leader {
-                            self.propose(data, tx)
+                            self.propose(data, tx, &span)
                         } else {
-                            self.requests.forward_batch.push((data, tx))
+                            self.requests.forward_batch.push((data, tx, span))
                         }
                     }
                     Event::Read { tx } => self.requests.read_batch.push(tx),
@@ -182,6 +193,12 @@ impl<SM: StateMachine, R: Runtime, N: Network> Driver<SM, R, N> {
                     break;
                 }
             }
+            self.timing.after_batch(&self.core, now, &self.shared.latencies);
+            let commit = self.core.commit_index();
+            if commit > self.traced_commit {
+                tracing::debug!(node = self.core.id(), commit, "committed");
+                self.traced_commit = commit;
+            }
             self.publish_status();
         }
         self.stop(fatal).await;
@@ -196,7 +213,10 @@ impl<SM: StateMachine, R: Runtime, N: Network> Driver<SM, R, N> {
                 Action::LoadEntries { peer, term, start, end } => {
                     let _ = self.persist_tx.unbounded_send(StoreOp::Load { peer, term, start, end });
                 }
-                Action::Send(msg) => self.senders.send(msg),
+                Action::Send(msg) => {
+                    self.timing.on_send(&msg, self.rt.now());
+                    self.senders.send(msg)
+                }
                 Action::Apply(entries) => self.apply(entries),
                 Action::Forwarded { id, result } => self.on_forwarded(id, result),
                 Action::ReadReady { id, index } => self.on_read_ready(id, index),

@@ -18,6 +18,7 @@ use super::snapshot::Receiving;
 use super::Event;
 use crate::core::PersistRequest;
 use crate::error::StoreError;
+use crate::metrics::DriverLatencies;
 use crate::runtime::Runtime;
 use crate::snapshot::{SnapshotMeta, SnapshotStore};
 use crate::state_machine::StateMachine;
@@ -70,6 +71,7 @@ pub(super) async fn persist_task<SM: StateMachine, S: LogStore, R: Runtime>(
     store: S,
     blocking: bool,
     rt: R,
+    latencies: Arc<DriverLatencies>,
     mut rx: mpsc::UnboundedReceiver<StoreOp>,
     tx: mpsc::UnboundedSender<Event<SM>>,
 ) {
@@ -98,6 +100,11 @@ pub(super) async fn persist_task<SM: StateMachine, S: LogStore, R: Runtime>(
                 load => load,
             };
             let off_thread = blocking && !matches!(op, StoreOp::Persist { leader: false, .. });
+            // A write is timed from here, where the node waits for it, to durable.
+            let write = match &op {
+                StoreOp::Persist { req, .. } => Some((rt.now(), req.entries.len() as u64)),
+                _ => None,
+            };
             let Some(mut s) = store.take() else { return };
             let ok = if off_thread {
                 let (done_tx, done_rx) = oneshot::channel();
@@ -123,6 +130,12 @@ pub(super) async fn persist_task<SM: StateMachine, S: LogStore, R: Runtime>(
             };
             if !ok {
                 return;
+            }
+            if let Some((started, entries)) = write {
+                latencies.log_write.record_duration(rt.now().saturating_since(started));
+                if entries > 0 {
+                    latencies.log_write_entries.record_n(entries, 1);
+                }
             }
         }
     }

@@ -31,14 +31,15 @@ pub(super) struct Requests<SM: StateMachine> {
     /// index order.
     pending: VecDeque<(LogIndex, Term, Responder<SM>)>,
     /// Proposals made on a follower in the current batch, forwarded together.
-    pub(super) forward_batch: Vec<(Bytes, Responder<SM>)>,
+    pub(super) forward_batch: Vec<(Bytes, Responder<SM>, tracing::Span)>,
     /// Reads asked for in the current batch; they share one read index.
     pub(super) read_batch: Vec<ReadResponder>,
     /// The proposers of each forward waiting for the leader's answer, in the batch's
-    /// order.
-    forwards: BTreeMap<u64, Vec<Responder<SM>>>,
-    /// The readers of each read-index request waiting for its index.
-    reads: BTreeMap<u64, Vec<ReadResponder>>,
+    /// order, with their request spans.
+    forwards: BTreeMap<u64, Vec<(Responder<SM>, tracing::Span)>>,
+    /// The readers of each read-index request waiting for its index, with when it was
+    /// asked for.
+    reads: BTreeMap<u64, (Instant, Vec<ReadResponder>)>,
     /// Reads whose index is known, waiting for the state machine to apply it.
     read_waiters: BTreeMap<LogIndex, Vec<ReadResponder>>,
     /// Last index handed to the apply task.
@@ -65,9 +66,12 @@ impl<SM: StateMachine> Requests<SM> {
 
 impl<SM: StateMachine, R: Runtime, N: Network> Driver<SM, R, N> {
     /// A proposal made on this node while it leads.
-    pub(super) fn propose(&mut self, data: Bytes, tx: Responder<SM>) {
+    pub(super) fn propose(&mut self, data: Bytes, tx: Responder<SM>, span: &tracing::Span) {
         match self.core.propose(std::iter::once(data)) {
-            Ok((index, term)) => self.insert_pending(index, term, tx),
+            Ok((index, term)) => {
+                appended(span, index, term);
+                self.insert_pending(index, term, tx)
+            }
             Err(e) => {
                 let _ = tx.send(Err(propose_error(e)));
             }
@@ -104,17 +108,25 @@ impl<SM: StateMachine, R: Runtime, N: Network> Driver<SM, R, N> {
         if !self.requests.forward_batch.is_empty() && self.core.may_forward(now) {
             let batch = std::mem::take(&mut self.requests.forward_batch);
             if self.core.role() == Role::Leader {
-                for (data, tx) in batch {
-                    self.propose(data, tx);
+                for (data, tx, span) in batch {
+                    self.propose(data, tx, &span);
                 }
             } else {
-                let (commands, responders): (Vec<Bytes>, Vec<Responder<SM>>) = batch.into_iter().unzip();
+                let mut commands = Vec::with_capacity(batch.len());
+                let mut responders = Vec::with_capacity(batch.len());
+                for (data, tx, span) in batch {
+                    commands.push(data);
+                    responders.push((tx, span));
+                }
                 match self.core.forward(now, commands) {
                     Ok(id) => {
+                        for (_, span) in &responders {
+                            tracing::debug!(parent: span, forward = id, leader = ?self.core.leader(), "forwarded to the leader");
+                        }
                         self.requests.forwards.insert(id, responders);
                     }
                     Err(e) => {
-                        for tx in responders {
+                        for (tx, _) in responders {
                             let _ = tx.send(Err(propose_error(e)));
                         }
                     }
@@ -125,7 +137,7 @@ impl<SM: StateMachine, R: Runtime, N: Network> Driver<SM, R, N> {
             let batch = std::mem::take(&mut self.requests.read_batch);
             match self.core.read_index(now) {
                 Ok(id) => {
-                    self.requests.reads.insert(id, batch);
+                    self.requests.reads.insert(id, (now, batch));
                 }
                 Err(e) => {
                     for tx in batch {
@@ -141,12 +153,13 @@ impl<SM: StateMachine, R: Runtime, N: Network> Driver<SM, R, N> {
         let Some(responders) = self.requests.forwards.remove(&id) else { return };
         match result {
             Ok((first, term)) => {
-                for (i, tx) in responders.into_iter().enumerate() {
+                for (i, (tx, span)) in responders.into_iter().enumerate() {
+                    appended(&span, first + i as u64, term);
                     self.insert_pending(first + i as u64, term, tx);
                 }
             }
             Err(e) => {
-                for tx in responders {
+                for (tx, _) in responders {
                     let _ = tx.send(Err(propose_error(e)));
                 }
             }
@@ -156,7 +169,8 @@ impl<SM: StateMachine, R: Runtime, N: Network> Driver<SM, R, N> {
     /// Read `id` may be served once `index` is applied.
     pub(super) fn on_read_ready(&mut self, id: u64, index: LogIndex) {
         let r = &mut self.requests;
-        let Some(waiters) = r.reads.remove(&id) else { return };
+        let Some((asked, waiters)) = r.reads.remove(&id) else { return };
+        self.shared.latencies.read_index.record_duration(self.rt.now().saturating_since(asked));
         if index <= r.applied {
             for tx in waiters {
                 let _ = tx.send(Ok(index));
@@ -169,7 +183,7 @@ impl<SM: StateMachine, R: Runtime, N: Network> Driver<SM, R, N> {
     /// Read `id` cannot be served by the node it asked: its callers retry
     /// ([`Raft::read`](crate::Raft::read) retries `NotLeader` at the new leader).
     pub(super) fn on_read_failed(&mut self, id: u64) {
-        let Some(waiters) = self.requests.reads.remove(&id) else { return };
+        let Some((_, waiters)) = self.requests.reads.remove(&id) else { return };
         let leader = self.core.leader();
         for tx in waiters {
             let _ = tx.send(Err(ClientError::NotLeader { leader }));
@@ -198,13 +212,13 @@ impl<SM: StateMachine, R: Runtime, N: Network> Driver<SM, R, N> {
         let r = &mut self.requests;
         let core = &mut self.core;
         r.forwards.retain(|&id, f| {
-            let live = f.iter().any(|tx| !tx.is_canceled());
+            let live = f.iter().any(|(tx, _)| !tx.is_canceled());
             if !live {
                 core.abandon_request(id);
             }
             live
         });
-        r.reads.retain(|&id, w| {
+        r.reads.retain(|&id, (_, w)| {
             let live = w.iter().any(|tx| !tx.is_canceled());
             if !live {
                 core.abandon_request(id);
@@ -255,16 +269,22 @@ impl<SM: StateMachine, R: Runtime, N: Network> Driver<SM, R, N> {
         for (_, _, tx) in r.pending.drain(..) {
             let _ = tx.send(Err(err.clone()));
         }
-        let forwarded = std::mem::take(&mut r.forwards).into_values().flatten();
-        for tx in r.forward_batch.drain(..).map(|(_, tx)| tx).chain(forwarded) {
+        let forwarded = std::mem::take(&mut r.forwards).into_values().flatten().map(|(tx, _)| tx);
+        for tx in r.forward_batch.drain(..).map(|(_, tx, _)| tx).chain(forwarded) {
             let _ = tx.send(Err(err.clone()));
         }
-        let reads = std::mem::take(&mut r.reads).into_values().flatten();
+        let reads = std::mem::take(&mut r.reads).into_values().flat_map(|(_, w)| w);
         let waiting = std::mem::take(&mut r.read_waiters).into_values().flatten();
         for tx in r.read_batch.drain(..).chain(reads).chain(waiting) {
             let _ = tx.send(Err(err.clone()));
         }
     }
+}
+
+/// Records on a request's span the index its entry was appended at.
+fn appended(span: &tracing::Span, index: LogIndex, term: Term) {
+    span.record("index", index);
+    tracing::debug!(parent: span, index, term, "appended to the leader's log");
 }
 
 /// The caller's error for a refusal by the core.

@@ -10,6 +10,7 @@ use std::sync::Arc;
 use futures::channel::mpsc;
 use futures::future;
 use futures::StreamExt;
+use tracing::Instrument;
 
 use crate::message::{Message, MessageBody};
 use crate::network::Network;
@@ -39,13 +40,15 @@ impl<R: Runtime, N: Network> Senders<R, N> {
             let (tx, mut rx) = mpsc::unbounded::<Message>();
             let net = self.network.clone();
             let from = self.id;
-            self.tasks.push(self.rt.spawn(async move {
+            let task = async move {
                 while let Some(m) = rx.next().await {
                     if let Err(e) = net.send(to, m).await {
                         tracing::debug!(node = from, peer = to, error = %e, "send failed");
                     }
                 }
-            }));
+            };
+            // The node's span, which the protocol loop runs in.
+            self.tasks.push(self.rt.spawn(task.in_current_span()));
             tx
         });
         let _ = tx.unbounded_send(msg);
