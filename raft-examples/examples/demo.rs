@@ -77,21 +77,24 @@ fn table(nodes: &[Option<Raft<Counter>>]) {
     }
 }
 
-async fn wait_leader<R: Runtime>(
-    rt: &R,
-    nodes: &[Option<Raft<Counter>>],
-    not: Option<NodeId>,
-) -> Result<Raft<Counter>, String> {
-    let start = Instant::now();
-    loop {
-        if let Some(l) = nodes.iter().flatten().find(|n| n.status().role == Role::Leader && Some(n.id()) != not) {
-            return Ok(l.clone());
+/// Waits until a running node reports itself leader, 10 s at most: races the nodes'
+/// `Raft::wait_role`, which wake on each status change (no polling).
+async fn wait_leader(nodes: &[Option<Raft<Counter>>]) -> Result<Raft<Counter>, String> {
+    let mut waits: Vec<_> = nodes
+        .iter()
+        .flatten()
+        .map(|n| Box::pin(async move { (n, n.wait_role(Role::Leader, Duration::from_secs(10)).await) }))
+        .collect();
+    let mut failures = Vec::new();
+    while !waits.is_empty() {
+        let ((node, result), _, rest) = futures::future::select_all(waits).await;
+        match result {
+            Ok(_) => return Ok(node.clone()),
+            Err(e) => failures.push(format!("node {}: {e}", node.id())),
         }
-        if start.elapsed() > Duration::from_secs(10) {
-            return Err("no leader within 10 s".into());
-        }
-        rt.sleep(Duration::from_millis(5)).await;
+        waits = rest;
     }
+    Err(format!("no leader within 10 s: {}", failures.join("; ")))
 }
 
 async fn start<R: Runtime>(
@@ -136,7 +139,7 @@ async fn demo<R: Runtime>(rt: R, increments: u64) -> Result<(), String> {
         nodes.push(Some(start(&rt, &net, id, stores[id as usize - 1].clone(), true).await?));
     }
     let t = Instant::now();
-    let leader = wait_leader(&rt, &nodes, None).await?;
+    let leader = wait_leader(&nodes).await?;
     println!("\nnode {} elected leader after {:?}", leader.id(), t.elapsed());
     let (value, took) = commit_many(&leader, increments).await?;
     println!("committed {increments} concurrent increments in {took:?}; counter = {value}");
@@ -149,7 +152,7 @@ async fn demo<R: Runtime>(rt: R, increments: u64) -> Result<(), String> {
     leader.shutdown().await;
     nodes[old as usize - 1] = None;
     let t = Instant::now();
-    let leader = wait_leader(&rt, &nodes, Some(old)).await?;
+    let leader = wait_leader(&nodes).await?;
     println!("node {} took over after {:?}", leader.id(), t.elapsed());
     let (value, _) = commit_many(&leader, increments).await?;
     println!("committed {increments} more; counter = {value}");

@@ -11,8 +11,9 @@
 //! # #[cfg(all(feature = "tokio", feature = "testing"))]
 //! # fn main() -> Result<(), Box<dyn std::error::Error>> {
 //! use std::sync::Arc;
+//! use std::time::Duration;
 //! use raft::testing::{mem_network::MemNetwork, mem_store::MemStore};
-//! use raft::{runtime::TokioRuntime, Config, LogIndex, Raft, Role, StateMachine};
+//! use raft::{runtime::TokioRuntime, Config, LogIndex, Raft, StateMachine};
 //!
 //! #[derive(Default)]
 //! struct Counter(u64);
@@ -51,12 +52,10 @@
 //!         net.register(id, Arc::new(move |msg| n.receive(msg)));
 //!         nodes.push(node);
 //!     }
-//!     let leader = loop {
-//!         if let Some(l) = nodes.iter().find(|n| n.status().role == Role::Leader) {
-//!             break l.clone();
-//!         }
-//!         tokio::time::sleep(std::time::Duration::from_millis(10)).await;
-//!     };
+//!     // Wait (woken by each status change, no polling) until node 1 knows a leader,
+//!     // which may be itself.
+//!     let id = nodes[0].wait_leader(Duration::from_secs(10)).await?;
+//!     let leader = &nodes[id as usize - 1];
 //!     assert_eq!(leader.propose(5).await?, 5);
 //!     assert_eq!(leader.propose(2).await?, 7);
 //!     for n in &nodes {

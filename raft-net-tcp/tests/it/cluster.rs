@@ -7,7 +7,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use futures::io::{AsyncReadExt, AsyncWriteExt};
-use raft::testing::helpers::{wait_for, Counter};
+use raft::testing::helpers::{wait_for, wait_for_leader, Counter};
 use raft::testing::mem_store::MemStore;
 use raft::{Config, Message, MessageBody, Network, NodeId, Raft, Role};
 use raft_net_tcp::codec::{self, Hello, HelloStatus, HELLO_LEN, PROTOCOL_VERSION, REPLY_LEN};
@@ -66,8 +66,13 @@ fn set_peers<R: TcpRuntime>(t: &TcpTransport<R>, addrs: &HashMap<NodeId, SocketA
     }
 }
 
+/// The Raft handles of the running nodes.
+fn handles<R: TcpRuntime>(nodes: &[Option<Node<R>>]) -> impl Iterator<Item = &Raft<Counter>> {
+    nodes.iter().flatten().map(|n| &n.raft)
+}
+
 fn leader<R: TcpRuntime>(nodes: &[Option<Node<R>>]) -> Option<Raft<Counter>> {
-    nodes.iter().flatten().map(|n| &n.raft).find(|r| r.status().role == Role::Leader).cloned()
+    handles(nodes).find(|r| r.status().role == Role::Leader).cloned()
 }
 
 /// Binds three transports on ephemeral ports, wires them up and bootstraps nodes 1..=3.
@@ -91,7 +96,7 @@ async fn start_cluster_with<R: TcpRuntime>(
         set_peers(&t, &addrs);
         nodes.push(Some(start_raft(rt, t, s.clone(), true).await));
     }
-    wait_for(rt, "a leader", || leader(&nodes).is_some()).await;
+    wait_for_leader(handles(&nodes)).await;
     (stores, nodes, addrs)
 }
 
@@ -115,8 +120,8 @@ async fn cluster_elects_commits_and_restarted_node_catches_up<R: TcpRuntime>(rt:
     let old = l.id();
     let idx = old as usize - 1;
     nodes[idx].take().unwrap().stop().await;
-    wait_for(&rt, "a new leader", || leader(&nodes).is_some_and(|n| n.id() != old)).await;
-    let l2 = leader(&nodes).unwrap();
+    let l2 = wait_for_leader(handles(&nodes)).await;
+    assert_ne!(l2.id(), old, "the old leader is stopped");
     for _ in 0..10 {
         l2.propose(2).await.expect("new leader commits");
     }
@@ -531,9 +536,7 @@ fn mixed_runtimes_interoperate() {
         let n2 = start_raft(&srt, t2, MemStore::new(), true).await;
         let n3 = start_raft(&srt, t3, MemStore::new(), true).await;
         let rafts = [n1.raft.clone(), n2.raft.clone(), n3.raft.clone()];
-        let lead = || rafts.iter().find(|r| r.status().role == Role::Leader).cloned();
-        wait_for(&srt, "a leader", || lead().is_some()).await;
-        let l = lead().unwrap();
+        let l = wait_for_leader(&rafts).await;
         for i in 1..=20 {
             assert_eq!(l.propose(1).await, Ok(i));
         }

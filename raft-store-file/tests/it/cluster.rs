@@ -4,7 +4,7 @@
 use std::path::Path;
 use std::time::Duration;
 
-use raft::testing::helpers::{leader, start_counter_node, wait_for, Counter};
+use raft::testing::helpers::{start_counter_node, wait_for, wait_for_leader, Counter};
 use raft::testing::mem_network::MemNetwork;
 use raft::{NodeId, Raft, Runtime};
 use raft_store_file::{FileStore, FileStoreError, FileStoreOptions};
@@ -35,8 +35,7 @@ async fn cluster_on_file_stores<R: Runtime>(rt: R) {
     for id in 1..=3u64 {
         nodes.push(Some(start(&rt, &net, id, dirs[id as usize - 1].path(), true).await));
     }
-    wait_for(&rt, "a leader", || leader(&nodes).is_some()).await;
-    let l = leader(&nodes).expect("a leader");
+    let l = wait_for_leader(nodes.iter().flatten()).await;
     for i in 1..=200 {
         assert_eq!(l.propose(1).await, Ok(i));
     }

@@ -1,9 +1,16 @@
 //! Small pieces shared by cluster tests on real runtimes: a counter state machine and
 //! waiting helpers.
+//!
+//! A wait for a node's [`Status`](crate::Status) (its role, known leader, applied index,
+//! term, ...) goes through the node's own wait helpers ([`Raft::wait_for`],
+//! [`Raft::wait_leader`], [`Raft::wait_applied`], [`Raft::wait_role`]) with
+//! [`WAIT_TIMEOUT`]; they wake on each status change instead of polling.
 
 use std::io::{self, Read, Write};
 use std::sync::Arc;
 use std::time::Duration;
+
+use futures::future::select_all;
 
 use super::mem_network::MemNetwork;
 use crate::config::Config;
@@ -47,13 +54,22 @@ impl StateMachine for Counter {
     }
 }
 
-/// Polls `f` every 10 ms until it holds; panics naming `what` after 10 s.
+/// How long the waiting helpers, and the tests' waits on a node's status, wait before
+/// failing.
+pub const WAIT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Polls `f` every 10 ms until it holds; panics naming `what` after [`WAIT_TIMEOUT`].
+///
+/// For conditions that are not on a node's status (a state machine's value, a network
+/// counter). A condition on a node's [`Status`](crate::Status) waits with the node's own
+/// helpers instead ([`Raft::wait_for`] and the others), which wake on each change.
 pub async fn wait_for<R: Runtime>(rt: &R, what: &str, mut f: impl FnMut() -> bool) {
-    for _ in 0..1000 {
+    const POLL: Duration = Duration::from_millis(10);
+    for _ in 0..WAIT_TIMEOUT.as_millis() / POLL.as_millis() {
         if f() {
             return;
         }
-        rt.sleep(Duration::from_millis(10)).await;
+        rt.sleep(POLL).await;
     }
     panic!("timed out waiting for {what}");
 }
@@ -63,11 +79,27 @@ pub fn leader<SM: StateMachine>(nodes: &[Option<Raft<SM>>]) -> Option<Raft<SM>> 
     nodes.iter().flatten().find(|n| n.status().role == Role::Leader).cloned()
 }
 
-/// Waits, as [`wait_for`] does, until a running node reports itself leader, and returns
-/// it.
-pub async fn wait_for_leader<R: Runtime, SM: StateMachine>(rt: &R, nodes: &[Option<Raft<SM>>]) -> Raft<SM> {
-    wait_for(rt, "a leader", || leader(nodes).is_some()).await;
-    leader(nodes).expect("a leader was seen")
+/// Waits until one of `nodes` reports itself leader, and returns it: races the nodes'
+/// [`Raft::wait_role`]`(Role::Leader)`, without polling, so it needs no runtime (the
+/// nodes may even run on different ones). A node that stops meanwhile drops out of the
+/// race. Panics if no node leads within [`WAIT_TIMEOUT`] (with every node's last status),
+/// or if every node stopped.
+pub async fn wait_for_leader<'a, SM: StateMachine>(nodes: impl IntoIterator<Item = &'a Raft<SM>>) -> Raft<SM> {
+    let mut waits: Vec<_> = nodes
+        .into_iter()
+        .map(|n| Box::pin(async move { (n, n.wait_role(Role::Leader, WAIT_TIMEOUT).await) }))
+        .collect();
+    assert!(!waits.is_empty(), "waiting for a leader among no running node");
+    let mut failures = Vec::new();
+    while !waits.is_empty() {
+        let ((node, result), _, rest) = select_all(waits).await;
+        match result {
+            Ok(_) => return node.clone(),
+            Err(e) => failures.push(format!("node {}: {e}", node.id())),
+        }
+        waits = rest;
+    }
+    panic!("no leader: {}", failures.join("; "));
 }
 
 /// Starts node `id` of a counter cluster with members 1..=3 on `store`, reachable

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use raft::runtime::TokioRuntime;
-use raft::testing::helpers::{wait_for, wait_for_leader, Counter};
+use raft::testing::helpers::{wait_for, wait_for_leader, Counter, WAIT_TIMEOUT};
 use raft::testing::mem_network::{MemEndpoint, MemNetwork};
 use raft::testing::mem_store::MemStore;
 use raft::{Config, Message, MessageBody, Network, NetworkError, NodeId, Raft, Role, Runtime};
@@ -78,9 +78,11 @@ async fn cluster(rt: &TokioRuntime, watch: &Watch) -> (Vec<Option<Raft<Counter>>
         net.register(id, Arc::new(move |m| handle.receive(m)));
         nodes.push(Some(node));
     }
-    let l = wait_for_leader(rt, &nodes).await;
+    let l = wait_for_leader(nodes.iter().flatten()).await;
     let f = nodes.iter().flatten().find(|n| n.status().role == Role::Follower).expect("a follower").clone();
-    wait_for(rt, "the follower to know the leader", || f.status().leader == Some(l.id())).await;
+    f.wait_for("the follower to know the leader", WAIT_TIMEOUT, |s| s.leader == Some(l.id()))
+        .await
+        .unwrap_or_else(|e| panic!("node {}: {e}", f.id()));
     (nodes, f)
 }
 

@@ -2,7 +2,7 @@
 //! nodes with the in-memory store and network, on wall-clock time.
 #![cfg(feature = "testing")]
 
-use raft::testing::helpers::{leader, start_counter_node as start, wait_for, wait_for_leader, Counter};
+use raft::testing::helpers::{start_counter_node as start, wait_for, wait_for_leader, Counter, WAIT_TIMEOUT};
 use raft::testing::mem_network::MemNetwork;
 use raft::testing::mem_store::MemStore;
 use raft::{Raft, Role, Runtime};
@@ -17,7 +17,7 @@ async fn start_cluster<R: Runtime>(rt: &R, seed: u64) -> Cluster<R> {
     for id in 1..=3 {
         nodes.push(Some(start(rt, &net, id, stores[id as usize - 1].clone(), true).await));
     }
-    let l = wait_for_leader(rt, &nodes).await;
+    let l = wait_for_leader(nodes.iter().flatten()).await;
     (net, stores, nodes, l)
 }
 
@@ -45,8 +45,8 @@ async fn three_node_cluster<R: Runtime>(rt: R) {
     net.unregister(old);
     l.shutdown().await;
     nodes[old as usize - 1] = None;
-    wait_for(&rt, "a new leader", || leader(&nodes).is_some_and(|n| n.id() != old)).await;
-    let l2 = leader(&nodes).unwrap();
+    let l2 = wait_for_leader(nodes.iter().flatten()).await;
+    assert_ne!(l2.id(), old, "the old leader is stopped");
     for _ in 0..10 {
         l2.propose(2).await.expect("new leader commits");
     }
@@ -98,7 +98,10 @@ async fn failed_store_write_stops_only_that_node<R: Runtime>(rt: R) {
     for _ in 0..5 {
         l.propose(1).await.expect("the healthy majority commits");
     }
-    wait_for(&rt, "the failed node to stop", || victim.status().stopped).await;
+    victim
+        .wait_for("the failed node to stop", WAIT_TIMEOUT, |s| s.stopped)
+        .await
+        .unwrap_or_else(|e| panic!("node {}: {e}", victim.id()));
     let err = victim.status().fatal_error.expect("a fatal error is reported");
     assert!(err.contains("log store write failed"), "{err}");
     assert!(matches!(victim.propose(1).await, Err(raft::ClientError::Fatal(_))));
@@ -227,7 +230,7 @@ mod slow_apply {
             net.register(id, Arc::new(move |m| r2.receive(m)));
             nodes.push(Some(raft));
         }
-        let l = wait_for_leader(&rt, &nodes).await;
+        let l = wait_for_leader(nodes.iter().flatten()).await;
         let term = l.status().term;
         // The blocking command, then more commands while the leader's apply task is stuck.
         let l2 = l.clone();
