@@ -23,7 +23,7 @@ async fn latencies_fill_as_the_cluster_works<R: Runtime>(rt: R) {
     for id in 1..=3 {
         nodes.push(Some(start(&rt, &net, id, MemStore::new(), true).await));
     }
-    let l = wait_for_leader(&rt, &nodes).await;
+    let l = wait_for_leader(nodes.iter().flatten()).await;
     let before = l.metrics().latencies;
     for _ in 0..WRITES {
         l.propose(1).await.expect("a write commits");
@@ -119,7 +119,7 @@ async fn debug_tracing_follows_a_forwarded_proposal_from_request_to_answer() {
     for id in 1..=3 {
         nodes.push(Some(start(&rt, &net, id, MemStore::new(), true).await));
     }
-    let l = wait_for_leader(&rt, &nodes).await;
+    let l = wait_for_leader(nodes.iter().flatten()).await;
     let follower = nodes.iter().flatten().find(|n| n.id() != l.id()).unwrap().clone();
     follower.propose(7).await.expect("a forwarded write commits");
     for n in nodes.iter().flatten() {
