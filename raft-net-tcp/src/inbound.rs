@@ -60,7 +60,13 @@ async fn serve<R: TcpRuntime>(
     let is_peer = |id: NodeId| lock(&shared.peers).contains_key(&id);
     let accepted = handshake::accept(rt, &shared.config, is_peer, &mut stream, addr).await?;
     debug!(node = shared.config.node_id, peer = accepted.peer(), %addr, "inbound connection accepted");
-    read_frames(accepted, &shared.config, stream, addr, deliver).await
+    let queue = lock(&shared.peers).get(&accepted.peer()).cloned();
+    let count = move || {
+        if let Some(q) = &queue {
+            q.note_received();
+        }
+    };
+    read_frames(accepted, &shared.config, stream, addr, deliver, count).await
 }
 
 /// Reads the frames of a connection whose handshake accepted the peer, and delivers
@@ -77,6 +83,7 @@ async fn read_frames<S: AsyncRead + Unpin>(
     mut stream: S,
     addr: SocketAddr,
     deliver: &Deliver,
+    count: impl Fn(),
 ) -> Result<(), ConnectionError> {
     let peer = accepted.peer();
     let mut decoder = FrameDecoder::new(config.max_frame_size);
@@ -102,6 +109,7 @@ async fn read_frames<S: AsyncRead + Unpin>(
                     },
                 });
             }
+            count();
             deliver(msg);
         }
     }

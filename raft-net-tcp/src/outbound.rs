@@ -4,6 +4,7 @@
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Poll, Waker};
 
@@ -28,6 +29,12 @@ pub struct PeerStats {
     pub dropped: u64,
     /// Frames written to the socket so far.
     pub sent: u64,
+    /// The outgoing connection to the peer is up (its handshake was accepted).
+    pub connected: bool,
+    /// Outgoing connections to the peer established so far.
+    pub connects: u64,
+    /// Frames received from the peer so far, on its incoming connections.
+    pub received: u64,
 }
 
 struct QueueState {
@@ -51,6 +58,8 @@ impl QueueState {
 pub(crate) struct PeerQueue {
     id: NodeId,
     state: Mutex<QueueState>,
+    /// Frames received from the peer (counted by its incoming connections).
+    received: AtomicU64,
 }
 
 impl PeerQueue {
@@ -66,12 +75,18 @@ impl PeerQueue {
                 removed: false,
                 waker: None,
             }),
+            received: AtomicU64::new(0),
         }
     }
 
     /// The counters.
     pub(crate) fn stats(&self) -> PeerStats {
-        lock(&self.state).stats
+        PeerStats { received: self.received.load(Ordering::Relaxed), ..lock(&self.state).stats }
+    }
+
+    /// Counts a frame received from the peer.
+    pub(crate) fn note_received(&self) {
+        self.received.fetch_add(1, Ordering::Relaxed);
     }
 
     /// Changes the peer's address: the writer closes its connection and opens one to
@@ -188,7 +203,14 @@ pub(crate) async fn run_writer<R: TcpRuntime>(rt: R, config: TcpConfig, q: Arc<P
                 }
                 failures = 0;
                 backoff = config.backoff_min;
-                match pump(&rt, &config, &q, stream, gen, addr).await {
+                {
+                    let mut st = lock(&q.state);
+                    st.stats.connected = true;
+                    st.stats.connects += 1;
+                }
+                let result = pump(&rt, &config, &q, stream, gen, addr).await;
+                lock(&q.state).stats.connected = false;
+                match result {
                     Ok(()) => debug!(peer = q.id, %addr, "connection closed"),
                     Err(e) => warn!(peer = q.id, %addr, error = %e, "connection lost"),
                 }

@@ -162,6 +162,13 @@ impl<R: TcpRuntime> TcpTransport<R> {
         lock(&self.inner.shared.peers).get(&id).map(|q| q.stats())
     }
 
+    /// The counters of every peer, by id.
+    pub fn all_peer_stats(&self) -> Vec<(NodeId, PeerStats)> {
+        let mut all: Vec<_> = lock(&self.inner.shared.peers).iter().map(|(&id, q)| (id, q.stats())).collect();
+        all.sort_by_key(|&(id, _)| id);
+        all
+    }
+
     /// Starts accepting connections; every valid incoming message is passed to
     /// `deliver` (typically `move |m| raft.receive(m)`). Only the first call has an
     /// effect.

@@ -11,6 +11,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::MetricType;
 use prometheus_client::registry::Registry;
 use raft::{Histogram, Metrics, Role};
+use raft_net_tcp::PeerStats;
 
 /// The labels of a per-peer gauge.
 type PeerLabels = Vec<(&'static str, String)>;
@@ -85,8 +86,53 @@ fn seconds(registry: &mut Registry, name: &str, help: &str, h: &Histogram) {
     registry.register(name, help, Histograms { scale: 1e-6, series: vec![(None, h.clone())] });
 }
 
-/// The text of `GET /metrics` for `m`, a node of `app`.
-pub fn render(m: &Metrics, app: &str) -> String {
+/// A counter with a `peer` label, one sample per `(peer, value)`.
+fn per_peer_counter(
+    registry: &mut Registry,
+    name: &str,
+    help: &str,
+    values: impl Iterator<Item = (raft::NodeId, u64)>,
+) {
+    let family: Family<PeerLabels, Counter> = Family::default();
+    for (peer, v) in values {
+        family.get_or_create(&vec![("peer", peer.to_string())]).inc_by(v);
+    }
+    registry.register(name, help, family);
+}
+
+/// The driver's latency histograms.
+fn register_latencies(registry: &mut Registry, l: &raft::Latencies) {
+    seconds(registry, "log_write_seconds", "Log store writes, each until durable (fsync)", &l.log_write);
+    let batch = Histograms { scale: 1.0, series: vec![(None, l.log_write_entries.clone())] };
+    registry.register("log_write_entries", "Entries in each log store write", batch);
+    seconds(registry, "apply_seconds", "State machine applies, each batch", &l.apply);
+    seconds(registry, "commit_seconds", "Leader only: from a proposal's append to its commit", &l.commit);
+    seconds(registry, "read_index_seconds", "Read-index rounds, from asking to confirmed", &l.read_index);
+    let rtt = Histograms { scale: 1e-6, series: l.peer_rtt.iter().map(|(&p, h)| (Some(p), h.clone())).collect() };
+    registry.register("peer_rtt_seconds", "Leader only: heartbeat round trip to each peer", rtt);
+}
+
+/// The transport's counters of each peer.
+fn register_peers(registry: &mut Registry, peers: &[(raft::NodeId, PeerStats)]) {
+    let per = |f: fn(&PeerStats) -> u64| peers.iter().map(move |(id, s)| (*id, f(s)));
+    per_peer(
+        registry,
+        "peer_connected",
+        "1 while the outgoing connection to the peer is up",
+        per(|s| u64::from(s.connected)),
+    );
+    per_peer_counter(registry, "peer_connects", "Outgoing connections to the peer established", per(|s| s.connects));
+    per_peer_counter(registry, "peer_frames_sent", "Frames written to the peer", per(|s| s.sent));
+    per_peer_counter(registry, "peer_frames_received", "Frames received from the peer", per(|s| s.received));
+    let dropped_help = "Frames dropped because the peer's send queue was full";
+    per_peer_counter(registry, "peer_frames_dropped", dropped_help, per(|s| s.dropped));
+    per_peer(registry, "peer_send_queue_frames", "Frames queued for the peer", per(|s| s.queued as u64));
+    per_peer(registry, "peer_send_queue_bytes", "Bytes queued for the peer", per(|s| s.queued_bytes as u64));
+}
+
+/// The text of `GET /metrics` for `m`, a node of `app`, whose transport reports
+/// `peers`.
+pub fn render(m: &Metrics, app: &str, peers: &[(raft::NodeId, PeerStats)]) -> String {
     let mut registry = Registry::with_prefix("raft");
     let s = &m.status;
     let info: Family<PeerLabels, Gauge> = Family::default();
@@ -141,15 +187,8 @@ pub fn render(m: &Metrics, app: &str) -> String {
     );
     counter(&mut registry, "snapshot_received_bytes", "Bytes of snapshot chunks received", c.snapshot_bytes_received);
 
-    let l = &m.latencies;
-    seconds(&mut registry, "log_write_seconds", "Log store writes, each until durable (fsync)", &l.log_write);
-    let batch = Histograms { scale: 1.0, series: vec![(None, l.log_write_entries.clone())] };
-    registry.register("log_write_entries", "Entries in each log store write", batch);
-    seconds(&mut registry, "apply_seconds", "State machine applies, each batch", &l.apply);
-    seconds(&mut registry, "commit_seconds", "Leader only: from a proposal's append to its commit", &l.commit);
-    seconds(&mut registry, "read_index_seconds", "Read-index rounds, from asking to confirmed", &l.read_index);
-    let rtt = Histograms { scale: 1e-6, series: l.peer_rtt.iter().map(|(&p, h)| (Some(p), h.clone())).collect() };
-    registry.register("peer_rtt_seconds", "Leader only: heartbeat round trip to each peer", rtt);
+    register_latencies(&mut registry, &m.latencies);
+    register_peers(&mut registry, peers);
 
     let mut out = String::new();
     // Writing to a String cannot fail.
@@ -192,7 +231,8 @@ mod tests {
 
     #[test]
     fn metrics_are_named_by_convention_and_carry_the_values() {
-        let text = render(&sample(), "kv");
+        let peers = [(2, PeerStats { connected: true, connects: 1, sent: 40, received: 38, ..Default::default() })];
+        let text = render(&sample(), "kv", &peers);
         for line in [
             "raft_elections_started_total 2",
             "raft_snapshot_sent_bytes_total 1048576",
@@ -210,6 +250,9 @@ mod tests {
             "raft_log_write_seconds_bucket{le=\"+Inf\"} 4",
             "raft_peer_rtt_seconds_bucket{le=\"0.000128\",peer=\"2\"} 1",
             "raft_commit_seconds_count 0",
+            "raft_peer_connected{peer=\"2\"} 1",
+            "raft_peer_frames_received_total{peer=\"2\"} 38",
+            "raft_peer_frames_dropped_total{peer=\"2\"} 0",
         ] {
             assert!(text.lines().any(|l| l == line), "no line {line:?} in:\n{text}");
         }

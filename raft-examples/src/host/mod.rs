@@ -24,8 +24,8 @@ use bytes::Bytes;
 use clap::{CommandFactory, FromArgMatches};
 use futures::future::{BoxFuture, Either, FutureExt};
 use hyper::{Method, Request, StatusCode};
-use raft::{Config, LogStore, Raft, StateMachine};
-use raft_net_tcp::{TcpConfig, TcpTransport};
+use raft::{Config, LogStore, NodeId, Raft, StateMachine};
+use raft_net_tcp::{PeerStats, TcpConfig, TcpTransport};
 use raft_store_file::{FileStore, FileStoreOptions};
 use tracing::{error, info, warn};
 
@@ -89,11 +89,13 @@ pub struct AppNode<SM: StateMachine> {
     raft: Raft<SM>,
     app: &'static str,
     runtime: &'static str,
+    /// The transport's counters for each peer (for `/metrics`).
+    peer_stats: Arc<dyn Fn() -> Vec<(NodeId, PeerStats)> + Send + Sync>,
 }
 
 impl<SM: StateMachine> Clone for AppNode<SM> {
     fn clone(&self) -> Self {
-        AppNode { raft: self.raft.clone(), app: self.app, runtime: self.runtime }
+        AppNode { raft: self.raft.clone(), app: self.app, runtime: self.runtime, peer_stats: self.peer_stats.clone() }
     }
 }
 
@@ -152,7 +154,8 @@ impl<A: App> Handler for NodeHandler<A> {
             } else if path == "/status" {
                 Ok(http::json_ok(&self.node.status_json()))
             } else {
-                Ok(http::metrics_ok(metrics::render(&self.node.raft.metrics(), self.node.app)))
+                let peers = (self.node.peer_stats)();
+                Ok(http::metrics_ok(metrics::render(&self.node.raft.metrics(), self.node.app, &peers)))
             }
         } else {
             self.app.handle(&self.node, request).await
@@ -312,7 +315,9 @@ pub async fn run<R: HttpRuntime, A: App>(
     let receiver = raft.clone();
     transport.start(move |m| receiver.receive(m));
 
-    let node = AppNode { raft: raft.clone(), app: A::NAME, runtime: rt.name() };
+    let stats_of = transport.clone();
+    let peer_stats = Arc::new(move || stats_of.all_peer_stats());
+    let node = AppNode { raft: raft.clone(), app: A::NAME, runtime: rt.name(), peer_stats };
     let services = app.services(&rt, &node);
     info!(
         node = id,

@@ -100,6 +100,9 @@ fn check_replica(c: &Cluster, i: usize, expected: &BTreeMap<String, Vec<u8>>) {
     if let Err(e) = caught_up {
         for j in 0..3 {
             eprintln!("node {} status: {:?}", j + 1, c.status(j));
+            let metrics = c.request(j, "GET", "/metrics", None).text();
+            let peers = metrics.lines().filter(|l| l.starts_with("raft_peer_") || l.starts_with("raft_pre_votes"));
+            eprintln!("node {} metrics:\n{}", j + 1, peers.collect::<Vec<_>>().join("\n"));
         }
         std::panic::resume_unwind(e);
     }
