@@ -29,6 +29,21 @@ pub trait TcpRuntime: Runtime {
     fn local_addr(listener: &Self::Listener) -> io::Result<SocketAddr>;
 }
 
+/// Refuses a connection whose two ends are one socket. Connecting to a local port in
+/// the ephemeral range where nothing listens (a peer that is down) can make the kernel
+/// pick that very port as the source: the socket connects to itself (TCP simultaneous
+/// open), reads back its own bytes, and would take the peer's place for as long as it
+/// stays open.
+fn refuse_self_connection(local: SocketAddr, peer: SocketAddr) -> io::Result<()> {
+    if local == peer {
+        return Err(io::Error::new(
+            io::ErrorKind::ConnectionRefused,
+            format!("{peer} connected to itself: nothing listens there"),
+        ));
+    }
+    Ok(())
+}
+
 #[cfg(feature = "tokio")]
 mod tokio_impl {
     use super::*;
@@ -42,6 +57,7 @@ mod tokio_impl {
         fn connect(&self, addr: SocketAddr) -> BoxFuture<'static, io::Result<Self::Stream>> {
             Box::pin(async move {
                 let s = tokio::net::TcpStream::connect(addr).await?;
+                refuse_self_connection(s.local_addr()?, s.peer_addr()?)?;
                 s.set_nodelay(true)?;
                 Ok(s.compat())
             })
@@ -85,6 +101,7 @@ mod smol_impl {
         fn connect(&self, addr: SocketAddr) -> BoxFuture<'static, io::Result<Self::Stream>> {
             Box::pin(async move {
                 let s = smol::net::TcpStream::connect(addr).await?;
+                refuse_self_connection(s.local_addr()?, s.peer_addr()?)?;
                 s.set_nodelay(true)?;
                 Ok(s)
             })
@@ -105,5 +122,20 @@ mod smol_impl {
         fn local_addr(listener: &Self::Listener) -> io::Result<SocketAddr> {
             listener.local_addr()
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_socket_connected_to_itself_is_refused() {
+        let a: SocketAddr = "127.0.0.1:45556".parse().unwrap();
+        let b: SocketAddr = "127.0.0.1:45557".parse().unwrap();
+        let e = refuse_self_connection(a, a).unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::ConnectionRefused);
+        assert!(e.to_string().contains("connected to itself"), "{e}");
+        assert!(refuse_self_connection(b, a).is_ok());
     }
 }
