@@ -35,7 +35,7 @@ pub use handle::Raft;
 
 use crate::core::{Action, Input, RaftCore, Role};
 use crate::error::ClientError;
-use crate::message::Message;
+use crate::message::{Message, MessageBody};
 use crate::network::Network;
 use crate::runtime::Runtime;
 use crate::snapshot::SnapshotMeta;
@@ -214,7 +214,9 @@ impl<SM: StateMachine, R: Runtime, N: Network> Driver<SM, R, N> {
                     let _ = self.persist_tx.unbounded_send(StoreOp::Load { peer, term, start, end });
                 }
                 Action::Send(msg) => {
-                    self.timing.on_send(&msg, self.rt.now());
+                    if let MessageBody::Heartbeat { ctx, .. } = msg.body {
+                        self.timing.on_heartbeat_sent(msg.to, ctx, self.rt.now());
+                    }
                     self.senders.send(msg)
                 }
                 Action::Apply(entries) => self.apply(entries),

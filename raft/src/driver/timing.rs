@@ -67,13 +67,12 @@ impl Timing {
         }
     }
 
-    /// A message is leaving: a heartbeat starts its peer's clock unless one is timed.
-    pub(super) fn on_send(&mut self, msg: &Message, now: Instant) {
-        if let MessageBody::Heartbeat { ctx, .. } = msg.body {
-            let timed = self.heartbeats.get(&msg.to);
-            if timed.is_none_or(|&(_, sent)| now.saturating_since(sent) > self.lost_after) {
-                self.heartbeats.insert(msg.to, (ctx, now));
-            }
+    /// A heartbeat with context `ctx` is leaving for `to`: it starts the peer's clock
+    /// unless one is timed already.
+    pub(super) fn on_heartbeat_sent(&mut self, to: NodeId, ctx: u64, now: Instant) {
+        let timed = self.heartbeats.get(&to);
+        if timed.is_none_or(|&(_, sent)| now.saturating_since(sent) > self.lost_after) {
+            self.heartbeats.insert(to, (ctx, now));
         }
     }
 
