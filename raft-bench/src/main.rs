@@ -18,7 +18,8 @@
 //! `bench cluster --target kv|etcd --clients N --duration SECS --value-size BYTES
 //! --workload write|read|mixed [--json]`: a 3-node cluster of our `kv` app or of etcd on
 //! loopback, driven over HTTP by N clients; prints throughput, latency percentiles and
-//! each node's peak memory. `bench compare` runs both in alternating rounds and prints
+//! each node's peak memory, and the leader's own p50/p99 of log writes and commits (etcd:
+//! WAL fsyncs) over the run, from its `/metrics` histograms. `bench compare` runs both in alternating rounds and prints
 //! the ratios; `bench failover --target kv|etcd --rounds N` times leader loss to the
 //! next successful write; `bench report --out DIR` sweeps client counts for both and
 //! draws SVG charts. See the `raft_bench` library.

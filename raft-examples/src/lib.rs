@@ -10,8 +10,8 @@
 //! - [`http`]: the HTTP server on either runtime, the JSON error answers and the
 //!   adapter between `futures` sockets and hyper.
 //! - [`launch`]: a cluster of node processes on this machine (ports, data directories,
-//!   kill, pause, restart, `/status` polling), used by the `cluster` binary, the
-//!   benchmarks (`raft-bench`) and the process tests.
+//!   kill, pause, restart, `/status` polling, reading `/metrics`), used by the `cluster`
+//!   binary, the benchmarks (`raft-bench`) and the process tests.
 //!
 //! The binaries: `kv` and `counter` (one node each) and `cluster` (a local three-node
 //! cluster of either, with a live status table). The in-process `demo` is an example

@@ -4,7 +4,12 @@
 //!
 //! The `bench` binary's `cluster`, `compare`, `failover` and `report` subcommands call
 //! the `run_*` functions here; the parts ([`load`], [`nodes`], [`target`], [`results`],
-//! [`plot`], [`progress`], [`http_client`]) are usable on their own.
+//! [`server`], [`plot`], [`progress`], [`http_client`]) are usable on their own.
+//!
+//! Besides the clients' throughput and latencies, a run reports the leader's own
+//! latencies over the measured window ([`server`]): its `/metrics` is scraped just before
+//! and just after the window, and the difference of the two scrapes of each histogram
+//! gives its p50 and p99 (log write and commit for `kv`, WAL fsync for etcd).
 
 pub mod failover;
 pub mod http_client;
@@ -13,6 +18,7 @@ pub mod nodes;
 pub mod plot;
 pub mod progress;
 pub mod results;
+pub mod server;
 pub mod target;
 
 use std::future::Future;
@@ -202,11 +208,23 @@ pub async fn measure(target: Target, load: &LoadArgs, setup: &SetupArgs) -> Resu
     let total = Duration::from_secs_f64(load.warmup + load.duration);
     let progress = Progress::start(label, total, running.counters());
     tokio::time::sleep(Duration::from_secs_f64(load.warmup)).await;
+    // The leader's histograms just before and just after the window.
+    let before = match cluster.leader().await {
+        Some(i) => cluster.scrape(i).await.map(|s| (i, s)),
+        None => Err("no node says it leads".to_string()),
+    };
     running.begin_measuring();
     let counters = running.counters();
     tokio::time::sleep(Duration::from_secs_f64(load.duration)).await;
     // Memory is read before the clients stop, while every node still runs.
     let rss = cluster.peak_rss_kib();
+    let server = match before {
+        Ok((i, before)) => match cluster.scrape(i).await {
+            Ok(after) => server::between(target, &before, &after),
+            Err(e) => Err(e),
+        },
+        Err(e) => Err(e),
+    };
     let alive = cluster.check_alive();
     let outcome = running.finish().await?;
     drop(progress);
@@ -221,7 +239,7 @@ pub async fn measure(target: Target, load: &LoadArgs, setup: &SetupArgs) -> Resu
             eprintln!("{target}: {} errors, last: {e}", outcome.errors);
         }
     }
-    Ok(RunResult::from_histogram(
+    let mut result = RunResult::from_histogram(
         target,
         load.workload,
         cfg.clients,
@@ -230,13 +248,26 @@ pub async fn measure(target: Target, load: &LoadArgs, setup: &SetupArgs) -> Resu
         &outcome.hist,
         outcome.errors,
         rss.into_iter().map(Option::unwrap_or_default).collect(),
-    ))
+    );
+    match server {
+        Ok(s) => result.server = s,
+        Err(e) => eprintln!("{target}: no server-side latencies from the leader's /metrics: {e}"),
+    }
+    Ok(result)
+}
+
+/// Prints `r`'s line after `prefix`, and its server-side line if it has one.
+fn print_result(prefix: &str, r: &RunResult) {
+    println!("{prefix}{}", r.line());
+    if let Some(server) = r.server_line() {
+        println!("{prefix}{server}");
+    }
 }
 
 /// `bench cluster`.
 pub fn run_cluster(args: &ClusterArgs) -> Result<(), String> {
     let r = block_on(args.setup.client_threads, measure(args.target, &args.load, &args.setup))?;
-    println!("cluster {}", r.line());
+    print_result("cluster ", &r);
     if args.json {
         println!("{}", r.to_json());
     }
@@ -252,7 +283,7 @@ pub fn run_compare(args: &CompareArgs) -> Result<(), String> {
             let order = if round % 2 == 0 { [Target::Kv, Target::Etcd] } else { [Target::Etcd, Target::Kv] };
             for t in order {
                 let r = measure(t, &args.load, &args.setup).await?;
-                println!("round {}: {}", round + 1, r.line());
+                print_result(&format!("round {}: ", round + 1), &r);
                 all.push(r);
             }
         }
@@ -261,8 +292,8 @@ pub fn run_compare(args: &CompareArgs) -> Result<(), String> {
     let agg = aggregate(&all);
     let (kv, etcd) = (&agg[0], &agg[1]);
     let ratio = ratios(kv, etcd);
-    println!("median of {rounds} rounds: {}", kv.line());
-    println!("median of {rounds} rounds: {}", etcd.line());
+    print_result(&format!("median of {rounds} rounds: "), kv);
+    print_result(&format!("median of {rounds} rounds: "), etcd);
     println!(
         "kv/etcd: throughput {:.2}x, p50 latency {:.2}x, p99 latency {:.2}x, peak memory {:.2}x",
         ratio.ops, ratio.p50, ratio.p99, ratio.rss
@@ -310,6 +341,9 @@ pub fn run_report(args: &ReportArgs) -> Result<(), String> {
                                 };
                                 let r = measure(t, &load, &args.setup).await?;
                                 eprintln!("{}", r.line());
+                                if let Some(server) = r.server_line() {
+                                    eprintln!("{server}");
+                                }
                                 all.push(r);
                             }
                         }

@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use raft_examples::launch::scrape::Scrape;
 use raft_examples::launch::{Data, LocalCluster, Member, Spec};
 
 use super::http_client::one_shot;
@@ -159,6 +160,29 @@ impl Cluster {
             });
         }
         out
+    }
+
+    /// The index of the node that says it leads in the highest term, if any answers so.
+    pub async fn leader(&self) -> Option<usize> {
+        let st = self.statuses().await;
+        st.iter()
+            .enumerate()
+            .filter_map(|(i, s)| s.as_ref().filter(|s| s.is_leader).map(|s| (i, s.term)))
+            .max_by_key(|&(_, term)| term)
+            .map(|(i, _)| i)
+    }
+
+    /// `GET /metrics` of node `i`, parsed (both targets serve their Prometheus metrics
+    /// there, on the client port).
+    pub async fn scrape(&self, i: usize) -> Result<Scrape, String> {
+        let node = self.nodes.nodes.get(i).ok_or_else(|| format!("no node {}", i + 1))?;
+        let builder = RequestBuilder::new(self.target, 0);
+        let (status, body) = one_shot(node.http, Duration::from_secs(2), |h, out| builder.metrics(h, out)).await?;
+        if !status.is_success() {
+            return Err(format!("node {}: /metrics answered {status}", i + 1));
+        }
+        let text = std::str::from_utf8(&body).map_err(|e| format!("node {}: /metrics is not UTF-8: {e}", i + 1))?;
+        Scrape::parse(text).map_err(|e| format!("node {}: /metrics: {e}", i + 1))
     }
 
     /// Waits until every running node answers, exactly one is leader, every other

@@ -132,6 +132,7 @@ mod tests {
             max_us: 0,
             errors: 0,
             peak_rss_kib: vec![],
+            server: vec![],
         }
     }
 

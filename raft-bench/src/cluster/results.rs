@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 use hdrhistogram::Histogram;
 use serde_json::{json, Value};
 
+use super::server::ServerLatency;
 use super::target::{Target, Workload};
 
 /// The figures of one run against one cluster.
@@ -36,6 +37,9 @@ pub struct RunResult {
     pub errors: u64,
     /// Peak resident memory of each node in KiB, in node order (0 where unknown).
     pub peak_rss_kib: Vec<u64>,
+    /// What the leader's own histograms recorded during the window (see
+    /// [`super::server`]); empty when its `/metrics` could not be read.
+    pub server: Vec<ServerLatency>,
 }
 
 impl RunResult {
@@ -67,6 +71,7 @@ impl RunResult {
             max_us: if ops == 0 { 0 } else { hist.max() },
             errors,
             peak_rss_kib,
+            server: Vec::new(),
         }
     }
 
@@ -96,6 +101,21 @@ impl RunResult {
         )
     }
 
+    /// The server-side figures as one line, marked as estimates from the leader's
+    /// histograms; `None` when there are none.
+    pub fn server_line(&self) -> Option<String> {
+        if self.server.is_empty() {
+            return None;
+        }
+        let figures: Vec<String> = self.server.iter().map(ServerLatency::describe).collect();
+        Some(format!(
+            "{} {} server side (leader's /metrics histograms, power-of-two buckets, interpolated): {}",
+            self.target,
+            self.workload,
+            figures.join("; ")
+        ))
+    }
+
     /// The JSON object printed with `--json`.
     pub fn to_json(&self) -> Value {
         json!({
@@ -104,6 +124,7 @@ impl RunResult {
             "ops_per_sec": self.ops_per_sec, "p50_us": self.p50_us, "p99_us": self.p99_us,
             "p999_us": self.p999_us, "max_us": self.max_us, "errors": self.errors,
             "peak_rss_kib": self.peak_rss_kib,
+            "server": self.server.iter().map(ServerLatency::to_json).collect::<Vec<_>>(),
         })
     }
 
@@ -130,6 +151,11 @@ impl RunResult {
                 .and_then(Value::as_array)
                 .map(|a| a.iter().filter_map(Value::as_u64).collect())
                 .unwrap_or_default(),
+            // Results saved before the server-side figures have none.
+            server: match v.get("server").and_then(Value::as_array) {
+                Some(a) => a.iter().map(ServerLatency::from_json).collect::<Result<_, _>>()?,
+                None => Vec::new(),
+            },
         })
     }
 }
@@ -147,6 +173,36 @@ pub fn median(xs: &[f64]) -> f64 {
     } else {
         (v[n / 2 - 1] + v[n / 2]) / 2.0
     }
+}
+
+/// The server-side figures of several rounds: per label (in the first round's order),
+/// the medians of the rounds that had samples, and the samples of all.
+fn aggregate_server(rounds: &[&RunResult]) -> Vec<ServerLatency> {
+    let mut labels: Vec<&str> = Vec::new();
+    for r in rounds {
+        for s in &r.server {
+            if !labels.contains(&s.label.as_str()) {
+                labels.push(&s.label);
+            }
+        }
+    }
+    labels
+        .into_iter()
+        .map(|label| {
+            let each: Vec<&ServerLatency> =
+                rounds.iter().flat_map(|r| r.server.iter().filter(|s| s.label == label)).collect();
+            let m = |f: &dyn Fn(&ServerLatency) -> Option<f64>| {
+                let xs: Vec<f64> = each.iter().filter_map(|s| f(s)).collect();
+                (!xs.is_empty()).then(|| median(&xs))
+            };
+            ServerLatency {
+                label: label.to_string(),
+                count: each.iter().map(|s| s.count).sum(),
+                p50_us: m(&|s| s.p50_us),
+                p99_us: m(&|s| s.p99_us),
+            }
+        })
+        .collect()
 }
 
 /// One result per (target, workload, clients): each figure is the median over the
@@ -179,6 +235,7 @@ pub fn aggregate(results: &[RunResult]) -> Vec<RunResult> {
                 peak_rss_kib: (0..nodes)
                     .map(|i| g.iter().filter_map(|r| r.peak_rss_kib.get(i)).copied().max().unwrap_or(0))
                     .collect(),
+                server: aggregate_server(&g),
             }
         })
         .collect()
@@ -284,7 +341,12 @@ mod tests {
             max_us: p50 * 9,
             errors: 0,
             peak_rss_kib: vec![1024, 2048, 4096],
+            server: Vec::new(),
         }
+    }
+
+    fn server(label: &str, count: u64, p50: Option<f64>, p99: Option<f64>) -> ServerLatency {
+        ServerLatency { label: label.into(), count, p50_us: p50, p99_us: p99 }
     }
 
     #[test]
@@ -306,13 +368,37 @@ mod tests {
 
     #[test]
     fn json_has_the_documented_keys_and_round_trips() {
-        let r = result(Target::Etcd, 256, 5400.0, 44_000);
+        let mut r = result(Target::Etcd, 256, 5400.0, 44_000);
+        r.server = vec![server("wal fsync", 9, Some(812.5), Some(1_900.0)), server("commit", 0, None, None)];
         let v = r.to_json();
-        for key in ["ops_per_sec", "p50_us", "p99_us", "p999_us", "peak_rss_kib"] {
+        for key in ["ops_per_sec", "p50_us", "p99_us", "p999_us", "peak_rss_kib", "server"] {
             assert!(v.get(key).is_some(), "missing {key}");
         }
         let text = v.to_string();
         assert_eq!(RunResult::from_json(&serde_json::from_str(&text).unwrap()).unwrap(), r);
+        // Results saved without server-side figures still read.
+        let mut old = r.to_json();
+        old.as_object_mut().unwrap().remove("server");
+        assert_eq!(RunResult::from_json(&old).unwrap().server, []);
+    }
+
+    #[test]
+    fn server_figures_get_their_own_marked_line_and_medians_over_rounds() {
+        let mut rounds = [result(Target::Kv, 64, 100.0, 10), result(Target::Kv, 64, 200.0, 20)];
+        assert_eq!(rounds[0].server_line(), None);
+        rounds[0].server = vec![server("log write", 10, Some(800.0), Some(2_000.0)), server("commit", 5, None, None)];
+        rounds[1].server = vec![server("log write", 30, Some(1_000.0), Some(4_000.0))];
+        let line = rounds[0].server_line().unwrap();
+        assert!(line.starts_with("kv write server side (leader's /metrics histograms, power-of-two buckets"), "{line}");
+        assert!(
+            line.ends_with("log write p50 800 us, p99 2000 us (10 samples); commit p50 -, p99 - (5 samples)"),
+            "{line}"
+        );
+        let agg = aggregate(&rounds);
+        assert_eq!(
+            agg[0].server,
+            [server("log write", 40, Some(900.0), Some(3_000.0)), server("commit", 5, None, None)]
+        );
     }
 
     #[test]

@@ -6,6 +6,7 @@
 //! etcd 3.4's v3 JSON gateway: `POST /v3/kv/put` with `{"key": b64, "value": b64}`,
 //! `POST /v3/kv/range` with `{"key": b64}` (linearizable unless `serializable` is set:
 //! then the member answers from its own store), `POST /v3/maintenance/status` with `{}`.
+//! Both serve their Prometheus metrics at `GET /metrics`.
 
 use std::fmt;
 use std::io::Write;
@@ -184,6 +185,13 @@ impl RequestBuilder {
                 }
             }
         }
+    }
+
+    /// Writes `GET /metrics` for the node at `host` into `out` (which is cleared first):
+    /// both targets serve their Prometheus metrics there.
+    pub fn metrics(&self, host: &str, out: &mut Vec<u8>) {
+        out.clear();
+        request(out, "GET", &[b"/metrics"], host, None, &[]);
     }
 
     /// Writes the request that asks the node at `host` for its status into `out` (which

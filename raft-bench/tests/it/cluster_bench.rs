@@ -79,6 +79,17 @@ fn kv_cluster(workload: &str, duration: &str, nodes: usize) -> serde_json::Value
         (Some("kv"), Some(workload), Some(8))
     );
     assert_eq!(v["errors"].as_u64(), Some(0), "{v}");
+    // The leader's own log writes and commits over the window, from its /metrics.
+    let server = v["server"].as_array().unwrap_or_else(|| panic!("no server-side figures in {v}"));
+    let labels: Vec<&str> = server.iter().filter_map(|s| s["label"].as_str()).collect();
+    assert_eq!(labels, ["log write", "commit"], "{v}");
+    if workload != "local-read" {
+        for s in server {
+            assert!(s["count"].as_u64() > Some(0) && s["p99_us"].as_f64() > Some(0.0), "{v}");
+        }
+    }
+    let marked = format!("cluster kv {workload} server side (leader's /metrics histograms, power-of-two buckets");
+    assert!(stdout.contains(&marked), "{stdout}");
     v
 }
 

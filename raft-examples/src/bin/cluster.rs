@@ -2,6 +2,14 @@
 //! processes on loopback, prints each node's HTTP address and curl examples, then shows
 //! a live status table until Ctrl-C, which stops every node cleanly.
 //!
+//! The table is refreshed twice a second from one `GET /metrics` per node (see
+//! [`raft_examples::launch::table`]): each node's role, term, leader, commit and applied
+//! indexes, its replication lag as the leader sees it (entries behind the leader's log;
+//! `-` for the leader itself and for a node that does not answer), and the 99th
+//! percentile of its log writes (append and fsync) over the last refresh interval (`-`
+//! when it wrote nothing), estimated from the power-of-two buckets of
+//! `raft_log_write_seconds`.
+//!
 //! ```text
 //! cargo run --release -p raft-examples --bin cluster -- kv
 //! cargo run --release -p raft-examples --bin cluster -- counter
@@ -26,12 +34,14 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use clap::{Parser, ValueEnum};
+use raft_examples::launch::table::StatusTable;
 use raft_examples::launch::{Data, LocalCluster, Ports, Spec};
 
 const NODES: usize = 3;
 const POLL_INTERVAL: Duration = Duration::from_millis(500);
 const STOP_TIMEOUT: Duration = Duration::from_secs(10);
-const STATUS_TIMEOUT: Duration = Duration::from_millis(400);
+/// How long one `GET /metrics` of the table may take.
+const METRICS_TIMEOUT: Duration = Duration::from_millis(400);
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 enum AppName {
@@ -197,23 +207,24 @@ fn run(cli: Cli) -> Result<(), String> {
     println!();
 
     let tty = std::io::stdout().is_terminal();
+    let mut table = StatusTable::new(METRICS_TIMEOUT);
     let mut drawn_lines = 0;
     let mut last_table = String::new();
     while !stop.load(Ordering::SeqCst) {
         let started = Instant::now();
-        let table = status_table(&mut cluster);
+        let text = table.refresh(&mut cluster);
         if tty {
             let mut out = std::io::stdout().lock();
             if drawn_lines > 0 {
                 // Back to the first line of the previous table, and clear below.
                 let _ = write!(out, "\x1b[{drawn_lines}F\x1b[J");
             }
-            let _ = write!(out, "{table}");
+            let _ = write!(out, "{text}");
             let _ = out.flush();
-            drawn_lines = table.lines().count();
-        } else if table != last_table {
-            print!("{table}");
-            last_table = table;
+            drawn_lines = text.lines().count();
+        } else if text != last_table {
+            print!("{text}");
+            last_table = text;
         }
         while !stop.load(Ordering::SeqCst) && started.elapsed() < POLL_INTERVAL {
             std::thread::sleep(Duration::from_millis(50));
@@ -235,54 +246,6 @@ fn stop_all(cluster: &mut LocalCluster) {
             Some(s) => println!("  node {} ended: {s} (see {})", n.id, n.log.display()),
             None => println!("  node {}: could not wait for it", n.id),
         }
-    }
-}
-
-/// One poll of every node's `/status`, as the text of the table.
-fn status_table(cluster: &mut LocalCluster) -> String {
-    let mut out = format!(
-        "{:<5} {:<22} {:<10} {:>6} {:>7} {:>8} {:>8} {:>8}\n",
-        "node", "http", "role", "term", "leader", "commit", "applied", "pid"
-    );
-    for i in 0..cluster.nodes.len() {
-        let pid = cluster.pid(i).map_or(0, |p| p.as_raw());
-        let row = match cluster.exited(i) {
-            Some(status) => format!("exited: {status}, see {}", cluster.nodes[i].log.display()),
-            None => match cluster.status(i, STATUS_TIMEOUT) {
-                Ok(s) => {
-                    let field = |k: &str| match &s[k] {
-                        serde_json::Value::Null => "-".to_string(),
-                        serde_json::Value::String(v) => v.clone(),
-                        v => v.to_string(),
-                    };
-                    format!(
-                        "{:<10} {:>6} {:>7} {:>8} {:>8} {:>8}",
-                        field("role"),
-                        field("term"),
-                        field("leader"),
-                        field("commit_index"),
-                        field("applied_index"),
-                        pid
-                    )
-                }
-                Err(e) => {
-                    format!("{:<10} {:>6} {:>7} {:>8} {:>8} {:>8}  ({})", "?", "", "", "", "", pid, short_error(&e))
-                }
-            },
-        };
-        let n = &cluster.nodes[i];
-        out.push_str(&format!("{:<5} {:<22} {row}\n", n.id, format!("http://{}", n.http)));
-    }
-    out
-}
-
-fn short_error(e: &str) -> String {
-    if e.contains("onnection refused") {
-        "not answering yet".into()
-    } else if e.contains("imeout") || e.contains("imed out") {
-        "no answer (paused?)".into()
-    } else {
-        e.chars().take(40).collect()
     }
 }
 

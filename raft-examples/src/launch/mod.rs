@@ -7,8 +7,14 @@
 //! HTTP client in [`client`]. Every process it started is killed when it is dropped.
 //! What the program is told comes from a [`CommandLine`]: by default the apps' flags
 //! ([`app_command_line`]), or any other program's (the benchmarks run etcd with it).
+//!
+//! [`scrape`] reads the nodes' `GET /metrics` (gauges, histograms, the difference of two
+//! scrapes and its quantiles); [`table`] is the `cluster` binary's live status table,
+//! built on it.
 
 pub mod client;
+pub mod scrape;
+pub mod table;
 
 use std::fs::File;
 use std::net::{SocketAddr, TcpListener, ToSocketAddrs};

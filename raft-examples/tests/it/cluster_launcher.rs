@@ -1,8 +1,11 @@
-//! The `cluster` launcher: it starts three nodes that serve, stops them all cleanly on
-//! SIGINT, and a second run restarts them from the same data.
+//! The `cluster` launcher: it starts three nodes that serve, shows them in its table
+//! (with the leader's view of their lag and their log-write p99), stops them all cleanly
+//! on SIGINT, and a second run restarts them from the same data.
 
+use std::io::Read;
 use std::net::TcpListener;
 use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use crate::support::{request, wait_until, PATIENCE};
@@ -29,7 +32,15 @@ fn fastrand_u16() -> u16 {
     (nanos ^ (std::process::id() << 7)) as u16
 }
 
-struct Launcher(Child);
+/// The launcher's process and what it has printed so far.
+struct Launcher(Child, Arc<Mutex<String>>);
+
+impl Launcher {
+    /// Its output so far.
+    fn output(&self) -> String {
+        self.1.lock().expect("output lock").clone()
+    }
+}
 
 impl Drop for Launcher {
     fn drop(&mut self) {
@@ -51,11 +62,61 @@ fn launch(data: &std::path::Path, base: u16) -> Launcher {
         .args(["kv", "--no-build", "--base-port", &base.to_string(), "--data-dir"])
         .arg(data)
         .stdin(Stdio::null())
-        .stdout(Stdio::null())
+        .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
         .spawn()
         .expect("start the launcher");
-    Launcher(child)
+    let mut child = child;
+    let mut stdout = child.stdout.take().expect("the launcher's stdout");
+    let output = Arc::new(Mutex::new(String::new()));
+    let sink = output.clone();
+    std::thread::spawn(move || {
+        let mut buf = [0u8; 4096];
+        while let Ok(n @ 1..) = stdout.read(&mut buf) {
+            sink.lock().expect("output lock").push_str(&String::from_utf8_lossy(&buf[..n]));
+        }
+    });
+    Launcher(child, output)
+}
+
+/// The cells of the last table row of each node in `output` (the table is printed
+/// again whenever it changes, stdout not being a terminal).
+fn last_rows(output: &str, http: &[String]) -> Vec<Vec<String>> {
+    http.iter()
+        .map(|h| {
+            let url = format!("http://{h}");
+            let row = output.lines().rev().find(|l| l.split_whitespace().nth(1) == Some(url.as_str()));
+            row.map(|l| l.split_whitespace().map(String::from).collect()).unwrap_or_default()
+        })
+        .collect()
+}
+
+/// Waits until the table shows a leader (lag `-`), followers at lag 0 (they have caught
+/// up), and a log-write p99 with its unit on some node, calling `write` meanwhile (the
+/// p99 covers one refresh interval: it needs writes between two refreshes).
+fn wait_for_the_table(l: &Launcher, http: &[String], mut write: impl FnMut()) {
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        let output = l.output();
+        let rows = last_rows(&output, http);
+        // node, http, role, term, leader, commit, applied, lag, p99 (`-` or value and
+        // unit), pid.
+        let lag = |r: &Vec<String>| r.get(7).cloned().unwrap_or_default();
+        let leaders = rows.iter().filter(|r| r.get(2).is_some_and(|x| x == "leader") && lag(r) == "-").count();
+        let followers = rows.iter().filter(|r| r.get(2).is_some_and(|x| x == "follower") && lag(r) == "0").count();
+        let with_p99 = output.lines().any(|l| {
+            let cells: Vec<&str> = l.split_whitespace().collect();
+            cells.len() == 11 && ["µs", "ms", "s"].contains(&cells[9])
+        });
+        if leaders == 1 && followers == 2 && with_p99 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the table shows no lag or log-write p99 after {PATIENCE:?}:\n{output}");
+        write();
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let output = l.output();
+    assert!(output.contains("lag  fsync p99"), "no lag and fsync p99 columns:\n{output}");
 }
 
 /// Stops the launcher with SIGINT (as Ctrl-C does) and checks that it and its nodes end.
@@ -90,6 +151,7 @@ fn launcher_runs_three_nodes_stops_them_on_sigint_and_reuses_the_data() {
     let l = launch(tmp.path(), base);
     put(0, "launched", "first run");
     assert_eq!(get(1, "launched"), "first run");
+    wait_for_the_table(&l, &http, || put(1, "again", "and again"));
     stop(l, &http);
     assert!(tmp.path().join("kv/node-1").is_dir() && tmp.path().join("kv/node-3.log").is_file());
 
