@@ -237,6 +237,11 @@ impl Histogram {
     }
 }
 
+/// `d` in whole microseconds, saturating.
+pub(crate) fn micros(d: Duration) -> u64 {
+    u64::try_from(d.as_micros()).unwrap_or(u64::MAX)
+}
+
 /// A [`Histogram`] the driver's tasks record into concurrently.
 pub(crate) struct AtomicHistogram {
     counts: Vec<AtomicU64>,
@@ -264,7 +269,7 @@ impl AtomicHistogram {
 
     /// Records one sample of `d` in microseconds.
     pub(crate) fn record_duration(&self, d: Duration) {
-        self.record_n(u64::try_from(d.as_micros()).unwrap_or(u64::MAX), 1);
+        self.record_n(micros(d), 1);
     }
 
     /// A copy of what is recorded now.

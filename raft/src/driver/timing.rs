@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use crate::core::{RaftCore, Role};
 use crate::message::{Message, MessageBody};
-use crate::metrics::DriverLatencies;
+use crate::metrics::{micros, DriverLatencies};
 use crate::sync::lock;
 use crate::types::{Instant, LogIndex, NodeId, Term};
 
@@ -88,8 +88,4 @@ impl Timing {
             }
         }
     }
-}
-
-fn micros(d: Duration) -> u64 {
-    u64::try_from(d.as_micros()).unwrap_or(u64::MAX)
 }

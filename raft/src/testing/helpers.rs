@@ -74,11 +74,6 @@ pub async fn wait_for<R: Runtime>(rt: &R, what: &str, mut f: impl FnMut() -> boo
     panic!("timed out waiting for {what}");
 }
 
-/// The running node that reports itself leader, if any.
-pub fn leader<SM: StateMachine>(nodes: &[Option<Raft<SM>>]) -> Option<Raft<SM>> {
-    nodes.iter().flatten().find(|n| n.status().role == Role::Leader).cloned()
-}
-
 /// Waits until one of `nodes` reports itself leader, and returns it: races the nodes'
 /// [`Raft::wait_role`]`(Role::Leader)`, without polling, so it needs no runtime (the
 /// nodes may even run on different ones). A node that stops meanwhile drops out of the
