@@ -41,7 +41,7 @@ use crate::runtime::Runtime;
 use crate::snapshot::SnapshotMeta;
 use crate::state_machine::StateMachine;
 use crate::sync::lock;
-use crate::types::{Entry, LogId, LogIndex, NodeId, Term};
+use crate::types::{Entry, Instant, LogId, LogIndex, NodeId, Term};
 use apply::ApplyOp;
 use handle::Shared;
 use persist::StoreOp;
@@ -68,7 +68,9 @@ enum Event<SM: StateMachine> {
     Read {
         tx: ReadResponder,
     },
-    Tick,
+    /// The timer's deadline passed; the instant is the runtime's clock as the timer task
+    /// read it, at or after the deadline.
+    Tick(Instant),
     Persisted {
         seq: u64,
     },
@@ -131,7 +133,7 @@ impl<SM: StateMachine, R: Runtime, N: Network> Driver<SM, R, N> {
         let actions = self.core.take_actions(now);
         self.dispatch(actions);
         'outer: while let Some(first) = rx.next().await {
-            let now = self.rt.now();
+            let mut now = self.rt.now();
             let mut next = Some(first);
             let mut n = 0;
             while let Some(ev) = next.take() {
@@ -148,7 +150,13 @@ impl<SM: StateMachine, R: Runtime, N: Network> Driver<SM, R, N> {
                         }
                     }
                     Event::Read { tx } => self.requests.read_batch.push(tx),
-                    Event::Tick => {
+                    Event::Tick(at) => {
+                        // A tick sent after this batch began carries a later time than the
+                        // batch's: the core must see the deadline passed, or it would not
+                        // move its timers, never arm a new deadline, and the timer task
+                        // (which ticks once per deadline) would never tick again. Time only
+                        // moves forward within the batch.
+                        now = now.max(at);
                         self.forget_abandoned_requests();
                         self.core.step(now, Input::Tick);
                     }

@@ -6,7 +6,11 @@
 //! one atomic store and no wake-up.
 //!
 //! **Architecture invariant:** the task never sends two ticks for one deadline, and
-//! never sends one before the deadline has passed by the runtime's clock.
+//! never sends one before the deadline has passed by the runtime's clock. A tick carries
+//! the time the task read, and the protocol loop steps the core with at least that time:
+//! a tick stepped at an earlier time (the loop read its clock for the batch before the
+//! tick arrived) would move no timer and arm no new deadline, and the task would wait for
+//! one forever.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -83,11 +87,11 @@ async fn timer_task<SM: StateMachine, R: Runtime>(
         let sleep = rt.sleep_until(Instant::from_nanos(deadline));
         match future::select(Box::pin(sleep), wake_rx.next()).await {
             Either::Left(_) => {
-                let now = rt.now().as_nanos();
+                let now = rt.now();
                 let current = timer.deadline.load(Ordering::SeqCst);
-                if now >= current {
+                if now.as_nanos() >= current {
                     fired = Some(current);
-                    if tx.unbounded_send(Event::Tick).is_err() {
+                    if tx.unbounded_send(Event::Tick(now)).is_err() {
                         return;
                     }
                 }

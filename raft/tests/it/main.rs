@@ -11,3 +11,4 @@ mod runtimes;
 mod scenarios;
 mod simulation;
 mod stalled_store;
+mod timers;
