@@ -11,7 +11,7 @@ pub const RESET_MAGIC: [u8; 8] = *b"RAFTRSET";
 /// Magic bytes at the start of a snapshot file.
 pub const SNAPSHOT_MAGIC: [u8; 8] = *b"RAFTSNAP";
 /// The format version written into every file.
-pub const FORMAT_VERSION: u32 = 1;
+pub const FORMAT_VERSION: u32 = 2;
 /// Size of a segment header in bytes.
 pub const SEGMENT_HEADER_LEN: usize = 32;
 /// Size of a record frame's header (length and checksum) in bytes.
@@ -196,7 +196,7 @@ pub fn read_u64(b: &[u8], at: usize) -> u64 {
 
 /// The format version of snapshot files (version 1 held the data in memory-sized
 /// files checked as a whole; version 2 is streamed, with the data checksum in the head).
-pub const SNAPSHOT_VERSION: u32 = 2;
+pub const SNAPSHOT_VERSION: u32 = 3;
 /// Size of the fixed part of a snapshot file's head, before the membership: magic,
 /// version, cluster id, last included index and term, membership index, data size, data
 /// checksum, membership length.

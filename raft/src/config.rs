@@ -54,6 +54,10 @@ pub struct Config {
     pub snapshot_chunk_size: usize,
     /// Most InstallSnapshot chunks in flight to one peer.
     pub snapshot_max_inflight_chunks: usize,
+    /// A learner counts as caught up, and may be made a voter
+    /// ([`Raft::change_voters`](crate::Raft::change_voters)), once its log is within this
+    /// many entries of the leader's.
+    pub learner_catch_up_entries: u64,
     /// Seed for the random election timeouts; `None` draws one from the OS.
     pub rng_seed: Option<u64>,
     /// How long [`Raft::propose`](crate::Raft::propose) and
@@ -82,6 +86,7 @@ impl Default for Config {
             snapshot_keep_entries: 5_000,
             snapshot_chunk_size: 1 << 20,
             snapshot_max_inflight_chunks: 4,
+            learner_catch_up_entries: 1000,
             rng_seed: None,
             request_timeout: Duration::from_secs(5),
         }

@@ -129,3 +129,35 @@ pub enum StartError {
     #[error("state machine error: {0}")]
     StateMachine(String),
 }
+
+/// Why a membership change or a leadership transfer asked of a [`Raft`](crate::Raft)
+/// node did not complete.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum ChangeError {
+    /// The leader refused the change (not the leader, another change in progress, a
+    /// configuration without voters, an unknown node, ...).
+    #[error(transparent)]
+    Config(#[from] crate::membership::ConfigError),
+    /// The leader refused the transfer.
+    #[error(transparent)]
+    Transfer(#[from] crate::core::TransferError),
+    /// A learner to be promoted did not come within the allowed lag of the leader's log
+    /// in time ([`Config::learner_catch_up_entries`](crate::Config::learner_catch_up_entries)).
+    #[error("learner {id} did not catch up in time: {behind} entries behind")]
+    NotCaughtUp {
+        /// The learner.
+        id: crate::types::NodeId,
+        /// How far behind the leader's last entry it was when the wait gave up.
+        behind: u64,
+    },
+    /// The leader gave up the transfer after an election timeout: the target did not win.
+    #[error("the leadership transfer to node {0} was given up: the target did not win")]
+    TransferAborted(crate::types::NodeId),
+    /// The change was made but not seen committed within the timeout (or this node lost
+    /// leadership meanwhile); it may still take effect.
+    #[error("the change was not seen to complete within the timeout; it may still take effect")]
+    Timeout,
+    /// The node is shutting down or has stopped.
+    #[error("raft node is shutting down")]
+    ShuttingDown,
+}

@@ -88,11 +88,11 @@ mod sync;
 pub mod testing;
 pub mod types;
 
-pub use crate::core::Role;
+pub use crate::core::{Role, TransferError};
 pub use config::Config;
 pub use driver::Raft;
-pub use error::{ClientError, DecodeError, NetworkError, StartError, StoreError, WaitError};
-pub use membership::Membership;
+pub use error::{ChangeError, ClientError, DecodeError, NetworkError, StartError, StoreError, WaitError};
+pub use membership::{ConfigChange, ConfigError, Membership, NodeInfo};
 pub use message::{Message, MessageBody};
 pub use metrics::{Counters, Histogram, Latencies, Metrics};
 pub use network::Network;

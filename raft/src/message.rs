@@ -43,6 +43,9 @@ pub enum MessageBody {
         last_log_index: LogIndex,
         /// Term of the candidate's last log entry.
         last_log_term: Term,
+        /// The leader asked the candidate to campaign (leadership transfer, thesis
+        /// §3.10): voters grant it even within the leader lease.
+        transfer: bool,
     },
     /// The answer to a vote request.
     RequestVoteResponse {
@@ -170,6 +173,9 @@ pub enum MessageBody {
         /// or already had it): its log matches the leader's through `last.index`.
         done: bool,
     },
+    /// Leadership transfer (thesis §3.10): the leader tells a voter whose log matches its
+    /// own to start an election at once.
+    TimeoutNow,
 }
 
 /// What a leader did with forwarded commands.

@@ -49,6 +49,12 @@ pub struct Counters {
     pub snapshots_installed: u64,
     /// Bytes of snapshot chunks received in order from a leader.
     pub snapshot_bytes_received: u64,
+    /// Membership changes this node appended as leader (a joint change counts once).
+    pub membership_changes: u64,
+    /// Leadership transfers this node started as leader.
+    pub transfers_started: u64,
+    /// Leadership transfers given up after an election timeout.
+    pub transfers_aborted: u64,
 }
 
 /// Everything [`Raft::metrics`](crate::Raft::metrics) reports: where the node is

@@ -3,6 +3,7 @@
 use async_trait::async_trait;
 
 use crate::error::NetworkError;
+use crate::membership::Membership;
 use crate::message::Message;
 use crate::types::NodeId;
 
@@ -18,8 +19,21 @@ use crate::types::NodeId;
 ///   should go out.
 /// - `send` should return quickly: when a peer is slow or down, an implementation should
 ///   queue a bounded number of messages and drop the rest, rather than block for long.
+/// - [`Network::members_changed`] is called from the node's protocol loop, so it must not
+///   block; it is called once when the node starts and again each time the
+///   configuration in effect changes, and never concurrently with itself.
 #[async_trait]
 pub trait Network: Send + Sync + 'static {
     /// Sends `msg` to node `to` (equal to `msg.to`).
     async fn send(&self, to: NodeId, msg: Message) -> Result<(), NetworkError>;
+
+    /// The configuration in effect is now `membership` (at start, the one the node
+    /// restarted with). Its [`nodes`](Membership::nodes) say how to reach members; a
+    /// transport that learns peers from the log adds those, updates changed addresses,
+    /// and drops peers that are no longer members (ids without an address it keeps as
+    /// they are: a cluster may have been bootstrapped from ids alone). The default does
+    /// nothing: the transport's peers are configured otherwise.
+    fn members_changed(&self, membership: &Membership) {
+        let _ = membership;
+    }
 }

@@ -36,6 +36,11 @@ pub struct Status {
     pub durable_index: LogIndex,
     /// The membership configuration in effect.
     pub membership: Membership,
+    /// Index of the membership entry in effect (0: none since the start of the log
+    /// this node knows). The configuration is committed once `commit_index` reaches it.
+    pub config_index: LogIndex,
+    /// Leader: the target of the leadership transfer in progress.
+    pub transferring_to: Option<NodeId>,
     /// When leader: each peer's match index (empty otherwise).
     pub match_index: BTreeMap<NodeId, LogIndex>,
     /// Log entries held in memory by the protocol core (the rest is only in the store).

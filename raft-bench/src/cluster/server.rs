@@ -119,6 +119,8 @@ mod tests {
             last_log_term: 2,
             durable_index: 5,
             membership: raft::Membership::new(1..=3),
+            config_index: 1,
+            transferring_to: None,
             match_index: Default::default(),
             cached_entries: 0,
             snapshot_index: 0,

@@ -214,6 +214,8 @@ mod tests {
             last_log_term: 3,
             durable_index: 10,
             membership: raft::Membership::new(1..=3),
+            config_index: 1,
+            transferring_to: None,
             match_index: [(2, 10), (3, 4)].into_iter().collect(),
             cached_entries: 0,
             snapshot_index: 0,

@@ -389,6 +389,8 @@ mod tests {
             last_log_term: 4,
             durable_index: 20,
             membership: raft::Membership::new(1..=3),
+            config_index: 1,
+            transferring_to: None,
             match_index: [(2, 20), (3, 14)].into_iter().collect(),
             cached_entries: 0,
             snapshot_index: 0,

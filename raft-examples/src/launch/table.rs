@@ -285,6 +285,8 @@ mod tests {
             last_log_term: 7,
             durable_index: 42,
             membership: raft::Membership::new(1..=3),
+            config_index: 1,
+            transferring_to: None,
             match_index: match_index.iter().copied().collect(),
             cached_entries: 0,
             snapshot_index: 0,

@@ -3,7 +3,6 @@
 //! ignores disruptive candidates and check-quorum are in `lease.rs`.
 
 use super::durability::Needs;
-use super::progress::Progress;
 use super::timers::Timer;
 use super::{RaftCore, Role};
 use crate::message::{Message, MessageBody};
@@ -16,7 +15,7 @@ impl RaftCore {
         if self.cfg.pre_vote {
             self.become_pre_candidate(now);
         } else {
-            self.become_candidate(now);
+            self.become_candidate(now, false);
         }
     }
 
@@ -28,7 +27,7 @@ impl RaftCore {
         self.votes.clear();
         self.votes.insert(self.id, true);
         if self.election_won() {
-            self.become_candidate(now);
+            self.become_candidate(now, false);
             return;
         }
         let (last_log_index, last_log_term) = (self.log.last_index(), self.log.last_term());
@@ -47,7 +46,10 @@ impl RaftCore {
         }
     }
 
-    fn become_candidate(&mut self, now: Instant) {
+    /// Paper §5.2: a new term, a vote for itself, vote requests to every voter. With
+    /// `transfer`, the leader asked for this election (thesis §3.10), and the requests say
+    /// so.
+    pub(crate) fn become_candidate(&mut self, now: Instant, transfer: bool) {
         self.hs = HardState { term: self.hs.term + 1, voted_for: Some(self.id) };
         self.durability.queue_hard_state();
         tracing::debug!(node = self.id, term = self.hs.term, "starting election");
@@ -65,7 +67,11 @@ impl RaftCore {
         for to in self.quorum.voters() {
             if to != self.id {
                 // Held until the new term and self-vote are durable.
-                self.send_to(Needs::Everything, to, MessageBody::RequestVote { last_log_index, last_log_term });
+                self.send_to(
+                    Needs::Everything,
+                    to,
+                    MessageBody::RequestVote { last_log_index, last_log_term, transfer },
+                );
             }
         }
     }
@@ -88,12 +94,7 @@ impl RaftCore {
         self.note_leader(self.leader);
         self.votes.clear();
         self.progress.clear();
-        let next = self.log.last_index() + 1;
-        for id in self.membership.all_nodes() {
-            if id != self.id {
-                self.progress.insert(id, Progress::new(next));
-            }
-        }
+        self.track_progress();
         self.timers.set(Timer::Heartbeat, now.add(self.cfg.heartbeat_interval));
         self.timers.set(Timer::CheckQuorum, now.add(self.cfg.election_timeout_max));
         self.durable_announced = 0;
@@ -129,7 +130,7 @@ impl RaftCore {
         }
         self.votes.insert(from, granted);
         match self.election_result() {
-            VoteResult::Won => self.become_candidate(now),
+            VoteResult::Won => self.become_candidate(now, false),
             VoteResult::Lost => self.become_follower(now, self.hs.term, None),
             VoteResult::Pending => {}
         }
@@ -176,7 +177,7 @@ impl RaftCore {
                 // A pre-vote never changes anyone's term (thesis §9.6).
                 MessageBody::PreVote { .. } => {}
                 MessageBody::PreVoteResponse { granted: true } => {}
-                MessageBody::RequestVote { .. } if self.in_leader_lease(now) => {
+                MessageBody::RequestVote { transfer: false, .. } if self.in_leader_lease(now) => {
                     tracing::debug!(
                         node = self.id,
                         from = m.from,
@@ -226,6 +227,7 @@ impl RaftCore {
         if self.role == Role::Leader {
             self.fail_reads();
         }
+        self.transfer = None;
         self.role = Role::Follower;
         self.leader = leader;
         self.note_leader(leader);

@@ -262,7 +262,10 @@ impl RaftCore {
         }
         self.log.commit = commit;
         let keep_from = self.configs.iter().rposition(|(i, _)| *i <= commit).unwrap_or(0);
-        self.configs.drain(..keep_from);
+        if keep_from > 0 {
+            self.configs.drain(..keep_from);
+            self.track_progress();
+        }
     }
 
     /// Drops applied, durable entries from memory, keeping what peers that are not far

@@ -12,6 +12,7 @@
 //! leave before the term, vote and entries they speak for are on stable storage, while a
 //! leader's own appends go out in parallel with its local write.
 
+mod config_change;
 mod durability;
 mod election;
 mod fast_commit;
@@ -25,6 +26,7 @@ mod replication;
 mod snapshot;
 mod timers;
 mod tracker;
+mod transfer;
 
 use std::collections::BTreeMap;
 
@@ -40,6 +42,7 @@ use crate::types::{Entry, EntryPayload, HardState, Instant, LogId, LogIndex, Nod
 pub use io::{Action, Input, PersistRequest, ProposeError};
 use log::RaftLog;
 use progress::Progress;
+pub use transfer::TransferError;
 
 /// A node's role (paper §5.1, thesis §9.6 for pre-candidate).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -85,6 +88,8 @@ pub struct RaftCore {
     pub(crate) progress: BTreeMap<NodeId, Progress>,
     /// Index of the first entry of this leader's term (its blank entry).
     pub(crate) term_start: LogIndex,
+    /// Leader: the leadership transfer in progress (`transfer.rs`).
+    transfer: Option<transfer::Transfer>,
     /// Reads waiting for a read index (leader only).
     pub(crate) reads: read_index::ReadState,
     /// Ids for client requests, and the forwards seen from each follower.
@@ -167,6 +172,7 @@ impl RaftCore {
             votes: BTreeMap::new(),
             progress: BTreeMap::new(),
             term_start: 0,
+            transfer: None,
             durable_announced: 0,
             leader_durable: None,
             matched: (0, 0),
@@ -224,6 +230,8 @@ impl RaftCore {
             last_log_term: last.term,
             durable_index: self.log.durable,
             membership: self.membership.clone(),
+            config_index: self.config_index(),
+            transferring_to: self.transferring_to(),
             match_index: self.match_indexes().collect(),
             cached_entries: self.log.cached_len(),
             snapshot_index: self.snapshots.index(),
@@ -321,6 +329,11 @@ impl RaftCore {
             self.counters.proposals_refused_not_leader += 1;
             return Err(ProposeError::NotLeader(self.leader));
         }
+        if let Some(to) = self.transferring_to() {
+            // Thesis §3.10: no proposals while leadership moves; clients go to the target.
+            self.counters.proposals_refused_not_leader += 1;
+            return Err(ProposeError::NotLeader(Some(to)));
+        }
         if self.log.last_index().saturating_sub(self.log.commit) >= self.cfg.max_uncommitted_entries as u64 {
             self.counters.proposals_refused_overloaded += 1;
             return Err(ProposeError::Overloaded);
@@ -350,7 +363,6 @@ impl RaftCore {
     /// commitment, the persist request, applying, timers) and returns the actions for
     /// the driver, in the order they should be carried out.
     pub fn take_actions(&mut self, now: Instant) -> Vec<Action> {
-        let _ = now;
         self.settle_requests_to_former_leaders();
         if self.role == Role::Leader {
             self.maybe_commit();
@@ -365,6 +377,13 @@ impl RaftCore {
                 self.replicate_dirty = false;
                 self.broadcast_commit = false;
                 self.broadcast_append(if_empty);
+            }
+            // After the commit news went out: a committed joint configuration is left,
+            // a leader removed by a committed configuration hands over.
+            self.after_config_commit(now);
+            if self.replicate_dirty {
+                self.replicate_dirty = false;
+                self.broadcast_append(replication::IfNothingNew::Nothing);
             }
         }
         self.flush_persist();
@@ -413,7 +432,8 @@ impl RaftCore {
                 self.on_pre_vote(now, m.from, m.term, last_log_index, last_log_term)
             }
             MessageBody::PreVoteResponse { granted } => self.on_pre_vote_response(now, m.from, m.term, granted),
-            MessageBody::RequestVote { last_log_index, last_log_term } => {
+            MessageBody::TimeoutNow => self.on_timeout_now(now, m.from),
+            MessageBody::RequestVote { last_log_index, last_log_term, .. } => {
                 self.on_request_vote(now, m.from, last_log_index, last_log_term)
             }
             MessageBody::RequestVoteResponse { granted } => self.on_vote_response(now, m.from, granted),

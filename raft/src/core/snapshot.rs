@@ -253,6 +253,7 @@ impl RaftCore {
                     self.maybe_commit();
                 }
                 self.send_appends(from, super::replication::IfNothingNew::Nothing);
+                self.maybe_send_timeout_now(from);
             }
             return;
         }

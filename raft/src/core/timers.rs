@@ -9,6 +9,8 @@
 //!   §5.2), independent of the replication window;
 //! - [`Timer::CheckQuorum`]: a leader checks once per maximum election timeout that a
 //!   quorum heard from it (thesis §6.2);
+//! - [`Timer::Transfer`]: a leader gives up a leadership transfer that has not ended
+//!   within an election timeout (thesis §3.10, `transfer.rs`);
 //! - and, not a protocol timer, the time a follower's unanswered forward or read-index
 //!   request is due to be sent again (`forward.rs`, `Forwarding::resend_at`).
 
@@ -26,10 +28,12 @@ pub(crate) enum Timer {
     Heartbeat,
     /// When a leader next checks that a quorum is in contact.
     CheckQuorum,
+    /// When a leader gives up the leadership transfer in progress.
+    Transfer,
 }
 
 /// How many [`Timer`]s there are (the table's size).
-const TIMERS: usize = 3;
+const TIMERS: usize = 4;
 
 /// The deadline of every [`Timer`], and the last deadline asked of the driver.
 #[derive(Debug)]
@@ -60,7 +64,14 @@ impl RaftCore {
     /// The time at which the core next needs a [`Input::Tick`](super::Input::Tick).
     pub fn next_deadline(&self) -> Instant {
         let protocol = match self.role {
-            Role::Leader => self.timers.get(Timer::Heartbeat).min(self.timers.get(Timer::CheckQuorum)),
+            Role::Leader => {
+                let t = self.timers.get(Timer::Heartbeat).min(self.timers.get(Timer::CheckQuorum));
+                if self.transfer.is_some() {
+                    t.min(self.timers.get(Timer::Transfer))
+                } else {
+                    t
+                }
+            }
             _ if self.membership.is_voter(self.id) => self.timers.get(Timer::Election),
             // A node outside the configuration never campaigns; wake rarely.
             _ => self.timers.get(Timer::Election).max(self.timers.get(Timer::Heartbeat)),
@@ -71,6 +82,7 @@ impl RaftCore {
 
     pub(crate) fn tick(&mut self, now: Instant) {
         if self.role == Role::Leader {
+            self.transfer_timed_out(now);
             if now >= self.timers.get(Timer::CheckQuorum) {
                 self.check_quorum(now);
                 if self.role != Role::Leader {

@@ -22,15 +22,26 @@ impl RaftCore {
     pub(crate) fn set_membership(&mut self, m: Membership) {
         self.quorum = m.quorum();
         self.membership = m;
-        if self.role == Role::Leader {
-            let next = self.log.last_index() + 1;
-            let all = self.membership.all_nodes();
-            self.progress.retain(|id, _| all.contains(id));
-            for id in all {
-                if id != self.id {
-                    self.progress.entry(id).or_insert_with(|| Progress::new(next));
-                }
-            }
+        self.track_progress();
+    }
+
+    /// Leader: keeps a progress for every member of the configuration in effect and of
+    /// the configurations before it that are not yet superseded by a committed one, so
+    /// that a node being removed still receives the entry that removes it (and learns
+    /// it is no longer a member) until that entry commits.
+    pub(crate) fn track_progress(&mut self) {
+        if self.role != Role::Leader {
+            return;
+        }
+        let next = self.log.last_index() + 1;
+        let mut all = self.membership.all_nodes();
+        for (_, m) in &self.configs {
+            all.extend(m.all_nodes());
+        }
+        all.remove(&self.id);
+        self.progress.retain(|id, _| all.contains(id));
+        for id in all {
+            self.progress.entry(id).or_insert_with(|| Progress::new(next));
         }
     }
 }

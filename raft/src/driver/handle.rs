@@ -42,8 +42,10 @@ pub(super) struct Shared<SM> {
     pub(super) watchers: Mutex<Vec<mpsc::UnboundedSender<Status>>>,
     pub(super) state_machine: Arc<Mutex<SM>>,
     tasks: Mutex<Vec<BoxFuture<'static, ()>>>,
-    clock: Box<dyn DynClock>,
+    pub(super) clock: Box<dyn DynClock>,
     request_timeout: Duration,
+    /// [`Config::learner_catch_up_entries`].
+    pub(super) learner_catch_up_entries: u64,
     /// Longest pause between retries while no leader is known.
     retry_max: Duration,
 }
@@ -54,8 +56,8 @@ pub(super) struct Shared<SM> {
 /// does not stop it.
 pub struct Raft<SM: StateMachine> {
     id: NodeId,
-    tx: mpsc::UnboundedSender<Event<SM>>,
-    shared: Arc<Shared<SM>>,
+    pub(super) tx: mpsc::UnboundedSender<Event<SM>>,
+    pub(super) shared: Arc<Shared<SM>>,
 }
 
 impl<SM: StateMachine> Clone for Raft<SM> {
@@ -75,14 +77,28 @@ impl<SM: StateMachine> Raft<SM> {
         members: impl IntoIterator<Item = NodeId>,
         config: Config,
         runtime: R,
+        store: S,
+        network: N,
+        state_machine: SM,
+    ) -> Result<Self, StartError> {
+        Self::bootstrap_membership(id, Membership::new(members), config, runtime, store, network, state_machine).await
+    }
+
+    /// [`Raft::bootstrap`] with a whole configuration, typically
+    /// [`Membership::with_nodes`]: the members' addresses go into the first log entry, so
+    /// that every node, and every node added later, learns them from the log.
+    pub async fn bootstrap_membership<R: Runtime, S: LogStore, N: Network>(
+        id: NodeId,
+        members: Membership,
+        config: Config,
+        runtime: R,
         mut store: S,
         network: N,
         state_machine: SM,
     ) -> Result<Self, StartError> {
-        let members = Membership::new(members);
-        if !members.voters.contains(&id) || members.voters.contains(&0) {
+        if !members.voters.contains(&id) || members.contains(0) || members.is_joint() {
             return Err(StartError::Config(format!(
-                "node {id} must be one of the members {:?} (and 0 is reserved)",
+                "node {id} must be one of the voters {:?} (0 is reserved; no joint configuration)",
                 members.voters
             )));
         }
@@ -129,6 +145,7 @@ impl<SM: StateMachine> Raft<SM> {
             tasks: Mutex::new(Vec::new()),
             clock: Box::new(runtime.clone()),
             request_timeout: config.request_timeout,
+            learner_catch_up_entries: config.learner_catch_up_entries,
             retry_max: config.heartbeat_interval,
         });
         let (tx, rx) = mpsc::unbounded();
@@ -180,6 +197,8 @@ impl<SM: StateMachine> Raft<SM> {
             requests,
             timing: super::timing::Timing::new(config.election_timeout_max),
             traced_commit: 0,
+            stopping: None,
+            election_timeout_max: config.election_timeout_max,
         };
         handles.push(runtime.spawn(driver.run(rx).instrument(node_span.clone())).boxed());
         *lock(&shared.tasks) = handles;
@@ -400,11 +419,23 @@ impl<SM: StateMachine> Raft<SM> {
         self.tx.unbounded_send(Event::PurgeLog(upto)).map_err(|_| self.stopped_error())
     }
 
-    /// Stops the node: the protocol loop ends, pending proposals fail with
-    /// [`ClientError::ShuttingDown`], and every task of the node has finished when this
-    /// returns.
+    /// Stops the node: a leader first hands leadership to the voter holding the most of
+    /// the log (thesis §3.10; waiting at most an election timeout for it to win), so a
+    /// rolling restart has no election gap; then the protocol loop ends, pending
+    /// proposals fail with [`ClientError::ShuttingDown`], and every task of the node has
+    /// finished when this returns.
     pub async fn shutdown(&self) {
-        let _ = self.tx.unbounded_send(Event::Shutdown);
+        self.stop(true).await;
+    }
+
+    /// Stops the node at once, without handing leadership over: to the others it looks
+    /// like a crash (its store is left consistent). Otherwise as [`Raft::shutdown`].
+    pub async fn shutdown_now(&self) {
+        self.stop(false).await;
+    }
+
+    async fn stop(&self, hand_over: bool) {
+        let _ = self.tx.unbounded_send(Event::Shutdown { hand_over });
         let tasks = std::mem::take(&mut *lock(&self.shared.tasks));
         future::join_all(tasks).await;
         let mut s = lock(&self.shared.status);

@@ -16,6 +16,7 @@
 //! - one **sender task per peer**, calling [`Network::send`] in order;
 //! - the **timer task**, which sends a tick when the core's deadline passes.
 
+mod admin;
 mod apply;
 mod handle;
 mod persist;
@@ -100,8 +101,21 @@ enum Event<SM: StateMachine> {
     },
     TriggerSnapshot,
     PurgeLog(LogIndex),
+    /// A membership change to make as leader; answered with the entry's index.
+    ChangeMembership {
+        change: crate::membership::ConfigChange,
+        tx: oneshot::Sender<Result<LogIndex, crate::membership::ConfigError>>,
+    },
+    /// A leadership transfer to start as leader.
+    TransferLeadership {
+        to: NodeId,
+        tx: oneshot::Sender<Result<(), crate::core::TransferError>>,
+    },
     Fatal(String),
-    Shutdown,
+    /// Stop; a leader first hands leadership over if `hand_over`.
+    Shutdown {
+        hand_over: bool,
+    },
 }
 
 /// The protocol loop's state: the core, the channels to the node's tasks, and the
@@ -122,6 +136,10 @@ struct Driver<SM: StateMachine, R: Runtime, N: Network> {
     timing: Timing,
     /// The commit index last traced.
     traced_commit: LogIndex,
+    /// Shutting down once leadership is handed over, or at this deadline.
+    stopping: Option<Instant>,
+    /// How long a handover before stopping may take.
+    election_timeout_max: std::time::Duration,
 }
 
 impl<SM: StateMachine, R: Runtime, N: Network> Driver<SM, R, N> {
@@ -130,6 +148,7 @@ impl<SM: StateMachine, R: Runtime, N: Network> Driver<SM, R, N> {
     async fn run(mut self, mut rx: mpsc::UnboundedReceiver<Event<SM>>) {
         let mut fatal = None;
         let now = self.rt.now();
+        self.senders.members_changed(self.core.membership());
         let actions = self.core.take_actions(now);
         self.dispatch(actions);
         'outer: while let Some(first) = rx.next().await {
@@ -176,41 +195,104 @@ impl<SM: StateMachine, R: Runtime, N: Network> Driver<SM, R, N> {
                     Event::ChunkWritten { last, next } => {
                         self.core.step(now, Input::SnapshotChunkWritten { last, next })
                     }
-                    Event::TriggerSnapshot => self.core.trigger_snapshot(),
-                    Event::PurgeLog(upto) => {
-                        self.core.purge_log(upto);
-                    }
+                    ev @ (Event::TriggerSnapshot
+                    | Event::PurgeLog(_)
+                    | Event::ChangeMembership { .. }
+                    | Event::TransferLeadership { .. }) => self.on_operator_request(now, ev),
                     Event::Fatal(e) => {
                         fatal = Some(e);
                         break 'outer;
                     }
-                    Event::Shutdown => break 'outer,
+                    Event::Shutdown { hand_over } => {
+                        if !hand_over || (self.stopping.is_none() && !self.hand_over_before_stopping(now)) {
+                            break 'outer;
+                        }
+                    }
                 }
                 n += 1;
                 if n < MAX_BATCH {
                     next = rx.try_recv().ok();
                 }
             }
-            // A second round when answers to forwards, arriving in this batch, made room
-            // for the proposals held back (the flush then empties the batch).
-            loop {
-                self.flush_client_batches(now);
-                let actions = self.core.take_actions(now);
-                self.dispatch(actions);
-                if self.requests.forward_batch.is_empty() || !self.core.may_forward(now) {
-                    break;
-                }
+            if self.finish_batch(now) {
+                break;
             }
-            self.timing.after_batch(&self.core, now, &self.shared.latencies);
-            let commit = self.core.commit_index();
-            if commit > self.traced_commit {
-                tracing::debug!(node = self.core.id(), commit, "committed");
-                self.traced_commit = commit;
-            }
-            self.publish_status();
         }
         self.stop(fatal).await;
     }
+
+    /// After a batch of events: the client batches, the core's actions, the status.
+    /// Returns whether the node stops now (a handover before stopping ended).
+    fn finish_batch(&mut self, now: Instant) -> bool {
+        // A second round when answers to forwards, arriving in this batch, made room for
+        // the proposals held back (the flush then empties the batch).
+        loop {
+            self.flush_client_batches(now);
+            let actions = self.core.take_actions(now);
+            self.dispatch(actions);
+            if self.requests.forward_batch.is_empty() || !self.core.may_forward(now) {
+                break;
+            }
+        }
+        self.timing.after_batch(&self.core, now, &self.shared.latencies);
+        let commit = self.core.commit_index();
+        if commit > self.traced_commit {
+            tracing::debug!(node = self.core.id(), commit, "committed");
+            self.traced_commit = commit;
+        }
+        self.publish_status();
+        // Stop once another node leads (this one may have to vote for it first), or at
+        // the handover's deadline.
+        let me = self.core.id();
+        let handed_over = self.core.leader().is_some_and(|l| l != me);
+        self.stopping.is_some_and(|deadline| handed_over || now >= deadline)
+    }
+    /// The operator's requests: snapshots and purges, membership changes, transfers.
+    fn on_operator_request(&mut self, now: Instant, ev: Event<SM>) {
+        match ev {
+            Event::TriggerSnapshot => self.core.trigger_snapshot(),
+            Event::PurgeLog(upto) => {
+                self.core.purge_log(upto);
+            }
+            Event::ChangeMembership { change, tx } => {
+                let _ = tx.send(self.core.change_membership(&change));
+            }
+            Event::TransferLeadership { to, tx } => {
+                let result = self.core.transfer_leadership(now, to);
+                // The caller waits on the status for the transfer to end: it must see it
+                // begin first.
+                self.publish_status();
+                let _ = tx.send(result);
+            }
+            _ => {}
+        }
+    }
+
+    /// A leader asked to shut down hands leadership over first (thesis §3.10), so that a
+    /// rolling restart has no election gap: to the voter holding the most of the log.
+    /// Returns whether the protocol loop goes on until the transfer ends (or an election
+    /// timeout passes).
+    fn hand_over_before_stopping(&mut self, now: Instant) -> bool {
+        if self.core.role() != Role::Leader {
+            return false;
+        }
+        let me = self.core.id();
+        let voters = &self.core.membership().voters;
+        let best = self.core.match_indexes().filter(|(id, _)| *id != me && voters.contains(id)).max_by_key(|&(_, m)| m);
+        let Some((to, _)) = best else { return false };
+        match self.core.transfer_leadership(now, to) {
+            Ok(()) => {
+                tracing::info!(node = me, to, "shutting down: handing leadership over first");
+                self.stopping = Some(now.add(self.election_timeout_max));
+                true
+            }
+            Err(e) => {
+                tracing::debug!(node = me, error = %e, "shutting down without handing leadership over");
+                false
+            }
+        }
+    }
+
     fn dispatch(&mut self, actions: Vec<Action>) {
         for action in actions {
             match action {
@@ -276,7 +358,10 @@ impl<SM: StateMachine, R: Runtime, N: Network> Driver<SM, R, N> {
         if s.membership != *core.membership() {
             s.membership = core.membership().clone();
             s.is_voter = s.membership.is_voter(s.id);
+            self.senders.members_changed(&s.membership);
         }
+        s.config_index = core.config_index();
+        s.transferring_to = core.transferring_to();
         if core.role() == Role::Leader {
             for (id, m) in core.match_indexes() {
                 *s.match_index.entry(id).or_default() = m;

@@ -54,6 +54,11 @@ impl<R: Runtime, N: Network> Senders<R, N> {
         let _ = tx.unbounded_send(msg);
     }
 
+    /// Tells the network the configuration in effect (`Network::members_changed`).
+    pub(super) fn members_changed(&self, membership: &crate::membership::Membership) {
+        self.network.members_changed(membership);
+    }
+
     /// Ends every sender task once it has sent what is queued, and waits for them.
     pub(super) async fn close(mut self) {
         self.peers.clear();

@@ -6,6 +6,7 @@
 //! `RAFT_SIM_SEED=42 cargo test -p raft --all-features --test it simulator_sweep -- --nocapture`.
 
 mod forwarding;
+mod membership;
 mod observability;
 mod runtimes;
 mod scenarios;

@@ -78,7 +78,7 @@ async fn requests_to_a_dead_leader_end_when_a_new_leader_is_known<R: Runtime>(rt
     wait_for(&rt, "the follower to apply", || follower.read_local_stale(|c| c.0) == 1).await;
     // The leader vanishes: messages to it are dropped from now on.
     net.unregister(l.id());
-    l.shutdown().await;
+    l.shutdown_now().await;
     assert_eq!(follower.status().leader, Some(l.id()), "the follower has not noticed yet");
     let (write, read) = futures::join!(follower.propose(5), follower.read(|c| c.0));
     assert_eq!(write, Err(raft::ClientError::Indeterminate), "the forwarded write ends without its answer");

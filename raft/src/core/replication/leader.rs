@@ -134,6 +134,7 @@ impl RaftCore {
             }
             let tell_commit = was_paused && !self.broadcast_commit;
             self.send_appends(from, if tell_commit { IfNothingNew::Commit } else { IfNothingNew::Nothing });
+            self.maybe_send_timeout_now(from);
             return;
         }
         // A rejection of something other than what we are probing now is stale.
@@ -175,7 +176,9 @@ impl RaftCore {
             }
             return;
         }
-        if periodic && pr.match_index < last {
+        if pr.match_index >= last {
+            self.maybe_send_timeout_now(from);
+        } else if periodic {
             // Recover from lost appends: a probe may go again, and a full window gives up
             // its oldest slot. If appends were lost, the follower rejects the next one and
             // the peer falls back to probing.

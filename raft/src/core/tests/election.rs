@@ -108,7 +108,7 @@ fn candidate_increments_term_and_votes_for_itself() {
     assert_eq!(requests.len(), 2);
     for m in requests {
         assert_eq!(m.term, 1);
-        assert_eq!(m.body, MessageBody::RequestVote { last_log_index: 1, last_log_term: 0 });
+        assert_eq!(m.body, MessageBody::RequestVote { last_log_index: 1, last_log_term: 0, transfer: false });
     }
 }
 

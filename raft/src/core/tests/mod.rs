@@ -11,14 +11,15 @@ use std::time::Duration;
 
 use bytes::Bytes;
 
-use super::{Action, Input, PersistRequest, ProposeError, RaftCore, Role};
+use super::{Action, Input, PersistRequest, ProposeError, RaftCore, Role, TransferError};
 use crate::config::Config;
-use crate::membership::Membership;
+use crate::membership::{ConfigChange, ConfigError, Membership, NodeInfo};
 use crate::message::{ConflictHint, Message, MessageBody};
 use crate::snapshot::SnapshotMeta;
 use crate::types::{Entry, EntryPayload, HardState, Instant, LogId, LogIndex, NodeId, Term};
 
 mod bad_input;
+mod config_change;
 mod durability;
 mod election;
 mod fast_commit;
@@ -30,6 +31,7 @@ mod read_index;
 mod replication;
 mod snapshot;
 mod tracker;
+mod transfer;
 
 // ----- harness -----
 
@@ -311,6 +313,31 @@ impl Cluster {
             c.process(id);
         }
         c
+    }
+
+    /// Adds node `id` with an empty store, as a new machine waiting to be added.
+    fn add_empty_node(&mut self, id: NodeId) {
+        let core =
+            RaftCore::new(id, self.cfg.clone(), HardState::default(), LogId::default(), None, Vec::new(), self.now);
+        let node = Node {
+            core,
+            store: Store::default(),
+            applied: Vec::new(),
+            answers: Vec::new(),
+            snapshots_taken: 0,
+            chunks_loaded: 0,
+            restores: 0,
+            unreported_chunks: None,
+        };
+        self.nodes.insert(id, node);
+        self.process(id);
+    }
+
+    /// Asks node `id` to make a membership change and carries out its actions.
+    fn change(&mut self, id: NodeId, change: ConfigChange) -> Result<LogIndex, ConfigError> {
+        let r = self.node_mut(id).core.change_membership(&change);
+        self.process(id);
+        r
     }
 
     fn node(&self, id: NodeId) -> &Node {
@@ -617,7 +644,12 @@ fn appended_indexes(m: &Message) -> Vec<LogIndex> {
 }
 
 fn request_vote(from: NodeId, to: NodeId, term: Term, last: (LogIndex, Term)) -> Message {
-    Message { from, to, term, body: MessageBody::RequestVote { last_log_index: last.0, last_log_term: last.1 } }
+    Message {
+        from,
+        to,
+        term,
+        body: MessageBody::RequestVote { last_log_index: last.0, last_log_term: last.1, transfer: false },
+    }
 }
 
 fn pre_vote(from: NodeId, to: NodeId, term: Term, last: (LogIndex, Term)) -> Message {
