@@ -207,7 +207,7 @@ impl StatusTable {
         for _ in 0..2 {
             let mut connection = match self.connections[i].take() {
                 Some(c) => c,
-                None => Connection::new(&addr, self.timeout)?,
+                None => Connection::with_trust(&addr, self.timeout, cluster.https().cloned())?,
             };
             let r = connection.request("GET", "/metrics", None);
             self.connections[i] = Some(connection);
