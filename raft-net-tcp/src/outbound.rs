@@ -255,7 +255,9 @@ async fn pump<R: TcpRuntime>(
     let watch = async move {
         let mut b = [0u8; 64];
         match rd.read(&mut b).await {
+            // A TLS peer that closes without a close_notify alert: closed all the same.
             Ok(_) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => Ok(()),
             Err(source) => Err(ConnectionError::io(addr, source)),
         }
     };
