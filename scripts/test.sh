@@ -20,9 +20,10 @@ cargo nextest run -p raft --no-default-features --features tokio,testing --no-fa
 echo "== tests: smol only"
 cargo nextest run -p raft --no-default-features --features smol,testing --no-fail-fast -E 'not test(/simulator_sweep/)'
 
-echo "== raft-net-tcp on each runtime alone"
-cargo nextest run -p raft-net-tcp --no-default-features --features tokio --no-fail-fast
-cargo nextest run -p raft-net-tcp --no-default-features --features smol --no-fail-fast
+echo "== raft-net-tcp on each runtime alone, with its TLS tests; lints without TLS"
+cargo nextest run -p raft-net-tcp --no-default-features --features tokio,tls --no-fail-fast
+cargo nextest run -p raft-net-tcp --no-default-features --features smol,tls --no-fail-fast
+cargo clippy -p raft-net-tcp --all-targets --no-default-features --features tokio -- -D warnings
 
 echo "== raft-examples and raft-bench: lints of each runtime alone, and the apps' process tests on smol alone"
 cargo clippy -p raft-examples -p raft-bench --all-targets -- -D warnings

@@ -20,7 +20,8 @@
 //! loopback, driven over HTTP by N clients; prints throughput, latency percentiles and
 //! each node's peak memory, and the leader's own p50/p99 of log writes and commits (etcd:
 //! WAL fsyncs) over the run, from its `/metrics` histograms. `bench compare` runs both in alternating rounds and prints
-//! the ratios; `bench failover --target kv|etcd --rounds N` times leader loss to the
+//! the ratios; `--tls` runs the kv nodes with mutual TLS between them, and `compare
+//! --tls` alternates kv with TLS and kv in plaintext instead; `bench failover --target kv|etcd --rounds N` times leader loss to the
 //! next successful write; `bench report --out DIR` sweeps client counts for both and
 //! draws SVG charts. See the `raft_bench` library.
 //!

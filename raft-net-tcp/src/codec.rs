@@ -50,9 +50,13 @@ impl Hello {
         b
     }
 
-    /// Decodes a hello. Checks only the magic; the receiver checks the rest.
+    /// Decodes a hello. Checks only the magic; the receiver checks the rest. Bytes that
+    /// start like a TLS record are [`HandshakeError::PeerSentTls`].
     pub fn decode(b: &[u8; HELLO_LEN]) -> Result<Hello, HandshakeError> {
         if b[0..4] != MAGIC {
+            if looks_like_tls(b) {
+                return Err(HandshakeError::PeerSentTls);
+            }
             return Err(HandshakeError::BadMagic);
         }
         Ok(Hello {
@@ -62,6 +66,13 @@ impl Hello {
             to: u64_at(b, 24),
         })
     }
+}
+
+/// Whether `bytes` start like a TLS record: a content type from change-cipher-spec (20)
+/// to application data (23), then major version 3. No hello or reply starts so (their
+/// magic starts with `R`), so a node can tell a peer that speaks TLS when it does not.
+pub fn looks_like_tls(bytes: &[u8]) -> bool {
+    matches!(bytes, [20..=23, 3, ..])
 }
 
 /// The big-endian `u64` at `at` of a fixed-size message; the callers' offsets are
@@ -90,6 +101,9 @@ pub enum HelloStatus {
     UnknownSender = 4,
     /// The receiver has too many connections.
     Busy = 5,
+    /// The sender's TLS certificate does not name the sender id of its hello (only on a
+    /// TLS connection: see `docs/security.md`).
+    NotCertified = 6,
 }
 
 impl HelloStatus {
@@ -101,6 +115,7 @@ impl HelloStatus {
             3 => HelloStatus::WrongReceiver,
             4 => HelloStatus::UnknownSender,
             5 => HelloStatus::Busy,
+            6 => HelloStatus::NotCertified,
             _ => return None,
         })
     }
@@ -115,9 +130,13 @@ pub fn encode_reply(status: HelloStatus) -> [u8; REPLY_LEN] {
     b
 }
 
-/// Decodes the server's reply: `Ok` only when the connection was accepted.
+/// Decodes the server's reply: `Ok` only when the connection was accepted. Bytes that
+/// start like a TLS record are [`HandshakeError::PeerExpectsTls`].
 pub fn decode_reply(b: &[u8; REPLY_LEN]) -> Result<(), HandshakeError> {
     if b[0..4] != MAGIC {
+        if looks_like_tls(b) {
+            return Err(HandshakeError::PeerExpectsTls);
+        }
         return Err(HandshakeError::BadMagic);
     }
     match HelloStatus::from_byte(b[6]) {

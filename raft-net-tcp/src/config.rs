@@ -35,12 +35,19 @@ pub struct TcpConfig {
     pub backoff_max: Duration,
     /// The most concurrent inbound connections; more are closed on accept.
     pub max_inbound_connections: usize,
+    /// Mutual TLS with the peers (feature `tls`): when set, every connection, inbound
+    /// and outbound, is a TLS 1.3 session in which both certificates are verified
+    /// against the cluster's CA, and a peer's hello must claim the node id its
+    /// certificate names. `None` (the default): plaintext, peers are not authenticated.
+    /// Every node of a cluster must use the same choice.
+    #[cfg(feature = "tls")]
+    pub tls: Option<crate::TlsConfig>,
 }
 
 impl TcpConfig {
     /// Defaults: 16 MiB frames, 1024 queued frames or 64 MiB per peer, 1 MiB batches,
     /// 1 s connect and handshake timeouts, 5 s write timeout, backoff from 20 ms to
-    /// 1 s, 128 inbound connections.
+    /// 1 s, 128 inbound connections, no TLS.
     pub fn new(cluster_id: u64, node_id: NodeId) -> TcpConfig {
         TcpConfig {
             cluster_id,
@@ -55,6 +62,8 @@ impl TcpConfig {
             backoff_min: Duration::from_millis(20),
             backoff_max: Duration::from_secs(1),
             max_inbound_connections: 128,
+            #[cfg(feature = "tls")]
+            tls: None,
         }
     }
 }

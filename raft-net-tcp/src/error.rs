@@ -41,6 +41,21 @@ pub enum HandshakeError {
     /// The handshake did not finish in time.
     #[error("handshake timed out")]
     Timeout,
+    /// The peer's TLS certificate does not name the node id its hello claims (DNS SAN
+    /// `node-<id>`): a member trying to pass for another.
+    #[error("the peer's certificate does not name node {claimed}, the sender its hello claims")]
+    NotCertified {
+        /// The sender id of the hello.
+        claimed: u64,
+    },
+    /// The peer answered the hello with the start of a TLS record: it expects TLS and
+    /// this node connected in plaintext.
+    #[error("the peer answered with TLS: it expects a TLS connection, this node has no TLS configured")]
+    PeerExpectsTls,
+    /// The hello starts like a TLS handshake record: the peer connected with TLS to a
+    /// node that has no TLS configured.
+    #[error("the peer started a TLS handshake, this node has no TLS configured")]
+    PeerSentTls,
 }
 
 /// A frame could not be read or written.
@@ -106,6 +121,15 @@ pub enum ConnectionError {
         /// The reason.
         source: FrameError,
     },
+    /// The TLS session could not be set up, or the peer's certificate was refused.
+    #[cfg(feature = "tls")]
+    #[error("TLS with {addr} failed: {source}")]
+    Tls {
+        /// The peer's address.
+        addr: SocketAddr,
+        /// The reason.
+        source: TlsError,
+    },
     /// The stream ended in the middle of a frame.
     #[error("connection from {addr} closed in the middle of a frame ({buffered} bytes pending)")]
     Truncated {
@@ -114,4 +138,80 @@ pub enum ConnectionError {
         /// Bytes of the unfinished frame.
         buffered: usize,
     },
+}
+
+impl ConnectionError {
+    /// An I/O error on the connection with `addr`. On a TLS session, an error of the TLS
+    /// layer (an alert from the peer, a corrupt record) is told as a TLS error.
+    pub(crate) fn io(addr: SocketAddr, source: std::io::Error) -> ConnectionError {
+        #[cfg(feature = "tls")]
+        if let Some(e) = crate::tls::rustls_error(&source) {
+            return ConnectionError::Tls { addr, source: TlsError::Refused(e.clone()) };
+        }
+        ConnectionError::Io { addr, source }
+    }
+}
+
+/// The TLS session with a peer could not be set up (feature `tls`).
+#[cfg(feature = "tls")]
+#[derive(Debug, thiserror::Error)]
+pub enum TlsError {
+    /// rustls refused the handshake: a certificate not issued by the cluster's CA, an
+    /// expired certificate, a server certificate that does not name the node this node
+    /// meant to reach, no client certificate, or a peer that does not speak TLS 1.3.
+    #[error("{0}")]
+    Refused(rustls::Error),
+    /// The peer closed the connection during the TLS handshake: it refused this node's
+    /// certificate, or it does not speak TLS (a plaintext port).
+    #[error("the peer closed the connection during the TLS handshake (it refused this node's certificate, or its port is plaintext)")]
+    Closed,
+    /// An I/O error during the TLS handshake.
+    #[error("I/O error during the TLS handshake: {0}")]
+    Io(std::io::Error),
+    /// The TLS handshake did not finish within the handshake timeout.
+    #[error("the TLS handshake timed out")]
+    Timeout,
+    /// The peer completed the handshake without a certificate.
+    #[error("the peer presented no certificate")]
+    NoCertificate,
+}
+
+/// A [`TlsConfig`](crate::TlsConfig) could not be built from its PEM files.
+#[cfg(feature = "tls")]
+#[derive(Debug, thiserror::Error)]
+pub enum TlsConfigError {
+    /// A file could not be read.
+    #[error("cannot read {what} from {path}: {source}")]
+    Read {
+        /// Which file: "certificate", "private key" or "CA certificate".
+        what: &'static str,
+        /// The file's path.
+        path: std::path::PathBuf,
+        /// The error.
+        source: std::io::Error,
+    },
+    /// The PEM text is malformed.
+    #[error("malformed PEM in the {what}: {source}")]
+    Pem {
+        /// Which input: "certificate", "private key" or "CA certificate".
+        what: &'static str,
+        /// The parser's error.
+        source: rustls::pki_types::pem::Error,
+    },
+    /// The PEM text holds no item of the kind expected.
+    #[error("no {what} found in the PEM input")]
+    Missing {
+        /// What is missing: "certificate", "private key" or "CA certificate".
+        what: &'static str,
+    },
+    /// A CA certificate could not be used as a trust anchor.
+    #[error("unusable CA certificate: {0}")]
+    Ca(rustls::Error),
+    /// The TLS configuration was refused (e.g. the private key does not match the
+    /// certificate, or is of an unsupported type).
+    #[error("invalid TLS configuration: {0}")]
+    Invalid(rustls::Error),
+    /// The client-certificate verifier could not be built from the CA certificates.
+    #[error("cannot verify client certificates with the CA: {0}")]
+    Verifier(rustls::server::VerifierBuilderError),
 }

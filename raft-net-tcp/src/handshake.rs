@@ -22,10 +22,13 @@ pub(crate) fn hello_to(config: &TcpConfig, peer: NodeId) -> Hello {
 }
 
 /// Checks a received hello against this node's configuration; `is_peer` says whether a
-/// node id is a known peer. On refusal, the status to answer with and the error to log.
+/// node id is a known peer, and `certified` whether the connection's peer proved it is
+/// that node (on TLS, its certificate names it; always true in plaintext). On refusal,
+/// the status to answer with and the error to log.
 pub(crate) fn check_hello(
     config: &TcpConfig,
     is_peer: impl FnOnce(NodeId) -> bool,
+    certified: impl FnOnce(NodeId) -> bool,
     hello: &Hello,
 ) -> Result<(), (HelloStatus, HandshakeError)> {
     if hello.version != PROTOCOL_VERSION {
@@ -45,6 +48,9 @@ pub(crate) fn check_hello(
     }
     if hello.from == config.node_id || !is_peer(hello.from) {
         return Err((HelloStatus::UnknownSender, HandshakeError::UnknownSender(hello.from)));
+    }
+    if !certified(hello.from) {
+        return Err((HelloStatus::NotCertified, HandshakeError::NotCertified { claimed: hello.from }));
     }
     Ok(())
 }
@@ -79,33 +85,58 @@ pub(crate) async fn connect<R: Runtime, S: AsyncRead + AsyncWrite + Unpin>(
 ) -> Result<(), ConnectionError> {
     let hello = hello_to(config, peer).encode();
     let mut reply = [0u8; REPLY_LEN];
-    rt.timeout(config.handshake_timeout, async {
-        send(stream, &hello).await?;
-        stream.read_exact(&mut reply).await
-    })
-    .await
-    .ok_or(ConnectionError::Handshake { addr, source: HandshakeError::Timeout })?
-    .map_err(|source| ConnectionError::Io { addr, source })?;
+    let got = rt
+        .timeout(config.handshake_timeout, async {
+            send(stream, &hello).await?;
+            read_up_to(stream, &mut reply).await
+        })
+        .await
+        .ok_or(ConnectionError::Handshake { addr, source: HandshakeError::Timeout })?
+        .map_err(|source| ConnectionError::io(addr, source))?;
+    if got < REPLY_LEN {
+        // A TLS server answers a plaintext hello with an alert record, shorter than a
+        // reply, and closes.
+        let source = if codec::looks_like_tls(reply.get(..got).unwrap_or_default()) {
+            HandshakeError::PeerExpectsTls
+        } else {
+            return Err(ConnectionError::Io { addr, source: io::ErrorKind::UnexpectedEof.into() });
+        };
+        return Err(ConnectionError::Handshake { addr, source });
+    }
     codec::decode_reply(&reply).map_err(|source| ConnectionError::Handshake { addr, source })
 }
 
-/// The receiving side: reads exactly the hello (no byte after it), checks it and answers.
+/// Reads into `buf` until it is full or the stream ends; returns the bytes read.
+async fn read_up_to<S: AsyncRead + Unpin>(stream: &mut S, buf: &mut [u8]) -> io::Result<usize> {
+    let mut got = 0;
+    while let Some(rest) = buf.get_mut(got..).filter(|r| !r.is_empty()) {
+        match stream.read(rest).await? {
+            0 => break,
+            n => got += n,
+        }
+    }
+    Ok(got)
+}
+
+/// The receiving side: reads exactly the hello (no byte after it), checks it (with
+/// `certified`: see [`check_hello`]) and answers.
 /// On refusal the reason is sent back, best effort, and the connection is to be closed.
 pub(crate) async fn accept<R: Runtime, S: AsyncRead + AsyncWrite + Unpin>(
     rt: &R,
     config: &TcpConfig,
     is_peer: impl FnOnce(NodeId) -> bool,
+    certified: impl FnOnce(NodeId) -> bool,
     stream: &mut S,
     addr: SocketAddr,
 ) -> Result<Accepted, ConnectionError> {
-    let io = |source| ConnectionError::Io { addr, source };
+    let io = |source| ConnectionError::io(addr, source);
     let mut hello = [0u8; HELLO_LEN];
     rt.timeout(config.handshake_timeout, stream.read_exact(&mut hello))
         .await
         .ok_or(ConnectionError::Handshake { addr, source: HandshakeError::Timeout })?
         .map_err(io)?;
     let hello = Hello::decode(&hello).map_err(|source| ConnectionError::Handshake { addr, source })?;
-    if let Err((status, source)) = check_hello(config, is_peer, &hello) {
+    if let Err((status, source)) = check_hello(config, is_peer, certified, &hello) {
         // Tell the peer why, best effort, then close.
         let _ = rt.timeout(config.handshake_timeout, send(stream, &codec::encode_reply(status))).await;
         return Err(ConnectionError::Handshake { addr, source });
@@ -128,7 +159,7 @@ mod tests {
     #[test]
     fn a_hello_built_for_a_peer_passes_that_peers_check() {
         let hello = hello_to(&TcpConfig::new(7, 2), 1);
-        assert!(check_hello(&config(), |id| id == 2, &hello).is_ok());
+        assert!(check_hello(&config(), |id| id == 2, |_| true, &hello).is_ok());
     }
 
     #[test]
@@ -142,8 +173,56 @@ mod tests {
             (Hello { from: 1, ..good }, HelloStatus::UnknownSender),
         ];
         for (hello, want) in cases {
-            let got = check_hello(&config(), |id| id == 2 || id == 1, &hello).map_err(|(status, _)| status);
+            let got = check_hello(&config(), |id| id == 2 || id == 1, |_| true, &hello).map_err(|(status, _)| status);
             assert_eq!(got, Err(want), "{hello:?}");
+        }
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig { cases: 4096, ..Default::default() })]
+
+        /// Bounded fuzzing of the receiving side's parser and checks: arbitrary bytes
+        /// (half of them behind a valid magic, so the checks run) are decoded and checked
+        /// against arbitrary peers and certificate names. Never panics, and a hello is
+        /// accepted exactly when every field is right.
+        #[test]
+        fn the_hello_parser_and_checks_never_panic_and_accept_only_a_right_hello(
+            mut bytes in proptest::array::uniform32(proptest::prelude::any::<u8>()),
+            with_magic in proptest::prelude::any::<bool>(),
+            small_ids in proptest::prelude::any::<bool>(),
+            peers in proptest::collection::vec(0u64..6, 0..4),
+            certified in proptest::option::of(0u64..6),
+        ) {
+            if with_magic {
+                bytes[..4].copy_from_slice(&codec::MAGIC);
+            }
+            if small_ids {
+                // Small ids and a right version and cluster, so that acceptance is reached.
+                bytes[4..6].copy_from_slice(&PROTOCOL_VERSION.to_be_bytes());
+                bytes[8..16].copy_from_slice(&7u64.to_be_bytes());
+                for at in [16, 24] {
+                    let id = u64::from(bytes[at + 7] % 6);
+                    bytes[at..at + 8].copy_from_slice(&id.to_be_bytes());
+                }
+            }
+            let Ok(hello) = Hello::decode(&bytes) else {
+                proptest::prop_assert!(bytes[..4] != codec::MAGIC);
+                return Ok(());
+            };
+            let is_peer = |id| peers.contains(&id);
+            let names = |id| certified.is_none_or(|c| c == id);
+            let result = check_hello(&config(), is_peer, names, &hello);
+            let right = hello.version == PROTOCOL_VERSION
+                && hello.cluster_id == 7
+                && hello.to == 1
+                && hello.from != 1
+                && peers.contains(&hello.from)
+                && certified.is_none_or(|c| c == hello.from);
+            proptest::prop_assert_eq!(result.is_ok(), right, "{:?}", hello);
+            if let Err((status, _)) = result {
+                let reply = codec::encode_reply(status);
+                proptest::prop_assert!(matches!(codec::decode_reply(&reply), Err(HandshakeError::Refused(s)) if s == status));
+            }
         }
     }
 }

@@ -16,6 +16,7 @@ use crate::config::TcpConfig;
 use crate::error::{ConnectionError, FrameError};
 use crate::handshake::{self, Accepted};
 use crate::rt::TcpRuntime;
+use crate::stream::Stream;
 use crate::sync::lock;
 use crate::transport::{Deliver, Shared};
 
@@ -49,16 +50,30 @@ pub(crate) async fn run_listener<R: TcpRuntime>(rt: R, shared: Arc<Shared>, list
     }
 }
 
-/// The receiving side of one inbound connection: the handshake, then its frames.
-async fn serve<R: TcpRuntime>(
+/// The receiving side of one inbound connection: TLS when configured, the handshake,
+/// then its frames.
+pub(crate) async fn serve<R: TcpRuntime>(
     rt: &R,
     shared: &Shared,
-    mut stream: R::Stream,
+    tcp: R::Stream,
     addr: SocketAddr,
     deliver: &Deliver,
 ) -> Result<(), ConnectionError> {
     let is_peer = |id: NodeId| lock(&shared.peers).contains_key(&id);
-    let accepted = handshake::accept(rt, &shared.config, is_peer, &mut stream, addr).await?;
+    #[cfg(feature = "tls")]
+    let (mut stream, cert) = match &shared.config.tls {
+        Some(tls) => {
+            let (s, cert) = crate::tls::accept(rt, tls, shared.config.handshake_timeout, tcp, addr).await?;
+            (Stream::Server(Box::new(s)), Some(cert))
+        }
+        None => (Stream::Plain(tcp), None),
+    };
+    // On TLS, the hello must claim the node its certificate names.
+    #[cfg(feature = "tls")]
+    let certified = |id: NodeId| cert.as_ref().is_none_or(|c| c.names(id));
+    #[cfg(not(feature = "tls"))]
+    let (mut stream, certified) = (Stream::Plain(tcp), |_: NodeId| true);
+    let accepted = handshake::accept(rt, &shared.config, is_peer, certified, &mut stream, addr).await?;
     debug!(node = shared.config.node_id, peer = accepted.peer(), %addr, "inbound connection accepted");
     let queue = lock(&shared.peers).get(&accepted.peer()).cloned();
     let count = move || {
@@ -89,7 +104,13 @@ async fn read_frames<S: AsyncRead + Unpin>(
     let mut decoder = FrameDecoder::new(config.max_frame_size);
     let mut buf = vec![0u8; 64 * 1024];
     loop {
-        let n = stream.read(&mut buf).await.map_err(|source| ConnectionError::Io { addr, source })?;
+        let n = match stream.read(&mut buf).await {
+            Ok(n) => n,
+            // A TLS peer that closes without a close_notify alert: an end of stream like
+            // any other (a frame cut short is still told apart below).
+            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => 0,
+            Err(source) => return Err(ConnectionError::io(addr, source)),
+        };
         if n == 0 {
             return match decoder.buffered() {
                 0 => Ok(()),

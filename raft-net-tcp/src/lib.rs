@@ -7,6 +7,11 @@
 //! - [`TcpNetwork`]: its [`raft::Network`] half.
 //! - [`codec`]: the handshake and frame format, without I/O.
 //!
+//! With the feature `tls`, `TcpConfig::tls` makes every connection a mutual TLS 1.3
+//! session: both nodes present a certificate from the cluster's CA, and a node's
+//! certificate must name the node id it claims (DNS name `node-<id>`; see
+//! `docs/security.md`).
+//!
 //! Bad input from the network (garbage, oversized or truncated frames, undecodable
 //! messages, a handshake that never finishes, a wrong cluster id) closes only the
 //! connection it arrived on, with a log line naming the peer address.
@@ -21,11 +26,18 @@ mod handshake;
 mod inbound;
 mod outbound;
 mod rt;
+mod stream;
 mod sync;
+#[cfg(feature = "tls")]
+mod tls;
 mod transport;
 
 pub use config::TcpConfig;
 pub use error::{ConnectionError, FrameError, HandshakeError};
+#[cfg(feature = "tls")]
+pub use error::{TlsConfigError, TlsError};
 pub use outbound::PeerStats;
 pub use rt::TcpRuntime;
+#[cfg(feature = "tls")]
+pub use tls::{node_name, TlsConfig};
 pub use transport::{Deliver, TcpNetwork, TcpTransport};

@@ -16,6 +16,7 @@ use crate::config::TcpConfig;
 use crate::error::ConnectionError;
 use crate::handshake;
 use crate::rt::TcpRuntime;
+use crate::stream::Stream;
 use crate::sync::lock;
 
 /// Counters of one peer's send queue.
@@ -166,18 +167,28 @@ impl PeerQueue {
     }
 }
 
-/// Connects to `addr` and runs the connecting side of the handshake.
-async fn connect<R: TcpRuntime>(
+/// Connects to `addr`, sets up TLS when configured, and runs the connecting side of the
+/// handshake.
+pub(crate) async fn connect<R: TcpRuntime>(
     rt: &R,
     config: &TcpConfig,
     peer: NodeId,
     addr: SocketAddr,
-) -> Result<R::Stream, ConnectionError> {
-    let mut stream = rt
+) -> Result<Stream<R::Stream>, ConnectionError> {
+    let tcp = rt
         .timeout(config.connect_timeout, rt.connect(addr))
         .await
         .ok_or(ConnectionError::Timeout { what: "connect", addr })?
         .map_err(|source| ConnectionError::Io { addr, source })?;
+    #[cfg(feature = "tls")]
+    let mut stream = match &config.tls {
+        Some(tls) => {
+            Stream::Client(Box::new(crate::tls::connect(rt, tls, config.handshake_timeout, tcp, peer, addr).await?))
+        }
+        None => Stream::Plain(tcp),
+    };
+    #[cfg(not(feature = "tls"))]
+    let mut stream = Stream::Plain(tcp);
     handshake::connect(rt, config, &mut stream, peer, addr).await?;
     Ok(stream)
 }
@@ -236,7 +247,7 @@ async fn pump<R: TcpRuntime>(
     rt: &R,
     config: &TcpConfig,
     q: &PeerQueue,
-    stream: R::Stream,
+    stream: Stream<R::Stream>,
     gen: u64,
     addr: SocketAddr,
 ) -> Result<(), ConnectionError> {
@@ -244,8 +255,10 @@ async fn pump<R: TcpRuntime>(
     let watch = async move {
         let mut b = [0u8; 64];
         match rd.read(&mut b).await {
+            // A TLS peer that closes without a close_notify alert: closed all the same.
             Ok(_) => Ok(()),
-            Err(source) => Err(ConnectionError::Io { addr, source }),
+            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => Ok(()),
+            Err(source) => Err(ConnectionError::io(addr, source)),
         }
     };
     let write = async move {
@@ -269,7 +282,7 @@ async fn pump<R: TcpRuntime>(
                     .await
                     .ok_or(ConnectionError::Timeout { what: "write", addr })?,
             };
-            result.map_err(|source| ConnectionError::Io { addr, source })?;
+            result.map_err(|source| ConnectionError::io(addr, source))?;
             lock(&q.state).stats.sent += n;
         }
     };

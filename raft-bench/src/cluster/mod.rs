@@ -80,12 +80,25 @@ pub struct SetupArgs {
     /// `--kv-arg=--snapshot-after-entries=50000`.
     #[arg(long = "kv-arg", allow_hyphen_values = true)]
     pub kv_args: Vec<String>,
+    /// The `kv` nodes talk mutual TLS 1.3 to each other (throwaway certificates; the
+    /// HTTP API stays plaintext, so the figures are the cost of TLS between members).
+    /// With `compare`: kv with TLS against kv in plaintext instead of kv against etcd.
+    #[arg(long)]
+    pub tls: bool,
 }
 
 impl Default for SetupArgs {
     /// The command line's defaults.
     fn default() -> Self {
-        SetupArgs { nodes: 3, kv_bin: None, etcd_bin: None, dir: None, client_threads: 1, kv_args: Vec::new() }
+        SetupArgs {
+            nodes: 3,
+            kv_bin: None,
+            etcd_bin: None,
+            dir: None,
+            client_threads: 1,
+            kv_args: Vec::new(),
+            tls: false,
+        }
     }
 }
 
@@ -97,6 +110,7 @@ impl SetupArgs {
             etcd_bin: self.etcd_bin.clone(),
             dir: self.dir.clone(),
             kv_args: self.kv_args.clone(),
+            tls: self.tls,
         }
     }
 }
@@ -204,7 +218,8 @@ pub async fn measure(target: Target, load: &LoadArgs, setup: &SetupArgs) -> Resu
         load::populate(&cfg, 64).await.map_err(|e| format!("{target}: writing the keys failed: {e}"))?;
     }
     let mut running = Load::start(&cfg);
-    let label = format!("{target} {} {} clients", load.workload, cfg.clients);
+    let tls = if setup.tls { " (TLS)" } else { "" };
+    let label = format!("{target}{tls} {} {} clients", load.workload, cfg.clients);
     let total = Duration::from_secs_f64(load.warmup + load.duration);
     let progress = Progress::start(label, total, running.counters());
     tokio::time::sleep(Duration::from_secs_f64(load.warmup)).await;
@@ -274,8 +289,54 @@ pub fn run_cluster(args: &ClusterArgs) -> Result<(), String> {
     Ok(())
 }
 
-/// `bench compare`.
+/// `bench compare --tls`: kv with TLS between the nodes against kv in plaintext, in
+/// alternating rounds.
+fn run_compare_tls(args: &CompareArgs) -> Result<(), String> {
+    let rounds = args.rounds.max(1);
+    let (tls_setup, plain_setup) = (args.setup.clone(), SetupArgs { tls: false, ..args.setup.clone() });
+    let (tls, plain) = block_on(args.setup.client_threads, async {
+        let (mut tls, mut plain) = (Vec::new(), Vec::new());
+        for round in 0..rounds {
+            let order = if round % 2 == 0 { [true, false] } else { [false, true] };
+            for with_tls in order {
+                let setup = if with_tls { &tls_setup } else { &plain_setup };
+                let r = measure(Target::Kv, &args.load, setup).await?;
+                let what = if with_tls { "TLS" } else { "plaintext" };
+                print_result(&format!("round {} ({what}): ", round + 1), &r);
+                if with_tls { &mut tls } else { &mut plain }.push(r);
+            }
+        }
+        Ok((tls, plain))
+    })?;
+    let (tls_median, plain_median) = (&aggregate(&tls)[0], &aggregate(&plain)[0]);
+    let ratio = ratios(tls_median, plain_median);
+    print_result(&format!("median of {rounds} rounds (TLS): "), tls_median);
+    print_result(&format!("median of {rounds} rounds (plaintext): "), plain_median);
+    let p50_cost = tls_median.p50_us as i64 - plain_median.p50_us as i64;
+    println!(
+        "TLS/plaintext: throughput {:.2}x ({:+.1}%), p50 latency {:.2}x ({p50_cost:+} µs), p99 latency {:.2}x",
+        ratio.ops,
+        (ratio.ops - 1.0) * 100.0,
+        ratio.p50,
+        ratio.p99
+    );
+    if args.json {
+        let v = serde_json::json!({
+            "ratio_ops": ratio.ops, "ratio_p50": ratio.p50, "ratio_p99": ratio.p99, "p50_cost_us": p50_cost,
+            "tls": tls_median.to_json(), "plaintext": plain_median.to_json(),
+            "rounds_tls": tls.iter().map(RunResult::to_json).collect::<Vec<_>>(),
+            "rounds_plaintext": plain.iter().map(RunResult::to_json).collect::<Vec<_>>(),
+        });
+        println!("{v}");
+    }
+    Ok(())
+}
+
+/// `bench compare` (kv against etcd; with `--tls`, kv with TLS against kv in plaintext).
 pub fn run_compare(args: &CompareArgs) -> Result<(), String> {
+    if args.setup.tls {
+        return run_compare_tls(args);
+    }
     let rounds = args.rounds.max(1);
     let all = block_on(args.setup.client_threads, async {
         let mut all = Vec::new();

@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use raft_examples::launch::certs::ClusterCerts;
 use raft_examples::launch::scrape::Scrape;
 use raft_examples::launch::{Data, LocalCluster, Member, Spec};
 
@@ -27,11 +28,14 @@ pub struct ClusterOptions {
     pub dir: Option<PathBuf>,
     /// Extra arguments for every `kv` node.
     pub kv_args: Vec<String>,
+    /// `kv` nodes talk mutual TLS to each other, with throwaway certificates (the HTTP
+    /// API the load goes to stays plaintext: `--http-plain`).
+    pub tls: bool,
 }
 
 impl Default for ClusterOptions {
     fn default() -> Self {
-        ClusterOptions { nodes: 3, kv_bin: None, etcd_bin: None, dir: None, kv_args: Vec::new() }
+        ClusterOptions { nodes: 3, kv_bin: None, etcd_bin: None, dir: None, kv_args: Vec::new(), tls: false }
     }
 }
 
@@ -39,6 +43,8 @@ impl Default for ClusterOptions {
 pub struct Cluster {
     target: Target,
     nodes: LocalCluster,
+    // The throwaway certificates of a TLS cluster, removed with it.
+    _certs: Option<tempfile::TempDir>,
 }
 
 /// The `kv` binary that sits next to the running executable (in `target/<profile>/`,
@@ -75,6 +81,20 @@ fn etcd_command_line(members: &[Member], i: usize) -> Vec<String> {
     ]
 }
 
+/// A temporary directory with a fresh CA and a certificate for each of the nodes.
+fn throwaway_certs(opts: &ClusterOptions) -> Result<(tempfile::TempDir, ClusterCerts), String> {
+    let mut builder = tempfile::Builder::new();
+    builder.prefix("bench-certs-");
+    let dir = match &opts.dir {
+        Some(p) => builder.tempdir_in(p),
+        None => builder.tempdir(),
+    }
+    .map_err(|e| format!("cannot create a temp dir for the certificates: {e}"))?;
+    let ids: Vec<u64> = (1..=opts.nodes as u64).collect();
+    let certs = ClusterCerts::generate(dir.path(), &ids, &[])?;
+    Ok((dir, certs))
+}
+
 impl Cluster {
     /// Starts a cluster of `opts.nodes` nodes of `target` and returns once every process
     /// is spawned; [`Cluster::wait_ready`] waits for a leader.
@@ -99,13 +119,27 @@ impl Cluster {
                     spec.env.push(("RUST_LOG".into(), "warn".into()));
                 }
                 let extra = opts.kv_args.clone();
-                spec.extra_args = Arc::new(move |_| extra.clone());
+                let certs = if opts.tls { Some(throwaway_certs(opts)?) } else { None };
+                let node_certs = certs.as_ref().map(|(_, c)| c.clone());
+                spec.extra_args = Arc::new(move |id| {
+                    let mut args = extra.clone();
+                    if let Some(c) = &node_certs {
+                        args.extend(c.node_args(id));
+                        args.push("--http-plain".into());
+                    }
+                    args
+                });
+                let nodes = LocalCluster::start(spec)?;
+                return Ok(Cluster { target, nodes, _certs: certs.map(|(dir, _)| dir) });
             }
             Target::Etcd => {
+                if opts.tls {
+                    return Err("--tls runs only kv clusters".into());
+                }
                 spec.command_line = Arc::new(etcd_command_line);
             }
         }
-        Ok(Cluster { target, nodes: LocalCluster::start(spec)? })
+        Ok(Cluster { target, nodes: LocalCluster::start(spec)?, _certs: None })
     }
 
     /// The target this cluster runs.

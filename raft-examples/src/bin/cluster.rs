@@ -22,6 +22,10 @@
 //! `<data-dir>/<app>/node-N` (its log output goes to `node-N.log` beside it). Running the
 //! launcher again restarts the nodes from that data.
 //!
+//! With `--tls`, the launcher makes a throwaway CA and node certificates in
+//! `<data-dir>/<app>/tls/`, the nodes talk mutual TLS to each other and serve HTTPS, and
+//! the table speaks HTTPS to them (`curl --cacert <data-dir>/<app>/tls/ca.pem ...`).
+//!
 //! Run through `cargo run`, the launcher first builds the app binary with the same
 //! profile and features (`cargo build`), so it is never stale; run directly, it expects
 //! the app binary next to its own executable.
@@ -34,6 +38,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use clap::{Parser, ValueEnum};
+use raft_examples::launch::certs::ClusterCerts;
 use raft_examples::launch::table::StatusTable;
 use raft_examples::launch::{Data, LocalCluster, Ports, Spec};
 
@@ -81,6 +86,11 @@ struct Cli {
     /// Do not run `cargo build` for the app first, even when run through cargo.
     #[arg(long)]
     no_build: bool,
+    /// Mutual TLS between the nodes and HTTPS for the API: makes a throwaway CA and a
+    /// certificate per node in `<data-dir>/<app>/tls/` (new ones on every run) and
+    /// starts the nodes with them.
+    #[arg(long)]
+    tls: bool,
 }
 
 fn main() -> ExitCode {
@@ -153,25 +163,86 @@ fn app_binary(app: &str, no_build: bool) -> Result<PathBuf, String> {
     Ok(bin)
 }
 
+/// What to start: the app's nodes on the base ports, with `--dns` for the DNS app and,
+/// with `--tls`, fresh certificates.
+fn spec_of(cli: &Cli, bin: PathBuf, dir: &Path) -> Result<(Spec, Option<ClusterCerts>), String> {
+    let mut spec = Spec::app(bin, NODES);
+    spec.ports = Ports::Base { host: cli.host.clone(), base: cli.base_port };
+    spec.data = Data::At(dir.to_path_buf());
+    spec.own_process_group = true;
+    let certs = if cli.tls {
+        let ids: Vec<u64> = (1..=NODES as u64).collect();
+        let certs = ClusterCerts::generate(dir, &ids, std::slice::from_ref(&cli.host))?;
+        spec.https = Some(certs.https_trust()?);
+        Some(certs)
+    } else {
+        None
+    };
+    let dns = cli.app == AppName::Dns;
+    if dns {
+        for id in 1..=NODES as u64 {
+            dns_port(cli.base_port, id)?;
+        }
+    }
+    let (host, base, node_certs) = (cli.host.clone(), cli.base_port, certs.clone());
+    spec.extra_args = Arc::new(move |id| {
+        let mut args = Vec::new();
+        if let (true, Ok(port)) = (dns, dns_port(base, id)) {
+            args.extend(["--dns".to_string(), format!("{host}:{port}")]);
+        }
+        if let Some(certs) = &node_certs {
+            args.extend(certs.node_args(id));
+        }
+        args
+    });
+    Ok((spec, certs))
+}
+
+/// Prints the nodes' addresses and example commands.
+fn print_intro(cli: &Cli, cluster: &LocalCluster, dir: &Path, reused: bool, certs: Option<&ClusterCerts>) {
+    let app = cli.app.name();
+    let scheme = if certs.is_some() { "https" } else { "http" };
+    let http_addrs: Vec<String> = cluster.http_endpoints().iter().map(|a| format!("{scheme}://{a}")).collect();
+    println!();
+    println!(
+        "{} cluster of {NODES} nodes, data in {} ({})",
+        app,
+        dir.display(),
+        if reused { "reused: the nodes restart from it" } else { "new" }
+    );
+    for n in &cluster.nodes {
+        println!("  node {}: {scheme}://{}   log: {}", n.id, n.http, n.log.display());
+    }
+    if let Some(certs) = certs {
+        println!("  TLS between the nodes and HTTPS, throwaway CA: {}", certs.ca().display());
+    }
+    if cli.app == AppName::Dns {
+        let ports: Vec<String> = dns_ports_of(cli.base_port).iter().map(ToString::to_string).collect();
+        println!("  DNS (UDP and TCP) on ports {}, zone service.local.", ports.join(", "));
+    }
+    println!();
+    println!("Try (any node accepts any request):");
+    let curl = match certs {
+        Some(c) => format!("curl --cacert {}", c.ca().display()),
+        None => "curl".to_string(),
+    };
+    for line in examples(cli.app, &http_addrs, &dns_ports_of(cli.base_port)) {
+        match line.strip_prefix("curl") {
+            Some(rest) => println!("  {curl}{rest}"),
+            None => println!("  {line}"),
+        }
+    }
+    println!();
+    println!("Ctrl-C stops every node.");
+    println!();
+}
+
 fn run(cli: Cli) -> Result<(), String> {
     let app = cli.app.name();
     let bin = app_binary(app, cli.no_build)?;
     let dir = cli.data_dir.join(app);
     let reused = (1..=NODES).any(|id| dir.join(format!("node-{id}")).exists());
-    let mut spec = Spec::app(bin, NODES);
-    spec.ports = Ports::Base { host: cli.host.clone(), base: cli.base_port };
-    spec.data = Data::At(dir.clone());
-    spec.own_process_group = true;
-    if cli.app == AppName::Dns {
-        let (host, base) = (cli.host.clone(), cli.base_port);
-        for id in 1..=NODES as u64 {
-            dns_port(base, id)?;
-        }
-        spec.extra_args = Arc::new(move |id| match dns_port(base, id) {
-            Ok(port) => vec!["--dns".into(), format!("{host}:{port}")],
-            Err(_) => Vec::new(),
-        });
-    }
+    let (spec, certs) = spec_of(&cli, bin, &dir)?;
     LocalCluster::check_ports_free(&spec).map_err(|e| format!("{e}; is a cluster already running? Try --base-port"))?;
 
     let stop = Arc::new(AtomicBool::new(false));
@@ -181,30 +252,7 @@ fn run(cli: Cli) -> Result<(), String> {
 
     // Dropping the cluster on an error kills the nodes already started.
     let mut cluster = LocalCluster::start(spec)?;
-    let http_addrs: Vec<String> = cluster.http_endpoints().iter().map(ToString::to_string).collect();
-
-    println!();
-    println!(
-        "{} cluster of {NODES} nodes, data in {} ({})",
-        app,
-        dir.display(),
-        if reused { "reused: the nodes restart from it" } else { "new" }
-    );
-    for n in &cluster.nodes {
-        println!("  node {}: http://{}   log: {}", n.id, n.http, n.log.display());
-    }
-    if cli.app == AppName::Dns {
-        let ports: Vec<String> = dns_ports_of(cli.base_port).iter().map(ToString::to_string).collect();
-        println!("  DNS (UDP and TCP) on ports {}, zone service.local.", ports.join(", "));
-    }
-    println!();
-    println!("Try (any node accepts any request):");
-    for line in examples(cli.app, &http_addrs, &dns_ports_of(cli.base_port)) {
-        println!("  {line}");
-    }
-    println!();
-    println!("Ctrl-C stops every node.");
-    println!();
+    print_intro(&cli, &cluster, &dir, reused, certs.as_ref());
 
     let tty = std::io::stdout().is_terminal();
     let mut table = StatusTable::new(METRICS_TIMEOUT);
@@ -262,33 +310,33 @@ fn examples(app: AppName, http: &[String], dns: &[u16]) -> Vec<String> {
     let [a, b, c] = [&http[0], &http[1], &http[2]];
     match app {
         AppName::Kv => vec![
-            format!("curl -X PUT -d 'world' http://{a}/kv/hello"),
-            format!("curl http://{b}/kv/hello"),
-            format!("curl 'http://{c}/kv/hello?stale'"),
-            format!("curl -X POST -d '{{\"expected\":\"world\",\"new\":\"there\"}}' http://{b}/kv/hello/cas"),
-            format!("curl -X DELETE http://{c}/kv/hello"),
-            format!("curl http://{a}/status"),
+            format!("curl -X PUT -d 'world' {a}/kv/hello"),
+            format!("curl {b}/kv/hello"),
+            format!("curl '{c}/kv/hello?stale'"),
+            format!("curl -X POST -d '{{\"expected\":\"world\",\"new\":\"there\"}}' {b}/kv/hello/cas"),
+            format!("curl -X DELETE {c}/kv/hello"),
+            format!("curl {a}/status"),
         ],
         AppName::Counter => vec![
-            format!("curl -X POST http://{a}/incr"),
-            format!("curl -X POST -d 5 http://{b}/incr"),
-            format!("curl http://{c}/value"),
-            format!("curl http://{a}/status"),
+            format!("curl -X POST {a}/incr"),
+            format!("curl -X POST -d 5 {b}/incr"),
+            format!("curl {c}/value"),
+            format!("curl {a}/status"),
         ],
         AppName::Dns => {
             let (d1, d2) = (dns.first().copied().unwrap_or(8601), dns.get(1).copied().unwrap_or(8602));
             vec![
                 format!(
                     "curl -X PUT -d '{{\"address\":\"127.0.0.10\",\"port\":8080,\"tags\":[\"primary\"]}}' \
-http://{a}/v1/services/web/web-1"
+{a}/v1/services/web/web-1"
                 ),
-                format!("curl -X PUT -d '{{\"address\":\"127.0.0.11\",\"port\":8080,\"ttl\":30}}' http://{b}/v1/services/web/web-2"),
-                format!("curl http://{c}/v1/services/web"),
+                format!("curl -X PUT -d '{{\"address\":\"127.0.0.11\",\"port\":8080,\"ttl\":30}}' {b}/v1/services/web/web-2"),
+                format!("curl {c}/v1/services/web"),
                 format!("dig @127.0.0.1 -p {d1} web.service.local A"),
                 format!("dig @127.0.0.1 -p {d2} _web._tcp.service.local SRV"),
                 format!("dig @127.0.0.1 -p {d1} web-1.web.service.local TXT"),
-                format!("curl -X POST http://{b}/v1/services/web/web-2/renew"),
-                format!("curl -X DELETE http://{c}/v1/services/web/web-1"),
+                format!("curl -X POST {b}/v1/services/web/web-2/renew"),
+                format!("curl -X DELETE {c}/v1/services/web/web-1"),
             ]
         }
     }

@@ -1,5 +1,5 @@
-//! The command line every app node takes (`NodeArgs`), the `--peers` list and the
-//! runtime choice.
+//! The command line every app node takes (`NodeArgs`), the `--peers` list, the runtime
+//! choice and the security flags (`SecurityArgs`).
 
 use std::collections::BTreeMap;
 use std::net::{SocketAddr, ToSocketAddrs};
@@ -10,6 +10,7 @@ use raft::{Config, NodeId};
 use raft_store_file::FileStoreOptions;
 
 use super::sched::Scheduling;
+use crate::http::{AdminToken, HttpsConfig};
 
 /// The async runtime a node runs on.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -71,6 +72,96 @@ pub struct NodeArgs {
     /// When the node compacts its log.
     #[command(flatten)]
     pub snapshots: SnapshotArgs,
+    /// Peer authentication, HTTPS and the admin token.
+    #[command(flatten)]
+    pub security: SecurityArgs,
+}
+
+/// The security flags (see `docs/security.md`): mutual TLS between the nodes, HTTPS for
+/// the API, and the admin token.
+#[derive(Clone, Debug, Default, PartialEq, Eq, clap::Args)]
+pub struct SecurityArgs {
+    /// This node's certificate chain (PEM) for mutual TLS on the Raft port; it must name
+    /// the node with the DNS name `node-<id>`. Needs --tls-key and --tls-ca. The HTTP
+    /// API is then served over HTTPS with the same certificate (see --http-plain).
+    #[arg(long, value_name = "PEM")]
+    pub tls_cert: Option<PathBuf>,
+    /// This node's private key (PEM), for --tls-cert.
+    #[arg(long, value_name = "PEM")]
+    pub tls_key: Option<PathBuf>,
+    /// The cluster's CA certificate(s) (PEM): every peer's certificate must be issued by
+    /// one of them.
+    #[arg(long, value_name = "PEM")]
+    pub tls_ca: Option<PathBuf>,
+    /// Serve the HTTP API in plaintext even with the TLS flags.
+    #[arg(long)]
+    pub http_plain: bool,
+    /// The token that requests changing membership or leadership (any request under
+    /// `/cluster/` but a GET) must carry as `Authorization: Bearer <token>`. Visible to
+    /// other local users in the process list: prefer --admin-token-file.
+    #[arg(long, value_name = "TOKEN", conflicts_with = "admin_token_file")]
+    pub admin_token: Option<String>,
+    /// A file holding the admin token (surrounding whitespace is ignored).
+    #[arg(long, value_name = "FILE")]
+    pub admin_token_file: Option<PathBuf>,
+}
+
+/// What [`SecurityArgs`] load into.
+#[derive(Clone, Debug, Default)]
+pub struct Security {
+    /// Mutual TLS with the peers, when the TLS flags are given.
+    pub peer_tls: Option<raft_net_tcp::TlsConfig>,
+    /// HTTPS for the API: with the TLS flags, unless --http-plain.
+    pub https: Option<HttpsConfig>,
+    /// The admin token, when given.
+    pub admin_token: Option<AdminToken>,
+}
+
+impl SecurityArgs {
+    /// Reads the certificate, key, CA and token files; an error says which flag or file
+    /// is wrong.
+    pub fn load(&self) -> Result<Security, String> {
+        let mut security = Security::default();
+        match (&self.tls_cert, &self.tls_key, &self.tls_ca) {
+            (None, None, None) => {}
+            (Some(cert), Some(key), Some(ca)) => {
+                security.peer_tls = Some(
+                    raft_net_tcp::TlsConfig::from_pem_files(cert, key, ca)
+                        .map_err(|e| format!("--tls-cert/--tls-key/--tls-ca: {e}"))?,
+                );
+                if !self.http_plain {
+                    let read = |flag: &str, path: &PathBuf| {
+                        std::fs::read(path).map_err(|e| format!("{flag} {}: {e}", path.display()))
+                    };
+                    security.https = Some(
+                        HttpsConfig::from_pem(&read("--tls-cert", cert)?, &read("--tls-key", key)?)
+                            .map_err(|e| format!("HTTPS with --tls-cert/--tls-key: {e}"))?,
+                    );
+                }
+            }
+            (cert, key, ca) => {
+                let missing: Vec<&str> =
+                    [(cert.is_none(), "--tls-cert"), (key.is_none(), "--tls-key"), (ca.is_none(), "--tls-ca")]
+                        .into_iter()
+                        .filter_map(|(m, flag)| m.then_some(flag))
+                        .collect();
+                return Err(format!(
+                    "--tls-cert, --tls-key and --tls-ca go together (all three or none): missing {}",
+                    missing.join(" and ")
+                ));
+            }
+        }
+        let token = match (&self.admin_token, &self.admin_token_file) {
+            (Some(t), _) => Some(t.clone()),
+            (None, Some(path)) => {
+                Some(std::fs::read_to_string(path).map_err(|e| format!("--admin-token-file {}: {e}", path.display()))?)
+            }
+            (None, None) => None,
+        };
+        security.admin_token =
+            token.map(|t| AdminToken::new(&t).map_err(|e| format!("--admin-token: {e}"))).transpose()?;
+        Ok(security)
+    }
 }
 
 /// When a node takes a snapshot and how much log it keeps behind one (the
@@ -197,5 +288,68 @@ mod tests {
         );
         assert_eq!(config.snapshot_chunk_size, defaults.snapshot_chunk_size);
         assert!(NodeArgs::try_parse_from(["kv", "--id", "1"]).is_err());
+    }
+
+    fn security(flags: &[&str]) -> Result<Security, String> {
+        let base = [
+            "kv",
+            "--id=1",
+            "--listen=127.0.0.1:7001",
+            "--http=127.0.0.1:8001",
+            "--peers=1=127.0.0.1:7001",
+            "--data-dir=/tmp/x",
+        ];
+        let args = NodeArgs::try_parse_from(base.iter().chain(flags)).map_err(|e| e.to_string())?;
+        args.security.load()
+    }
+
+    #[test]
+    fn the_tls_flags_go_together_and_files_are_checked() {
+        let s = security(&[]).unwrap();
+        assert!(s.peer_tls.is_none() && s.https.is_none() && s.admin_token.is_none());
+        let e = security(&["--tls-cert=/c.pem"]).unwrap_err();
+        assert!(e.contains("all three or none") && e.contains("missing --tls-key and --tls-ca"), "{e}");
+        let e = security(&["--tls-cert=/c.pem", "--tls-ca=/ca.pem"]).unwrap_err();
+        assert!(e.contains("missing --tls-key"), "{e}");
+        let e = security(&[
+            "--tls-cert=/nonexistent/c.pem",
+            "--tls-key=/nonexistent/k.pem",
+            "--tls-ca=/nonexistent/ca.pem",
+        ])
+        .unwrap_err();
+        assert!(e.contains("/nonexistent/c.pem"), "{e}");
+    }
+
+    #[test]
+    fn certificates_from_the_launcher_load_for_raft_and_https() {
+        let dir = tempfile::tempdir().unwrap();
+        let certs = crate::launch::certs::ClusterCerts::generate(dir.path(), &[1], &["127.0.0.1".to_string()]).unwrap();
+        let flags: Vec<String> = certs.node_args(1);
+        let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
+        let s = security(&flags).unwrap();
+        assert!(s.peer_tls.is_some() && s.https.is_some());
+        let mut plain = flags.clone();
+        plain.push("--http-plain");
+        let s = security(&plain).unwrap();
+        assert!(s.peer_tls.is_some() && s.https.is_none());
+        // The key is not a certificate.
+        let mut wrong = flags.clone();
+        let key = format!("--tls-cert={}", dir.path().join("tls/node-1.key").display());
+        wrong.push(&key);
+        assert!(security(&wrong).is_err());
+    }
+
+    #[test]
+    fn the_admin_token_comes_from_the_flag_or_a_file() {
+        let s = security(&["--admin-token=abc"]).unwrap();
+        assert_eq!(s.admin_token, Some(AdminToken::new("abc").unwrap()));
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("token");
+        std::fs::write(&file, "from-file\n").unwrap();
+        let s = security(&[&format!("--admin-token-file={}", file.display())]).unwrap();
+        assert_eq!(s.admin_token, Some(AdminToken::new("from-file").unwrap()));
+        assert!(security(&["--admin-token=a", &format!("--admin-token-file={}", file.display())]).is_err());
+        assert!(security(&["--admin-token-file=/nonexistent/token"]).unwrap_err().contains("/nonexistent/token"));
+        assert!(security(&["--admin-token= "]).is_err());
     }
 }

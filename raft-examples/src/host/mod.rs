@@ -30,8 +30,8 @@ use raft_store_file::{FileStore, FileStoreOptions};
 use tracing::{error, info, warn};
 
 use self::args::resolve;
-pub use self::args::{parse_peers, NodeArgs, Peers, RuntimeChoice, SnapshotArgs};
-use crate::http::{self, ApiError, Handler, HttpResponse, HttpRuntime};
+pub use self::args::{parse_peers, NodeArgs, Peers, RuntimeChoice, Security, SecurityArgs, SnapshotArgs};
+use crate::http::{self, AdminToken, ApiError, Handler, HttpResponse, HttpRuntime};
 
 #[cfg(not(any(feature = "tokio", feature = "smol")))]
 compile_error!("raft-examples needs a runtime: enable the `tokio` or the `smol` feature");
@@ -130,10 +130,12 @@ impl<SM: StateMachine> AppNode<SM> {
     }
 }
 
-/// The HTTP handler of a node: `/status` and `/metrics`, then the app's routes.
+/// The HTTP handler of a node: the admin token check, `/status` and `/metrics`, then the
+/// app's routes.
 struct NodeHandler<A: App> {
     app: A,
     node: AppNode<A::Machine>,
+    admin_token: Option<AdminToken>,
 }
 
 impl<A: App> Handler for NodeHandler<A> {
@@ -148,6 +150,12 @@ impl<A: App> Handler for NodeHandler<A> {
     async fn handle(self: Arc<Self>, request: Request<Bytes>) -> HttpResponse {
         let path = request.uri().path().to_string();
         let method = request.method().clone();
+        if http::is_admin_request(&method, &path) {
+            if let Err(e) = http::check_admin(self.admin_token.as_ref(), request.headers()) {
+                warn!(%method, %path, error = %e, "admin request refused");
+                return e.into_response();
+            }
+        }
         let result = if path == "/status" || path == "/metrics" {
             if method != Method::GET {
                 Err(http::method_not_allowed(&method, &path, "GET"))
@@ -289,7 +297,9 @@ pub async fn run<R: HttpRuntime, A: App>(
     .map_err(|e| format!("cannot open the store in {}: {e}", args.data_dir.display()))?;
     let initial = store.initial_state().await.map_err(|e| format!("cannot read the store: {e}"))?;
 
-    let transport = TcpTransport::bind(rt.clone(), TcpConfig::new(A::CLUSTER_ID, id), listen)
+    let security = args.security.load()?;
+    let tcp_config = transport_config(A::CLUSTER_ID, id, &security, listen);
+    let transport = TcpTransport::bind(rt.clone(), tcp_config, listen)
         .await
         .map_err(|e| format!("cannot listen for Raft traffic on {listen}: {e}"))?;
     let http_listener = rt.bind(http_addr).await.map_err(|e| format!("cannot listen for HTTP on {http_addr}: {e}"))?;
@@ -325,10 +335,13 @@ pub async fn run<R: HttpRuntime, A: App>(
         runtime = rt.name(),
         raft = %transport.local_addr(),
         http = %http_local,
+        peer_tls = security.peer_tls.is_some(),
+        https = security.https.is_some(),
         data_dir = %args.data_dir.display(),
         "node started"
     );
-    let serving = http::serve(rt.clone(), http_listener, Arc::new(NodeHandler { app, node }), stop);
+    let handler = Arc::new(NodeHandler { app, node, admin_token: security.admin_token });
+    let serving = http::serve(rt.clone(), http_listener, handler, security.https, stop);
     let result = match futures::future::select(pin!(serving), pin!(run_services(services))).await {
         Either::Left(((), _)) => Ok(()),
         Either::Right((e, _)) => Err(e),
@@ -339,6 +352,24 @@ pub async fn run<R: HttpRuntime, A: App>(
     transport.shutdown().await;
     info!(node = id, "stopped");
     result
+}
+
+/// The transport's settings, with mutual TLS when configured; logs what is left
+/// unauthenticated.
+fn transport_config(cluster_id: u64, id: NodeId, security: &Security, listen: std::net::SocketAddr) -> TcpConfig {
+    let mut config = TcpConfig::new(cluster_id, id);
+    config.tls = security.peer_tls.clone();
+    if config.tls.is_none() {
+        warn!(
+            node = id,
+            "no --tls-cert/--tls-key/--tls-ca: peers are not authenticated and Raft traffic is not encrypted; \
+             anyone who can reach {listen} can disrupt the cluster"
+        );
+    }
+    if security.admin_token.is_none() {
+        warn!(node = id, "no --admin-token: requests that change membership or leadership are not authenticated");
+    }
+    config
 }
 
 /// Runs `services` together; completes only with the first one's error (one that ends

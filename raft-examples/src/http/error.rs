@@ -10,6 +10,10 @@ use super::{json_response, HttpResponse};
 pub enum ApiError {
     /// 400: the request is malformed.
     BadRequest(String),
+    /// 401: the request needs credentials (the admin token) and has none.
+    Unauthorized(String),
+    /// 403: the credentials presented are wrong.
+    Forbidden(String),
     /// 404: no such resource.
     NotFound(String),
     /// 405: the resource does not support the method.
@@ -31,6 +35,8 @@ impl ApiError {
     pub fn status(&self) -> StatusCode {
         match self {
             ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            ApiError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
+            ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::RequestTimeout(_) => StatusCode::REQUEST_TIMEOUT,
@@ -44,6 +50,8 @@ impl ApiError {
     pub fn message(&self) -> &str {
         match self {
             ApiError::BadRequest(m)
+            | ApiError::Unauthorized(m)
+            | ApiError::Forbidden(m)
             | ApiError::NotFound(m)
             | ApiError::MethodNotAllowed(m)
             | ApiError::RequestTimeout(m)

@@ -1,5 +1,6 @@
-//! The HTTP side of the example apps: the server loop ([`serve`]), the [`Handler`] it
-//! calls, JSON answers and path helpers; errors in [`error`], the socket adapter and
+//! The HTTP side of the example apps: the server loop ([`serve`]), over HTTPS when given
+//! an [`HttpsConfig`] ([`tls`]), the [`Handler`] it calls, JSON answers and path helpers;
+//! errors in [`error`], the admin token check in [`admin`], the socket adapter and
 //! hyper's timers in [`hyper_io`].
 //!
 //! One code path serves both runtimes: connections come from
@@ -7,8 +8,10 @@
 //! (a `futures::io` stream on tokio and on smol alike) and each one is served by hyper's
 //! HTTP/1 server in a task of its own.
 
+pub mod admin;
 pub mod error;
 pub mod hyper_io;
+pub mod tls;
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -26,8 +29,10 @@ use raft::runtime::DynClock;
 use raft::Runtime;
 use tracing::{debug, warn};
 
+pub use self::admin::{check_admin, is_admin_request, AdminToken};
 pub use self::error::ApiError;
 pub use self::hyper_io::{HttpRuntime, HyperIo};
+pub use self::tls::HttpsConfig;
 
 /// The response type of every handler.
 pub type HttpResponse = Response<Full<Bytes>>;
@@ -174,11 +179,14 @@ async fn answer<H: Handler>(handler: Arc<H>, clock: &dyn DynClock, request: Requ
 }
 
 /// Serves HTTP/1 on `listener` until `stop` completes: each connection is served in a
-/// task of its own, and each request by `handler`.
+/// task of its own, and each request by `handler`. With `tls`, every connection starts
+/// with a TLS handshake (HTTPS); one that fails or takes longer than
+/// [`tls::TLS_HANDSHAKE_TIMEOUT`] is closed.
 pub async fn serve<R: HttpRuntime, H: Handler>(
     rt: R,
     listener: R::Listener,
     handler: Arc<H>,
+    tls: Option<HttpsConfig>,
     stop: impl Future<Output = ()>,
 ) {
     futures::pin_mut!(stop);
@@ -202,20 +210,41 @@ pub async fn serve<R: HttpRuntime, H: Handler>(
         let handler = handler.clone();
         let clock: Arc<dyn DynClock> = Arc::new(rt.clone());
         let timer = rt.hyper_timer();
+        let tls = tls.clone();
         drop(rt.spawn(async move {
-            let service = hyper::service::service_fn(move |req| {
-                let handler = handler.clone();
-                let clock = clock.clone();
-                async move { Ok::<_, Infallible>(answer(handler, &*clock, req).await) }
-            });
-            let conn = hyper::server::conn::http1::Builder::new()
-                .timer(timer)
-                .header_read_timeout(HEADER_READ_TIMEOUT)
-                .serve_connection(HyperIo::new(stream), service);
-            if let Err(e) = conn.await {
-                debug!(%peer, error = %e, "HTTP connection ended with an error");
+            let Some(tls) = tls else {
+                return serve_connection(stream, peer, handler, clock, timer).await;
+            };
+            let handshake = tls.accept(stream);
+            futures::pin_mut!(handshake);
+            match futures::future::select(handshake, clock.sleep(tls::TLS_HANDSHAKE_TIMEOUT)).await {
+                Either::Left((Ok(stream), _)) => serve_connection(stream, peer, handler, clock, timer).await,
+                Either::Left((Err(e), _)) => debug!(%peer, error = %e, "HTTPS handshake failed"),
+                Either::Right(_) => debug!(%peer, "HTTPS handshake timed out"),
             }
         }));
+    }
+}
+
+/// Serves the requests of one connection (plaintext or TLS) with hyper.
+async fn serve_connection<H: Handler, S: futures::io::AsyncRead + futures::io::AsyncWrite + Unpin + Send + 'static>(
+    stream: S,
+    peer: std::net::SocketAddr,
+    handler: Arc<H>,
+    clock: Arc<dyn DynClock>,
+    timer: impl hyper::rt::Timer + Send + Sync + 'static,
+) {
+    let service = hyper::service::service_fn(move |req| {
+        let handler = handler.clone();
+        let clock = clock.clone();
+        async move { Ok::<_, Infallible>(answer(handler, &*clock, req).await) }
+    });
+    let conn = hyper::server::conn::http1::Builder::new()
+        .timer(timer)
+        .header_read_timeout(HEADER_READ_TIMEOUT)
+        .serve_connection(HyperIo::new(stream), service);
+    if let Err(e) = conn.await {
+        debug!(%peer, error = %e, "HTTP connection ended with an error");
     }
 }
 
@@ -288,7 +317,7 @@ mod tests {
             let runtime = raft::runtime::TokioRuntime::new();
             let listener = runtime.bind("127.0.0.1:0".parse().unwrap()).await.unwrap();
             let addr = <raft::runtime::TokioRuntime as TcpRuntime>::local_addr(&listener).unwrap();
-            tokio::spawn(serve(runtime, listener, Arc::new(LenHandler), futures::future::pending()));
+            tokio::spawn(serve(runtime, listener, Arc::new(LenHandler), None, futures::future::pending()));
             let head = b"PUT /x HTTP/1.1\r\nhost: t\r\ncontent-length: 6\r\n\r\n";
             // The whole body with the head: answered without waiting.
             let whole = [&head[..], b"abcdef"].concat();

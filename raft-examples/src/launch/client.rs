@@ -1,10 +1,107 @@
 //! A small blocking HTTP/1.1 client for the launcher: one request per connection
 //! (`Connection: close`), enough to poll `/status` and to drive an app in the process
-//! tests, without an HTTP client crate in the apps' dependencies.
+//! tests, without an HTTP client crate in the apps' dependencies. With an
+//! [`HttpsTrust`], it speaks HTTPS (rustls) and verifies the server against that CA.
 
 use std::io::{ErrorKind, Read, Write};
 use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
+
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, ServerName};
+
+/// The CA certificates an HTTPS client trusts (TLS 1.3, rustls's ring provider).
+#[derive(Clone)]
+pub struct HttpsTrust {
+    config: Arc<rustls::ClientConfig>,
+}
+
+impl std::fmt::Debug for HttpsTrust {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HttpsTrust").finish_non_exhaustive()
+    }
+}
+
+impl HttpsTrust {
+    /// Trusts the CA certificates in `pem`.
+    pub fn from_ca_pem(pem: &[u8]) -> Result<HttpsTrust, String> {
+        let mut roots = rustls::RootCertStore::empty();
+        for cert in CertificateDer::pem_slice_iter(pem) {
+            let cert = cert.map_err(|e| format!("malformed CA PEM: {e}"))?;
+            roots.add(cert).map_err(|e| format!("unusable CA certificate: {e}"))?;
+        }
+        if roots.is_empty() {
+            return Err("no CA certificate in the PEM".into());
+        }
+        let config = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+            .with_protocol_versions(&[&rustls::version::TLS13])
+            .map_err(|e| format!("TLS 1.3: {e}"))?
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        Ok(HttpsTrust { config: Arc::new(config) })
+    }
+}
+
+/// A connection: plaintext, or TLS over it.
+enum Stream {
+    Plain(TcpStream),
+    Tls(Box<rustls::StreamOwned<rustls::ClientConnection, TcpStream>>),
+}
+
+impl std::fmt::Debug for Stream {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Stream::Plain(_) => "Plain",
+            Stream::Tls(_) => "Tls",
+        })
+    }
+}
+
+impl Stream {
+    fn tcp(&self) -> &TcpStream {
+        match self {
+            Stream::Plain(s) => s,
+            Stream::Tls(s) => &s.sock,
+        }
+    }
+}
+
+impl Read for Stream {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        match self {
+            Stream::Plain(s) => s.read(buf),
+            // A server that closes without a close_notify ends the stream all the same.
+            Stream::Tls(s) => match s.read(buf) {
+                Err(e) if e.kind() == ErrorKind::UnexpectedEof => Ok(0),
+                r => r,
+            },
+        }
+    }
+}
+
+impl Write for Stream {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        match self {
+            Stream::Plain(s) => s.write(buf),
+            Stream::Tls(s) => s.write(buf),
+        }
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        match self {
+            Stream::Plain(s) => s.flush(),
+            Stream::Tls(s) => s.flush(),
+        }
+    }
+}
+
+/// The name a server at `addr` (`host:port`) must prove: its host, a DNS name or an IP.
+fn server_name(addr: &str) -> Result<ServerName<'static>, String> {
+    let host = addr.rsplit_once(':').map_or(addr, |(h, _)| h);
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    ServerName::try_from(host.to_string()).map_err(|e| format!("{host} is not a server name: {e}"))
+}
 
 /// The largest answer read, head and body.
 const MAX_ANSWER: usize = 64 << 20;
@@ -34,12 +131,24 @@ impl Reply {
 /// within `timeout`; a request that gets no answer is a [`Reply`] with status 0 whose
 /// body says why (`Connection refused ...`, `timed out ...`).
 pub fn request(addr: &str, method: &str, path: &str, body: Option<&[u8]>, timeout: Duration) -> Reply {
+    request_with(None, addr, method, path, body, timeout)
+}
+
+/// [`request`] over HTTPS when `trust` is given.
+pub fn request_with(
+    trust: Option<&HttpsTrust>,
+    addr: &str,
+    method: &str,
+    path: &str,
+    body: Option<&[u8]>,
+    timeout: Duration,
+) -> Reply {
     let deadline = Instant::now() + timeout;
     let target = match resolve(addr) {
         Ok(a) => a,
         Err(e) => return Reply::failed(e),
     };
-    match exchange(target, addr, method, path, body, deadline, timeout) {
+    match exchange(trust, target, addr, method, path, body, deadline, timeout) {
         Ok(reply) => reply,
         Err(e) => Reply::failed(e),
     }
@@ -53,7 +162,9 @@ fn resolve(addr: &str) -> Result<SocketAddr, String> {
         .ok_or_else(|| format!("{addr} resolves to no address"))
 }
 
+#[allow(clippy::too_many_arguments)]
 fn exchange(
+    trust: Option<&HttpsTrust>,
     target: SocketAddr,
     host: &str,
     method: &str,
@@ -62,15 +173,21 @@ fn exchange(
     deadline: Instant,
     timeout: Duration,
 ) -> Result<Reply, String> {
-    let mut stream = connect(target, timeout)?;
+    let mut stream = connect(trust, target, host, timeout)?;
     exchange_on(&mut stream, host, method, path, body, deadline, timeout, false)
 }
 
-/// A connection to `target` with Nagle's algorithm off.
-fn connect(target: SocketAddr, timeout: Duration) -> Result<TcpStream, String> {
+/// A connection to `target` (named `host`) with Nagle's algorithm off; with `trust`, a
+/// TLS session whose handshake runs with the first request.
+fn connect(trust: Option<&HttpsTrust>, target: SocketAddr, host: &str, timeout: Duration) -> Result<Stream, String> {
     let stream = TcpStream::connect_timeout(&target, timeout).map_err(|e| timed_out(e, timeout))?;
     let _ = stream.set_nodelay(true);
-    Ok(stream)
+    let Some(trust) = trust else {
+        return Ok(Stream::Plain(stream));
+    };
+    let session = rustls::ClientConnection::new(trust.config.clone(), server_name(host)?)
+        .map_err(|e| format!("TLS with {host}: {e}"))?;
+    Ok(Stream::Tls(Box::new(rustls::StreamOwned::new(session, stream))))
 }
 
 /// An I/O error as text, a timeout saying how long it waited.
@@ -85,7 +202,7 @@ fn timed_out(e: std::io::Error, timeout: Duration) -> String {
 /// keep the connection open for the next one).
 #[allow(clippy::too_many_arguments)]
 fn exchange_on(
-    stream: &mut TcpStream,
+    stream: &mut Stream,
     host: &str,
     method: &str,
     path: &str,
@@ -101,17 +218,20 @@ fn exchange_on(
         head.push_str(&format!("Content-Length: {}\r\n", body.len()));
     }
     head.push_str("\r\n");
-    stream.set_write_timeout(Some(left(deadline)?)).map_err(|e| e.to_string())?;
+    stream.tcp().set_write_timeout(Some(left(deadline)?)).map_err(|e| e.to_string())?;
     // A server may answer (413) and close before taking the whole body: the answer is
     // still read.
-    let sent = stream.write_all(head.as_bytes()).and_then(|()| stream.write_all(body.unwrap_or_default()));
+    let sent = stream
+        .write_all(head.as_bytes())
+        .and_then(|()| stream.write_all(body.unwrap_or_default()))
+        .and_then(|()| stream.flush());
     let mut answer = Vec::new();
     let mut buf = vec![0u8; 64 * 1024];
     loop {
         if let Some(reply) = parse(&answer, false)? {
             return Ok(reply);
         }
-        stream.set_read_timeout(Some(left(deadline)?)).map_err(|e| e.to_string())?;
+        stream.tcp().set_read_timeout(Some(left(deadline)?)).map_err(|e| e.to_string())?;
         match stream.read(&mut buf) {
             Ok(0) => break,
             Ok(n) if answer.len() + n <= MAX_ANSWER => answer.extend_from_slice(&buf[..n]),
@@ -138,15 +258,21 @@ pub struct Connection {
     host: String,
     target: SocketAddr,
     timeout: Duration,
-    stream: Option<TcpStream>,
+    trust: Option<HttpsTrust>,
+    stream: Option<Stream>,
 }
 
 impl Connection {
     /// A connection to `addr` (`host:port`, resolved now); each request, connecting
     /// included, must finish within `timeout`. Nothing is sent until the first request.
     pub fn new(addr: &str, timeout: Duration) -> Result<Connection, String> {
+        Connection::with_trust(addr, timeout, None)
+    }
+
+    /// [`Connection::new`] over HTTPS when `trust` is given.
+    pub fn with_trust(addr: &str, timeout: Duration, trust: Option<HttpsTrust>) -> Result<Connection, String> {
         let target = resolve(addr)?;
-        Ok(Connection { host: addr.to_string(), target, timeout, stream: None })
+        Ok(Connection { host: addr.to_string(), target, timeout, trust, stream: None })
     }
 
     /// Sends `method path` with `body` and reads the answer, like [`request`]; a request
@@ -155,7 +281,7 @@ impl Connection {
         let deadline = Instant::now() + self.timeout;
         let stream = match self.stream.take() {
             Some(s) => s,
-            None => match connect(self.target, self.timeout) {
+            None => match connect(self.trust.as_ref(), self.target, &self.host, self.timeout) {
                 Ok(s) => s,
                 Err(e) => return Reply::failed(e),
             },

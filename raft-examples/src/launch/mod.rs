@@ -12,6 +12,7 @@
 //! scrapes and its quantiles); [`table`] is the `cluster` binary's live status table,
 //! built on it.
 
+pub mod certs;
 pub mod client;
 pub mod scrape;
 pub mod table;
@@ -83,6 +84,9 @@ pub struct Spec {
     /// Start each node in a process group of its own, so that Ctrl-C in a terminal
     /// reaches only the launching process (which then stops the nodes itself).
     pub own_process_group: bool,
+    /// The nodes serve HTTPS with certificates from this CA: the launcher's requests
+    /// (`/status`, the table's `/metrics`) speak HTTPS and verify them.
+    pub https: Option<client::HttpsTrust>,
 }
 
 impl Spec {
@@ -97,6 +101,7 @@ impl Spec {
             extra_args: Arc::new(|_| Vec::new()),
             env: Vec::new(),
             own_process_group: false,
+            https: None,
         }
     }
 }
@@ -430,7 +435,12 @@ impl LocalCluster {
 
     /// Sends one request to node index `i`'s HTTP address (see [`client::request`]).
     pub fn request(&self, i: usize, method: &str, path: &str, body: Option<&[u8]>, timeout: Duration) -> Reply {
-        client::request(&self.nodes[i].http.to_string(), method, path, body, timeout)
+        client::request_with(self.https(), &self.nodes[i].http.to_string(), method, path, body, timeout)
+    }
+
+    /// The CA the nodes' HTTPS certificates come from, if they serve HTTPS.
+    pub fn https(&self) -> Option<&client::HttpsTrust> {
+        self.spec.https.as_ref()
     }
 
     /// `GET /status` of node index `i`, if it answers 200 with JSON within `timeout`.

@@ -109,8 +109,9 @@ pub fn format_seconds(s: f64) -> String {
     }
 }
 
-/// The line of node `id`, at `http`, in the table (with its newline).
-pub fn format_row(id: u64, http: SocketAddr, row: &Row) -> String {
+/// The line of node `id`, at `http` (shown with the `https://` scheme when `https`), in
+/// the table (with its newline).
+pub fn format_row(id: u64, http: SocketAddr, https: bool, row: &Row) -> String {
     let dash = || "-".to_string();
     let rest = match row {
         Row::Up { pid, figures: f } => format!(
@@ -138,7 +139,8 @@ pub fn format_row(id: u64, http: SocketAddr, row: &Row) -> String {
         ),
         Row::Exited { status, log } => format!("exited: {status}, see {}", log.display()),
     };
-    format!("{id:<5} {:<22} {rest}\n", format!("http://{http}"))
+    let scheme = if https { "https" } else { "http" };
+    format!("{id:<5} {:<22} {rest}\n", format!("{scheme}://{http}"))
 }
 
 /// A request's error as a few words.
@@ -207,7 +209,7 @@ impl StatusTable {
         for _ in 0..2 {
             let mut connection = match self.connections[i].take() {
                 Some(c) => c,
-                None => Connection::new(&addr, self.timeout)?,
+                None => Connection::with_trust(&addr, self.timeout, cluster.https().cloned())?,
             };
             let r = connection.request("GET", "/metrics", None);
             self.connections[i] = Some(connection);
@@ -258,7 +260,7 @@ impl StatusTable {
                     Err(e) => Row::Silent { pid, error: format!("bad /metrics: {e}") },
                 },
             };
-            out.push_str(&format_row(ids[i], cluster.nodes[i].http, &row));
+            out.push_str(&format_row(ids[i], cluster.nodes[i].http, cluster.https().is_some(), &row));
         }
         out
     }
@@ -344,24 +346,29 @@ mod tests {
         // 3 ms writes: the (2.048, 4.096] ms bucket, interpolated.
         let p99 = figures.write_p99.unwrap();
         assert!((0.002_048..=0.004_096).contains(&p99), "{p99}");
-        let line = format_row(2, addr(8002), &Row::Up { pid: 4242, figures });
+        let line = format_row(2, addr(8002), false, &Row::Up { pid: 4242, figures });
         let cells: Vec<&str> = line.split_whitespace().collect();
         assert_eq!(cells[..8], ["2", "http://127.0.0.1:8002", "follower", "7", "1", "40", "39", "0"], "{line}");
         assert!(line.ends_with(&format!("{:>10} {:>8}\n", format_seconds(p99), 4242)), "{line}");
         assert_eq!(line.len(), header().len(), "the columns line up with the header");
 
         let leader_row = Row::Up { pid: 1, figures: Figures::from_scrape(&leader).unwrap() };
-        let leader_line = format_row(1, addr(8001), &leader_row);
+        let leader_line = format_row(1, addr(8001), false, &leader_row);
         let cells: Vec<&str> = leader_line.split_whitespace().collect();
         assert_eq!(cells[2..], ["leader", "7", "1", "40", "39", "-", "-", "1"], "{leader_line}");
 
-        let silent =
-            format_row(3, addr(8003), &Row::Silent { pid: 99, error: "Connection refused (os error 111)".into() });
+        let silent = format_row(
+            3,
+            addr(8003),
+            false,
+            &Row::Silent { pid: 99, error: "Connection refused (os error 111)".into() },
+        );
         assert!(silent.contains(" - ") && silent.ends_with("99  (not answering yet)\n"), "{silent:?}");
         let exited = Row::Exited { status: "exit status: 1".into(), log: "/tmp/node-3.log".into() };
         assert_eq!(
-            format_row(3, addr(8003), &exited),
+            format_row(3, addr(8003), false, &exited),
             "3     http://127.0.0.1:8003  exited: exit status: 1, see /tmp/node-3.log\n"
         );
+        assert!(format_row(3, addr(8003), true, &exited).starts_with("3     https://127.0.0.1:8003 exited"));
     }
 }

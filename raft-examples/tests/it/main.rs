@@ -8,5 +8,6 @@ mod kv_bad_input;
 mod kv_cluster;
 mod kv_linearizability;
 mod kv_snapshots;
+mod kv_tls;
 mod metrics;
 mod support;

@@ -94,6 +94,12 @@ impl Cluster {
     pub(crate) fn start(bin: &str, n: usize, extra: impl Fn(u64) -> Vec<String> + Send + Sync + 'static) -> Cluster {
         let mut spec = Spec::app(bin, n);
         spec.extra_args = Arc::new(extra);
+        Cluster::start_spec(spec)
+    }
+
+    /// Starts the nodes of `spec` (with the tests' `RUST_LOG`) and waits until every one
+    /// answers `/status`.
+    pub(crate) fn start_spec(mut spec: Spec) -> Cluster {
         spec.env = vec![("RUST_LOG".into(), std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()))];
         match LocalCluster::start_serving(spec, PATIENCE) {
             Ok(inner) => Cluster { inner, agent: client() },

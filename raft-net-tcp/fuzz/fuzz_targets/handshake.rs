@@ -22,6 +22,7 @@ fuzz_target!(|data: &[u8]| {
             assert_eq!(again[8..], hello[8..]);
             assert_eq!(Hello::decode(&again).ok(), Some(h));
         }
+        Err(HandshakeError::PeerSentTls) => assert!(codec::looks_like_tls(&hello)),
         Err(e) => {
             assert!(matches!(e, HandshakeError::BadMagic));
             assert_ne!(hello[0..4], MAGIC);
@@ -36,6 +37,7 @@ fuzz_target!(|data: &[u8]| {
     match codec::decode_reply(&reply) {
         Ok(()) => assert_eq!(reply[6], 0),
         Err(HandshakeError::BadMagic) => assert_ne!(reply[0..4], MAGIC),
+        Err(HandshakeError::PeerExpectsTls) => assert!(codec::looks_like_tls(&reply)),
         Err(HandshakeError::Refused(status)) => {
             assert_eq!(status as u8, reply[6]);
             assert!(matches!(

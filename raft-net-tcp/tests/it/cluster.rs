@@ -13,13 +13,13 @@ use raft::{Config, Message, MessageBody, Network, NodeId, Raft, Role};
 use raft_net_tcp::codec::{self, Hello, HelloStatus, HELLO_LEN, PROTOCOL_VERSION, REPLY_LEN};
 use raft_net_tcp::{TcpConfig, TcpRuntime, TcpTransport};
 
-const CLUSTER: u64 = 0x5eed;
+pub(crate) const CLUSTER: u64 = 0x5eed;
 
-fn loopback() -> SocketAddr {
+pub(crate) fn loopback() -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], 0))
 }
 
-fn test_config(id: NodeId) -> TcpConfig {
+pub(crate) fn test_config(id: NodeId) -> TcpConfig {
     let mut c = TcpConfig::new(CLUSTER, id);
     c.backoff_max = Duration::from_millis(200);
     c.handshake_timeout = Duration::from_millis(300);
@@ -28,13 +28,13 @@ fn test_config(id: NodeId) -> TcpConfig {
 }
 
 /// A running node: its transport and its Raft handle.
-struct Node<R: TcpRuntime> {
-    transport: TcpTransport<R>,
-    raft: Raft<Counter>,
+pub(crate) struct Node<R: TcpRuntime> {
+    pub(crate) transport: TcpTransport<R>,
+    pub(crate) raft: Raft<Counter>,
 }
 
 impl<R: TcpRuntime> Node<R> {
-    async fn stop(&self) {
+    pub(crate) async fn stop(&self) {
         self.raft.shutdown().await;
         self.transport.shutdown().await;
     }
@@ -67,11 +67,11 @@ fn set_peers<R: TcpRuntime>(t: &TcpTransport<R>, addrs: &HashMap<NodeId, SocketA
 }
 
 /// The Raft handles of the running nodes.
-fn handles<R: TcpRuntime>(nodes: &[Option<Node<R>>]) -> impl Iterator<Item = &Raft<Counter>> {
+pub(crate) fn handles<R: TcpRuntime>(nodes: &[Option<Node<R>>]) -> impl Iterator<Item = &Raft<Counter>> {
     nodes.iter().flatten().map(|n| &n.raft)
 }
 
-fn leader<R: TcpRuntime>(nodes: &[Option<Node<R>>]) -> Option<Raft<Counter>> {
+pub(crate) fn leader<R: TcpRuntime>(nodes: &[Option<Node<R>>]) -> Option<Raft<Counter>> {
     handles(nodes).find(|r| r.status().role == Role::Leader).cloned()
 }
 
@@ -81,7 +81,7 @@ async fn start_cluster<R: TcpRuntime>(rt: &R) -> (Vec<MemStore>, Vec<Option<Node
 }
 
 /// [`start_cluster`] with each node's transport configured by `config`.
-async fn start_cluster_with<R: TcpRuntime>(
+pub(crate) async fn start_cluster_with<R: TcpRuntime>(
     rt: &R,
     config: impl Fn(NodeId) -> TcpConfig,
 ) -> (Vec<MemStore>, Vec<Option<Node<R>>>, HashMap<NodeId, SocketAddr>) {
@@ -100,7 +100,7 @@ async fn start_cluster_with<R: TcpRuntime>(
     (stores, nodes, addrs)
 }
 
-async fn all_apply<R: TcpRuntime>(rt: &R, nodes: &[Option<Node<R>>], value: u64) {
+pub(crate) async fn all_apply<R: TcpRuntime>(rt: &R, nodes: &[Option<Node<R>>], value: u64) {
     wait_for(rt, &format!("every node to reach {value}"), || {
         nodes.iter().flatten().all(|n| n.raft.read_local_stale(|c| c.0) == value)
     })
@@ -144,7 +144,7 @@ async fn cluster_elects_commits_and_restarted_node_catches_up<R: TcpRuntime>(rt:
 }
 
 /// Connects to `addr` with the runtime's own sockets.
-async fn raw_connect<R: TcpRuntime>(rt: &R, addr: SocketAddr) -> R::Stream {
+pub(crate) async fn raw_connect<R: TcpRuntime>(rt: &R, addr: SocketAddr) -> R::Stream {
     rt.connect(addr).await.expect("connect to the listener")
 }
 
@@ -163,7 +163,11 @@ async fn expect_closed<R: TcpRuntime>(rt: &R, s: &mut R::Stream, what: &str) {
     }
 }
 
-async fn raft_net_tcp_read<R: TcpRuntime>(rt: &R, s: &mut R::Stream, buf: &mut [u8]) -> Option<std::io::Result<usize>> {
+pub(crate) async fn raft_net_tcp_read<R: TcpRuntime>(
+    rt: &R,
+    s: &mut R::Stream,
+    buf: &mut [u8],
+) -> Option<std::io::Result<usize>> {
     let read = s.read(buf);
     let t = rt.sleep(Duration::from_millis(100));
     futures::pin_mut!(read, t);

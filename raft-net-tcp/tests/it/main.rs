@@ -3,3 +3,5 @@
 
 mod cluster;
 mod codec_props;
+#[cfg(feature = "tls")]
+mod tls;
