@@ -43,7 +43,7 @@ fn plaintext_intrusion(c: &Cluster, leader_id: u64, f: usize) -> bool {
     let mut frames = Vec::new();
     for body in [
         MessageBody::AppendEntries { prev_log_index: 0, prev_log_term: 0, entries: Vec::new(), leader_commit: 0 },
-        MessageBody::RequestVote { last_log_index: 1 << 40, last_log_term: term },
+        MessageBody::RequestVote { last_log_index: 1 << 40, last_log_term: term, transfer: false },
     ] {
         let m = Message { from: leader_id, to: target, term, body };
         codec::encode_frame(&m, 1 << 20, &mut frames).expect("frame");
