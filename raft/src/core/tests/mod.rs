@@ -296,32 +296,18 @@ impl Cluster {
             cut: BTreeSet::new(),
         };
         for (i, (hs, entries)) in logs.into_iter().enumerate() {
-            let id = i as NodeId + 1;
-            let core = RaftCore::new(id, c.cfg.clone(), hs, LogId::default(), None, entries.clone(), c.now);
-            let store = Store { hs, entries, ..Store::default() };
-            let node = Node {
-                core,
-                store,
-                applied: Vec::new(),
-                answers: Vec::new(),
-                snapshots_taken: 0,
-                chunks_loaded: 0,
-                restores: 0,
-                unreported_chunks: None,
-            };
-            c.nodes.insert(id, node);
-            c.process(id);
+            c.add_node(i as NodeId + 1, hs, entries);
         }
         c
     }
 
-    /// Adds node `id` with an empty store, as a new machine waiting to be added.
-    fn add_empty_node(&mut self, id: NodeId) {
-        let core =
-            RaftCore::new(id, self.cfg.clone(), HardState::default(), LogId::default(), None, Vec::new(), self.now);
+    /// Adds node `id` restored from `hs` and `entries`.
+    fn add_node(&mut self, id: NodeId, hs: HardState, entries: Vec<Entry>) {
+        let core = RaftCore::new(id, self.cfg.clone(), hs, LogId::default(), None, entries.clone(), self.now);
+        let store = Store { hs, entries, ..Store::default() };
         let node = Node {
             core,
-            store: Store::default(),
+            store,
             applied: Vec::new(),
             answers: Vec::new(),
             snapshots_taken: 0,
@@ -331,6 +317,11 @@ impl Cluster {
         };
         self.nodes.insert(id, node);
         self.process(id);
+    }
+
+    /// Adds node `id` with an empty store, as a new machine waiting to be added.
+    fn add_empty_node(&mut self, id: NodeId) {
+        self.add_node(id, HardState::default(), Vec::new());
     }
 
     /// Asks node `id` to make a membership change and carries out its actions.
