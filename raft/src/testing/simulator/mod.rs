@@ -7,7 +7,8 @@
 //!
 //! [`run_seed`] is the randomized test: concurrent clients write to a KV state machine
 //! through any node (followers forward to the leader) and read it either through the log
-//! or with linearizable ReadIndex reads on any node, while a nemesis partitions, isolates, drops, duplicates, delays, crashes and restarts;
+//! or with linearizable ReadIndex reads on any node, while a nemesis partitions, isolates, drops, duplicates, delays, crashes and restarts
+//! (and, with [`SimOptions::spares`], changes the membership and transfers leadership);
 //! after every simulation step the invariants of the design are checked, incrementally:
 //! election safety, state machine safety, log matching of every committed prefix and
 //! leader completeness (every 256 steps and at the end, also a pairwise comparison of
