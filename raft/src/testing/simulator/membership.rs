@@ -127,13 +127,15 @@ async fn run(state: Arc<ClusterState>, raft: Raft<SimKv>, op: Op, removed: Remov
     };
     match outcome {
         Ok(()) => {
-            let after = raft.with_status(|s| s.membership.clone());
+            let (after, committed) = raft.with_status(|s| (s.membership.clone(), s.commit_index >= s.config_index));
             state.log(format!("nemesis: {op:?} on leader {leader} done: {after:?}"));
             if let Op::Transfer(_) = op {
                 counts.transfers.fetch_add(1, Ordering::SeqCst);
             } else {
                 counts.changes.fetch_add(1, Ordering::SeqCst);
-                for id in before.into_iter().filter(|&id| !after.contains(id)) {
+                // Only a removal known committed is final.
+                let removed_ids = before.into_iter().filter(|&id| committed && !after.contains(id));
+                for id in removed_ids.collect::<Vec<_>>() {
                     retire(&state, id, removed).await;
                 }
             }

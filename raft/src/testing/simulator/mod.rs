@@ -186,7 +186,10 @@ pub fn sweep(seeds: std::ops::Range<u64>, mut run: impl FnMut(u64) -> Result<Sim
     let started = std::time::Instant::now();
     let mut report = SweepReport::default();
     for seed in seeds {
-        match run(seed) {
+        let guard = SeedGuard(seed);
+        let outcome = run(seed);
+        std::mem::forget(guard);
+        match outcome {
             Ok(r) => {
                 report.ops_ok += r.ops_ok;
                 report.crashes += r.crashes;
@@ -201,6 +204,18 @@ pub fn sweep(seeds: std::ops::Range<u64>, mut run: impl FnMut(u64) -> Result<Sim
     }
     report.seconds = started.elapsed().as_secs_f64();
     report
+}
+
+/// Prints the seed if the run panics (an invariant asserted inside the framework, say),
+/// so that every failure names the seed that replays it.
+struct SeedGuard(u64);
+
+impl Drop for SeedGuard {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!("simulation seed {} panicked; replay with RAFT_SIM_SEED={}", self.0, self.0);
+        }
+    }
 }
 
 /// One client's view of an operation, for the history.
@@ -246,6 +261,11 @@ pub fn run_seed_with_stores(
     cluster.network().set_faults(FaultConfig::none());
     cluster.network().heal();
     cluster.log("healed all faults");
+    // A membership operation under way finishes (it is bounded), so that the progress
+    // below is made under the final configuration.
+    if !cluster.run_until(Duration::from_secs(5), |_| !counts.busy.load(Ordering::SeqCst))? {
+        return Err(cluster.fail("the last membership operation did not finish".into()));
+    }
     for id in cluster.ids() {
         if cluster.node(id).is_none() && !cluster.is_retired(id) {
             cluster.restart(id)?;
