@@ -72,7 +72,7 @@ impl RaftCore {
                     t
                 }
             }
-            _ if self.membership.is_voter(self.id) => self.timers.get(Timer::Election),
+            _ if self.may_campaign() => self.timers.get(Timer::Election),
             // A node outside the configuration never campaigns; wake rarely.
             _ => self.timers.get(Timer::Election).max(self.timers.get(Timer::Heartbeat)),
         };
@@ -95,7 +95,7 @@ impl RaftCore {
             }
         } else if now >= self.timers.get(Timer::Election) {
             self.reset_election_deadline(now);
-            if self.membership.is_voter(self.id) {
+            if self.may_campaign() {
                 self.campaign(now);
             }
         }

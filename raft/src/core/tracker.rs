@@ -19,6 +19,22 @@ impl RaftCore {
         self.configs.last().map_or(0, |(i, _)| *i)
     }
 
+    /// Whether this node campaigns when its election timer fires: as a voter of the
+    /// configuration in effect, or as a voter of the previous one while the entry that
+    /// removes it is not known committed. A leader that appended its own removal may be
+    /// deposed before the entry commits, holding the most up-to-date log: the remaining
+    /// voters then cannot win without its vote, and it must be able to win under C_new
+    /// (a candidate outside C_new needs a majority of C_new, not counting itself), commit
+    /// the entry and hand over (thesis §4.2.2). A node whose removal it knows committed,
+    /// or a learner, never campaigns.
+    pub(crate) fn may_campaign(&self) -> bool {
+        if self.membership.is_voter(self.id) {
+            return true;
+        }
+        let n = self.configs.len();
+        self.config_index() > self.log.commit && n >= 2 && self.configs[n - 2].1.is_voter(self.id)
+    }
+
     pub(crate) fn set_membership(&mut self, m: Membership) {
         self.quorum = m.quorum();
         self.membership = m;

@@ -36,8 +36,10 @@ fn sweep(part: u64) {
     let base = env_u64("RAFT_SIM_BASE").unwrap_or(0) + part * per_part;
     let r = sweep_seeds(base..base + per_part, |seed| run_seed(seed, SimOptions::for_seed(seed)));
     let (ops, crashes, secs, failures) = (r.ops_ok, r.crashes, r.seconds, r.failures);
+    let (changes, transfers) = (r.membership_changes, r.transfers);
     eprintln!(
-        "simulator part {part}: {per_part} seeds ({base}..{}) in {secs:.1}s = {:.1} seeds/s; {ops} client ops, {crashes} crashes",
+        "simulator part {part}: {per_part} seeds ({base}..{}) in {secs:.1}s = {:.1} seeds/s; {ops} client ops, {crashes} crashes, \
+         {changes} membership changes, {transfers} leadership transfers",
         base + per_part,
         per_part as f64 / secs
     );

@@ -184,6 +184,29 @@ fn a_leader_removed_from_the_configuration_steps_down_after_the_change_commits()
     assert_eq!(c.core(1).counters().pre_votes_started, campaigns);
 }
 
+/// A leader deposed before its own removal commits may hold the only up-to-date log:
+/// with voters {1, 2} and C_new = {2} on node 1 alone, node 2 cannot win without node
+/// 1's vote. Node 1 campaigns under C_new (needing node 2, not counting itself), commits
+/// the removal and hands over. (Found by the simulator's membership nemesis, seed 155:
+/// without it neither node ever led again.)
+#[test]
+fn a_leader_deposed_before_its_removal_commits_still_finishes_it() {
+    let mut c = led_by_1();
+    c.change(1, ConfigChange::Remove { id: 3 }).expect("removal of 3");
+    c.deliver_all();
+    c.cut_link(1, 2);
+    let index = c.change(1, ConfigChange::Remove { id: 1 }).expect("removal of 1");
+    c.run_for(ms(1_000));
+    assert_ne!(c.core(1).role(), Role::Leader, "no contact with a quorum: stepped down");
+    assert!(c.commit(1) < index && !c.core(1).membership().is_voter(1));
+    c.heal();
+    c.run_for(ms(3_000));
+    assert_eq!(c.core(2).role(), Role::Leader, "node 2 leads after the handover");
+    assert!(c.commit(2) >= index, "the removal committed");
+    assert_eq!(c.core(2).membership().voters, [2].into());
+    assert_ne!(c.core(1).role(), Role::Leader);
+}
+
 /// Thesis §4.2.3: a removed server that never learned of its removal campaigns, but
 /// pre-vote and the lease keep it from disturbing the leader.
 #[test]

@@ -54,6 +54,8 @@ pub(super) struct NodeSlot {
     /// As leader of the term given: how far its log has been checked against the
     /// committed log (a leader never removes entries, so this only grows).
     pub(super) leader_checked: (Term, LogIndex),
+    /// Removed from the cluster and shut down for good: never restarted nor added again.
+    pub(super) retired: bool,
 }
 
 /// The shared state of a simulated cluster, usable from inside simulated tasks.
@@ -73,7 +75,8 @@ pub struct SimCluster {
 
 impl SimCluster {
     /// Bootstraps `opts.nodes` nodes (ids `1..=n`) on a new simulation seeded with
-    /// `seed`.
+    /// `seed`, and starts `opts.spares` more (ids after `n`) on empty stores, waiting to
+    /// be added.
     pub fn new(seed: u64, opts: SimOptions) -> Result<Self, SimFailure> {
         Self::with_stores(seed, opts, |_| Arc::new(MemStore::new()))
     }
@@ -90,7 +93,7 @@ impl SimCluster {
         let state = Arc::new(ClusterState { sim, net, opts, nodes: Mutex::new(BTreeMap::new()), trace });
         let cluster = SimCluster { state, checker: Checker::new(seed) };
         let n = cluster.state.opts.nodes;
-        for id in 1..=n {
+        for id in 1..=n + cluster.state.opts.spares {
             let store = make_store(id);
             let sim = cluster.state.sim.clone();
             let max_delay = cluster.state.opts.max_write_delay;
@@ -107,13 +110,22 @@ impl SimCluster {
             let applied: AppliedLog = Arc::default();
             lock(&cluster.state.nodes).insert(
                 id,
-                NodeSlot { raft: None, store, applied, applied_checked: 0, log_checked: 0, leader_checked: (0, 0) },
+                NodeSlot {
+                    raft: None,
+                    store,
+                    applied,
+                    applied_checked: 0,
+                    log_checked: 0,
+                    leader_checked: (0, 0),
+                    retired: false,
+                },
             );
             let state = cluster.state.clone();
+            let bootstrap = (id <= n).then(|| (1..=n).collect());
             let started = cluster
                 .state
                 .sim
-                .block_on(async move { state.start_node(id, Some((1..=n).collect())).await }, Duration::from_secs(1));
+                .block_on(async move { state.start_node(id, bootstrap).await }, Duration::from_secs(1));
             match started {
                 Some(Ok(())) => {}
                 Some(Err(e)) => return Err(cluster.fail(format!("node {id} failed to bootstrap: {e}"))),
@@ -151,6 +163,11 @@ impl SimCluster {
     /// Ids of the nodes.
     pub fn ids(&self) -> Vec<NodeId> {
         lock(&self.state.nodes).keys().copied().collect()
+    }
+
+    /// Whether node `id` was removed from the cluster and shut down for good.
+    pub fn is_retired(&self, id: NodeId) -> bool {
+        lock(&self.state.nodes).get(&id).is_some_and(|s| s.retired)
     }
 
     /// Records a line in the trace.
@@ -331,6 +348,9 @@ impl ClusterState {
         let (store, applied) = {
             let mut nodes = lock(&self.nodes);
             let slot = nodes.get_mut(&id).ok_or("unknown node")?;
+            if slot.retired {
+                return Err("the node was removed and retired".into());
+            }
             lock(&slot.applied).clear();
             slot.applied_checked = 0;
             slot.log_checked = 0;
@@ -361,6 +381,9 @@ impl ClusterState {
         let store = {
             let mut nodes = lock(&self.nodes);
             let Some(slot) = nodes.get_mut(&id) else { return };
+            if slot.retired {
+                return;
+            }
             slot.raft = None;
             slot.store.clone()
         };
@@ -368,5 +391,31 @@ impl ClusterState {
         self.sim.kill_group(id);
         self.sim.with_rng(|rng| store.crash(rng));
         self.log(format!("node {id} crashed"));
+    }
+
+    /// Shuts node `id` down for good (it was removed from the configuration): with a
+    /// hand-over of leadership or, with `now`, abruptly.
+    pub(super) async fn retire(&self, id: NodeId, now: bool) {
+        let raft = {
+            let mut nodes = lock(&self.nodes);
+            let Some(slot) = nodes.get_mut(&id) else { return };
+            slot.retired = true;
+            slot.raft.take()
+        };
+        if let Some(raft) = raft {
+            if now {
+                raft.shutdown_now().await;
+            } else {
+                raft.shutdown().await;
+            }
+        }
+        self.net.unregister(id);
+        self.sim.kill_group(id);
+        self.log(format!("node {id} retired (shut down{})", if now { " at once" } else { "" }));
+    }
+
+    /// Ids of the nodes that may run (not retired).
+    pub(super) fn live_ids(&self) -> Vec<NodeId> {
+        lock(&self.nodes).iter().filter(|(_, s)| !s.retired).map(|(&id, _)| id).collect()
     }
 }

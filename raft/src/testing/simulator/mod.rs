@@ -7,7 +7,8 @@
 //!
 //! [`run_seed`] is the randomized test: concurrent clients write to a KV state machine
 //! through any node (followers forward to the leader) and read it either through the log
-//! or with linearizable ReadIndex reads on any node, while a nemesis partitions, isolates, drops, duplicates, delays, crashes and restarts;
+//! or with linearizable ReadIndex reads on any node, while a nemesis partitions, isolates, drops, duplicates, delays, crashes and restarts
+//! (and, with [`SimOptions::spares`], changes the membership and transfers leadership);
 //! after every simulation step the invariants of the design are checked, incrementally:
 //! election safety, state machine safety, log matching of every committed prefix and
 //! leader completeness (every 256 steps and at the end, also a pairwise comparison of
@@ -16,6 +17,7 @@
 
 mod checker;
 mod cluster;
+mod membership;
 mod nemesis;
 mod workload;
 
@@ -36,14 +38,17 @@ use crate::types::{LogIndex, NodeId, Term};
 pub use cluster::SimCluster;
 pub use workload::{AppliedLog, KvCommand, SimKv};
 
-use nemesis::nemesis_task;
+use nemesis::{nemesis_task, NemesisCounts};
 use workload::client_task;
 
 /// Options of a simulated cluster and of a randomized run.
 #[derive(Clone, Debug)]
 pub struct SimOptions {
-    /// Number of nodes.
+    /// Number of nodes bootstrapped as the first configuration (ids `1..=nodes`).
     pub nodes: u64,
+    /// Number of spare nodes (ids after `nodes`) started on empty stores. With spares,
+    /// the nemesis of [`run_seed`] also changes the membership and transfers leadership.
+    pub spares: u64,
     /// Number of concurrent clients in [`run_seed`].
     pub clients: usize,
     /// Virtual time with faults in [`run_seed`].
@@ -64,6 +69,7 @@ impl Default for SimOptions {
     fn default() -> Self {
         SimOptions {
             nodes: 3,
+            spares: 0,
             clients: 4,
             fault_time: Duration::from_secs(4),
             heal_time: Duration::from_secs(3),
@@ -77,8 +83,9 @@ impl Default for SimOptions {
 
 impl SimOptions {
     /// Options varied by `seed`: 3 or 5 nodes, pre-vote and check-quorum on or off,
-    /// different message, window, memory-cache and forwarding limits, and on a third of
-    /// the seeds snapshots every 20 to 200 entries with small chunks.
+    /// different message, window, memory-cache and forwarding limits, on a third of the
+    /// seeds snapshots every 20 to 200 entries with small chunks, and on a third of the
+    /// seeds (drawn independently) two spare nodes and membership changes.
     pub fn for_seed(seed: u64) -> Self {
         let mut rng = fastrand::Rng::with_seed(seed ^ 0x5eed_0f0b_710a);
         let mut o = SimOptions { nodes: if rng.u8(..4) == 0 { 5 } else { 3 }, ..SimOptions::default() };
@@ -96,6 +103,11 @@ impl SimOptions {
             o.config.snapshot_keep_entries = rng.u64(0..20);
             o.config.snapshot_chunk_size = rng.usize(16..512);
             o.config.snapshot_max_inflight_chunks = rng.usize(1..4);
+        }
+        // On a third of the seeds, two spare nodes that the nemesis adds as learners,
+        // promotes, removes, and hands leadership to.
+        if rng.u8(..3) == 0 {
+            o.spares = 2;
         }
         o
     }
@@ -145,6 +157,10 @@ pub struct SimReport {
     pub steps: u64,
     /// Crashes injected.
     pub crashes: usize,
+    /// Membership changes the nemesis saw completed (committed).
+    pub membership_changes: usize,
+    /// Leadership transfers the nemesis saw completed.
+    pub transfers: usize,
 }
 
 /// What a sweep of many seeds did: see [`sweep`].
@@ -154,6 +170,10 @@ pub struct SweepReport {
     pub ops_ok: usize,
     /// Crashes injected, over every passing seed.
     pub crashes: usize,
+    /// Completed membership changes, over every passing seed.
+    pub membership_changes: usize,
+    /// Completed leadership transfers, over every passing seed.
+    pub transfers: usize,
     /// The seeds that failed (each failure was printed with its replay hint).
     pub failures: Vec<u64>,
     /// Wall-clock time the sweep took.
@@ -166,10 +186,15 @@ pub fn sweep(seeds: std::ops::Range<u64>, mut run: impl FnMut(u64) -> Result<Sim
     let started = std::time::Instant::now();
     let mut report = SweepReport::default();
     for seed in seeds {
-        match run(seed) {
+        let guard = SeedGuard(seed);
+        let outcome = run(seed);
+        std::mem::forget(guard);
+        match outcome {
             Ok(r) => {
                 report.ops_ok += r.ops_ok;
                 report.crashes += r.crashes;
+                report.membership_changes += r.membership_changes;
+                report.transfers += r.transfers;
             }
             Err(f) => {
                 eprintln!("{f}");
@@ -179,6 +204,18 @@ pub fn sweep(seeds: std::ops::Range<u64>, mut run: impl FnMut(u64) -> Result<Sim
     }
     report.seconds = started.elapsed().as_secs_f64();
     report
+}
+
+/// Prints the seed if the run panics (an invariant asserted inside the framework, say),
+/// so that every failure names the seed that replays it.
+struct SeedGuard(u64);
+
+impl Drop for SeedGuard {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!("simulation seed {} panicked; replay with RAFT_SIM_SEED={}", self.0, self.0);
+        }
+    }
 }
 
 /// One client's view of an operation, for the history.
@@ -200,7 +237,7 @@ pub fn run_seed_with_stores(
     let mut cluster = SimCluster::with_stores(seed, opts, make_store)?;
     let history: History = Arc::default();
     let stop = Arc::new(AtomicBool::new(false));
-    let crashes = Arc::new(Mutex::new(0usize));
+    let counts = Arc::new(NemesisCounts::default());
 
     for c in 0..clients {
         let state = cluster.state.clone();
@@ -213,9 +250,9 @@ pub fn run_seed_with_stores(
     if faults {
         let state = cluster.state.clone();
         let stop = stop.clone();
-        let crashes = crashes.clone();
+        let counts = counts.clone();
         let rng = fastrand::Rng::with_seed(seed ^ 0x6e65_6d65_7369);
-        drop(cluster.state.sim.runtime().spawn(nemesis_task(state, rng, stop, crashes)));
+        drop(cluster.state.sim.runtime().spawn(nemesis_task(state, rng, stop, counts)));
     }
 
     cluster.run_for(fault_time)?;
@@ -224,8 +261,13 @@ pub fn run_seed_with_stores(
     cluster.network().set_faults(FaultConfig::none());
     cluster.network().heal();
     cluster.log("healed all faults");
+    // A membership operation under way finishes (it is bounded), so that the progress
+    // below is made under the final configuration.
+    if !cluster.run_until(Duration::from_secs(5), |_| !counts.busy.load(Ordering::SeqCst))? {
+        return Err(cluster.fail("the last membership operation did not finish".into()));
+    }
     for id in cluster.ids() {
-        if cluster.node(id).is_none() {
+        if cluster.node(id).is_none() && !cluster.is_retired(id) {
             cluster.restart(id)?;
         }
     }
@@ -239,8 +281,16 @@ pub fn run_seed_with_stores(
     if target <= before {
         return Err(cluster.fail("no progress: commit index did not advance after healing".into()));
     }
+    // Every member of the leader's configuration (nodes removed, and spares never added,
+    // stay behind).
     let caught_up = cluster.run_until(heal_time, |c| {
-        c.state.statuses().iter().all(|s| s.2 >= target) && c.values("final").values().all(|v| v.is_some())
+        let Some(members) = c.leader().and_then(|l| c.node(l)).map(|r| r.with_status(|s| s.membership.all_nodes()))
+        else {
+            return false;
+        };
+        let values = c.values("final");
+        c.state.statuses().iter().filter(|s| members.contains(&s.0)).all(|s| s.2 >= target)
+            && members.iter().all(|id| values.get(id).is_some_and(|v| v.is_some()))
     })?;
     if !caught_up {
         return Err(cluster.fail(format!("no progress: not every node applied index {target} after healing")));
@@ -265,7 +315,9 @@ pub fn run_seed_with_stores(
         commit_index: cluster.max_commit(),
         max_term: cluster.checker.leaders.keys().next_back().copied().unwrap_or(0),
         steps: cluster.checker.steps,
-        crashes: *lock(&crashes),
+        crashes: counts.crashes.load(Ordering::SeqCst),
+        membership_changes: counts.changes.load(Ordering::SeqCst),
+        transfers: counts.transfers.load(Ordering::SeqCst),
     };
     cluster.shutdown()?;
     Ok(report)

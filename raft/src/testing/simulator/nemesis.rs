@@ -1,24 +1,36 @@
 //! The nemesis: a task that partitions, isolates, blocks, drops, duplicates, delays,
-//! crashes and restarts nodes at random until the run heals.
+//! crashes and restarts nodes at random until the run heals, and with spare nodes also
+//! changes the membership and transfers leadership (see [`super::membership`]).
 
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use super::cluster::ClusterState;
+use super::membership;
 use crate::runtime::Runtime;
-use crate::sync::lock;
 use crate::testing::mem_network::FaultConfig;
 use crate::types::{Instant, NodeId};
+
+/// What the nemesis did, for the report.
+#[derive(Default)]
+pub(super) struct NemesisCounts {
+    pub(super) crashes: AtomicUsize,
+    /// Membership changes seen committed.
+    pub(super) changes: AtomicUsize,
+    /// Leadership transfers seen completed.
+    pub(super) transfers: AtomicUsize,
+    /// Whether a membership change or transfer is under way (one at a time).
+    pub(super) busy: AtomicBool,
+}
 
 pub(super) async fn nemesis_task(
     state: Arc<ClusterState>,
     mut rng: fastrand::Rng,
     stop: Arc<AtomicBool>,
-    crashes: Arc<Mutex<usize>>,
+    counts: Arc<NemesisCounts>,
 ) {
     let rt = state.sim.runtime();
-    let n = state.opts.nodes;
     let mut down: Vec<(NodeId, Instant)> = Vec::new();
     while !stop.load(Ordering::SeqCst) {
         rt.sleep_until(rt.now().add(Duration::from_millis(rng.u64(100..600)))).await;
@@ -38,11 +50,16 @@ pub(super) async fn nemesis_task(
                 i += 1;
             }
         }
+        if state.opts.spares > 0 && rng.bool() {
+            membership::step(&state, &mut rng, &counts);
+        }
+        let ids = state.live_ids();
+        let n = ids.len();
         match rng.u8(..10) {
             0 => {
-                let mut ids: Vec<NodeId> = (1..=n).collect();
+                let mut ids = ids;
                 rng.shuffle(&mut ids);
-                let k = rng.usize(1..=(n as usize) / 2);
+                let k = rng.usize(1..=n / 2);
                 let (a, b) = ids.split_at(k);
                 state.net.partition(a, b);
                 state.log(format!("nemesis: partition {a:?} | {b:?}"));
@@ -54,8 +71,8 @@ pub(super) async fn nemesis_task(
                 }
             }
             2 => {
-                let a = rng.u64(1..=n);
-                let b = rng.u64(1..=n);
+                let a = ids[rng.usize(..n)];
+                let b = ids[rng.usize(..n)];
                 if a != b {
                     state.net.block(a, b);
                     state.log(format!("nemesis: block {a} -> {b}"));
@@ -72,10 +89,10 @@ pub(super) async fn nemesis_task(
                 state.net.set_faults(f);
             }
             5 | 6 => {
-                let id = rng.u64(1..=n);
+                let id = ids[rng.usize(..n)];
                 if down.iter().all(|d| d.0 != id) {
                     state.crash(id);
-                    *lock(&crashes) += 1;
+                    counts.crashes.fetch_add(1, Ordering::SeqCst);
                     down.push((id, rt.now().add(Duration::from_millis(rng.u64(50..1000)))));
                 }
             }

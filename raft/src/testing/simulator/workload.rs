@@ -108,7 +108,7 @@ pub(super) async fn client_task(
 ) {
     let rt = state.sim.runtime();
     let keys = ["x", "y", "z"];
-    let mut target: NodeId = rng.u64(1..=state.opts.nodes);
+    let mut target: NodeId = any_node(&state, &mut rng);
     let mut seq = 0;
     let read_index_reads = client % 2 == 1;
     while !stop.load(Ordering::SeqCst) {
@@ -129,7 +129,7 @@ pub(super) async fn client_task(
         loop {
             let raft = lock(&state.nodes).get(&target).and_then(|s| s.raft.clone());
             let Some(raft) = raft else {
-                target = rng.u64(1..=state.opts.nodes);
+                target = any_node(&state, &mut rng);
                 rt.sleep_until(rt.now().add(Duration::from_millis(5))).await;
                 if rt.now() >= give_up {
                     break;
@@ -169,7 +169,7 @@ pub(super) async fn client_task(
                 }
                 // Refused or discarded: it never took effect; try again, on any node.
                 Some(Err(ClientError::NotLeader { .. } | ClientError::NoLeader)) => {
-                    target = rng.u64(1..=state.opts.nodes);
+                    target = any_node(&state, &mut rng);
                     rt.sleep_until(rt.now().add(Duration::from_millis(10))).await;
                 }
                 Some(Err(ClientError::Dropped)) | Some(Err(ClientError::Overloaded)) => {
@@ -187,4 +187,10 @@ pub(super) async fn client_task(
         }
         rt.sleep_until(rt.now().add(Duration::from_micros(rng.u64(0..3000)))).await;
     }
+}
+
+/// Any node that may run, spares and removed nodes included.
+fn any_node(state: &ClusterState, rng: &mut fastrand::Rng) -> NodeId {
+    let ids = state.live_ids();
+    ids[rng.usize(..ids.len())]
 }
