@@ -4,13 +4,13 @@
 
 use std::collections::HashMap;
 use std::future::Future;
-use std::net::SocketAddr;
+use std::net::{SocketAddr, ToSocketAddrs};
 use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 use futures::channel::oneshot;
 use futures::future::{FutureExt, Shared as SharedFuture};
-use raft::{Message, Network, NetworkError, NodeId};
+use raft::{Membership, Message, Network, NetworkError, NodeId};
 use tracing::warn;
 
 use crate::codec;
@@ -157,6 +157,37 @@ impl<R: TcpRuntime> TcpTransport<R> {
         }
     }
 
+    /// The ids of the current peers, in order.
+    pub fn peer_ids(&self) -> Vec<NodeId> {
+        let mut ids: Vec<NodeId> = lock(&self.inner.shared.peers).keys().copied().collect();
+        ids.sort_unstable();
+        ids
+    }
+
+    /// Makes the peers follow `membership` (see [`Network::members_changed`]): every
+    /// other member with an address is set as a peer, and, when the configuration
+    /// carries addresses at all, every peer that is no longer a member is removed.
+    pub fn apply_membership(&self, membership: &Membership) {
+        let me = self.inner.shared.config.node_id;
+        for (&id, node) in &membership.nodes {
+            if id == me {
+                continue;
+            }
+            match resolve(&node.addr) {
+                Some(addr) => self.set_peer(id, addr),
+                None => warn!(node = me, peer = id, addr = %node.addr, "member address not usable; peer not set"),
+            }
+        }
+        if membership.nodes.is_empty() {
+            return;
+        }
+        for id in self.peer_ids() {
+            if !membership.contains(id) {
+                self.remove_peer(id);
+            }
+        }
+    }
+
     /// The counters of a peer's send queue.
     pub fn peer_stats(&self, id: NodeId) -> Option<PeerStats> {
         lock(&self.inner.shared.peers).get(&id).map(|q| q.stats())
@@ -198,6 +229,15 @@ impl<R: TcpRuntime> Drop for Inner<R> {
     }
 }
 
+/// Parses `host:port`; a host that is not an IP address is resolved (the first address
+/// wins). `None` if it is not an address or does not resolve.
+fn resolve(addr: &str) -> Option<SocketAddr> {
+    if let Ok(a) = addr.parse::<SocketAddr>() {
+        return Some(a);
+    }
+    addr.to_socket_addrs().ok()?.next()
+}
+
 #[async_trait]
 impl<R: TcpRuntime> Network for TcpNetwork<R> {
     async fn send(&self, to: NodeId, msg: Message) -> Result<(), NetworkError> {
@@ -210,5 +250,9 @@ impl<R: TcpRuntime> Network for TcpNetwork<R> {
         })?;
         q.push(frame, config);
         Ok(())
+    }
+
+    fn members_changed(&self, membership: &Membership) {
+        TcpTransport { inner: self.inner.clone() }.apply_membership(membership);
     }
 }

@@ -48,9 +48,22 @@ pub struct NodeArgs {
     pub http: String,
     /// Every member's Raft address, this node's included: `1=host:port,2=host:port,...`.
     /// They make up the cluster when the data directory is empty; after that the
-    /// membership comes from the log and the addresses are only used to reach the peers.
+    /// membership (with every member's address) comes from the log and these addresses
+    /// are only used to reach the peers until it is read. Not needed with --join.
+    #[arg(long, value_parser = parse_peers, required_unless_present = "join", conflicts_with = "join")]
+    pub peers: Option<Peers>,
+    /// The HTTP address of the other members, `1=host:port,...`, written with --peers
+    /// into the first configuration so that any node can forward an admin request to
+    /// the leader (this node's own is --http). A member without one is still a member;
+    /// requests are then not forwarded to it.
     #[arg(long, value_parser = parse_peers)]
-    pub peers: Peers,
+    pub peers_http: Option<Peers>,
+    /// Join a running cluster instead of bootstrapping one: `1=host:port,...`, the Raft
+    /// address of one or more members. With an empty data directory the node starts
+    /// without a configuration and waits for the leader to add it
+    /// (`POST /cluster/learners`); it accepts Raft traffic from the members given.
+    #[arg(long, value_parser = parse_peers)]
+    pub join: Option<Peers>,
     /// The directory holding this node's log; it is created if missing.
     #[arg(long)]
     pub data_dir: PathBuf,
@@ -246,6 +259,18 @@ mod tests {
         assert!(parse_peers("0=a:1").is_err());
         assert!(parse_peers("x=a:1").is_err());
         assert!(parse_peers("127.0.0.1:7001").is_err());
+    }
+
+    #[test]
+    fn join_replaces_peers() {
+        let base = ["kv", "--id=4", "--listen=127.0.0.1:7004", "--http=127.0.0.1:8004", "--data-dir=/tmp/x"];
+        let join = NodeArgs::try_parse_from(base.iter().chain(&["--join=1=127.0.0.1:7001"])).unwrap();
+        assert_eq!(join.join.unwrap().0.len(), 1);
+        assert!(join.peers.is_none());
+        assert!(NodeArgs::try_parse_from(base).is_err(), "--peers or --join");
+        assert!(NodeArgs::try_parse_from(base.iter().chain(&["--join=1=a:1", "--peers=4=b:1"])).is_err());
+        let http = NodeArgs::try_parse_from(base.iter().chain(&["--peers=4=a:1,5=b:1", "--peers-http=5=b:2"])).unwrap();
+        assert_eq!(http.peers_http.unwrap().0[&5], "b:2");
     }
 
     #[test]

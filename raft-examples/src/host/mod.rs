@@ -9,6 +9,7 @@
 //! own; everything else is here, so every app starts, recovers and stops the same way.
 
 pub mod args;
+pub mod cluster;
 pub mod metrics;
 pub mod sched;
 pub mod status;
@@ -24,7 +25,7 @@ use bytes::Bytes;
 use clap::{CommandFactory, FromArgMatches};
 use futures::future::{BoxFuture, Either, FutureExt};
 use hyper::{Method, Request, StatusCode};
-use raft::{Config, LogStore, NodeId, Raft, StateMachine};
+use raft::{Config, LogStore, Membership, NodeId, NodeInfo, Raft, StateMachine};
 use raft_net_tcp::{PeerStats, TcpConfig, TcpTransport};
 use raft_store_file::{FileStore, FileStoreOptions};
 use tracing::{error, info, warn};
@@ -136,10 +137,14 @@ struct NodeHandler<A: App> {
     app: A,
     node: AppNode<A::Machine>,
     admin_token: Option<AdminToken>,
+    cluster: cluster::ClusterApi,
 }
 
 impl<A: App> Handler for NodeHandler<A> {
     fn max_body_size(&self, request: &hyper::http::request::Parts) -> usize {
+        if cluster::is_cluster_path(request.uri.path()) {
+            return cluster::MAX_BODY;
+        }
         self.app.max_body_size(&request.method, request.uri.path())
     }
 
@@ -165,6 +170,8 @@ impl<A: App> Handler for NodeHandler<A> {
                 let peers = (self.node.peer_stats)();
                 Ok(http::metrics_ok(metrics::render(&self.node.raft.metrics(), self.node.app, &peers)))
             }
+        } else if cluster::is_cluster_path(&path) {
+            self.cluster.handle(&self.node.raft, request).await
         } else {
             self.app.handle(&self.node, request).await
         };
@@ -278,13 +285,6 @@ pub async fn run<R: HttpRuntime, A: App>(
     stop: impl Future<Output = ()>,
 ) -> Result<(), String> {
     let id = args.id;
-    let mut peers = BTreeMap::new();
-    for (&peer, addr) in &args.peers.0 {
-        peers.insert(peer, resolve(&format!("the address of node {peer}"), addr)?);
-    }
-    if !peers.contains_key(&id) {
-        return Err(format!("--peers must list this node ({id}) among {:?}", peers.keys().collect::<Vec<_>>()));
-    }
     let listen = resolve("--listen", &args.listen)?;
     let http_addr = resolve("--http", &args.http)?;
 
@@ -304,6 +304,7 @@ pub async fn run<R: HttpRuntime, A: App>(
         .map_err(|e| format!("cannot listen for Raft traffic on {listen}: {e}"))?;
     let http_listener = rt.bind(http_addr).await.map_err(|e| format!("cannot listen for HTTP on {http_addr}: {e}"))?;
     let http_local = R::local_addr(&http_listener).map_err(|e| format!("HTTP listener: {e}"))?;
+    let (peers, members) = initial_peers(&args, http_local)?;
     for (&peer, &addr) in &peers {
         if peer != id {
             transport.set_peer(peer, addr);
@@ -313,12 +314,20 @@ pub async fn run<R: HttpRuntime, A: App>(
     // The framework's own timeout ends every write and read (no leader, or an unknown
     // outcome: answered with 503).
     let config = args.snapshots.apply(Config { request_timeout: REQUEST_TIMEOUT, ..Config::default() });
-    let raft = if initial.is_empty() {
-        info!(node = id, members = ?peers.keys().collect::<Vec<_>>(), "empty data directory: bootstrapping the cluster");
-        Raft::bootstrap(id, peers.keys().copied(), config, rt.clone(), store, transport.network(), A::Machine::default())
+    let raft = if let (true, Some(members)) = (initial.is_empty(), members) {
+        info!(node = id, members = ?members.voters, "empty data directory: bootstrapping the cluster");
+        Raft::bootstrap_membership(id, members, config, rt.clone(), store, transport.network(), A::Machine::default())
             .await
+    } else if initial.is_empty() {
+        info!(node = id, contacts = ?peers, "empty data directory and --join: waiting to be added as a learner");
+        Raft::restart(id, config, rt.clone(), store, transport.network(), A::Machine::default()).await
     } else {
-        info!(node = id, last_index = initial.last.index, term = initial.hard_state.term, "restarting from the data directory");
+        info!(
+            node = id,
+            last_index = initial.last.index,
+            term = initial.hard_state.term,
+            "restarting from the data directory"
+        );
         Raft::restart(id, config, rt.clone(), store, transport.network(), A::Machine::default()).await
     }
     .map_err(|e| format!("cannot start the Raft node: {e}"))?;
@@ -340,7 +349,8 @@ pub async fn run<R: HttpRuntime, A: App>(
         data_dir = %args.data_dir.display(),
         "node started"
     );
-    let handler = Arc::new(NodeHandler { app, node, admin_token: security.admin_token });
+    let cluster = cluster::ClusterApi { trust: forward_trust(&args, &security)? };
+    let handler = Arc::new(NodeHandler { app, node, admin_token: security.admin_token, cluster });
     let serving = http::serve(rt.clone(), http_listener, handler, security.https, stop);
     let result = match futures::future::select(pin!(serving), pin!(run_services(services))).await {
         Either::Left(((), _)) => Ok(()),
@@ -352,6 +362,61 @@ pub async fn run<R: HttpRuntime, A: App>(
     transport.shutdown().await;
     info!(node = id, "stopped");
     result
+}
+
+/// The peers to reach at start (resolved) and, unless the node joins a running cluster
+/// (`--join`), the configuration to bootstrap with an empty data directory: the members
+/// of `--peers` with their Raft addresses and, under `"http"`, their HTTP addresses
+/// (this node's from `--http`, the others' from `--peers-http`).
+fn initial_peers(
+    args: &NodeArgs,
+    http_local: std::net::SocketAddr,
+) -> Result<(BTreeMap<NodeId, std::net::SocketAddr>, Option<Membership>), String> {
+    let id = args.id;
+    let resolve_all = |peers: &Peers| -> Result<BTreeMap<NodeId, std::net::SocketAddr>, String> {
+        let mut out = BTreeMap::new();
+        for (&peer, addr) in &peers.0 {
+            out.insert(peer, resolve(&format!("the address of node {peer}"), addr)?);
+        }
+        Ok(out)
+    };
+    if let Some(join) = &args.join {
+        if join.0.contains_key(&id) {
+            return Err(format!("--join lists members of the running cluster to contact, not this node ({id})"));
+        }
+        return Ok((resolve_all(join)?, None));
+    }
+    let given = args.peers.as_ref().ok_or("--peers or --join is needed")?;
+    let peers = resolve_all(given)?;
+    if !peers.contains_key(&id) {
+        return Err(format!("--peers must list this node ({id}) among {:?}", peers.keys().collect::<Vec<_>>()));
+    }
+    // The address clients reach this node at: as given, unless the port was left to the OS.
+    let own_http = if args.http.ends_with(":0") { http_local.to_string() } else { args.http.clone() };
+    let members = Membership::with_nodes(given.0.iter().map(|(&peer, addr)| {
+        let http = if peer == id { Some(&own_http) } else { args.peers_http.as_ref().and_then(|h| h.0.get(&peer)) };
+        let info = NodeInfo::new(addr.clone());
+        (
+            peer,
+            match http {
+                Some(h) => info.with(cluster::HTTP_KEY, h.clone()),
+                None => info,
+            },
+        )
+    }));
+    Ok((peers.into_iter().filter(|&(peer, _)| peer != id).collect(), Some(members)))
+}
+
+/// The CA that admin requests forwarded to the leader check its certificate against:
+/// the cluster's (`--tls-ca`) when the nodes serve HTTPS.
+fn forward_trust(args: &NodeArgs, security: &Security) -> Result<Option<crate::launch::client::HttpsTrust>, String> {
+    match (&security.https, &args.security.tls_ca) {
+        (Some(_), Some(ca)) => {
+            let pem = std::fs::read(ca).map_err(|e| format!("--tls-ca {}: {e}", ca.display()))?;
+            crate::launch::client::HttpsTrust::from_ca_pem(&pem).map(Some).map_err(|e| format!("--tls-ca: {e}"))
+        }
+        _ => Ok(None),
+    }
 }
 
 /// The transport's settings, with mutual TLS when configured; logs what is left

@@ -20,6 +20,9 @@ pub enum ApiError {
     MethodNotAllowed(String),
     /// 408: the request body did not arrive in time.
     RequestTimeout(String),
+    /// 409: the change asked for cannot be made now (another one in progress, a voter
+    /// set that is empty or names an unknown node, a learner not caught up in time).
+    Conflict(String),
     /// 413: the body is larger than allowed.
     TooLarge(String),
     /// 500: something failed that is not the client's fault and will not go away by
@@ -40,6 +43,7 @@ impl ApiError {
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::RequestTimeout(_) => StatusCode::REQUEST_TIMEOUT,
+            ApiError::Conflict(_) => StatusCode::CONFLICT,
             ApiError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
             ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
@@ -55,6 +59,7 @@ impl ApiError {
             | ApiError::NotFound(m)
             | ApiError::MethodNotAllowed(m)
             | ApiError::RequestTimeout(m)
+            | ApiError::Conflict(m)
             | ApiError::TooLarge(m)
             | ApiError::Internal(m)
             | ApiError::Unavailable(m) => m,

@@ -143,12 +143,32 @@ pub fn request_with(
     body: Option<&[u8]>,
     timeout: Duration,
 ) -> Reply {
+    request_with_headers(trust, addr, method, path, &[], body, timeout)
+}
+
+/// [`request_with`] with extra header lines (`name`, `value`); a name or value holding
+/// a line break is left out.
+pub fn request_with_headers(
+    trust: Option<&HttpsTrust>,
+    addr: &str,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: Option<&[u8]>,
+    timeout: Duration,
+) -> Reply {
+    let mut extra = String::new();
+    for (name, value) in headers {
+        if !(name.contains(['\r', '\n']) || value.contains(['\r', '\n'])) {
+            extra.push_str(&format!("{name}: {value}\r\n"));
+        }
+    }
     let deadline = Instant::now() + timeout;
     let target = match resolve(addr) {
         Ok(a) => a,
         Err(e) => return Reply::failed(e),
     };
-    match exchange(trust, target, addr, method, path, body, deadline, timeout) {
+    match exchange(trust, target, addr, method, path, &extra, body, deadline, timeout) {
         Ok(reply) => reply,
         Err(e) => Reply::failed(e),
     }
@@ -169,12 +189,13 @@ fn exchange(
     host: &str,
     method: &str,
     path: &str,
+    extra_headers: &str,
     body: Option<&[u8]>,
     deadline: Instant,
     timeout: Duration,
 ) -> Result<Reply, String> {
     let mut stream = connect(trust, target, host, timeout)?;
-    exchange_on(&mut stream, host, method, path, body, deadline, timeout, false)
+    exchange_on(&mut stream, host, method, path, extra_headers, body, deadline, timeout, false)
 }
 
 /// A connection to `target` (named `host`) with Nagle's algorithm off; with `trust`, a
@@ -206,6 +227,7 @@ fn exchange_on(
     host: &str,
     method: &str,
     path: &str,
+    extra_headers: &str,
     body: Option<&[u8]>,
     deadline: Instant,
     timeout: Duration,
@@ -213,7 +235,7 @@ fn exchange_on(
 ) -> Result<Reply, String> {
     let timed_out = |e: std::io::Error| timed_out(e, timeout);
     let connection = if keep_alive { "keep-alive" } else { "close" };
-    let mut head = format!("{method} {path} HTTP/1.1\r\nHost: {host}\r\nConnection: {connection}\r\n");
+    let mut head = format!("{method} {path} HTTP/1.1\r\nHost: {host}\r\nConnection: {connection}\r\n{extra_headers}");
     if let Some(body) = body {
         head.push_str(&format!("Content-Length: {}\r\n", body.len()));
     }
@@ -287,7 +309,7 @@ impl Connection {
             },
         };
         let mut stream = stream;
-        match exchange_on(&mut stream, &self.host, method, path, body, deadline, self.timeout, true) {
+        match exchange_on(&mut stream, &self.host, method, path, "", body, deadline, self.timeout, true) {
             Ok(reply) => {
                 self.stream = Some(stream);
                 reply

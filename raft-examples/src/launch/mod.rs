@@ -107,10 +107,12 @@ impl Spec {
 }
 
 /// The command line of an app node (see `host::NodeArgs`): `--id`, `--listen`,
-/// `--http`, `--peers` with every member and `--data-dir`.
+/// `--http`, `--peers` with every member, `--peers-http` with their HTTP addresses and
+/// `--data-dir`.
 pub fn app_command_line(members: &[Member], i: usize) -> Vec<String> {
     let node = &members[i];
     let peers = members.iter().map(|m| format!("{}={}", m.id, m.raft)).collect::<Vec<_>>().join(",");
+    let peers_http = members.iter().map(|m| format!("{}={}", m.id, m.http)).collect::<Vec<_>>().join(",");
     vec![
         "--id".into(),
         node.id.to_string(),
@@ -120,6 +122,8 @@ pub fn app_command_line(members: &[Member], i: usize) -> Vec<String> {
         node.http.to_string(),
         "--peers".into(),
         peers,
+        "--peers-http".into(),
+        peers_http,
         "--data-dir".into(),
         node.data_dir.display().to_string(),
     ]
@@ -516,7 +520,8 @@ mod tests {
         let args = app_command_line(&c.nodes, 1);
         assert_eq!(&args[..6], ["--id", "2", "--listen", "127.0.0.1:7002", "--http", "127.0.0.1:8002"]);
         assert_eq!(args[7], "1=127.0.0.1:7001,2=127.0.0.1:7002,3=127.0.0.1:7003");
-        assert!(args[9].ends_with("node-2"));
+        assert_eq!(args[8..10], ["--peers-http", "1=127.0.0.1:8001,2=127.0.0.1:8002,3=127.0.0.1:8003"]);
+        assert!(args[11].ends_with("node-2"));
         let _ = std::fs::remove_dir_all(c.dir());
         assert!(base_addrs("127.0.0.1", 65_000, 1).is_err(), "the HTTP port would pass 65535");
     }

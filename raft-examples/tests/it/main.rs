@@ -7,6 +7,7 @@ mod dns_cluster;
 mod kv_bad_input;
 mod kv_cluster;
 mod kv_linearizability;
+mod kv_membership;
 mod kv_snapshots;
 mod kv_tls;
 mod metrics;

@@ -3,5 +3,6 @@
 
 mod cluster;
 mod codec_props;
+mod members;
 #[cfg(feature = "tls")]
 mod tls;
