@@ -56,7 +56,8 @@ pub(super) async fn nemesis_task(
         let ids = state.live_ids();
         let n = ids.len();
         match rng.u8(..10) {
-            0 => {
+            // After removals, too few nodes may be left to split.
+            0 if n >= 2 => {
                 let mut ids = ids;
                 rng.shuffle(&mut ids);
                 let k = rng.usize(1..=n / 2);
