@@ -1,4 +1,4 @@
-//! Starts a local three-node cluster of an example app (`kv`, `counter` or `dns`) as child
+//! Starts a local cluster (three nodes by default, `--nodes 1` to `7`) of an example app (`kv`, `counter` or `dns`) as child
 //! processes on loopback, prints each node's HTTP address and curl examples, then shows
 //! a live status table until Ctrl-C, which stops every node cleanly.
 //!
@@ -42,7 +42,6 @@ use raft_examples::launch::certs::ClusterCerts;
 use raft_examples::launch::table::StatusTable;
 use raft_examples::launch::{Data, LocalCluster, Ports, Spec};
 
-const NODES: usize = 3;
 const POLL_INTERVAL: Duration = Duration::from_millis(500);
 const STOP_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long one `GET /metrics` of the table may take.
@@ -69,11 +68,16 @@ impl AppName {
 }
 
 #[derive(Parser)]
-#[command(about = "Runs a local three-node cluster of an example app with a live status table")]
+#[command(about = "Runs a local cluster of an example app with a live status table")]
 struct Cli {
     /// The app to run.
     #[arg(value_enum)]
     app: AppName,
+    /// How many nodes (1 to 7); a cluster started before keeps the members in its log,
+    /// so restarting it with another count does not change its membership (use the
+    /// admin API under `/cluster`).
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u16).range(1..=7))]
+    nodes: u16,
     /// Where the nodes keep their data: `<data-dir>/<app>/node-N`.
     #[arg(long, default_value = "./data")]
     data_dir: PathBuf,
@@ -166,12 +170,13 @@ fn app_binary(app: &str, no_build: bool) -> Result<PathBuf, String> {
 /// What to start: the app's nodes on the base ports, with `--dns` for the DNS app and,
 /// with `--tls`, fresh certificates.
 fn spec_of(cli: &Cli, bin: PathBuf, dir: &Path) -> Result<(Spec, Option<ClusterCerts>), String> {
-    let mut spec = Spec::app(bin, NODES);
+    let nodes = usize::from(cli.nodes);
+    let mut spec = Spec::app(bin, nodes);
     spec.ports = Ports::Base { host: cli.host.clone(), base: cli.base_port };
     spec.data = Data::At(dir.to_path_buf());
     spec.own_process_group = true;
     let certs = if cli.tls {
-        let ids: Vec<u64> = (1..=NODES as u64).collect();
+        let ids: Vec<u64> = (1..=nodes as u64).collect();
         let certs = ClusterCerts::generate(dir, &ids, std::slice::from_ref(&cli.host))?;
         spec.https = Some(certs.https_trust()?);
         Some(certs)
@@ -180,7 +185,7 @@ fn spec_of(cli: &Cli, bin: PathBuf, dir: &Path) -> Result<(Spec, Option<ClusterC
     };
     let dns = cli.app == AppName::Dns;
     if dns {
-        for id in 1..=NODES as u64 {
+        for id in 1..=nodes as u64 {
             dns_port(cli.base_port, id)?;
         }
     }
@@ -205,8 +210,9 @@ fn print_intro(cli: &Cli, cluster: &LocalCluster, dir: &Path, reused: bool, cert
     let http_addrs: Vec<String> = cluster.http_endpoints().iter().map(|a| format!("{scheme}://{a}")).collect();
     println!();
     println!(
-        "{} cluster of {NODES} nodes, data in {} ({})",
+        "{} cluster of {} nodes, data in {} ({})",
         app,
+        cluster.nodes.len(),
         dir.display(),
         if reused { "reused: the nodes restart from it" } else { "new" }
     );
@@ -217,7 +223,8 @@ fn print_intro(cli: &Cli, cluster: &LocalCluster, dir: &Path, reused: bool, cert
         println!("  TLS between the nodes and HTTPS, throwaway CA: {}", certs.ca().display());
     }
     if cli.app == AppName::Dns {
-        let ports: Vec<String> = dns_ports_of(cli.base_port).iter().map(ToString::to_string).collect();
+        let ports: Vec<String> =
+            dns_ports_of(cli.base_port, cluster.nodes.len()).iter().map(ToString::to_string).collect();
         println!("  DNS (UDP and TCP) on ports {}, zone service.local.", ports.join(", "));
     }
     println!();
@@ -226,7 +233,7 @@ fn print_intro(cli: &Cli, cluster: &LocalCluster, dir: &Path, reused: bool, cert
         Some(c) => format!("curl --cacert {}", c.ca().display()),
         None => "curl".to_string(),
     };
-    for line in examples(cli.app, &http_addrs, &dns_ports_of(cli.base_port)) {
+    for line in examples(cli.app, &http_addrs, &dns_ports_of(cli.base_port, cluster.nodes.len())) {
         match line.strip_prefix("curl") {
             Some(rest) => println!("  {curl}{rest}"),
             None => println!("  {line}"),
@@ -241,7 +248,7 @@ fn run(cli: Cli) -> Result<(), String> {
     let app = cli.app.name();
     let bin = app_binary(app, cli.no_build)?;
     let dir = cli.data_dir.join(app);
-    let reused = (1..=NODES).any(|id| dir.join(format!("node-{id}")).exists());
+    let reused = (1..=usize::from(cli.nodes)).any(|id| dir.join(format!("node-{id}")).exists());
     let (spec, certs) = spec_of(&cli, bin, &dir)?;
     LocalCluster::check_ports_free(&spec).map_err(|e| format!("{e}; is a cluster already running? Try --base-port"))?;
 
@@ -302,12 +309,14 @@ fn dns_port(base: u16, id: u64) -> Result<u16, String> {
     u16::try_from(u64::from(base) + 1600 + id).map_err(|_| format!("--base-port {base} is too high for the DNS ports"))
 }
 
-fn dns_ports_of(base: u16) -> Vec<u16> {
-    (1..=NODES as u64).filter_map(|id| dns_port(base, id).ok()).collect()
+fn dns_ports_of(base: u16, nodes: usize) -> Vec<u16> {
+    (1..=nodes as u64).filter_map(|id| dns_port(base, id).ok()).collect()
 }
 
 fn examples(app: AppName, http: &[String], dns: &[u16]) -> Vec<String> {
-    let [a, b, c] = [&http[0], &http[1], &http[2]];
+    // With fewer than three nodes, the examples go to the same node more than once.
+    let at = |i: usize| http.get(i % http.len().max(1)).cloned().unwrap_or_default();
+    let [a, b, c] = [at(0), at(1), at(2)];
     match app {
         AppName::Kv => vec![
             format!("curl -X PUT -d 'world' {a}/kv/hello"),
@@ -338,6 +347,28 @@ fn examples(app: AppName, http: &[String], dns: &[u16]) -> Vec<String> {
                 format!("curl -X POST {b}/v1/services/web/web-2/renew"),
                 format!("curl -X DELETE {c}/v1/services/web/web-1"),
             ]
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn nodes_default_to_three_and_range_from_one_to_seven() {
+        assert_eq!(Cli::try_parse_from(["cluster", "kv"]).unwrap().nodes, 3);
+        assert_eq!(Cli::try_parse_from(["cluster", "kv", "--nodes", "7"]).unwrap().nodes, 7);
+        for bad in ["0", "8", "x"] {
+            assert!(Cli::try_parse_from(["cluster", "kv", "--nodes", bad]).is_err(), "--nodes {bad}");
+        }
+    }
+
+    #[test]
+    fn examples_work_for_a_single_node() {
+        let one = ["http://127.0.0.1:8001".to_string()];
+        for app in [AppName::Kv, AppName::Counter, AppName::Dns] {
+            assert!(examples(app, &one, &[8601]).iter().all(|l| !l.contains("8002")));
         }
     }
 }
