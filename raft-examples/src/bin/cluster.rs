@@ -26,6 +26,12 @@
 //! `<data-dir>/<app>/tls/`, the nodes talk mutual TLS to each other and serve HTTPS, and
 //! the table speaks HTTPS to them (`curl --cacert <data-dir>/<app>/tls/ca.pem ...`).
 //!
+//! `cluster add <app>` (same `--data-dir`, `--base-port`, `--host`) adds a node to the
+//! cluster running there: it starts node N (the lowest id that is neither a member nor
+//! has a data directory) with `--join`, in the background with its log in
+//! `node-N.log`, adds it as a learner and makes it a voter through the admin API, and
+//! exits; the new node keeps running (stop it with `kill <pid>`, the pid is printed).
+//!
 //! Run through `cargo run`, the launcher first builds the app binary with the same
 //! profile and features (`cargo build`), so it is never stale; run directly, it expects
 //! the app binary next to its own executable.
@@ -97,9 +103,38 @@ struct Cli {
     tls: bool,
 }
 
+/// `cluster add`: adds a node to a running local cluster.
+#[derive(Parser)]
+#[command(
+    name = "cluster add",
+    about = "Starts the next node of a running local cluster with --join and makes it a voter"
+)]
+struct AddCli {
+    /// The app the cluster runs.
+    #[arg(value_enum)]
+    app: AppName,
+    /// The cluster's data directory, as given to the launcher.
+    #[arg(long, default_value = "./data")]
+    data_dir: PathBuf,
+    /// The cluster's base port, as given to the launcher.
+    #[arg(long, default_value_t = 7000)]
+    base_port: u16,
+    /// The address the nodes bind to.
+    #[arg(long, default_value = "127.0.0.1")]
+    host: String,
+    /// Do not run `cargo build` for the app first, even when run through cargo.
+    #[arg(long)]
+    no_build: bool,
+}
+
 fn main() -> ExitCode {
-    let cli = Cli::parse();
-    match run(cli) {
+    let argv: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    let result = if argv.get(1).is_some_and(|a| a == "add") {
+        add(AddCli::parse_from(argv.iter().skip(1)))
+    } else {
+        run(Cli::parse())
+    };
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("cluster: {e}");
@@ -289,6 +324,104 @@ fn run(cli: Cli) -> Result<(), String> {
     println!("stopping the nodes");
     stop_all(&mut cluster);
     Ok(())
+}
+
+/// How long `cluster add` waits for an admin request (a promotion waits for the new
+/// node to catch up).
+const ADMIN_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// `cluster add`: finds the cluster through any node's `GET /cluster`, starts the next
+/// node with `--join` and makes it a voter.
+fn add(cli: AddCli) -> Result<(), String> {
+    use raft_examples::launch::client;
+    let app = cli.app.name();
+    let bin = app_binary(app, cli.no_build)?;
+    let dir = cli.data_dir.join(app);
+    let port = |offset: u64, id: u64| {
+        u16::try_from(u64::from(cli.base_port) + offset + id)
+            .map_err(|_| format!("--base-port {} is too high", cli.base_port))
+    };
+    let http = |id: u64| port(1000, id).map(|p| format!("{}:{p}", cli.host));
+    let mut found = None;
+    for id in 1..=7 {
+        let r = client::request(&http(id)?, "GET", "/cluster", None, Duration::from_secs(1));
+        if let (200, Ok(v)) = (r.status, serde_json::from_slice::<serde_json::Value>(&r.body)) {
+            found = Some((id, v));
+            break;
+        }
+    }
+    let (via, shown) =
+        found.ok_or_else(|| format!("no node answers GET /cluster on {}:{}..", cli.host, cli.base_port + 1001))?;
+    let ids = |key: &str| -> Vec<u64> {
+        shown[key].as_array().map(|a| a.iter().filter_map(serde_json::Value::as_u64).collect()).unwrap_or_default()
+    };
+    let (voters, learners) = (ids("voters"), ids("learners"));
+    let id = (1..=7u64)
+        .find(|id| !voters.contains(id) && !learners.contains(id) && !dir.join(format!("node-{id}")).exists())
+        .ok_or("the launcher's clusters have 7 nodes at most")?;
+    let join: Vec<String> = shown["nodes"]
+        .as_object()
+        .map(|m| m.iter().filter_map(|(k, v)| Some(format!("{k}={}", v["raft"].as_str()?))).collect())
+        .unwrap_or_default();
+    if join.is_empty() {
+        return Err("GET /cluster shows no member's Raft address".into());
+    }
+    let (raft_addr, http_addr) = (format!("{}:{}", cli.host, port(0, id)?), http(id)?);
+    let pid = start_joining(&cli, &bin, &dir, id, &raft_addr, &http_addr, &join.join(","))?;
+    println!(
+        "node {id} started (pid {pid}), Raft {raft_addr}, HTTP {http_addr}, log {}",
+        dir.join(format!("node-{id}.log")).display()
+    );
+    let via = http(via)?;
+    let body = format!(r#"{{"id":{id},"raft":"{raft_addr}","http":"{http_addr}"}}"#);
+    for (path, body) in [
+        ("/cluster/learners", body),
+        ("/cluster/voters", {
+            let all: Vec<String> = voters.iter().chain([&id]).map(ToString::to_string).collect();
+            format!(r#"{{"voters":[{}]}}"#, all.join(","))
+        }),
+    ] {
+        let r = client::request(&via, "POST", path, Some(body.as_bytes()), ADMIN_TIMEOUT);
+        if r.status != 200 {
+            return Err(format!("POST {path} {body}: {} {}", r.status, r.text()));
+        }
+        println!("POST {path} {body}: {}", r.text().trim());
+    }
+    Ok(())
+}
+
+/// Starts node `id` in the background with `--join`; returns its pid.
+fn start_joining(
+    cli: &AddCli,
+    bin: &Path,
+    dir: &Path,
+    id: u64,
+    raft_addr: &str,
+    http_addr: &str,
+    join: &str,
+) -> Result<u32, String> {
+    let log = dir.join(format!("node-{id}.log"));
+    let open =
+        || std::fs::File::options().create(true).append(true).open(&log).map_err(|e| format!("{}: {e}", log.display()));
+    let data = dir.join(format!("node-{id}"));
+    let mut cmd = Command::new(bin);
+    cmd.args(["--id", &id.to_string(), "--listen", raft_addr, "--http", http_addr, "--join", join, "--data-dir"]);
+    cmd.arg(&data).stdin(std::process::Stdio::null()).stdout(open()?).stderr(open()?);
+    if cli.app == AppName::Dns {
+        cmd.args(["--dns".to_string(), format!("{}:{}", cli.host, dns_port(cli.base_port, id)?)]);
+    }
+    std::os::unix::process::CommandExt::process_group(&mut cmd, 0);
+    let child = cmd.spawn().map_err(|e| format!("cannot start {}: {e}", bin.display()))?;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while raft_examples::launch::client::request(http_addr, "GET", "/status", None, Duration::from_millis(500)).status
+        != 200
+    {
+        if Instant::now() > deadline {
+            return Err(format!("node {id} does not answer /status; see {}", log.display()));
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    Ok(child.id())
 }
 
 /// Sends SIGTERM to every running node, waits for each to exit (SIGKILL after a
