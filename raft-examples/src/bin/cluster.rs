@@ -1,4 +1,4 @@
-//! Starts a local three-node cluster of an example app (`kv`, `counter` or `dns`) as child
+//! Starts a local cluster (three nodes by default, `--nodes 1` to `7`) of an example app (`kv`, `counter` or `dns`) as child
 //! processes on loopback, prints each node's HTTP address and curl examples, then shows
 //! a live status table until Ctrl-C, which stops every node cleanly.
 //!
@@ -26,6 +26,12 @@
 //! `<data-dir>/<app>/tls/`, the nodes talk mutual TLS to each other and serve HTTPS, and
 //! the table speaks HTTPS to them (`curl --cacert <data-dir>/<app>/tls/ca.pem ...`).
 //!
+//! `cluster add <app>` (same `--data-dir`, `--base-port`, `--host`) adds a node to the
+//! cluster running there: it starts node N (the lowest id that is neither a member nor
+//! has a data directory) with `--join`, in the background with its log in
+//! `node-N.log`, adds it as a learner and makes it a voter through the admin API, and
+//! exits; the new node keeps running (stop it with `kill <pid>`, the pid is printed).
+//!
 //! Run through `cargo run`, the launcher first builds the app binary with the same
 //! profile and features (`cargo build`), so it is never stale; run directly, it expects
 //! the app binary next to its own executable.
@@ -42,7 +48,6 @@ use raft_examples::launch::certs::ClusterCerts;
 use raft_examples::launch::table::StatusTable;
 use raft_examples::launch::{Data, LocalCluster, Ports, Spec};
 
-const NODES: usize = 3;
 const POLL_INTERVAL: Duration = Duration::from_millis(500);
 const STOP_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long one `GET /metrics` of the table may take.
@@ -69,11 +74,16 @@ impl AppName {
 }
 
 #[derive(Parser)]
-#[command(about = "Runs a local three-node cluster of an example app with a live status table")]
+#[command(about = "Runs a local cluster of an example app with a live status table")]
 struct Cli {
     /// The app to run.
     #[arg(value_enum)]
     app: AppName,
+    /// How many nodes (1 to 7); a cluster started before keeps the members in its log,
+    /// so restarting it with another count does not change its membership (use the
+    /// admin API under `/cluster`).
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u16).range(1..=7))]
+    nodes: u16,
     /// Where the nodes keep their data: `<data-dir>/<app>/node-N`.
     #[arg(long, default_value = "./data")]
     data_dir: PathBuf,
@@ -93,9 +103,38 @@ struct Cli {
     tls: bool,
 }
 
+/// `cluster add`: adds a node to a running local cluster.
+#[derive(Parser)]
+#[command(
+    name = "cluster add",
+    about = "Starts the next node of a running local cluster with --join and makes it a voter"
+)]
+struct AddCli {
+    /// The app the cluster runs.
+    #[arg(value_enum)]
+    app: AppName,
+    /// The cluster's data directory, as given to the launcher.
+    #[arg(long, default_value = "./data")]
+    data_dir: PathBuf,
+    /// The cluster's base port, as given to the launcher.
+    #[arg(long, default_value_t = 7000)]
+    base_port: u16,
+    /// The address the nodes bind to.
+    #[arg(long, default_value = "127.0.0.1")]
+    host: String,
+    /// Do not run `cargo build` for the app first, even when run through cargo.
+    #[arg(long)]
+    no_build: bool,
+}
+
 fn main() -> ExitCode {
-    let cli = Cli::parse();
-    match run(cli) {
+    let argv: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    let result = if argv.get(1).is_some_and(|a| a == "add") {
+        add(AddCli::parse_from(argv.iter().skip(1)))
+    } else {
+        run(Cli::parse())
+    };
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("cluster: {e}");
@@ -166,12 +205,13 @@ fn app_binary(app: &str, no_build: bool) -> Result<PathBuf, String> {
 /// What to start: the app's nodes on the base ports, with `--dns` for the DNS app and,
 /// with `--tls`, fresh certificates.
 fn spec_of(cli: &Cli, bin: PathBuf, dir: &Path) -> Result<(Spec, Option<ClusterCerts>), String> {
-    let mut spec = Spec::app(bin, NODES);
+    let nodes = usize::from(cli.nodes);
+    let mut spec = Spec::app(bin, nodes);
     spec.ports = Ports::Base { host: cli.host.clone(), base: cli.base_port };
     spec.data = Data::At(dir.to_path_buf());
     spec.own_process_group = true;
     let certs = if cli.tls {
-        let ids: Vec<u64> = (1..=NODES as u64).collect();
+        let ids: Vec<u64> = (1..=nodes as u64).collect();
         let certs = ClusterCerts::generate(dir, &ids, std::slice::from_ref(&cli.host))?;
         spec.https = Some(certs.https_trust()?);
         Some(certs)
@@ -180,7 +220,7 @@ fn spec_of(cli: &Cli, bin: PathBuf, dir: &Path) -> Result<(Spec, Option<ClusterC
     };
     let dns = cli.app == AppName::Dns;
     if dns {
-        for id in 1..=NODES as u64 {
+        for id in 1..=nodes as u64 {
             dns_port(cli.base_port, id)?;
         }
     }
@@ -205,8 +245,9 @@ fn print_intro(cli: &Cli, cluster: &LocalCluster, dir: &Path, reused: bool, cert
     let http_addrs: Vec<String> = cluster.http_endpoints().iter().map(|a| format!("{scheme}://{a}")).collect();
     println!();
     println!(
-        "{} cluster of {NODES} nodes, data in {} ({})",
+        "{} cluster of {} nodes, data in {} ({})",
         app,
+        cluster.nodes.len(),
         dir.display(),
         if reused { "reused: the nodes restart from it" } else { "new" }
     );
@@ -217,7 +258,8 @@ fn print_intro(cli: &Cli, cluster: &LocalCluster, dir: &Path, reused: bool, cert
         println!("  TLS between the nodes and HTTPS, throwaway CA: {}", certs.ca().display());
     }
     if cli.app == AppName::Dns {
-        let ports: Vec<String> = dns_ports_of(cli.base_port).iter().map(ToString::to_string).collect();
+        let ports: Vec<String> =
+            dns_ports_of(cli.base_port, cluster.nodes.len()).iter().map(ToString::to_string).collect();
         println!("  DNS (UDP and TCP) on ports {}, zone service.local.", ports.join(", "));
     }
     println!();
@@ -226,7 +268,7 @@ fn print_intro(cli: &Cli, cluster: &LocalCluster, dir: &Path, reused: bool, cert
         Some(c) => format!("curl --cacert {}", c.ca().display()),
         None => "curl".to_string(),
     };
-    for line in examples(cli.app, &http_addrs, &dns_ports_of(cli.base_port)) {
+    for line in examples(cli.app, &http_addrs, &dns_ports_of(cli.base_port, cluster.nodes.len())) {
         match line.strip_prefix("curl") {
             Some(rest) => println!("  {curl}{rest}"),
             None => println!("  {line}"),
@@ -241,7 +283,7 @@ fn run(cli: Cli) -> Result<(), String> {
     let app = cli.app.name();
     let bin = app_binary(app, cli.no_build)?;
     let dir = cli.data_dir.join(app);
-    let reused = (1..=NODES).any(|id| dir.join(format!("node-{id}")).exists());
+    let reused = (1..=usize::from(cli.nodes)).any(|id| dir.join(format!("node-{id}")).exists());
     let (spec, certs) = spec_of(&cli, bin, &dir)?;
     LocalCluster::check_ports_free(&spec).map_err(|e| format!("{e}; is a cluster already running? Try --base-port"))?;
 
@@ -284,6 +326,104 @@ fn run(cli: Cli) -> Result<(), String> {
     Ok(())
 }
 
+/// How long `cluster add` waits for an admin request (a promotion waits for the new
+/// node to catch up).
+const ADMIN_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// `cluster add`: finds the cluster through any node's `GET /cluster`, starts the next
+/// node with `--join` and makes it a voter.
+fn add(cli: AddCli) -> Result<(), String> {
+    use raft_examples::launch::client;
+    let app = cli.app.name();
+    let bin = app_binary(app, cli.no_build)?;
+    let dir = cli.data_dir.join(app);
+    let port = |offset: u64, id: u64| {
+        u16::try_from(u64::from(cli.base_port) + offset + id)
+            .map_err(|_| format!("--base-port {} is too high", cli.base_port))
+    };
+    let http = |id: u64| port(1000, id).map(|p| format!("{}:{p}", cli.host));
+    let mut found = None;
+    for id in 1..=7 {
+        let r = client::request(&http(id)?, "GET", "/cluster", None, Duration::from_secs(1));
+        if let (200, Ok(v)) = (r.status, serde_json::from_slice::<serde_json::Value>(&r.body)) {
+            found = Some((id, v));
+            break;
+        }
+    }
+    let (via, shown) =
+        found.ok_or_else(|| format!("no node answers GET /cluster on {}:{}..", cli.host, cli.base_port + 1001))?;
+    let ids = |key: &str| -> Vec<u64> {
+        shown[key].as_array().map(|a| a.iter().filter_map(serde_json::Value::as_u64).collect()).unwrap_or_default()
+    };
+    let (voters, learners) = (ids("voters"), ids("learners"));
+    let id = (1..=7u64)
+        .find(|id| !voters.contains(id) && !learners.contains(id) && !dir.join(format!("node-{id}")).exists())
+        .ok_or("the launcher's clusters have 7 nodes at most")?;
+    let join: Vec<String> = shown["nodes"]
+        .as_object()
+        .map(|m| m.iter().filter_map(|(k, v)| Some(format!("{k}={}", v["raft"].as_str()?))).collect())
+        .unwrap_or_default();
+    if join.is_empty() {
+        return Err("GET /cluster shows no member's Raft address".into());
+    }
+    let (raft_addr, http_addr) = (format!("{}:{}", cli.host, port(0, id)?), http(id)?);
+    let pid = start_joining(&cli, &bin, &dir, id, &raft_addr, &http_addr, &join.join(","))?;
+    println!(
+        "node {id} started (pid {pid}), Raft {raft_addr}, HTTP {http_addr}, log {}",
+        dir.join(format!("node-{id}.log")).display()
+    );
+    let via = http(via)?;
+    let body = format!(r#"{{"id":{id},"raft":"{raft_addr}","http":"{http_addr}"}}"#);
+    for (path, body) in [
+        ("/cluster/learners", body),
+        ("/cluster/voters", {
+            let all: Vec<String> = voters.iter().chain([&id]).map(ToString::to_string).collect();
+            format!(r#"{{"voters":[{}]}}"#, all.join(","))
+        }),
+    ] {
+        let r = client::request(&via, "POST", path, Some(body.as_bytes()), ADMIN_TIMEOUT);
+        if r.status != 200 {
+            return Err(format!("POST {path} {body}: {} {}", r.status, r.text()));
+        }
+        println!("POST {path} {body}: {}", r.text().trim());
+    }
+    Ok(())
+}
+
+/// Starts node `id` in the background with `--join`; returns its pid.
+fn start_joining(
+    cli: &AddCli,
+    bin: &Path,
+    dir: &Path,
+    id: u64,
+    raft_addr: &str,
+    http_addr: &str,
+    join: &str,
+) -> Result<u32, String> {
+    let log = dir.join(format!("node-{id}.log"));
+    let open =
+        || std::fs::File::options().create(true).append(true).open(&log).map_err(|e| format!("{}: {e}", log.display()));
+    let data = dir.join(format!("node-{id}"));
+    let mut cmd = Command::new(bin);
+    cmd.args(["--id", &id.to_string(), "--listen", raft_addr, "--http", http_addr, "--join", join, "--data-dir"]);
+    cmd.arg(&data).stdin(std::process::Stdio::null()).stdout(open()?).stderr(open()?);
+    if cli.app == AppName::Dns {
+        cmd.args(["--dns".to_string(), format!("{}:{}", cli.host, dns_port(cli.base_port, id)?)]);
+    }
+    std::os::unix::process::CommandExt::process_group(&mut cmd, 0);
+    let child = cmd.spawn().map_err(|e| format!("cannot start {}: {e}", bin.display()))?;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while raft_examples::launch::client::request(http_addr, "GET", "/status", None, Duration::from_millis(500)).status
+        != 200
+    {
+        if Instant::now() > deadline {
+            return Err(format!("node {id} does not answer /status; see {}", log.display()));
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    Ok(child.id())
+}
+
 /// Sends SIGTERM to every running node, waits for each to exit (SIGKILL after a
 /// timeout), and prints how each ended.
 fn stop_all(cluster: &mut LocalCluster) {
@@ -302,12 +442,14 @@ fn dns_port(base: u16, id: u64) -> Result<u16, String> {
     u16::try_from(u64::from(base) + 1600 + id).map_err(|_| format!("--base-port {base} is too high for the DNS ports"))
 }
 
-fn dns_ports_of(base: u16) -> Vec<u16> {
-    (1..=NODES as u64).filter_map(|id| dns_port(base, id).ok()).collect()
+fn dns_ports_of(base: u16, nodes: usize) -> Vec<u16> {
+    (1..=nodes as u64).filter_map(|id| dns_port(base, id).ok()).collect()
 }
 
 fn examples(app: AppName, http: &[String], dns: &[u16]) -> Vec<String> {
-    let [a, b, c] = [&http[0], &http[1], &http[2]];
+    // With fewer than three nodes, the examples go to the same node more than once.
+    let at = |i: usize| http.get(i % http.len().max(1)).cloned().unwrap_or_default();
+    let [a, b, c] = [at(0), at(1), at(2)];
     match app {
         AppName::Kv => vec![
             format!("curl -X PUT -d 'world' {a}/kv/hello"),
@@ -338,6 +480,28 @@ fn examples(app: AppName, http: &[String], dns: &[u16]) -> Vec<String> {
                 format!("curl -X POST {b}/v1/services/web/web-2/renew"),
                 format!("curl -X DELETE {c}/v1/services/web/web-1"),
             ]
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn nodes_default_to_three_and_range_from_one_to_seven() {
+        assert_eq!(Cli::try_parse_from(["cluster", "kv"]).unwrap().nodes, 3);
+        assert_eq!(Cli::try_parse_from(["cluster", "kv", "--nodes", "7"]).unwrap().nodes, 7);
+        for bad in ["0", "8", "x"] {
+            assert!(Cli::try_parse_from(["cluster", "kv", "--nodes", bad]).is_err(), "--nodes {bad}");
+        }
+    }
+
+    #[test]
+    fn examples_work_for_a_single_node() {
+        let one = ["http://127.0.0.1:8001".to_string()];
+        for app in [AppName::Kv, AppName::Counter, AppName::Dns] {
+            assert!(examples(app, &one, &[8601]).iter().all(|l| !l.contains("8002")));
         }
     }
 }
