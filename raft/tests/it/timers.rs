@@ -23,9 +23,10 @@ use raft::{NodeId, Raft, Runtime};
 const WRITERS: usize = 64;
 /// How long they write.
 const LOAD: Duration = Duration::from_secs(3);
-/// The quiet time after the load in which heartbeats must go on: 20 heartbeat
-/// intervals (50 ms each by default).
-const QUIET: Duration = Duration::from_secs(1);
+/// The quiet time after the load in which heartbeats must go on: 40 heartbeat
+/// intervals (50 ms each by default), of which a few answered suffice (a stopped timer
+/// answers none; a loaded machine may delay some).
+const QUIET: Duration = Duration::from_secs(2);
 
 /// Heartbeat round trips the leader has timed, per peer.
 fn heartbeats_answered(leader: &Raft<raft::testing::helpers::Counter>) -> BTreeMap<NodeId, u64> {
@@ -68,15 +69,16 @@ async fn timers_keep_firing_through_a_busy_protocol_loop<R: Runtime>(rt: R) {
     for n in nodes.iter().filter(|n| n.id() != leader.id()) {
         let (b, a) = (before.get(&n.id()).copied().unwrap_or(0), after.get(&n.id()).copied().unwrap_or(0));
         assert!(
-            a >= b + 5,
+            a >= b + 2,
             "the leader's heartbeats to node {} stopped after the load: {b} answered before {QUIET:?} \
              of quiet, {a} after",
             n.id()
         );
     }
 
-    // The followers' election timers still fire: without the leader, one takes over.
-    leader.shutdown().await;
+    // The followers' election timers still fire: without the leader (stopped at once,
+    // without handing over), one takes over.
+    leader.shutdown_now().await;
     let others: Vec<_> = nodes.iter().filter(|n| n.id() != leader.id()).collect();
     let next = wait_for_leader(others.iter().copied()).await;
     assert!(next.status().term > term, "a new term began: {:?}", next.status());
