@@ -87,9 +87,7 @@ pub enum ConfigError {
     #[error("not the leader (leader: {0:?})")]
     NotLeader(Option<NodeId>),
     /// A change is in progress: the latest configuration is not committed yet, or is
-    /// joint, or this leader has not yet committed an entry of its own term (thesis
-    /// §4.1 and its 2015 correction: one change at a time, and none before the leader's
-    /// first commit).
+    /// joint (thesis §4.1: one change at a time).
     #[error("another membership change is in progress")]
     InProgress,
     /// A leadership transfer is in progress.
@@ -107,6 +105,11 @@ pub enum ConfigError {
     /// The change changes nothing.
     #[error("the configuration already is what the change asks for")]
     NoChange,
+    /// This node has just become leader and has not yet committed an entry of its own
+    /// term (the 2015 correction to thesis §4.1: no change before the leader's first
+    /// commit). Transient: [`Raft`](crate::Raft)'s membership calls wait for it.
+    #[error("the new leader has not yet committed an entry of its term")]
+    NotReady,
 }
 
 impl Membership {

@@ -36,6 +36,9 @@ impl RaftCore {
         if self.transfer.is_some() {
             return Err(ConfigError::Transferring);
         }
+        if self.log.commit < self.term_start {
+            return Err(ConfigError::NotReady);
+        }
         if !self.may_change_membership() {
             return Err(ConfigError::InProgress);
         }

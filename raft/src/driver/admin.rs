@@ -10,7 +10,7 @@ use futures::channel::oneshot;
 
 use super::{Event, Raft};
 use crate::error::ChangeError;
-use crate::membership::{ConfigChange, Membership, NodeInfo};
+use crate::membership::{ConfigChange, ConfigError, Membership, NodeInfo};
 use crate::state_machine::StateMachine;
 use crate::status::Status;
 use crate::types::{LogIndex, NodeId};
@@ -23,8 +23,9 @@ impl<SM: StateMachine> Raft<SM> {
     /// with its index. Must be called on the leader.
     pub async fn add_learner(&self, id: NodeId, node: NodeInfo, timeout: Duration) -> Result<LogIndex, ChangeError> {
         let want = node.clone();
-        let index = self.change(ConfigChange::AddLearner { id, node }).await?;
-        self.wait_config(index, timeout, |m| m.contains(id) && m.nodes.get(&id) == Some(&want)).await
+        let deadline = self.shared.clock.now().add(timeout);
+        let index = self.change(ConfigChange::AddLearner { id, node }, deadline).await?;
+        self.wait_config(index, self.remaining(deadline), |m| m.contains(id) && m.nodes.get(&id) == Some(&want)).await
     }
 
     /// Makes `voters` the voters (thesis §4.1, §4.3): new voters must be learners, and are
@@ -45,7 +46,7 @@ impl<SM: StateMachine> Raft<SM> {
         for id in promoted {
             self.wait_caught_up(id, self.remaining(deadline)).await?;
         }
-        let index = self.change(ConfigChange::SetVoters { voters: voters.clone() }).await?;
+        let index = self.change(ConfigChange::SetVoters { voters: voters.clone() }, deadline).await?;
         self.wait_config(index, self.remaining(deadline), |m| !m.is_joint() && m.voters == voters).await
     }
 
@@ -54,8 +55,9 @@ impl<SM: StateMachine> Raft<SM> {
     /// down. Returns once the configuration is committed, with its index. Must be called
     /// on the leader.
     pub async fn remove_node(&self, id: NodeId, timeout: Duration) -> Result<LogIndex, ChangeError> {
-        let index = self.change(ConfigChange::Remove { id }).await?;
-        self.wait_config(index, timeout, |m| !m.contains(id)).await
+        let deadline = self.shared.clock.now().add(timeout);
+        let index = self.change(ConfigChange::Remove { id }, deadline).await?;
+        self.wait_config(index, self.remaining(deadline), |m| !m.contains(id)).await
     }
 
     /// Hands leadership to the voter `to` (thesis §3.10): the leader stops taking
@@ -79,10 +81,28 @@ impl<SM: StateMachine> Raft<SM> {
         }
     }
 
-    async fn change(&self, change: ConfigChange) -> Result<LogIndex, ChangeError> {
-        let (tx, rx) = oneshot::channel();
-        self.tx.unbounded_send(Event::ChangeMembership { change, tx }).map_err(|_| ChangeError::ShuttingDown)?;
-        Ok(rx.await.map_err(|_| ChangeError::ShuttingDown)??)
+    /// Asks the protocol loop to append the entry for `change`. A leader elected a moment
+    /// ago refuses with [`ConfigError::NotReady`] until it commits an entry of its term;
+    /// that is waited out (each time the commit index moves, the change is asked again),
+    /// up to `deadline`.
+    async fn change(&self, change: ConfigChange, deadline: crate::Instant) -> Result<LogIndex, ChangeError> {
+        loop {
+            // Read before asking, so a commit between the refusal and the wait is seen.
+            let (term, commit) = self.with_status(|s| (s.term, s.commit_index));
+            let (tx, rx) = oneshot::channel();
+            let event = Event::ChangeMembership { change: change.clone(), tx };
+            self.tx.unbounded_send(event).map_err(|_| ChangeError::ShuttingDown)?;
+            match rx.await.map_err(|_| ChangeError::ShuttingDown)? {
+                Err(ConfigError::NotReady) => {
+                    self.wait_for("the new leader's first commit", self.remaining(deadline), |s| {
+                        s.term != term || s.commit_index > commit
+                    })
+                    .await
+                    .map_err(wait_error)?;
+                }
+                result => return Ok(result?),
+            }
+        }
     }
 
     /// Waits until the configuration in effect, at `index` or later, satisfies `done`
@@ -111,7 +131,7 @@ impl<SM: StateMachine> Raft<SM> {
             .await
         {
             Ok(s) if s.role == Role::Leader => Ok(()),
-            Ok(s) => Err(ChangeError::Config(crate::membership::ConfigError::NotLeader(s.leader))),
+            Ok(s) => Err(ChangeError::Config(ConfigError::NotLeader(s.leader))),
             Err(crate::WaitError::Timeout { last, .. }) => Err(ChangeError::NotCaughtUp { id, behind: behind(&last) }),
             Err(crate::WaitError::Stopped { .. }) => Err(ChangeError::ShuttingDown),
         }

@@ -53,10 +53,11 @@ async fn a_cluster_grows_moves_its_leader_and_shrinks<R: Runtime>(rt: R) {
     l.transfer_leadership(4, T).await.expect("leadership moves to node 4");
     let s = four.wait_role(Role::Leader, T).await.expect("node 4 leads");
     assert_eq!(s.term, term + 1, "one election, started by the transfer");
-    assert_eq!(four.propose(1).await, Ok(21), "the new leader takes writes");
 
-    // The old leader is removed; it steps down for good.
+    // The old leader is removed, asked the moment node 4 leads: the call waits out the
+    // new leader's first commit rather than refusing. The removed node steps down for good.
     four.remove_node(l.id(), T).await.expect("removed");
+    assert_eq!(four.propose(1).await, Ok(21), "the new leader takes writes");
     let s = l.wait_for("the removed node to learn it", T, |s| !s.membership.contains(l.id())).await.expect("learns");
     assert!(!s.is_voter);
 

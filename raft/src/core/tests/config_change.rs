@@ -75,7 +75,7 @@ fn a_change_waits_for_a_commit_in_the_leaders_term() {
     assert_eq!(c.core(1).role(), Role::Leader);
     // The blank entry of term 1 is not committed: the appends are still queued.
     assert!(c.commit(1) < c.last(1).index);
-    assert_eq!(c.change(1, ConfigChange::AddLearner { id: 4, node: info(4) }), Err(ConfigError::InProgress));
+    assert_eq!(c.change(1, ConfigChange::AddLearner { id: 4, node: info(4) }), Err(ConfigError::NotReady));
     c.deliver_all();
     assert!(c.change(1, ConfigChange::AddLearner { id: 4, node: info(4) }).is_ok());
 }
