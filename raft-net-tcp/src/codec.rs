@@ -12,14 +12,15 @@ use crate::error::{FrameError, HandshakeError};
 pub const MAGIC: [u8; 4] = *b"RFTN";
 
 /// The protocol version this implementation speaks.
-pub const PROTOCOL_VERSION: u16 = 2;
+pub const PROTOCOL_VERSION: u16 = 3;
 
 /// The size of the client's hello: magic (4), version (2), reserved (2), cluster id (8),
-/// sender id (8), receiver id (8).
-pub const HELLO_LEN: usize = 32;
+/// sender id (8), receiver id (8), sender's incarnation (8).
+pub const HELLO_LEN: usize = 40;
 
-/// The size of the server's reply: magic (4), version (2), status (1), reserved (1).
-pub const REPLY_LEN: usize = 8;
+/// The size of the server's reply: magic (4), version (2), status (1), reserved (1),
+/// receiver's incarnation (8).
+pub const REPLY_LEN: usize = 16;
 
 /// The size of a frame's length prefix.
 pub const LENGTH_PREFIX_LEN: usize = 4;
@@ -35,10 +36,12 @@ pub struct Hello {
     pub from: NodeId,
     /// The node the sender means to reach.
     pub to: NodeId,
+    /// The sender's data-directory incarnation (0: none; see `incarnation.rs`).
+    pub incarnation: u64,
 }
 
 impl Hello {
-    /// Encodes the hello in its fixed 32-byte form.
+    /// Encodes the hello in its fixed 40-byte form.
     pub fn encode(&self) -> [u8; HELLO_LEN] {
         let mut b = [0u8; HELLO_LEN];
         b[0..4].copy_from_slice(&MAGIC);
@@ -47,6 +50,7 @@ impl Hello {
         b[8..16].copy_from_slice(&self.cluster_id.to_be_bytes());
         b[16..24].copy_from_slice(&self.from.to_be_bytes());
         b[24..32].copy_from_slice(&self.to.to_be_bytes());
+        b[32..40].copy_from_slice(&self.incarnation.to_be_bytes());
         b
     }
 
@@ -64,6 +68,7 @@ impl Hello {
             cluster_id: u64_at(b, 8),
             from: u64_at(b, 16),
             to: u64_at(b, 24),
+            incarnation: u64_at(b, 32),
         })
     }
 }
@@ -104,6 +109,9 @@ pub enum HelloStatus {
     /// The sender's TLS certificate does not name the sender id of its hello (only on a
     /// TLS connection: see `docs/security.md`).
     NotCertified = 6,
+    /// The receiver recorded another data-directory incarnation for the sender: the
+    /// sender lost its data and may not come back under its old node id.
+    Replaced = 7,
 }
 
 impl HelloStatus {
@@ -116,23 +124,26 @@ impl HelloStatus {
             4 => HelloStatus::UnknownSender,
             5 => HelloStatus::Busy,
             6 => HelloStatus::NotCertified,
+            7 => HelloStatus::Replaced,
             _ => return None,
         })
     }
 }
 
-/// Encodes the server's reply.
-pub fn encode_reply(status: HelloStatus) -> [u8; REPLY_LEN] {
+/// Encodes the server's reply, with the server's incarnation (0: none).
+pub fn encode_reply(status: HelloStatus, incarnation: u64) -> [u8; REPLY_LEN] {
     let mut b = [0u8; REPLY_LEN];
     b[0..4].copy_from_slice(&MAGIC);
     b[4..6].copy_from_slice(&PROTOCOL_VERSION.to_be_bytes());
     b[6] = status as u8;
+    b[8..16].copy_from_slice(&incarnation.to_be_bytes());
     b
 }
 
-/// Decodes the server's reply: `Ok` only when the connection was accepted. Bytes that
-/// start like a TLS record are [`HandshakeError::PeerExpectsTls`].
-pub fn decode_reply(b: &[u8; REPLY_LEN]) -> Result<(), HandshakeError> {
+/// Decodes the server's reply: `Ok` with the server's incarnation only when the
+/// connection was accepted. Bytes that start like a TLS record are
+/// [`HandshakeError::PeerExpectsTls`].
+pub fn decode_reply(b: &[u8; REPLY_LEN]) -> Result<u64, HandshakeError> {
     if b[0..4] != MAGIC {
         if looks_like_tls(b) {
             return Err(HandshakeError::PeerExpectsTls);
@@ -140,7 +151,7 @@ pub fn decode_reply(b: &[u8; REPLY_LEN]) -> Result<(), HandshakeError> {
         return Err(HandshakeError::BadMagic);
     }
     match HelloStatus::from_byte(b[6]) {
-        Some(HelloStatus::Accepted) => Ok(()),
+        Some(HelloStatus::Accepted) => Ok(u64_at(b, 8)),
         Some(status) => Err(HandshakeError::Refused(status)),
         None => Err(HandshakeError::BadStatus(b[6])),
     }
@@ -264,7 +275,7 @@ mod tests {
 
     #[test]
     fn hello_roundtrips() {
-        let h = Hello { version: PROTOCOL_VERSION, cluster_id: 0xdead_beef, from: 1, to: u64::MAX };
+        let h = Hello { version: PROTOCOL_VERSION, cluster_id: 0xdead_beef, from: 1, to: u64::MAX, incarnation: 0xab };
         assert_eq!(Hello::decode(&h.encode()).unwrap(), h);
         let mut bad = h.encode();
         bad[0] = b'X';
@@ -273,12 +284,16 @@ mod tests {
 
     #[test]
     fn reply_roundtrips() {
-        assert!(decode_reply(&encode_reply(HelloStatus::Accepted)).is_ok());
+        assert_eq!(decode_reply(&encode_reply(HelloStatus::Accepted, 0xcd)).unwrap(), 0xcd);
         assert!(matches!(
-            decode_reply(&encode_reply(HelloStatus::WrongCluster)),
+            decode_reply(&encode_reply(HelloStatus::WrongCluster, 0)),
             Err(HandshakeError::Refused(HelloStatus::WrongCluster))
         ));
-        let mut b = encode_reply(HelloStatus::Accepted);
+        assert!(matches!(
+            decode_reply(&encode_reply(HelloStatus::Replaced, 0)),
+            Err(HandshakeError::Refused(HelloStatus::Replaced))
+        ));
+        let mut b = encode_reply(HelloStatus::Accepted, 0);
         b[6] = 200;
         assert!(matches!(decode_reply(&b), Err(HandshakeError::BadStatus(200))));
     }

@@ -42,12 +42,17 @@ pub struct TcpConfig {
     /// Every node of a cluster must use the same choice.
     #[cfg(feature = "tls")]
     pub tls: Option<crate::TlsConfig>,
+    /// This node's data-directory incarnation and those recorded for its peers: when
+    /// set, a peer that presents another incarnation than the one recorded for it (it
+    /// lost its data) is refused both ways (see [`crate::incarnation`]). `None` (the
+    /// default): no incarnation is sent nor checked.
+    pub incarnations: Option<std::sync::Arc<crate::Incarnations>>,
 }
 
 impl TcpConfig {
     /// Defaults: 16 MiB frames, 1024 queued frames or 64 MiB per peer, 1 MiB batches,
     /// 1 s connect and handshake timeouts, 5 s write timeout, backoff from 20 ms to
-    /// 1 s, 128 inbound connections, no TLS.
+    /// 1 s, 128 inbound connections, no TLS, no incarnations.
     pub fn new(cluster_id: u64, node_id: NodeId) -> TcpConfig {
         TcpConfig {
             cluster_id,
@@ -64,6 +69,7 @@ impl TcpConfig {
             max_inbound_connections: 128,
             #[cfg(feature = "tls")]
             tls: None,
+            incarnations: None,
         }
     }
 }

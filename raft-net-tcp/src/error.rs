@@ -56,6 +56,43 @@ pub enum HandshakeError {
     /// node that has no TLS configured.
     #[error("the peer started a TLS handshake, this node has no TLS configured")]
     PeerSentTls,
+    /// The peer presented another data-directory incarnation than the one this node
+    /// recorded for its node id: it lost its data (a wiped or replaced directory) and
+    /// may not come back under that id (see `incarnation.rs`).
+    #[error(
+        "node {peer} presents incarnation {presented:016x} but was known as {recorded:016x}: \
+         its data directory was wiped or replaced, and a node that lost its data may not rejoin \
+         under its old id (remove it and add a node with a new id)"
+    )]
+    Replaced {
+        /// The peer's node id.
+        peer: u64,
+        /// The incarnation recorded for it.
+        recorded: u64,
+        /// The incarnation it presented.
+        presented: u64,
+    },
+}
+
+/// The incarnation files of a data directory could not be read or written.
+#[derive(Debug, thiserror::Error)]
+pub enum IncarnationError {
+    /// Reading or writing a file failed.
+    #[error("{}: {source}", path.display())]
+    Io {
+        /// The file.
+        path: std::path::PathBuf,
+        /// The error.
+        source: std::io::Error,
+    },
+    /// A file holds something else than incarnations.
+    #[error("{}: not an incarnation record: {line:?}", path.display())]
+    Corrupt {
+        /// The file.
+        path: std::path::PathBuf,
+        /// The offending line.
+        line: String,
+    },
 }
 
 /// A frame could not be read or written.

@@ -15,10 +15,30 @@ use raft::{NodeId, Runtime};
 use crate::codec::{self, Hello, HelloStatus, HELLO_LEN, PROTOCOL_VERSION, REPLY_LEN};
 use crate::config::TcpConfig;
 use crate::error::{ConnectionError, HandshakeError};
+use crate::incarnation::Seen;
 
 /// The hello this node sends to reach `peer`.
 pub(crate) fn hello_to(config: &TcpConfig, peer: NodeId) -> Hello {
-    Hello { version: PROTOCOL_VERSION, cluster_id: config.cluster_id, from: config.node_id, to: peer }
+    Hello {
+        version: PROTOCOL_VERSION,
+        cluster_id: config.cluster_id,
+        from: config.node_id,
+        to: peer,
+        incarnation: own_incarnation(config),
+    }
+}
+
+fn own_incarnation(config: &TcpConfig) -> u64 {
+    config.incarnations.as_ref().map_or(0, |i| i.own())
+}
+
+/// Checks the incarnation `peer` presented against the one this node recorded for it
+/// (recording it the first time); the error to log when it was replaced.
+pub(crate) fn check_incarnation(config: &TcpConfig, peer: NodeId, presented: u64) -> Result<(), HandshakeError> {
+    match config.incarnations.as_ref().map(|i| i.check(peer, presented)) {
+        Some(Seen::Replaced { recorded }) => Err(HandshakeError::Replaced { peer, recorded, presented }),
+        Some(Seen::Known) | None => Ok(()),
+    }
 }
 
 /// Checks a received hello against this node's configuration; `is_peer` says whether a
@@ -75,7 +95,7 @@ async fn send<S: AsyncWrite + Unpin>(stream: &mut S, bytes: &[u8]) -> io::Result
 }
 
 /// The connecting side: sends the hello for `peer` and reads the reply; `Ok` only when
-/// the peer accepted.
+/// the peer accepted and presented the incarnation recorded for it (if any).
 pub(crate) async fn connect<R: Runtime, S: AsyncRead + AsyncWrite + Unpin>(
     rt: &R,
     config: &TcpConfig,
@@ -103,7 +123,9 @@ pub(crate) async fn connect<R: Runtime, S: AsyncRead + AsyncWrite + Unpin>(
         };
         return Err(ConnectionError::Handshake { addr, source });
     }
-    codec::decode_reply(&reply).map_err(|source| ConnectionError::Handshake { addr, source })
+    let handshake = |source| ConnectionError::Handshake { addr, source };
+    let incarnation = codec::decode_reply(&reply).map_err(handshake)?;
+    check_incarnation(config, peer, incarnation).map_err(handshake)
 }
 
 /// Reads into `buf` until it is full or the stream ends; returns the bytes read.
@@ -119,7 +141,7 @@ async fn read_up_to<S: AsyncRead + Unpin>(stream: &mut S, buf: &mut [u8]) -> io:
 }
 
 /// The receiving side: reads exactly the hello (no byte after it), checks it (with
-/// `certified`: see [`check_hello`]) and answers.
+/// `certified`: see [`check_hello`]) and the sender's incarnation, and answers.
 /// On refusal the reason is sent back, best effort, and the connection is to be closed.
 pub(crate) async fn accept<R: Runtime, S: AsyncRead + AsyncWrite + Unpin>(
     rt: &R,
@@ -136,12 +158,16 @@ pub(crate) async fn accept<R: Runtime, S: AsyncRead + AsyncWrite + Unpin>(
         .ok_or(ConnectionError::Handshake { addr, source: HandshakeError::Timeout })?
         .map_err(io)?;
     let hello = Hello::decode(&hello).map_err(|source| ConnectionError::Handshake { addr, source })?;
-    if let Err((status, source)) = check_hello(config, is_peer, certified, &hello) {
+    let checked = check_hello(config, is_peer, certified, &hello).and_then(|()| {
+        check_incarnation(config, hello.from, hello.incarnation).map_err(|e| (HelloStatus::Replaced, e))
+    });
+    let own = own_incarnation(config);
+    if let Err((status, source)) = checked {
         // Tell the peer why, best effort, then close.
-        let _ = rt.timeout(config.handshake_timeout, send(stream, &codec::encode_reply(status))).await;
+        let _ = rt.timeout(config.handshake_timeout, send(stream, &codec::encode_reply(status, own))).await;
         return Err(ConnectionError::Handshake { addr, source });
     }
-    rt.timeout(config.handshake_timeout, send(stream, &codec::encode_reply(HelloStatus::Accepted)))
+    rt.timeout(config.handshake_timeout, send(stream, &codec::encode_reply(HelloStatus::Accepted, own)))
         .await
         .ok_or(ConnectionError::Handshake { addr, source: HandshakeError::Timeout })?
         .map_err(io)?;
@@ -178,6 +204,21 @@ mod tests {
         }
     }
 
+    #[test]
+    fn a_recorded_incarnation_must_be_presented_again() {
+        let mut c = config();
+        c.incarnations = Some(std::sync::Arc::new(crate::Incarnations::in_memory(0x11)));
+        assert_eq!(hello_to(&c, 2).incarnation, 0x11);
+        assert_eq!(hello_to(&config(), 2).incarnation, 0, "no incarnations: none sent");
+        assert!(check_incarnation(&c, 2, 0x22).is_ok(), "first seen: recorded");
+        assert!(check_incarnation(&c, 2, 0x22).is_ok());
+        assert!(matches!(
+            check_incarnation(&c, 2, 0x33),
+            Err(HandshakeError::Replaced { peer: 2, recorded: 0x22, presented: 0x33 })
+        ));
+        assert!(check_incarnation(&config(), 2, 0x33).is_ok(), "no incarnations: nothing checked");
+    }
+
     proptest::proptest! {
         #![proptest_config(proptest::prelude::ProptestConfig { cases: 4096, ..Default::default() })]
 
@@ -187,12 +228,13 @@ mod tests {
         /// accepted exactly when every field is right.
         #[test]
         fn the_hello_parser_and_checks_never_panic_and_accept_only_a_right_hello(
-            mut bytes in proptest::array::uniform32(proptest::prelude::any::<u8>()),
+            bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), HELLO_LEN),
             with_magic in proptest::prelude::any::<bool>(),
             small_ids in proptest::prelude::any::<bool>(),
             peers in proptest::collection::vec(0u64..6, 0..4),
             certified in proptest::option::of(0u64..6),
         ) {
+            let mut bytes: [u8; HELLO_LEN] = bytes.try_into().unwrap();
             if with_magic {
                 bytes[..4].copy_from_slice(&codec::MAGIC);
             }
@@ -220,7 +262,7 @@ mod tests {
                 && certified.is_none_or(|c| c == hello.from);
             proptest::prop_assert_eq!(result.is_ok(), right, "{:?}", hello);
             if let Err((status, _)) = result {
-                let reply = codec::encode_reply(status);
+                let reply = codec::encode_reply(status, 0);
                 proptest::prop_assert!(matches!(codec::decode_reply(&reply), Err(HandshakeError::Refused(s)) if s == status));
             }
         }

@@ -24,6 +24,7 @@ mod config;
 pub mod error;
 mod handshake;
 mod inbound;
+pub mod incarnation;
 mod outbound;
 mod rt;
 mod stream;
@@ -33,9 +34,10 @@ mod tls;
 mod transport;
 
 pub use config::TcpConfig;
-pub use error::{ConnectionError, FrameError, HandshakeError};
+pub use error::{ConnectionError, FrameError, HandshakeError, IncarnationError};
 #[cfg(feature = "tls")]
 pub use error::{TlsConfigError, TlsError};
+pub use incarnation::Incarnations;
 pub use outbound::PeerStats;
 pub use rt::TcpRuntime;
 #[cfg(feature = "tls")]

@@ -15,6 +15,7 @@ use tracing::warn;
 
 use crate::codec;
 use crate::config::TcpConfig;
+use crate::error::ConnectionError;
 use crate::inbound::run_listener;
 use crate::outbound::{run_writer, PeerQueue, PeerStats};
 use crate::rt::TcpRuntime;
@@ -184,8 +185,23 @@ impl<R: TcpRuntime> TcpTransport<R> {
         for id in self.peer_ids() {
             if !membership.contains(id) {
                 self.remove_peer(id);
+                // Its id may be given to a new node (with a new data directory) later.
+                if let Some(incarnations) = &self.inner.shared.config.incarnations {
+                    incarnations.forget(id);
+                }
             }
         }
+    }
+
+    /// Connects to `peer` at `addr`, runs the handshake (TLS first when configured) and
+    /// closes the connection: `Ok` when the peer accepts this node. A node about to
+    /// bootstrap probes its peers so that it learns before it writes anything whether
+    /// one of them knows its node id by another data directory
+    /// ([`HandshakeError::Refused`](crate::HandshakeError::Refused) with
+    /// [`HelloStatus::Replaced`](crate::codec::HelloStatus::Replaced); see
+    /// [`crate::incarnation`]). Bounded by the connect and handshake timeouts.
+    pub async fn probe(&self, peer: NodeId, addr: SocketAddr) -> Result<(), ConnectionError> {
+        crate::outbound::connect(&self.inner.rt, &self.inner.shared.config, peer, addr).await.map(drop)
     }
 
     /// The counters of a peer's send queue.

@@ -26,9 +26,10 @@ use clap::{CommandFactory, FromArgMatches};
 use futures::future::{BoxFuture, Either, FutureExt};
 use hyper::{Method, Request, StatusCode};
 use raft::{Config, LogStore, Membership, NodeId, NodeInfo, Raft, StateMachine};
-use raft_net_tcp::{PeerStats, TcpConfig, TcpTransport};
+use raft_net_tcp::codec::HelloStatus;
+use raft_net_tcp::{ConnectionError, HandshakeError, Incarnations, PeerStats, TcpConfig, TcpTransport};
 use raft_store_file::{FileStore, FileStoreOptions};
-use tracing::{error, info, warn};
+use tracing::{debug, error, info, warn};
 
 use self::args::resolve;
 pub use self::args::{parse_peers, NodeArgs, Peers, RuntimeChoice, Security, SecurityArgs, SnapshotArgs};
@@ -297,8 +298,13 @@ pub async fn run<R: HttpRuntime, A: App>(
     .map_err(|e| format!("cannot open the store in {}: {e}", args.data_dir.display()))?;
     let initial = store.initial_state().await.map_err(|e| format!("cannot read the store: {e}"))?;
 
+    // The data directory's incarnation: peers refuse this node under its id if it ever
+    // comes back with another directory (raft_net_tcp::incarnation).
+    let incarnations =
+        Incarnations::open(&args.data_dir).map_err(|e| format!("cannot open the node's identity: {e}"))?;
     let security = args.security.load()?;
-    let tcp_config = transport_config(A::CLUSTER_ID, id, &security, listen);
+    let mut tcp_config = transport_config(A::CLUSTER_ID, id, &security, listen);
+    tcp_config.incarnations = Some(Arc::new(incarnations));
     let transport = TcpTransport::bind(rt.clone(), tcp_config, listen)
         .await
         .map_err(|e| format!("cannot listen for Raft traffic on {listen}: {e}"))?;
@@ -315,6 +321,7 @@ pub async fn run<R: HttpRuntime, A: App>(
     // outcome: answered with 503).
     let config = args.snapshots.apply(Config { request_timeout: REQUEST_TIMEOUT, ..Config::default() });
     let raft = if let (true, Some(members)) = (initial.is_empty(), members) {
+        refuse_if_replaced(&transport, id, &peers).await?;
         info!(node = id, members = ?members.voters, "empty data directory: bootstrapping the cluster");
         Raft::bootstrap_membership(id, members, config, rt.clone(), store, transport.network(), A::Machine::default())
             .await
@@ -362,6 +369,42 @@ pub async fn run<R: HttpRuntime, A: App>(
     transport.shutdown().await;
     info!(node = id, "stopped");
     result
+}
+
+/// Safe start: before a node with an empty data directory bootstraps, it asks every
+/// reachable peer whether it accepts this node, and stops with an error if one knows this
+/// node id by another data directory (the node lost its data: its vote and log are gone,
+/// and it may not come back under that id). Unreachable peers are passed over: they
+/// refuse the node in their turn once they are up.
+async fn refuse_if_replaced<R: HttpRuntime>(
+    transport: &TcpTransport<R>,
+    id: NodeId,
+    peers: &BTreeMap<NodeId, std::net::SocketAddr>,
+) -> Result<(), String> {
+    let probes = peers.iter().filter(|&(&p, _)| p != id).map(|(&peer, &addr)| async move {
+        let result = transport.probe(peer, addr).await;
+        if let Err(e) = &result {
+            debug!(node = id, peer, %addr, error = %e, "peer not reached before bootstrapping");
+        }
+        (peer, result)
+    });
+    let refusing: Vec<NodeId> = futures::future::join_all(probes)
+        .await
+        .into_iter()
+        .filter(|(_, r)| {
+            matches!(r, Err(ConnectionError::Handshake { source: HandshakeError::Refused(HelloStatus::Replaced), .. }))
+        })
+        .map(|(peer, _)| peer)
+        .collect();
+    if refusing.is_empty() {
+        return Ok(());
+    }
+    Err(format!(
+        "node {id} is already a member of a running cluster with another data directory (nodes {refusing:?} \
+         know it): this directory is empty, so the node lost its vote and log and may not rejoin as node {id}. \
+         Remove it (DELETE /cluster/nodes/{id}) and add this machine as a new node: a new --id with --join \
+         (see the README)"
+    ))
 }
 
 /// The peers to reach at start (resolved) and, unless the node joins a running cluster

@@ -146,3 +146,35 @@ fn a_joined_node_is_added_promoted_leads_and_the_first_is_removed() {
         assert_eq!(c.get(3, key).as_deref(), Some(key.as_bytes()), "acknowledged {key} lost");
     }
 }
+
+/// Safe start: a node whose data directory was wiped and that is started again under its
+/// old id with `--peers` is refused by the peers that know its earlier directory: it
+/// exits, before bootstrapping, with a message that says to add it as a new node, and the
+/// cluster goes on without it.
+#[test]
+fn a_wiped_node_restarted_under_its_old_id_is_refused() {
+    let mut c = Cluster::start(KV, 3, |_| vec![]);
+    let l = c.wait_leader(None);
+    c.put(l, "before", b"1");
+    let victim = (l + 1) % 3;
+    assert_eq!(c.get(victim, "before").as_deref(), Some(&b"1"[..]), "the victim took part");
+    assert!(c.terminate(victim), "node {} stops cleanly", victim + 1);
+    let dir = c.nodes[victim].data_dir.clone();
+    std::fs::remove_dir_all(&dir).expect("wipe the data directory");
+
+    c.spawn(victim);
+    let status = wait_until("the wiped node to exit", PATIENCE, || c.exited(victim));
+    assert!(!status.success(), "refused: {status}");
+    let log = std::fs::read_to_string(&c.nodes[victim].log).expect("the node's log");
+    let id = c.nodes[victim].id;
+    assert!(log.contains(&format!("may not rejoin as node {id}")) && log.contains("--join"), "{log}");
+    assert_eq!(log.matches("bootstrapping the cluster").count(), 1, "only the first start bootstraps: {log}");
+
+    // The others still make progress, and the refusal is lasting: a second try fails too.
+    c.put(l, "after", b"2");
+    assert_eq!(c.get((victim + 1) % 3, "after").as_deref(), Some(&b"2"[..]));
+    c.kill9(victim); // reaps the exited process
+    c.spawn(victim);
+    let status = wait_until("the wiped node to exit again", PATIENCE, || c.exited(victim));
+    assert!(!status.success(), "refused again: {status}");
+}

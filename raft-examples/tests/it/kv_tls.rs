@@ -33,12 +33,28 @@ fn terms_and_logs(c: &Cluster) -> Vec<(u64, u64)> {
 /// Connects to follower `f`'s Raft port in plaintext as the leader `leader_id`, with the
 /// kv cluster id, and sends AppendEntries and a vote request from a term far ahead.
 /// Returns whether the node answered the hello with an accepting reply.
+/// The intruder first reads the leader's data-directory incarnation from the reply the
+/// leader sends to a hello claiming to be `f` (a refusal, which still carries it), so that
+/// the follower's incarnation check does not stop it: that check guards against wiped
+/// nodes, not against intruders.
 fn plaintext_intrusion(c: &Cluster, leader_id: u64, f: usize) -> bool {
     let target = c.nodes[f].id;
     let term = c.status(f).expect("status")["term"].as_u64().expect("term") + 100;
+    let leader = c.nodes.iter().find(|m| m.id == leader_id).expect("the leader");
+    let mut probe = TcpStream::connect(leader.raft).expect("connect to the leader's Raft port");
+    probe.set_read_timeout(Some(Duration::from_secs(2))).expect("timeout");
+    let hello =
+        Hello { version: PROTOCOL_VERSION, cluster_id: KvApp::CLUSTER_ID, from: target, to: leader_id, incarnation: 0 };
+    let _ = probe.write_all(&hello.encode());
+    let mut reply = [0u8; codec::REPLY_LEN];
+    let incarnation = match probe.read_exact(&mut reply) {
+        Ok(()) => u64::from_be_bytes(reply[8..16].try_into().expect("eight bytes")),
+        Err(_) => 0,
+    };
     let mut s = TcpStream::connect(c.nodes[f].raft).expect("connect to the Raft port");
     s.set_read_timeout(Some(Duration::from_secs(2))).expect("timeout");
-    let hello = Hello { version: PROTOCOL_VERSION, cluster_id: KvApp::CLUSTER_ID, from: leader_id, to: target };
+    let hello =
+        Hello { version: PROTOCOL_VERSION, cluster_id: KvApp::CLUSTER_ID, from: leader_id, to: target, incarnation };
     let _ = s.write_all(&hello.encode());
     let mut frames = Vec::new();
     for body in [

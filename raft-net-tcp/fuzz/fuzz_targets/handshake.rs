@@ -29,19 +29,22 @@ fuzz_target!(|data: &[u8]| {
         }
     }
 
-    // The next 8 bytes (or the first ones, for a short input) as a reply.
+    // The next 16 bytes (or the first ones, for a short input) as a reply.
     let mut reply = [0u8; REPLY_LEN];
     for (i, b) in reply.iter_mut().enumerate() {
         *b = data.get(HELLO_LEN + i).or_else(|| data.get(i)).copied().unwrap_or(0);
     }
     match codec::decode_reply(&reply) {
-        Ok(()) => assert_eq!(reply[6], 0),
+        Ok(incarnation) => {
+            assert_eq!(reply[6], 0);
+            assert_eq!(reply[8..16], incarnation.to_be_bytes());
+        }
         Err(HandshakeError::BadMagic) => assert_ne!(reply[0..4], MAGIC),
         Err(HandshakeError::PeerExpectsTls) => assert!(codec::looks_like_tls(&reply)),
         Err(HandshakeError::Refused(status)) => {
             assert_eq!(status as u8, reply[6]);
             assert!(matches!(
-                codec::decode_reply(&codec::encode_reply(status)),
+                codec::decode_reply(&codec::encode_reply(status, 0)),
                 Err(HandshakeError::Refused(s)) if s == status
             ));
         }

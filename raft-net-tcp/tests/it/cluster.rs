@@ -180,7 +180,7 @@ pub(crate) async fn raft_net_tcp_read<R: TcpRuntime>(
 /// A valid handshake from `from` to `to`; asserts it is accepted.
 async fn handshake<R: TcpRuntime>(rt: &R, addr: SocketAddr, from: NodeId, to: NodeId) -> R::Stream {
     let mut s = raw_connect(rt, addr).await;
-    let hello = Hello { version: PROTOCOL_VERSION, cluster_id: CLUSTER, from, to };
+    let hello = Hello { version: PROTOCOL_VERSION, cluster_id: CLUSTER, from, to, incarnation: 0 };
     s.write_all(&hello.encode()).await.unwrap();
     let mut reply = [0u8; REPLY_LEN];
     s.read_exact(&mut reply).await.unwrap();
@@ -205,7 +205,7 @@ async fn bad_input_closes_only_that_connection<R: TcpRuntime>(rt: R) {
 
     // Wrong cluster id: refused with a reason, then closed.
     let mut s = raw_connect(&rt, target).await;
-    let hello = Hello { version: PROTOCOL_VERSION, cluster_id: CLUSTER + 1, from: l.id(), to: fid };
+    let hello = Hello { version: PROTOCOL_VERSION, cluster_id: CLUSTER + 1, from: l.id(), to: fid, incarnation: 0 };
     s.write_all(&hello.encode()).await.unwrap();
     let mut reply = [0u8; REPLY_LEN];
     s.read_exact(&mut reply).await.unwrap();
@@ -217,9 +217,18 @@ async fn bad_input_closes_only_that_connection<R: TcpRuntime>(rt: R) {
 
     // Unsupported version, unknown sender, wrong receiver.
     for (hello, status) in [
-        (Hello { version: 99, cluster_id: CLUSTER, from: l.id(), to: fid }, HelloStatus::UnsupportedVersion),
-        (Hello { version: PROTOCOL_VERSION, cluster_id: CLUSTER, from: 77, to: fid }, HelloStatus::UnknownSender),
-        (Hello { version: PROTOCOL_VERSION, cluster_id: CLUSTER, from: l.id(), to: 77 }, HelloStatus::WrongReceiver),
+        (
+            Hello { version: 99, cluster_id: CLUSTER, from: l.id(), to: fid, incarnation: 0 },
+            HelloStatus::UnsupportedVersion,
+        ),
+        (
+            Hello { version: PROTOCOL_VERSION, cluster_id: CLUSTER, from: 77, to: fid, incarnation: 0 },
+            HelloStatus::UnknownSender,
+        ),
+        (
+            Hello { version: PROTOCOL_VERSION, cluster_id: CLUSTER, from: l.id(), to: 77, incarnation: 0 },
+            HelloStatus::WrongReceiver,
+        ),
     ] {
         let mut s = raw_connect(&rt, target).await;
         s.write_all(&hello.encode()).await.unwrap();
@@ -307,7 +316,7 @@ async fn connection_flood_is_bounded<R: TcpRuntime>(rt: R) {
             let mut s = raw_connect(&rt, addr).await;
             if i % 3 == 0 {
                 // A handshake that stops half way; the rest send nothing at all.
-                let hello = Hello { version: PROTOCOL_VERSION, cluster_id: CLUSTER, from: 1, to };
+                let hello = Hello { version: PROTOCOL_VERSION, cluster_id: CLUSTER, from: 1, to, incarnation: 0 };
                 s.write_all(&hello.encode()[..HELLO_LEN / 2]).await.unwrap();
             }
             flood.push(s);
@@ -387,7 +396,7 @@ async fn accept_handshake<R: TcpRuntime>(listener: &R::Listener) -> R::Stream {
     let (mut s, _) = R::accept(listener).await.expect("accept");
     let mut hello = [0u8; HELLO_LEN];
     s.read_exact(&mut hello).await.expect("hello");
-    s.write_all(&codec::encode_reply(HelloStatus::Accepted)).await.expect("reply");
+    s.write_all(&codec::encode_reply(HelloStatus::Accepted, 0)).await.expect("reply");
     s
 }
 

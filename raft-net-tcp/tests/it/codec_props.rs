@@ -81,14 +81,17 @@ proptest! {
     #[test]
     fn hello_roundtrips_and_decoding_never_panics(
         version in any::<u16>(), cluster_id in any::<u64>(), from in any::<u64>(), to in any::<u64>(),
-        garbage in prop::array::uniform32(any::<u8>()),
-        reply in prop::array::uniform8(any::<u8>()),
+        incarnation in any::<u64>(),
+        garbage in prop::collection::vec(any::<u8>(), HELLO_LEN),
+        reply in prop::array::uniform16(any::<u8>()),
     ) {
-        let h = Hello { version, cluster_id, from, to };
+        let h = Hello { version, cluster_id, from, to, incarnation };
         prop_assert_eq!(Hello::decode(&h.encode()).unwrap(), h);
-        let g: [u8; HELLO_LEN] = garbage;
+        let g: [u8; HELLO_LEN] = garbage.try_into().unwrap();
         let _ = Hello::decode(&g);
         let r: [u8; REPLY_LEN] = reply;
-        let _ = codec::decode_reply(&r);
+        if let Ok(inc) = codec::decode_reply(&r) {
+            prop_assert_eq!(codec::decode_reply(&codec::encode_reply(codec::HelloStatus::Accepted, inc)).unwrap(), inc);
+        }
     }
 }

@@ -3,6 +3,7 @@
 
 mod cluster;
 mod codec_props;
+mod incarnations;
 mod members;
 #[cfg(feature = "tls")]
 mod tls;

@@ -204,7 +204,7 @@ async fn garbage_and_stalls_close_only_their_connection<R: TcpRuntime>(rt: R) {
 
     // Inside a valid session: a valid hello, then a frame that does not decode.
     let mut s = tls_session(&rt, &ca, &cert, addr).await;
-    let hello = Hello { version: PROTOCOL_VERSION, cluster_id: CLUSTER, from: 2, to: 1 };
+    let hello = Hello { version: PROTOCOL_VERSION, cluster_id: CLUSTER, from: 2, to: 1, incarnation: 0 };
     s.write_all(&hello.encode()).await.expect("hello");
     s.flush().await.expect("flush");
     let mut reply = [0u8; REPLY_LEN];
