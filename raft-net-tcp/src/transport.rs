@@ -166,8 +166,9 @@ impl<R: TcpRuntime> TcpTransport<R> {
     }
 
     /// Makes the peers follow `membership` (see [`Network::members_changed`]): every
-    /// other member with an address is set as a peer, and, when the configuration
-    /// carries addresses at all, every peer that is no longer a member is removed.
+    /// other node in its [`nodes`](Membership::nodes) with an address is set as a peer,
+    /// and, when the configuration carries addresses at all, every peer that is neither a
+    /// member nor in `nodes` is removed.
     pub fn apply_membership(&self, membership: &Membership) {
         let me = self.inner.shared.config.node_id;
         for (&id, node) in &membership.nodes {
@@ -183,7 +184,7 @@ impl<R: TcpRuntime> TcpTransport<R> {
             return;
         }
         for id in self.peer_ids() {
-            if !membership.contains(id) {
+            if !membership.contains(id) && !membership.nodes.contains_key(&id) {
                 self.remove_peer(id);
                 // Its id may be given to a new node (with a new data directory) later.
                 if let Some(incarnations) = &self.inner.shared.config.incarnations {

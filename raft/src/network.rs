@@ -28,11 +28,14 @@ pub trait Network: Send + Sync + 'static {
     async fn send(&self, to: NodeId, msg: Message) -> Result<(), NetworkError>;
 
     /// The configuration in effect is now `membership` (at start, the one the node
-    /// restarted with). Its [`nodes`](Membership::nodes) say how to reach members; a
-    /// transport that learns peers from the log adds those, updates changed addresses,
-    /// and drops peers that are no longer members (ids without an address it keeps as
-    /// they are: a cluster may have been bootstrapped from ids alone). The default does
-    /// nothing: the transport's peers are configured otherwise.
+    /// restarted with). Its [`nodes`](Membership::nodes) say how to reach the nodes to
+    /// talk to: the members, and also the members of earlier configurations while the
+    /// entry that removes them is not committed (a leader removing itself leads until
+    /// then, and the others must still take its messages). A transport that learns peers
+    /// from the log adds those, updates changed addresses, and drops peers that are
+    /// neither members nor in `nodes` (ids without an address it keeps as they are: a
+    /// cluster may have been bootstrapped from ids alone). The default does nothing: the
+    /// transport's peers are configured otherwise.
     fn members_changed(&self, membership: &Membership) {
         let _ = membership;
     }

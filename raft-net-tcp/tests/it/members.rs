@@ -1,6 +1,7 @@
 //! The transport follows the configuration (`Network::members_changed`): peers come from
 //! the members' addresses in the log, a learner added with its address is reached
-//! without any `set_peer`, and a removed member is dropped.
+//! without any `set_peer`, and a removed member is dropped once its removal commits (a
+//! leader removing itself included).
 
 use std::collections::BTreeSet;
 use std::time::Duration;
@@ -90,11 +91,40 @@ async fn peers_follow_the_configuration<R: TcpRuntime>(rt: R) {
     assert_eq!(leader.status().membership.voters, stay.iter().copied().collect::<BTreeSet<_>>());
     leader.propose(1).await.expect("commits without the removed node");
     wait_for(&rt, "node 4 to apply", || r4.read_local_stale(|c| c.0) == 6).await;
+
+    leader_removes_itself(&rt, &leader, &nodes, (&t4, &r4), &stay).await;
     for n in nodes.iter().flatten() {
         n.stop().await;
     }
     r4.shutdown().await;
     t4.shutdown().await;
+}
+
+/// The leader removes itself: the others keep taking its messages until the entry
+/// commits (they still reach it, though it is out of the new configuration), then it
+/// hands over and the voters left go on; every remaining member then drops it.
+async fn leader_removes_itself<R: TcpRuntime>(
+    rt: &R,
+    leader: &Raft<Counter>,
+    nodes: &[Option<Node<R>>],
+    (t4, r4): (&TcpTransport<R>, &Raft<Counter>),
+    stay: &[NodeId],
+) {
+    let old = leader.id();
+    leader.remove_node(old, TIMEOUT).await.expect("the leader removes itself");
+    let s = r4.wait_for("a new leader", TIMEOUT, |s| s.leader.is_some_and(|l| l != old)).await.expect("new leader");
+    assert!(!s.membership.contains(old));
+    assert_eq!(r4.propose(1).await, Ok(7), "the voters left commit");
+    let left: Vec<NodeId> = stay.iter().copied().filter(|&id| id != old).collect();
+    wait_for(rt, "every remaining member to drop the old leader", || {
+        nodes
+            .iter()
+            .flatten()
+            .filter(|n| left.contains(&n.raft.id()))
+            .all(|n| peers_are(&n.transport, &others(&left, n.raft.id())))
+            && peers_are(t4, &others(&left, 4))
+    })
+    .await;
 }
 
 /// Unusable addresses are skipped; a hostname is resolved; a configuration without

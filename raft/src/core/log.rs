@@ -264,6 +264,7 @@ impl RaftCore {
         let keep_from = self.configs.iter().rposition(|(i, _)| *i <= commit).unwrap_or(0);
         if keep_from > 0 {
             self.configs.drain(..keep_from);
+            self.configs_generation += 1;
             self.track_progress();
         }
     }

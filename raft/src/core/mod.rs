@@ -73,6 +73,8 @@ pub struct RaftCore {
     /// Membership entries in the log: the last committed one and every later one, so a
     /// truncation can fall back (thesis §4.1: a configuration takes effect when appended).
     configs: Vec<(LogIndex, Membership)>,
+    /// Bumped whenever `configs` changes (see `reachable_membership`).
+    configs_generation: u64,
     pub(crate) membership: Membership,
     /// The quorum rule of `membership`, kept beside it so counting votes and the commit
     /// index does not rebuild it on every acknowledgement.
@@ -165,6 +167,7 @@ impl RaftCore {
             leader: None,
             log,
             configs,
+            configs_generation: 0,
             membership,
             quorum,
             timers: timers::Timers::new(now),

@@ -38,7 +38,29 @@ impl RaftCore {
     pub(crate) fn set_membership(&mut self, m: Membership) {
         self.quorum = m.quorum();
         self.membership = m;
+        self.configs_generation += 1;
         self.track_progress();
+    }
+
+    /// The configuration in effect, with the addresses ([`Membership::nodes`]) of the
+    /// members of earlier configurations not yet superseded by a committed one, i.e. the
+    /// nodes being removed: what the network must still reach. A leader that is
+    /// removing itself keeps leading until the entry commits, and needs the remaining
+    /// members to take its messages until then; a member being removed may still hear of
+    /// its removal.
+    pub fn reachable_membership(&self) -> Membership {
+        let mut m = self.membership.clone();
+        for (_, earlier) in self.configs.iter().rev() {
+            for (&id, info) in &earlier.nodes {
+                m.nodes.entry(id).or_insert_with(|| info.clone());
+            }
+        }
+        m
+    }
+
+    /// A number that changes whenever [`RaftCore::reachable_membership`] may have.
+    pub fn configs_generation(&self) -> u64 {
+        self.configs_generation
     }
 
     /// Leader: keeps a progress for every member of the configuration in effect and of

@@ -199,6 +199,7 @@ impl<SM: StateMachine> Raft<SM> {
             traced_commit: 0,
             stopping: None,
             election_timeout_max: config.election_timeout_max,
+            members_told: std::cell::Cell::new(None),
         };
         handles.push(runtime.spawn(driver.run(rx).instrument(node_span.clone())).boxed());
         *lock(&shared.tasks) = handles;

@@ -140,6 +140,8 @@ struct Driver<SM: StateMachine, R: Runtime, N: Network> {
     stopping: Option<Instant>,
     /// How long a handover before stopping may take.
     election_timeout_max: std::time::Duration,
+    /// The core's configuration generation last told to the network.
+    members_told: std::cell::Cell<Option<u64>>,
 }
 
 impl<SM: StateMachine, R: Runtime, N: Network> Driver<SM, R, N> {
@@ -148,7 +150,7 @@ impl<SM: StateMachine, R: Runtime, N: Network> Driver<SM, R, N> {
     async fn run(mut self, mut rx: mpsc::UnboundedReceiver<Event<SM>>) {
         let mut fatal = None;
         let now = self.rt.now();
-        self.senders.members_changed(self.core.membership());
+        self.tell_members();
         let actions = self.core.take_actions(now);
         self.dispatch(actions);
         'outer: while let Some(first) = rx.next().await {
@@ -335,6 +337,16 @@ impl<SM: StateMachine, R: Runtime, N: Network> Driver<SM, R, N> {
         }
     }
 
+    /// Tells the network the members to reach (`Network::members_changed`) when they
+    /// may have changed: the configuration in effect and the members being removed.
+    fn tell_members(&self) {
+        let generation = self.core.configs_generation();
+        if self.members_told.get() != Some(generation) {
+            self.members_told.set(Some(generation));
+            self.senders.members_changed(&self.core.reachable_membership());
+        }
+    }
+
     /// Copies the core's state into the shared status, without allocating in the
     /// common case (this runs after every batch).
     fn publish_status(&self) {
@@ -358,8 +370,8 @@ impl<SM: StateMachine, R: Runtime, N: Network> Driver<SM, R, N> {
         if s.membership != *core.membership() {
             s.membership = core.membership().clone();
             s.is_voter = s.membership.is_voter(s.id);
-            self.senders.members_changed(&s.membership);
         }
+        self.tell_members();
         s.config_index = core.config_index();
         s.transferring_to = core.transferring_to();
         if core.role() == Role::Leader {

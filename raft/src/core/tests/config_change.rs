@@ -237,3 +237,26 @@ fn invalid_membership_changes_are_refused() {
     let last = c.last(1);
     assert_eq!(c.log(1).len() as u64, last.index, "nothing was appended");
 }
+
+/// Thesis §4.2.2: a member being removed is still to be reached (its address stays in
+/// `reachable_membership`, which the driver hands the network) until the entry that
+/// removes it commits, so that a leader removing itself can still commit that entry.
+#[test]
+fn a_member_being_removed_stays_reachable_until_its_removal_commits() {
+    let mut c = with_learners(&[4]);
+    assert_eq!(c.core(1).reachable_membership().nodes.get(&4), Some(&info(4)));
+    let before = c.core(2).configs_generation();
+    c.change(1, ConfigChange::Remove { id: 4 }).expect("removal");
+    c.deliver_where(|m| matches!(m.body, crate::message::MessageBody::AppendEntries { .. }));
+    for id in [1, 2] {
+        let m = c.core(id).reachable_membership();
+        assert!(!m.contains(4) && !c.core(id).membership().nodes.contains_key(&4), "node {id}: out of C_new");
+        assert_eq!(m.nodes.get(&4), Some(&info(4)), "node {id}: still reached while uncommitted");
+    }
+    assert_ne!(c.core(2).configs_generation(), before, "the network is told again");
+    c.deliver_all();
+    for id in [1, 2, 3] {
+        assert!(c.commit(id) >= c.core(id).config_index());
+        assert!(!c.core(id).reachable_membership().nodes.contains_key(&4), "node {id}: dropped once committed");
+    }
+}
