@@ -4,7 +4,7 @@
 //! `Raft` nodes in one process on tokio, with the in-memory store and network; N
 //! clients propose empty commands in a loop. Prints writes/s and latency percentiles.
 //!
-//! `bench net --payload BYTES --duration SECS [--json]`: AppendEntries-shaped messages
+//! `bench net --payload BYTES --duration SECS [--tls] [--json]`: AppendEntries-shaped messages
 //! with one entry of BYTES sent one way over loopback through `raft-net-tcp`, and in
 //! the same run over a plain TCP socket with the same framing written in a tight loop.
 //! Prints messages/s and MB/s of both and their ratio.
@@ -69,6 +69,9 @@ enum Cmd {
         /// Measured seconds of each of the two runs.
         #[arg(long, default_value_t = 3.0)]
         duration: f64,
+        /// Also measure with mutual TLS: throughput, and round trips against plaintext.
+        #[arg(long)]
+        tls: bool,
         /// Print a JSON object as the last line.
         #[arg(long)]
         json: bool,
@@ -138,7 +141,7 @@ fn main() {
         | Cmd::Floor(_)
         | Cmd::Dns(_)
         | Cmd::Snapshot(_) => {}
-        Cmd::Net { payload, duration, json } => {
+        Cmd::Net { payload, duration, tls, json } => {
             let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
                 Ok(rt) => rt,
                 Err(e) => {
@@ -146,7 +149,7 @@ fn main() {
                     std::process::exit(1);
                 }
             };
-            if let Err(e) = rt.block_on(raft_bench::net::run(payload, Duration::from_secs_f64(duration), json)) {
+            if let Err(e) = rt.block_on(raft_bench::net::run(payload, Duration::from_secs_f64(duration), tls, json)) {
                 eprintln!("bench failed: {e}");
                 std::process::exit(1);
             }
