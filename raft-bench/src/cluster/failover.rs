@@ -1,5 +1,10 @@
 //! `bench failover`: under a steady write load, kill the leader with SIGKILL and time
 //! how long until a write sent after the kill succeeds; restart the node and repeat.
+//! With `--mode transfer` (kv), each round moves leadership to the next node through the
+//! admin API instead; with `--mode rolling` (kv), each round restarts every node in turn
+//! with SIGTERM (the leader hands over first), waiting for each to rejoin. Every mode
+//! also reports the longest gap between two successful writes in the round: the write
+//! unavailability the clients saw.
 //!
 //! The load's clients each wait for their request in flight, which a system may hold
 //! until its own timeout when the leader it went to is gone. So that the figure is the
@@ -19,13 +24,38 @@ use super::results::median;
 use super::target::{Op, RequestBuilder, Target, Workload};
 use super::{block_on, SetupArgs};
 
+/// What a round of `bench failover` does to the cluster.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Mode {
+    /// SIGKILL the leader, then restart it.
+    Kill,
+    /// Move leadership to the next node (`POST /cluster/transfer-leader`; kv only).
+    Transfer,
+    /// Restart every node in turn with SIGTERM, the leader last (kv only).
+    Rolling,
+}
+
+impl Mode {
+    fn name(self) -> &'static str {
+        match self {
+            Mode::Kill => "kill",
+            Mode::Transfer => "transfer",
+            Mode::Rolling => "rolling",
+        }
+    }
+}
+
 /// Options of `bench failover`.
 #[derive(clap::Args, Clone, Debug)]
 pub struct FailoverArgs {
     /// The system to measure.
     #[arg(long, value_enum)]
     pub target: Target,
-    /// Leader kills.
+    /// What each round does: kill the leader, transfer leadership, or restart every
+    /// node in turn.
+    #[arg(long, value_enum, default_value_t = Mode::Kill)]
+    pub mode: Mode,
+    /// Rounds (leader kills, transfers or rolling restarts).
     #[arg(long, default_value_t = 5)]
     pub rounds: usize,
     /// Writing clients that keep running through every round.
@@ -109,7 +139,63 @@ impl Drop for Prober {
     }
 }
 
-async fn rounds(args: &FailoverArgs) -> Result<Vec<f64>, String> {
+/// Asks node `i` to hand leadership to node `to` (ids are indexes + 1) and waits for the
+/// answer.
+async fn transfer(cluster: &Cluster, i: usize, to: usize) -> Result<(), String> {
+    let addr = cluster.http_endpoints()[i];
+    let body = format!(r#"{{"to": {}}}"#, to + 1);
+    let (status, answer) = one_shot(addr, Duration::from_secs(10), |host, out| {
+        out.extend_from_slice(
+            format!(
+                "POST /cluster/transfer-leader HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\n\
+                 Content-Length: {}\r\n\r\n{body}",
+                body.len()
+            )
+            .as_bytes(),
+        );
+    })
+    .await?;
+    if !status.is_success() {
+        return Err(format!("transfer to node {}: {status} {}", to + 1, String::from_utf8_lossy(&answer)));
+    }
+    Ok(())
+}
+
+/// One round that is not a kill: the longest gap between successful writes while it
+/// ran and for a second after.
+async fn planned_round(args: &FailoverArgs, cluster: &mut Cluster, load: &Load, round: usize) -> Result<f64, String> {
+    let n = cluster.http_endpoints().len();
+    let leader = cluster.wait_ready(Duration::from_secs(30)).await?;
+    load.reset_gap();
+    match args.mode {
+        Mode::Transfer => {
+            let to = (leader + 1) % n;
+            transfer(cluster, leader, to).await?;
+            eprintln!(
+                "failover {} transfer: round {round}: leadership moved from node {} to node {}",
+                args.target,
+                leader + 1,
+                to + 1
+            );
+        }
+        Mode::Rolling => {
+            // Followers first, the leader last, as an operator would.
+            let order: Vec<usize> = (1..=n).map(|k| (leader + k) % n).collect();
+            for i in order {
+                cluster.restart_gracefully(i, Duration::from_secs(30))?;
+                cluster.wait_ready(Duration::from_secs(30)).await?;
+                // Let the restarted node catch up before the next one goes.
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+            eprintln!("failover {} rolling: round {round}: every node restarted in turn", args.target);
+        }
+        Mode::Kill => return Err("a kill is not a planned round".into()),
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    Ok(load.max_gap().as_secs_f64() * 1e3)
+}
+
+async fn rounds(args: &FailoverArgs) -> Result<(Vec<f64>, Vec<f64>), String> {
     let mut cluster = Cluster::start(args.target, &args.setup.options())?;
     cluster.wait_ready(Duration::from_secs(30)).await?;
     let cfg = LoadConfig {
@@ -124,6 +210,24 @@ async fn rounds(args: &FailoverArgs) -> Result<Vec<f64>, String> {
     let mut load = Load::start(&cfg);
     load.begin_measuring();
     let mut times = Vec::new();
+    let mut gaps = Vec::new();
+    if args.mode != Mode::Kill {
+        cluster.wait_ready(Duration::from_secs(30)).await?;
+        tokio::time::sleep(Duration::from_secs_f64(args.steady)).await;
+        for round in 1..=args.rounds.max(1) {
+            let gap = planned_round(args, &mut cluster, &load, round).await?;
+            eprintln!(
+                "failover {} {}: round {round}: longest gap between successful writes {gap:.1} ms",
+                args.target,
+                args.mode.name()
+            );
+            gaps.push(gap);
+            tokio::time::sleep(Duration::from_secs_f64(args.steady)).await;
+        }
+        let _ = load.finish().await?;
+        cluster.stop();
+        return Ok((Vec::new(), gaps));
+    }
     for round in 1..=args.rounds.max(1) {
         // Every node runs again (the last victim has restarted); let the load settle.
         cluster.wait_ready(Duration::from_secs(30)).await?;
@@ -133,6 +237,7 @@ async fn rounds(args: &FailoverArgs) -> Result<Vec<f64>, String> {
         if before == 0 {
             return Err(format!("{}: no write succeeded before the kill", args.target));
         }
+        load.reset_gap();
         let killed_at = cluster.kill_signal(leader)?;
         load.mark_at(killed_at);
         let prober = Prober::start(args.target, cluster.http_endpoints(), args.value_size, Duration::from_millis(20));
@@ -154,11 +259,14 @@ async fn rounds(args: &FailoverArgs) -> Result<Vec<f64>, String> {
             leader + 1
         );
         times.push(ms);
+        // The gap runs until writes flow again; a second more shows any later stall.
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        gaps.push(load.max_gap().as_secs_f64() * 1e3);
         cluster.restart(leader)?;
     }
     let _ = load.finish().await?;
     cluster.stop();
-    Ok(times)
+    Ok((times, gaps))
 }
 
 /// `bench failover`.
@@ -169,23 +277,42 @@ pub fn run_failover(args: &FailoverArgs) -> Result<(), String> {
             args.setup.nodes
         ));
     }
-    let times = block_on(args.setup.client_threads, rounds(args))?;
-    let (p50, p99) = (percentile(&times, 0.5), percentile(&times, 0.99));
-    let max = times.iter().copied().fold(0.0, f64::max);
+    if args.mode != Mode::Kill && args.target != Target::Kv {
+        return Err(format!("--mode {} runs only kv clusters", args.mode.name()));
+    }
+    let (times, gaps) = block_on(args.setup.client_threads, rounds(args))?;
+    let max_of = |xs: &[f64]| xs.iter().copied().fold(0.0, f64::max);
+    if !times.is_empty() {
+        let (p50, p99) = (percentile(&times, 0.5), percentile(&times, 0.99));
+        println!(
+            "failover {}: {} rounds, {} writing clients: leader killed to first successful write p50 {p50:.0} ms, \
+             p99 {p99:.0} ms, max {:.0} ms (median {:.0} ms)",
+            args.target,
+            times.len(),
+            args.clients,
+            max_of(&times),
+            median(&times)
+        );
+    }
+    let (g50, g99) = (percentile(&gaps, 0.5), percentile(&gaps, 0.99));
     println!(
-        "failover {}: {} rounds, {} writing clients: leader killed to first successful write p50 {p50:.0} ms, \
-         p99 {p99:.0} ms, max {max:.0} ms (median {:.0} ms)",
+        "failover {} {}: {} rounds, {} writing clients: longest gap between successful writes per round p50 {g50:.1} ms, \
+         p99 {g99:.1} ms, max {:.1} ms ({})",
         args.target,
-        times.len(),
+        args.mode.name(),
+        gaps.len(),
         args.clients,
-        median(&times)
+        max_of(&gaps),
+        gaps.iter().map(|g| format!("{g:.1}")).collect::<Vec<_>>().join(", ")
     );
     if args.json {
         println!(
             "{}",
             serde_json::json!({
-                "target": args.target.name(), "rounds": times.len(), "clients": args.clients,
-                "failover_p50_ms": p50, "failover_p99_ms": p99, "failover_max_ms": max, "failover_ms": times,
+                "target": args.target.name(), "mode": args.mode.name(), "rounds": gaps.len(), "clients": args.clients,
+                "failover_p50_ms": percentile(&times, 0.5), "failover_p99_ms": percentile(&times, 0.99),
+                "failover_max_ms": max_of(&times), "failover_ms": times,
+                "gap_p50_ms": g50, "gap_p99_ms": g99, "gap_max_ms": max_of(&gaps), "gap_ms": gaps,
             })
         );
     }

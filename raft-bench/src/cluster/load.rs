@@ -45,6 +45,10 @@ pub struct LoadCounters {
     errors: AtomicU64,
     mark_ns: AtomicU64,
     first_ok_ns: AtomicU64,
+    /// When the latest successful operation completed (0: none yet).
+    last_ok_ns: AtomicU64,
+    /// The longest time between two successive completions since the last reset.
+    max_gap_ns: AtomicU64,
     last_error: Mutex<Option<String>>,
 }
 
@@ -58,6 +62,8 @@ impl LoadCounters {
             errors: AtomicU64::new(0),
             mark_ns: AtomicU64::new(u64::MAX),
             first_ok_ns: AtomicU64::new(u64::MAX),
+            last_ok_ns: AtomicU64::new(0),
+            max_gap_ns: AtomicU64::new(0),
             last_error: Mutex::new(None),
         }
     }
@@ -178,6 +184,21 @@ impl Load {
         self.counters.mark_ns.store(at.duration_since(self.counters.base).as_nanos() as u64, Ordering::SeqCst);
     }
 
+    /// Starts a new window for [`Load::max_gap`]: gaps are counted from the latest
+    /// success before now.
+    pub fn reset_gap(&self) {
+        self.counters.max_gap_ns.store(0, Ordering::SeqCst);
+    }
+
+    /// The longest time between two successive successful operations (by completion)
+    /// since [`Load::reset_gap`], including the time since the latest one: the write
+    /// unavailability the clients saw.
+    pub fn max_gap(&self) -> Duration {
+        let last = self.counters.last_ok_ns.load(Ordering::SeqCst);
+        let open = if last == 0 { 0 } else { self.counters.now_ns().saturating_sub(last) };
+        Duration::from_nanos(self.counters.max_gap_ns.load(Ordering::SeqCst).max(open))
+    }
+
     /// Time from the last mark to the completion of the first operation that was sent
     /// after it and succeeded; `None` while there is none.
     pub fn first_ok_since_mark(&self) -> Option<Duration> {
@@ -251,8 +272,13 @@ async fn client(
                 if counters.measuring.load(Ordering::Relaxed) {
                     let _ = hist.record(us.max(1));
                 }
+                let done_ns = counters.now_ns();
                 if start_ns >= counters.mark_ns.load(Ordering::Relaxed) {
-                    counters.first_ok_ns.fetch_min(counters.now_ns(), Ordering::SeqCst);
+                    counters.first_ok_ns.fetch_min(done_ns, Ordering::SeqCst);
+                }
+                let prev = counters.last_ok_ns.fetch_max(done_ns, Ordering::SeqCst);
+                if prev != 0 && done_ns > prev {
+                    counters.max_gap_ns.fetch_max(done_ns - prev, Ordering::SeqCst);
                 }
             }
             Some(Ok((status, body))) => {

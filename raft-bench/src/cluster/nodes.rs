@@ -263,6 +263,17 @@ impl Cluster {
         self.nodes.restart(i)
     }
 
+    /// Stops node `i` with SIGTERM (a kv leader hands leadership over before it stops),
+    /// waits up to `timeout` for a clean exit, and starts it again on its data directory.
+    pub fn restart_gracefully(&mut self, i: usize, timeout: Duration) -> Result<(), String> {
+        match self.nodes.terminate(i, timeout) {
+            Some(status) if status.success() => self.nodes.spawn(i),
+            other => {
+                Err(format!("node {} did not stop cleanly on SIGTERM: {other:?}\n{}", i + 1, self.log_tail(i, 10)))
+            }
+        }
+    }
+
     /// Kills every node.
     pub fn stop(mut self) {
         self.nodes.kill_all();
