@@ -10,6 +10,10 @@
 //!   appearing to the snapshot file being published) against raw loopback TCP measured
 //!   in the same run, the restore time, and the receiver's peak memory beyond that of
 //!   the replica that got the same state by the log.
+//! - Learner: three `kv` processes apply `--writes` puts; a fourth, started empty with
+//!   `--join`, is then added through `POST /cluster/learners`. Prints the time from the
+//!   request to the learner having applied everything committed before it, and how it
+//!   got there (a snapshot install and the log after it, or the log alone).
 
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
@@ -24,7 +28,7 @@ use raft::testing::mem_network::MemNetwork;
 use raft::{Config, Raft, Role};
 use raft_examples::apps::kv::{KvCommand, KvStore};
 use raft_examples::launch::client::Connection;
-use raft_examples::launch::{Data, LocalCluster, Spec};
+use raft_examples::launch::{app_command_line, Data, LocalCluster, Member, Spec};
 use raft_store_file::{FileStore, FileStoreOptions};
 
 use crate::cluster::nodes::{default_kv_bin, parse_status_kib, peak_rss_kib};
@@ -66,6 +70,8 @@ pub enum Part {
     Restart,
     /// InstallSnapshot between processes against raw loopback TCP.
     Install,
+    /// A learner added to a loaded cluster catching up.
+    Learner,
 }
 
 /// The key of write `n`.
@@ -94,6 +100,9 @@ pub fn run_snapshot(args: &SnapshotArgs) -> Result<(), String> {
     }
     if args.parts.contains(&Part::Install) {
         json.insert("install".into(), install(args, keys)?);
+    }
+    if args.parts.contains(&Part::Learner) {
+        json.insert("learner".into(), learner(args, keys)?);
     }
     if args.json {
         println!("{}", serde_json::Value::Object(json));
@@ -553,5 +562,92 @@ fn install(args: &SnapshotArgs, keys: u64) -> Result<serde_json::Value, String> 
         "receiver_rss_after_kib": after_rss,
         "replica_rss_kib": replica_rss,
         "extra_peak_mib": extra_mib,
+    }))
+}
+
+/// Nodes 1..=3 bootstrap; node 4 starts empty with `--join` through them.
+fn learner_command_line(members: &[Member], i: usize) -> Vec<String> {
+    let founders = &members[..3];
+    if i < 3 {
+        return app_command_line(founders, i);
+    }
+    let join = founders.iter().map(|m| format!("{}={}", m.id, m.raft)).collect::<Vec<_>>().join(",");
+    let m = &members[i];
+    vec![
+        format!("--id={}", m.id),
+        format!("--listen={}", m.raft),
+        format!("--http={}", m.http),
+        format!("--join={join}"),
+        format!("--data-dir={}", m.data_dir.display()),
+    ]
+}
+
+fn learner(args: &SnapshotArgs, keys: u64) -> Result<serde_json::Value, String> {
+    let program = default_kv_bin().ok_or(
+        "no kv binary next to this executable: build it with `cargo build --release -p raft-examples -p raft-bench`",
+    )?;
+    let mut spec = Spec::app(program, 4);
+    spec.data = Data::Temp { parent: args.dir.clone(), prefix: "bench-snapshot-learner-".into() };
+    if std::env::var_os("RUST_LOG").is_none() {
+        spec.env.push(("RUST_LOG".into(), "warn".into()));
+    }
+    spec.command_line = Arc::new(learner_command_line);
+    let extra = args.kv_args.clone();
+    spec.extra_args = Arc::new(move |_| extra.clone());
+    let mut c = LocalCluster::start_serving(spec, Duration::from_secs(30))?;
+    let leader = poll("a leader", Duration::from_secs(30), || c.leader())?;
+    let http = c.nodes[leader].http.to_string();
+    let load = load_over_http(&http, args, keys)?;
+    let state_mib = (args.writes.min(keys) * args.value_size as u64) as f64 / (1 << 20) as f64;
+    println!(
+        "loaded {} writes of {} B ({state_mib:.0} MiB of values) in {load:.1} s: {:.0} writes/s",
+        args.writes,
+        args.value_size,
+        args.writes as f64 / load
+    );
+    let commit = status_u64(&c, leader, "commit_index").ok_or("the leader's status")?;
+    let leader_snapshot = status_u64(&c, leader, "snapshot_index").unwrap_or(0);
+    let new = &c.nodes[3];
+    let body = format!(r#"{{"id": {}, "raft": "{}", "http": "{}"}}"#, new.id, new.raft, new.http);
+    let t0 = Instant::now();
+    let r = raft_examples::launch::client::request(
+        &http,
+        "POST",
+        "/cluster/learners",
+        Some(body.as_bytes()),
+        Duration::from_secs(60),
+    );
+    if r.status != 200 {
+        return Err(format!("adding the learner: {} {}", r.status, r.text()));
+    }
+    let added = t0.elapsed().as_secs_f64();
+    poll("the learner to catch up", Duration::from_secs(1800), || {
+        (status_u64(&c, 3, "applied_index")? >= commit).then_some(())
+    })?;
+    let caught_up = t0.elapsed().as_secs_f64();
+    let by_snapshot = status_u64(&c, 3, "snapshot_index").unwrap_or(0);
+    let dir_bytes = bytes_of(&c.nodes[3].data_dir, "");
+    let how = if by_snapshot > 0 {
+        format!("a snapshot at index {by_snapshot}, then the log")
+    } else {
+        "the log alone".to_string()
+    };
+    println!(
+        "learner: added (committed) {added:.3} s after the request; applied all {commit} committed entries \
+         {caught_up:.2} s after it ({:.0} MiB/s of values), by {how}; the leader's snapshot was at {leader_snapshot}; \
+         the learner's data directory holds {:.0} MiB",
+        state_mib / caught_up,
+        mib(dir_bytes)
+    );
+    c.kill_all();
+    Ok(serde_json::json!({
+        "load_seconds": load,
+        "state_mib": state_mib,
+        "commit_index": commit,
+        "added_seconds": added,
+        "caught_up_seconds": caught_up,
+        "learner_snapshot_index": by_snapshot,
+        "leader_snapshot_index": leader_snapshot,
+        "learner_dir_bytes": dir_bytes,
     }))
 }
