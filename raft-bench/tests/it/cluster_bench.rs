@@ -130,6 +130,26 @@ fn failover_bench_against_kv_times_a_leader_kill() {
 }
 
 #[test]
+fn failover_bench_against_kv_measures_a_transfer_and_a_rolling_restart() {
+    for (mode, rounds) in [("transfer", "2"), ("rolling", "1")] {
+        let (stdout, stderr) =
+            bench(&["failover", "--target", "kv", "--kv-bin", kv_bin(), "--mode", mode, "--rounds", rounds, "--json"]);
+        let v = last_json(&stdout);
+        assert_eq!(v["mode"], mode, "{v}");
+        let gaps = v["gap_ms"].as_array().expect("gaps");
+        assert_eq!(gaps.len(), rounds.parse::<usize>().unwrap(), "{v}");
+        assert!(gaps.iter().all(|g| g.as_f64().is_some_and(|g| g > 0.0 && g < 60_000.0)), "{v}");
+        if mode == "transfer" {
+            assert_eq!(stderr.matches("leadership moved from node").count(), 2, "{stderr}");
+        } else {
+            assert!(stderr.contains("every node restarted in turn"), "{stderr}");
+        }
+    }
+    let (ok, _, stderr) = run_bench(&["failover", "--target", "etcd", "--mode", "transfer", "--rounds", "1"]);
+    assert!(!ok && stderr.contains("runs only kv"), "{stderr}");
+}
+
+#[test]
 fn cluster_bench_against_etcd_reports_json_figures() {
     if !etcd_installed() {
         return;
