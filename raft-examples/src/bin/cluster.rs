@@ -73,17 +73,9 @@ impl AppName {
     }
 }
 
-#[derive(Parser)]
-#[command(about = "Runs a local cluster of an example app with a live status table")]
-struct Cli {
-    /// The app to run.
-    #[arg(value_enum)]
-    app: AppName,
-    /// How many nodes (1 to 7); a cluster started before keeps the members in its log,
-    /// so restarting it with another count does not change its membership (use the
-    /// admin API under `/cluster`).
-    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u16).range(1..=7))]
-    nodes: u16,
+/// Where a local cluster lives and listens: shared by the launcher and `cluster add`.
+#[derive(clap::Args)]
+struct Place {
     /// Where the nodes keep their data: `<data-dir>/<app>/node-N`.
     #[arg(long, default_value = "./data")]
     data_dir: PathBuf,
@@ -96,9 +88,24 @@ struct Cli {
     /// Do not run `cargo build` for the app first, even when run through cargo.
     #[arg(long)]
     no_build: bool,
+}
+
+#[derive(Parser)]
+#[command(about = "Runs a local cluster of an example app with a live status table")]
+struct Cli {
+    /// The app to run.
+    #[arg(value_enum)]
+    app: AppName,
+    /// How many nodes (1 to 7); a cluster started before keeps the members in its log,
+    /// so restarting it with another count does not change its membership (use the
+    /// admin API under `/cluster`).
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u16).range(1..=MAX_NODES as i64))]
+    nodes: u16,
+    #[command(flatten)]
+    place: Place,
     /// Mutual TLS between the nodes and HTTPS for the API: makes a throwaway CA and a
-    /// certificate per node in `<data-dir>/<app>/tls/` (new ones on every run) and
-    /// starts the nodes with them.
+    /// certificate for each of the launcher's node ids 1 to 7 in `<data-dir>/<app>/tls/`
+    /// (new ones on every run) and starts the nodes with them.
     #[arg(long)]
     tls: bool,
 }
@@ -113,19 +120,17 @@ struct AddCli {
     /// The app the cluster runs.
     #[arg(value_enum)]
     app: AppName,
-    /// The cluster's data directory, as given to the launcher.
-    #[arg(long, default_value = "./data")]
-    data_dir: PathBuf,
-    /// The cluster's base port, as given to the launcher.
-    #[arg(long, default_value_t = 7000)]
-    base_port: u16,
-    /// The address the nodes bind to.
-    #[arg(long, default_value = "127.0.0.1")]
-    host: String,
-    /// Do not run `cargo build` for the app first, even when run through cargo.
+    /// The cluster's places, as given to the launcher.
+    #[command(flatten)]
+    place: Place,
+    /// The cluster was started with `--tls`: the new node uses the certificate the
+    /// launcher made for its id, and the admin requests go over HTTPS.
     #[arg(long)]
-    no_build: bool,
+    tls: bool,
 }
+
+/// The launcher's node ids are 1 to this.
+const MAX_NODES: u64 = 7;
 
 fn main() -> ExitCode {
     let argv: Vec<std::ffi::OsString> = std::env::args_os().collect();
@@ -207,12 +212,13 @@ fn app_binary(app: &str, no_build: bool) -> Result<PathBuf, String> {
 fn spec_of(cli: &Cli, bin: PathBuf, dir: &Path) -> Result<(Spec, Option<ClusterCerts>), String> {
     let nodes = usize::from(cli.nodes);
     let mut spec = Spec::app(bin, nodes);
-    spec.ports = Ports::Base { host: cli.host.clone(), base: cli.base_port };
+    spec.ports = Ports::Base { host: cli.place.host.clone(), base: cli.place.base_port };
     spec.data = Data::At(dir.to_path_buf());
     spec.own_process_group = true;
     let certs = if cli.tls {
-        let ids: Vec<u64> = (1..=nodes as u64).collect();
-        let certs = ClusterCerts::generate(dir, &ids, std::slice::from_ref(&cli.host))?;
+        // Every id the launcher may use, so that `cluster add --tls` finds one.
+        let ids: Vec<u64> = (1..=MAX_NODES).collect();
+        let certs = ClusterCerts::generate(dir, &ids, std::slice::from_ref(&cli.place.host))?;
         spec.https = Some(certs.https_trust()?);
         Some(certs)
     } else {
@@ -221,10 +227,10 @@ fn spec_of(cli: &Cli, bin: PathBuf, dir: &Path) -> Result<(Spec, Option<ClusterC
     let dns = cli.app == AppName::Dns;
     if dns {
         for id in 1..=nodes as u64 {
-            dns_port(cli.base_port, id)?;
+            dns_port(cli.place.base_port, id)?;
         }
     }
-    let (host, base, node_certs) = (cli.host.clone(), cli.base_port, certs.clone());
+    let (host, base, node_certs) = (cli.place.host.clone(), cli.place.base_port, certs.clone());
     spec.extra_args = Arc::new(move |id| {
         let mut args = Vec::new();
         if let (true, Ok(port)) = (dns, dns_port(base, id)) {
@@ -259,7 +265,7 @@ fn print_intro(cli: &Cli, cluster: &LocalCluster, dir: &Path, reused: bool, cert
     }
     if cli.app == AppName::Dns {
         let ports: Vec<String> =
-            dns_ports_of(cli.base_port, cluster.nodes.len()).iter().map(ToString::to_string).collect();
+            dns_ports_of(cli.place.base_port, cluster.nodes.len()).iter().map(ToString::to_string).collect();
         println!("  DNS (UDP and TCP) on ports {}, zone service.local.", ports.join(", "));
     }
     println!();
@@ -268,7 +274,7 @@ fn print_intro(cli: &Cli, cluster: &LocalCluster, dir: &Path, reused: bool, cert
         Some(c) => format!("curl --cacert {}", c.ca().display()),
         None => "curl".to_string(),
     };
-    for line in examples(cli.app, &http_addrs, &dns_ports_of(cli.base_port, cluster.nodes.len())) {
+    for line in examples(cli.app, &http_addrs, &dns_ports_of(cli.place.base_port, cluster.nodes.len())) {
         match line.strip_prefix("curl") {
             Some(rest) => println!("  {curl}{rest}"),
             None => println!("  {line}"),
@@ -281,8 +287,8 @@ fn print_intro(cli: &Cli, cluster: &LocalCluster, dir: &Path, reused: bool, cert
 
 fn run(cli: Cli) -> Result<(), String> {
     let app = cli.app.name();
-    let bin = app_binary(app, cli.no_build)?;
-    let dir = cli.data_dir.join(app);
+    let bin = app_binary(app, cli.place.no_build)?;
+    let dir = cli.place.data_dir.join(app);
     let reused = (1..=usize::from(cli.nodes)).any(|id| dir.join(format!("node-{id}")).exists());
     let (spec, certs) = spec_of(&cli, bin, &dir)?;
     LocalCluster::check_ports_free(&spec).map_err(|e| format!("{e}; is a cluster already running? Try --base-port"))?;
@@ -335,28 +341,38 @@ const ADMIN_TIMEOUT: Duration = Duration::from_secs(30);
 fn add(cli: AddCli) -> Result<(), String> {
     use raft_examples::launch::client;
     let app = cli.app.name();
-    let bin = app_binary(app, cli.no_build)?;
-    let dir = cli.data_dir.join(app);
+    let bin = app_binary(app, cli.place.no_build)?;
+    let dir = cli.place.data_dir.join(app);
     let port = |offset: u64, id: u64| {
-        u16::try_from(u64::from(cli.base_port) + offset + id)
-            .map_err(|_| format!("--base-port {} is too high", cli.base_port))
+        u16::try_from(u64::from(cli.place.base_port) + offset + id)
+            .map_err(|_| format!("--base-port {} is too high", cli.place.base_port))
     };
-    let http = |id: u64| port(1000, id).map(|p| format!("{}:{p}", cli.host));
+    let http = |id: u64| port(1000, id).map(|p| format!("{}:{p}", cli.place.host));
+    // Over HTTPS with --tls, trusting the CA the launcher made.
+    let trust = if cli.tls {
+        let ca = dir.join("tls").join("ca.pem");
+        let pem =
+            std::fs::read(&ca).map_err(|e| format!("{}: {e} (was the cluster started with --tls?)", ca.display()))?;
+        Some(client::HttpsTrust::from_ca_pem(&pem)?)
+    } else {
+        None
+    };
     let mut found = None;
-    for id in 1..=7 {
-        let r = client::request(&http(id)?, "GET", "/cluster", None, Duration::from_secs(1));
+    for id in 1..=MAX_NODES {
+        let r = client::request_with(trust.as_ref(), &http(id)?, "GET", "/cluster", None, Duration::from_secs(1));
         if let (200, Ok(v)) = (r.status, serde_json::from_slice::<serde_json::Value>(&r.body)) {
             found = Some((id, v));
             break;
         }
     }
-    let (via, shown) =
-        found.ok_or_else(|| format!("no node answers GET /cluster on {}:{}..", cli.host, cli.base_port + 1001))?;
+    let (via, shown) = found.ok_or_else(|| {
+        format!("no node answers GET /cluster on {}:{}..", cli.place.host, cli.place.base_port + 1001)
+    })?;
     let ids = |key: &str| -> Vec<u64> {
         shown[key].as_array().map(|a| a.iter().filter_map(serde_json::Value::as_u64).collect()).unwrap_or_default()
     };
     let (voters, learners) = (ids("voters"), ids("learners"));
-    let id = (1..=7u64)
+    let id = (1..=MAX_NODES)
         .find(|id| !voters.contains(id) && !learners.contains(id) && !dir.join(format!("node-{id}")).exists())
         .ok_or("the launcher's clusters have 7 nodes at most")?;
     let join: Vec<String> = shown["nodes"]
@@ -366,8 +382,10 @@ fn add(cli: AddCli) -> Result<(), String> {
     if join.is_empty() {
         return Err("GET /cluster shows no member's Raft address".into());
     }
-    let (raft_addr, http_addr) = (format!("{}:{}", cli.host, port(0, id)?), http(id)?);
-    let pid = start_joining(&cli, &bin, &dir, id, &raft_addr, &http_addr, &join.join(","))?;
+    let (raft_addr, http_addr) = (format!("{}:{}", cli.place.host, port(0, id)?), http(id)?);
+    let certs = if cli.tls { Some(ClusterCerts::existing(&dir, id)?) } else { None };
+    let joining = Joining { id, raft_addr: &raft_addr, http_addr: &http_addr, join: &join.join(",") };
+    let pid = start_joining(&cli, &bin, &dir, &joining, certs.as_ref(), trust.as_ref())?;
     println!(
         "node {id} started (pid {pid}), Raft {raft_addr}, HTTP {http_addr}, log {}",
         dir.join(format!("node-{id}.log")).display()
@@ -381,7 +399,7 @@ fn add(cli: AddCli) -> Result<(), String> {
             format!(r#"{{"voters":[{}]}}"#, all.join(","))
         }),
     ] {
-        let r = client::request(&via, "POST", path, Some(body.as_bytes()), ADMIN_TIMEOUT);
+        let r = client::request_with(trust.as_ref(), &via, "POST", path, Some(body.as_bytes()), ADMIN_TIMEOUT);
         if r.status != 200 {
             return Err(format!("POST {path} {body}: {} {}", r.status, r.text()));
         }
@@ -390,16 +408,26 @@ fn add(cli: AddCli) -> Result<(), String> {
     Ok(())
 }
 
-/// Starts node `id` in the background with `--join`; returns its pid.
+/// The node `cluster add` starts.
+struct Joining<'a> {
+    id: u64,
+    raft_addr: &'a str,
+    http_addr: &'a str,
+    /// The members to contact, `id=host:port,...`.
+    join: &'a str,
+}
+
+/// Starts the node in the background with `--join` (and its certificate with `--tls`);
+/// returns its pid once it answers `/status`.
 fn start_joining(
     cli: &AddCli,
     bin: &Path,
     dir: &Path,
-    id: u64,
-    raft_addr: &str,
-    http_addr: &str,
-    join: &str,
+    node: &Joining<'_>,
+    certs: Option<&ClusterCerts>,
+    trust: Option<&raft_examples::launch::client::HttpsTrust>,
 ) -> Result<u32, String> {
+    let Joining { id, raft_addr, http_addr, join } = *node;
     let log = dir.join(format!("node-{id}.log"));
     let open =
         || std::fs::File::options().create(true).append(true).open(&log).map_err(|e| format!("{}: {e}", log.display()));
@@ -408,14 +436,25 @@ fn start_joining(
     cmd.args(["--id", &id.to_string(), "--listen", raft_addr, "--http", http_addr, "--join", join, "--data-dir"]);
     cmd.arg(&data).stdin(std::process::Stdio::null()).stdout(open()?).stderr(open()?);
     if cli.app == AppName::Dns {
-        cmd.args(["--dns".to_string(), format!("{}:{}", cli.host, dns_port(cli.base_port, id)?)]);
+        cmd.args(["--dns".to_string(), format!("{}:{}", cli.place.host, dns_port(cli.place.base_port, id)?)]);
+    }
+    if let Some(certs) = certs {
+        cmd.args(certs.node_args(id));
     }
     std::os::unix::process::CommandExt::process_group(&mut cmd, 0);
     let child = cmd.spawn().map_err(|e| format!("cannot start {}: {e}", bin.display()))?;
     let deadline = Instant::now() + Duration::from_secs(10);
-    while raft_examples::launch::client::request(http_addr, "GET", "/status", None, Duration::from_millis(500)).status
-        != 200
-    {
+    let status = || {
+        raft_examples::launch::client::request_with(
+            trust,
+            http_addr,
+            "GET",
+            "/status",
+            None,
+            Duration::from_millis(500),
+        )
+    };
+    while status().status != 200 {
         if Instant::now() > deadline {
             return Err(format!("node {id} does not answer /status; see {}", log.display()));
         }

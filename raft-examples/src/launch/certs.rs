@@ -70,6 +70,18 @@ impl ClusterCerts {
         Ok(ClusterCerts { dir: tls })
     }
 
+    /// The certificates [`ClusterCerts::generate`] made in `dir` before; fails if the
+    /// CA certificate or node `id`'s certificate is not there.
+    pub fn existing(dir: &Path, id: u64) -> Result<ClusterCerts, String> {
+        let certs = ClusterCerts { dir: dir.join("tls") };
+        for file in [certs.ca(), certs.dir.join(format!("node-{id}.pem")), certs.dir.join(format!("node-{id}.key"))] {
+            if !file.is_file() {
+                return Err(format!("{} is missing: was the cluster started with --tls?", file.display()));
+            }
+        }
+        Ok(certs)
+    }
+
     /// The CA certificate's file.
     pub fn ca(&self) -> PathBuf {
         self.dir.join("ca.pem")

@@ -14,11 +14,11 @@ use nix::unistd::Pid;
 
 const CLUSTER: &str = env!("CARGO_BIN_EXE_cluster");
 
-/// A base port whose six ports (base + 1..=3 and base + 1001..=1003) are free now.
+/// A base port whose eight ports (base + 1..=4 and base + 1001..=1004) are free now.
 fn free_base_port() -> u16 {
     for _ in 0..200 {
         let base = 10_000 + fastrand_u16() % 20_000;
-        let ports = [1, 2, 3, 1001, 1002, 1003].map(|o| base + o);
+        let ports = [1, 2, 3, 4, 1001, 1002, 1003, 1004].map(|o| base + o);
         if ports.iter().all(|p| TcpListener::bind(("127.0.0.1", *p)).is_ok()) {
             return base;
         }
@@ -58,8 +58,14 @@ impl Drop for Launcher {
 }
 
 fn launch(data: &std::path::Path, base: u16) -> Launcher {
+    launch_with(data, base, &[])
+}
+
+fn launch_with(data: &std::path::Path, base: u16, extra: &[&str]) -> Launcher {
     let child = Command::new(CLUSTER)
-        .args(["kv", "--no-build", "--base-port", &base.to_string(), "--data-dir"])
+        .args(["kv", "--no-build", "--base-port", &base.to_string()])
+        .args(extra)
+        .arg("--data-dir")
         .arg(data)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
@@ -158,4 +164,51 @@ fn launcher_runs_three_nodes_stops_them_on_sigint_and_reuses_the_data() {
     let l = launch(tmp.path(), base);
     assert_eq!(get(2, "launched"), "first run", "the second run lost the first run's data");
     stop(l, &http);
+}
+
+/// `cluster add --tls` on a launcher's TLS cluster: the fourth node starts with the
+/// certificate the launcher made for its id, joins, and becomes a voter; the admin
+/// requests and the new node's API are HTTPS.
+#[test]
+fn cluster_add_grows_a_tls_cluster_by_a_voter() {
+    let tmp = tempfile::tempdir().expect("temp dir");
+    let base = free_base_port();
+    let l = launch_with(tmp.path(), base, &["--tls"]);
+    let ca = tmp.path().join("kv/tls/ca.pem");
+    let pem = wait_until("the launcher's CA", PATIENCE, || std::fs::read(&ca).ok());
+    let trust = raft_examples::launch::client::HttpsTrust::from_ca_pem(&pem).expect("trust");
+    let https = |node: u16, method: &str, path: &str| {
+        let addr = format!("127.0.0.1:{}", base + 1000 + node);
+        raft_examples::launch::client::request_with(Some(&trust), &addr, method, path, None, Duration::from_secs(2))
+    };
+    wait_until("a leader on the TLS cluster", PATIENCE, || {
+        let r = https(1, "GET", "/cluster");
+        (r.status == 200 && serde_json::from_slice::<serde_json::Value>(&r.body).ok()?["leader"].is_u64()).then_some(())
+    });
+
+    let out = Command::new(CLUSTER)
+        .args(["add", "kv", "--tls", "--no-build", "--base-port", &base.to_string(), "--data-dir"])
+        .arg(tmp.path())
+        .output()
+        .expect("cluster add runs");
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    let pid = stdout.split("(pid ").nth(1).and_then(|rest| rest.split(')').next()).and_then(|p| p.parse::<i32>().ok());
+    let stop_four = || {
+        if let Some(pid) = pid {
+            let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
+        }
+    };
+    if !out.status.success() {
+        stop_four();
+        panic!("cluster add failed:\n{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    }
+    let shown = wait_until("four voters", PATIENCE, || {
+        let r = https(4, "GET", "/cluster");
+        let v: serde_json::Value = serde_json::from_slice(&r.body).ok()?;
+        (v["voters"] == serde_json::json!([1, 2, 3, 4])).then_some(v)
+    });
+    stop_four();
+    assert!(shown["learners"].as_array().is_some_and(Vec::is_empty), "{shown}");
+    assert!(stdout.contains("POST /cluster/voters"), "{stdout}");
+    drop(l);
 }
