@@ -36,7 +36,7 @@ mod explain;
 mod kv;
 mod search;
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;
 
 use std::fmt::{self, Debug};
 use std::hash::Hash;

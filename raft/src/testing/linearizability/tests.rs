@@ -459,7 +459,12 @@ struct Planned {
 /// with random durations, against an atomic key-value store. Each operation takes effect
 /// at a random instant inside its interval; about one in forty has an unknown outcome
 /// and takes effect at some later instant, or never. Written values are unique.
-fn random_history(seed: u64, clients: u64, ops_per_client: usize, keys: &[&str]) -> Vec<Operation<KvInput, KvOutput>> {
+pub(crate) fn random_history(
+    seed: u64,
+    clients: u64,
+    ops_per_client: usize,
+    keys: &[&str],
+) -> Vec<Operation<KvInput, KvOutput>> {
     let mut rng = fastrand::Rng::with_seed(seed);
     let mut planned = Vec::new();
     for client in 0..clients {

@@ -206,6 +206,29 @@ pub fn sweep(seeds: std::ops::Range<u64>, mut run: impl FnMut(u64) -> Result<Sim
     report
 }
 
+/// Checks the clients' history for linearizability within `budget` steps per key. A
+/// check that cannot decide is a failure, never a pass: the history goes to a file named
+/// for the seed that replays it, and the reason says where.
+fn check_history(history: &[Operation<KvInput, KvOutput>], budget: u64, seed: u64) -> Result<(), String> {
+    match check_kv(history, budget) {
+        CheckResult::Linearizable => Ok(()),
+        CheckResult::NotLinearizable { explanation } => {
+            Err(format!("client history is not linearizable: {explanation}"))
+        }
+        CheckResult::Unknown => {
+            let path = std::env::temp_dir().join(format!("raft-sim-history-seed-{seed}.txt"));
+            let text: String = history.iter().map(|op| format!("{op:?}\n")).collect();
+            let written = match std::fs::write(&path, text) {
+                Ok(()) => format!("the history ({} operations) is in {}", history.len(), path.display()),
+                Err(e) => format!("the history could not be written to {}: {e}", path.display()),
+            };
+            Err(format!(
+                "the linearizability check ran out of its budget of {budget} steps without a verdict; {written}"
+            ))
+        }
+    }
+}
+
 /// Prints the seed if the run panics (an invariant asserted inside the framework, say),
 /// so that every failure names the seed that replays it.
 struct SeedGuard(u64);
@@ -217,6 +240,10 @@ impl Drop for SeedGuard {
         }
     }
 }
+
+/// Steps the linearizability checker may take per key before it gives up; giving up is
+/// a failure of the seed (the suite's histories need far fewer).
+const CHECK_BUDGET: u64 = 2_000_000;
 
 /// One client's view of an operation, for the history.
 type History = Arc<Mutex<Vec<Operation<KvInput, KvOutput>>>>;
@@ -302,13 +329,7 @@ pub fn run_seed_with_stores(
     let history = std::mem::take(&mut *lock(&history));
     let ops_ok = history.iter().filter(|o| o.ret.is_some()).count();
     let ops_unknown = history.len() - ops_ok;
-    match check_kv(&history, 2_000_000) {
-        CheckResult::Linearizable => {}
-        CheckResult::NotLinearizable { explanation } => {
-            return Err(cluster.fail(format!("client history is not linearizable: {explanation}")))
-        }
-        CheckResult::Unknown => cluster.log("linearizability check exceeded its budget; result unknown"),
-    }
+    check_history(&history, CHECK_BUDGET, cluster.checker.seed).map_err(|reason| cluster.fail(reason))?;
     let report = SimReport {
         ops_ok,
         ops_unknown,
@@ -321,4 +342,23 @@ pub fn run_seed_with_stores(
     };
     cluster.shutdown()?;
     Ok(report)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::check_history;
+    use crate::testing::linearizability::tests::random_history;
+
+    #[test]
+    fn a_check_that_runs_out_of_budget_fails_the_seed_and_keeps_the_history() {
+        let history = random_history(7, 5, 50, &["k"]);
+        assert_eq!(check_history(&history, 2_000_000, 424_242), Ok(()));
+        let reason = check_history(&history, 10, 424_242).unwrap_err();
+        assert!(reason.contains("ran out of its budget of 10 steps"), "{reason}");
+        let path = std::env::temp_dir().join("raft-sim-history-seed-424242.txt");
+        assert!(reason.contains(&path.display().to_string()), "{reason}");
+        let kept = std::fs::read_to_string(&path).unwrap();
+        assert_eq!(kept.lines().count(), history.len());
+        let _ = std::fs::remove_file(path);
+    }
 }
