@@ -1,11 +1,15 @@
 #!/usr/bin/env bash
 # Installs what the process tests need beyond Rust: `dig` (Debian's dnsutils) for the
-# `dns` app's tests, which skip with a message without it. Safe to run again: it does
-# nothing when `dig` is already on PATH. Needs root (or sudo) for apt-get.
+# `dns` app's tests and `nft` (Debian's nftables) for the network-partition tests; the
+# tests that need one skip with a message without it. Safe to run again: it installs
+# only what is not already on PATH. Needs root (or sudo) for apt-get.
 set -euo pipefail
 
-if command -v dig >/dev/null 2>&1; then
-    echo "dig already installed: $(command -v dig)"
+missing=()
+command -v dig >/dev/null 2>&1 || missing+=(dnsutils)
+command -v nft >/dev/null 2>&1 || missing+=(nftables)
+if [ ${#missing[@]} -eq 0 ]; then
+    echo "dig and nft already installed: $(command -v dig) $(command -v nft)"
     exit 0
 fi
 
@@ -16,5 +20,6 @@ fi
 
 export DEBIAN_FRONTEND=noninteractive
 $SUDO apt-get update -q
-$SUDO apt-get install -y -q --no-install-recommends dnsutils
+$SUDO apt-get install -y -q --no-install-recommends "${missing[@]}"
 dig -v
+nft --version

@@ -47,12 +47,16 @@ pub struct TcpConfig {
     /// lost its data) is refused both ways (see [`crate::incarnation`]). `None` (the
     /// default): no incarnation is sent nor checked.
     pub incarnations: Option<std::sync::Arc<crate::Incarnations>>,
+    /// The local address outgoing connections are made from (any port); `None` (the
+    /// default): the one the OS picks. Giving each node an address of its own (say
+    /// 127.0.0.N on one machine) lets a firewall tell the nodes' traffic apart.
+    pub bind_source: Option<std::net::IpAddr>,
 }
 
 impl TcpConfig {
     /// Defaults: 16 MiB frames, 1024 queued frames or 64 MiB per peer, 1 MiB batches,
     /// 1 s connect and handshake timeouts, 5 s write timeout, backoff from 20 ms to
-    /// 1 s, 128 inbound connections, no TLS, no incarnations.
+    /// 1 s, 128 inbound connections, no TLS, no incarnations, the OS's source address.
     pub fn new(cluster_id: u64, node_id: NodeId) -> TcpConfig {
         TcpConfig {
             cluster_id,
@@ -70,6 +74,7 @@ impl TcpConfig {
             #[cfg(feature = "tls")]
             tls: None,
             incarnations: None,
+            bind_source: None,
         }
     }
 }

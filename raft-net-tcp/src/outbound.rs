@@ -176,7 +176,7 @@ pub(crate) async fn connect<R: TcpRuntime>(
     addr: SocketAddr,
 ) -> Result<Stream<R::Stream>, ConnectionError> {
     let tcp = rt
-        .timeout(config.connect_timeout, rt.connect(addr))
+        .timeout(config.connect_timeout, rt.connect(addr, config.bind_source))
         .await
         .ok_or(ConnectionError::Timeout { what: "connect", addr })?
         .map_err(|source| ConnectionError::Io { addr, source })?;

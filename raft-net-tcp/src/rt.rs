@@ -2,7 +2,7 @@
 //! else is written against [`futures::io`] and [`raft::Runtime`].
 
 use std::io;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 
 use futures::future::BoxFuture;
 use futures::io::{AsyncRead, AsyncWrite};
@@ -16,8 +16,9 @@ pub trait TcpRuntime: Runtime {
     /// A bound listening socket.
     type Listener: Send + Sync + 'static;
 
-    /// Connects to `addr` with `TCP_NODELAY` set.
-    fn connect(&self, addr: SocketAddr) -> BoxFuture<'static, io::Result<Self::Stream>>;
+    /// Connects to `addr` with `TCP_NODELAY` set, from `from` (an address of this host,
+    /// any port) when given, else from the address the OS picks.
+    fn connect(&self, addr: SocketAddr, from: Option<IpAddr>) -> BoxFuture<'static, io::Result<Self::Stream>>;
 
     /// Binds a listener to `addr`.
     fn bind(&self, addr: SocketAddr) -> BoxFuture<'static, io::Result<Self::Listener>>;
@@ -54,9 +55,20 @@ mod tokio_impl {
         type Stream = Compat<tokio::net::TcpStream>;
         type Listener = tokio::net::TcpListener;
 
-        fn connect(&self, addr: SocketAddr) -> BoxFuture<'static, io::Result<Self::Stream>> {
+        fn connect(&self, addr: SocketAddr, from: Option<IpAddr>) -> BoxFuture<'static, io::Result<Self::Stream>> {
             Box::pin(async move {
-                let s = tokio::net::TcpStream::connect(addr).await?;
+                let s = match from {
+                    None => tokio::net::TcpStream::connect(addr).await?,
+                    Some(ip) => {
+                        let socket = if addr.is_ipv4() {
+                            tokio::net::TcpSocket::new_v4()?
+                        } else {
+                            tokio::net::TcpSocket::new_v6()?
+                        };
+                        socket.bind(SocketAddr::new(ip, 0))?;
+                        socket.connect(addr).await?
+                    }
+                };
                 refuse_self_connection(s.local_addr()?, s.peer_addr()?)?;
                 s.set_nodelay(true)?;
                 Ok(s.compat())
@@ -98,9 +110,12 @@ mod smol_impl {
         type Stream = smol::net::TcpStream;
         type Listener = smol::net::TcpListener;
 
-        fn connect(&self, addr: SocketAddr) -> BoxFuture<'static, io::Result<Self::Stream>> {
+        fn connect(&self, addr: SocketAddr, from: Option<IpAddr>) -> BoxFuture<'static, io::Result<Self::Stream>> {
             Box::pin(async move {
-                let s = smol::net::TcpStream::connect(addr).await?;
+                let s = match from {
+                    None => smol::net::TcpStream::connect(addr).await?,
+                    Some(ip) => connect_from(addr, ip).await?,
+                };
                 refuse_self_connection(s.local_addr()?, s.peer_addr()?)?;
                 s.set_nodelay(true)?;
                 Ok(s)
@@ -122,6 +137,28 @@ mod smol_impl {
         fn local_addr(listener: &Self::Listener) -> io::Result<SocketAddr> {
             listener.local_addr()
         }
+    }
+
+    /// A non-blocking connect from `from` (any port): bind, start the connect, and wait
+    /// until the socket is writable, which is when the connect has finished either way.
+    async fn connect_from(addr: SocketAddr, from: IpAddr) -> io::Result<smol::net::TcpStream> {
+        use socket2::{Domain, Protocol, Socket, Type};
+        let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+        socket.bind(&SocketAddr::new(from, 0).into())?;
+        socket.set_nonblocking(true)?;
+        match socket.connect(&addr.into()) {
+            Ok(()) => {}
+            Err(e) if e.raw_os_error() == Some(libc::EINPROGRESS) || e.kind() == io::ErrorKind::WouldBlock => {}
+            Err(e) => return Err(e),
+        }
+        let stream = smol::Async::new(std::net::TcpStream::from(socket))?;
+        stream.writable().await?;
+        if let Some(e) = stream.get_ref().take_error()? {
+            return Err(e);
+        }
+        // Fails with NotConnected should the connect have failed without an error set.
+        stream.get_ref().peer_addr()?;
+        Ok(smol::net::TcpStream::from(stream))
     }
 }
 

@@ -189,7 +189,7 @@ async fn a_stalled_tls_handshake_times_out<R: TcpRuntime>(rt: R) {
     let addr = R::local_addr(&listener).expect("local addr");
     let shared = Shared { config: config(1, Some(ca.node(1))), peers: Mutex::new(HashMap::new()) };
     let deliver: Deliver = Arc::new(|_| {});
-    let mut tcp = rt.connect(addr).await.expect("connect");
+    let mut tcp = rt.connect(addr, None).await.expect("connect");
     // The start of a TLS record announcing 512 bytes, then nothing.
     tcp.write_all(&[0x16, 0x03, 0x01, 0x02, 0x00, 0x01]).await.expect("write");
     let (server_tcp, from) = R::accept(&listener).await.expect("accept");

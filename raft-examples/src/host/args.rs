@@ -67,6 +67,12 @@ pub struct NodeArgs {
     /// The directory holding this node's log; it is created if missing.
     #[arg(long)]
     pub data_dir: PathBuf,
+    /// The local address this node's Raft connections to its peers are made from (any
+    /// port), e.g. `127.0.0.2`; by default the OS picks it. With each node of a cluster
+    /// on one machine given an address of its own (for --listen too), a firewall can cut
+    /// the traffic between chosen nodes: the process tests make network partitions so.
+    #[arg(long, value_name = "IP")]
+    pub bind_source: Option<std::net::IpAddr>,
     /// The async runtime to run on (the choices are the runtimes compiled in).
     #[arg(long, value_enum, default_value_t = RuntimeChoice::default())]
     pub runtime: RuntimeChoice,
@@ -271,6 +277,16 @@ mod tests {
         assert!(NodeArgs::try_parse_from(base.iter().chain(&["--join=1=a:1", "--peers=4=b:1"])).is_err());
         let http = NodeArgs::try_parse_from(base.iter().chain(&["--peers=4=a:1,5=b:1", "--peers-http=5=b:2"])).unwrap();
         assert_eq!(http.peers_http.unwrap().0[&5], "b:2");
+    }
+
+    #[test]
+    fn bind_source_takes_an_ip_address() {
+        let base = ["kv", "--id=4", "--listen=127.0.0.4:7004", "--http=127.0.0.4:8004", "--data-dir=/tmp/x"];
+        let peers = base.iter().chain(&["--peers=4=127.0.0.4:7004"]);
+        assert_eq!(NodeArgs::try_parse_from(peers.clone()).unwrap().bind_source, None);
+        let bound = NodeArgs::try_parse_from(peers.clone().chain(&["--bind-source=127.0.0.4"])).unwrap();
+        assert_eq!(bound.bind_source, Some(std::net::IpAddr::from([127, 0, 0, 4])));
+        assert!(NodeArgs::try_parse_from(peers.chain(&["--bind-source=127.0.0.4:7004"])).is_err(), "no port");
     }
 
     #[test]

@@ -305,6 +305,7 @@ pub async fn run<R: HttpRuntime, A: App>(
     let security = args.security.load()?;
     let mut tcp_config = transport_config(A::CLUSTER_ID, id, &security, listen);
     tcp_config.incarnations = Some(Arc::new(incarnations));
+    tcp_config.bind_source = args.bind_source;
     let transport = TcpTransport::bind(rt.clone(), tcp_config, listen)
         .await
         .map_err(|e| format!("cannot listen for Raft traffic on {listen}: {e}"))?;

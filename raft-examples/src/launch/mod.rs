@@ -44,6 +44,21 @@ pub enum Ports {
         /// The base port.
         base: u16,
     },
+    /// Node N gets the loopback address `127.a.b.N` of its own, where `[a, b]` is `net`:
+    /// it listens there (on free ports) and connects to its peers from there
+    /// (`--bind-source`), so that a firewall can cut the traffic between chosen nodes.
+    Loopback {
+        /// The second and third bytes of the nodes' addresses.
+        net: [u8; 2],
+    },
+}
+
+impl Ports {
+    /// The address node `id` is given under [`Ports::Loopback`].
+    pub fn loopback_address(net: [u8; 2], id: u64) -> Result<std::net::Ipv4Addr, String> {
+        let last = u8::try_from(id).ok().filter(|&b| b < 255).ok_or_else(|| format!("node id {id} has no address"))?;
+        Ok(std::net::Ipv4Addr::new(127, net[0], net[1], last))
+    }
 }
 
 /// Where the nodes keep their data: node N in `node-N`, its output in `node-N.log`.
@@ -127,6 +142,9 @@ pub fn app_command_line(members: &[Member], i: usize) -> Vec<String> {
         "--data-dir".into(),
         node.data_dir.display().to_string(),
     ]
+    .into_iter()
+    .chain(node.source.iter().flat_map(|ip| ["--bind-source".to_string(), ip.to_string()]))
+    .collect()
 }
 
 /// One node: its addresses, files and process.
@@ -137,6 +155,8 @@ pub struct Member {
     pub raft: SocketAddr,
     /// The HTTP (client) address.
     pub http: SocketAddr,
+    /// The address its connections to its peers come from, if one is set.
+    pub source: Option<std::net::IpAddr>,
     /// The data directory.
     pub data_dir: PathBuf,
     /// The log file: stdout and stderr of every run, appended.
@@ -159,8 +179,13 @@ pub struct LocalCluster {
 
 /// Binds `n` distinct free loopback ports at once and releases them.
 pub fn free_ports(n: usize) -> Result<Vec<SocketAddr>, String> {
+    free_ports_on(std::net::Ipv4Addr::LOCALHOST, n)
+}
+
+/// Binds `n` distinct free ports of `ip` at once and releases them.
+fn free_ports_on(ip: std::net::Ipv4Addr, n: usize) -> Result<Vec<SocketAddr>, String> {
     let listeners = (0..n)
-        .map(|_| TcpListener::bind("127.0.0.1:0").map_err(|e| format!("cannot bind a loopback port: {e}")))
+        .map(|_| TcpListener::bind((ip, 0)).map_err(|e| format!("cannot bind a port of {ip}: {e}")))
         .collect::<Result<Vec<_>, _>>()?;
     listeners.iter().map(|l| l.local_addr().map_err(|e| e.to_string())).collect()
 }
@@ -176,6 +201,20 @@ fn base_addrs(host: &str, base: u16, id: u64) -> Result<(SocketAddr, SocketAddr)
             .ok_or_else(|| format!("`{addr}` resolves to no address"))
     };
     Ok((at(id)?, at(1000 + id)?))
+}
+
+/// Whether every thread of process `pid` is stopped (state `T` in
+/// `/proc/<pid>/task/*/stat`); true where there is no `/proc` to tell.
+fn all_threads_stopped(pid: Pid) -> bool {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return true;
+    };
+    tasks.flatten().all(|task| {
+        let stat = std::fs::read_to_string(task.path().join("stat")).unwrap_or_default();
+        // The state follows the command name, which is in parentheses and may hold any
+        // character.
+        stat.rfind(')').and_then(|at| stat[at + 1..].split_whitespace().next()).is_none_or(|state| state == "T")
+    })
 }
 
 /// The last `n` lines of a file.
@@ -206,7 +245,7 @@ impl LocalCluster {
             let mut cluster = LocalCluster::start(spec.clone())?;
             match (0..cluster.nodes.len()).try_for_each(|i| cluster.wait_serving(i, patience)) {
                 Ok(()) => return Ok(cluster),
-                Err(e) if attempt < 3 && matches!(spec.ports, Ports::Free) => {
+                Err(e) if attempt < 3 && matches!(spec.ports, Ports::Free | Ports::Loopback { .. }) => {
                     eprintln!("starting the cluster again on other ports: {e}");
                 }
                 Err(e) => return Err(e),
@@ -236,19 +275,28 @@ impl LocalCluster {
         };
         let free = match &spec.ports {
             Ports::Free => free_ports(2 * spec.nodes)?,
-            Ports::Base { .. } => Vec::new(),
+            Ports::Base { .. } | Ports::Loopback { .. } => Vec::new(),
         };
         let mut nodes = Vec::new();
         for i in 0..spec.nodes {
             let id = i as u64 + 1;
-            let (raft, http) = match &spec.ports {
-                Ports::Free => (free[2 * i], free[2 * i + 1]),
-                Ports::Base { host, base } => base_addrs(host, *base, id)?,
+            let (raft, http, source) = match &spec.ports {
+                Ports::Free => (free[2 * i], free[2 * i + 1], None),
+                Ports::Base { host, base } => {
+                    let (raft, http) = base_addrs(host, *base, id)?;
+                    (raft, http, None)
+                }
+                Ports::Loopback { net } => {
+                    let ip = Ports::loopback_address(*net, id)?;
+                    let ports = free_ports_on(ip, 2)?;
+                    (ports[0], ports[1], Some(ip.into()))
+                }
             };
             nodes.push(Member {
                 id,
                 raft,
                 http,
+                source,
                 data_dir: dir.join(format!("node-{id}")),
                 log: dir.join(format!("node-{id}.log")),
                 extra_args: (spec.extra_args)(id),
@@ -371,10 +419,17 @@ impl LocalCluster {
             .collect()
     }
 
-    /// SIGSTOPs node index `i`.
+    /// SIGSTOPs node index `i` and waits (up to a second) until every thread of it has
+    /// stopped, so that it answers nothing sent after this returns.
     pub fn pause(&mut self, i: usize) -> Result<(), String> {
         self.signal(i, Signal::SIGSTOP)?;
         self.nodes[i].paused = true;
+        if let Some(pid) = self.pid(i) {
+            let deadline = Instant::now() + Duration::from_secs(1);
+            while !all_threads_stopped(pid) && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(1));
+            }
+        }
         Ok(())
     }
 
@@ -524,5 +579,42 @@ mod tests {
         assert!(args[11].ends_with("node-2"));
         let _ = std::fs::remove_dir_all(c.dir());
         assert!(base_addrs("127.0.0.1", 65_000, 1).is_err(), "the HTTP port would pass 65535");
+        assert_eq!(args.len(), 12, "no --bind-source without an address of its own");
+    }
+
+    #[test]
+    fn nodes_with_addresses_of_their_own_listen_there_and_bind_their_connections_there() {
+        let mut spec = Spec::app("/bin/true", 3);
+        spec.ports = Ports::Loopback { net: [201, 7] };
+        let c = LocalCluster::lay_out(spec).expect("layout");
+        for (i, node) in c.nodes.iter().enumerate() {
+            let ip = std::net::IpAddr::from([127, 201, 7, i as u8 + 1]);
+            assert_eq!((node.raft.ip(), node.http.ip(), node.source), (ip, ip, Some(ip)));
+            assert_ne!(node.raft.port(), node.http.port());
+            let args = app_command_line(&c.nodes, i);
+            assert_eq!(args[args.len() - 2..], ["--bind-source".to_string(), ip.to_string()]);
+        }
+        assert!(Ports::loopback_address([1, 1], 255).is_err());
+    }
+
+    #[test]
+    fn a_paused_process_has_every_thread_stopped() {
+        let mut child = Command::new("sleep").arg("30").spawn().expect("sleep runs");
+        let pid = Pid::from_raw(i32::try_from(child.id()).unwrap());
+        assert!(!all_threads_stopped(pid));
+        kill(pid, Signal::SIGSTOP).unwrap();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while !all_threads_stopped(pid) {
+            assert!(Instant::now() < deadline, "SIGSTOP did not stop the process");
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        kill(pid, Signal::SIGCONT).unwrap();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while all_threads_stopped(pid) {
+            assert!(Instant::now() < deadline, "SIGCONT did not resume the process");
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        child.kill().unwrap();
+        child.wait().unwrap();
     }
 }

@@ -73,6 +73,50 @@ fn client(id: u64, seed: u64, urls: Vec<String>, start: Instant, stop: Arc<Atomi
     }
 }
 
+/// [`CLIENTS`] clients running [`client`] against `urls`, and their history.
+pub(crate) struct Clients {
+    stop: Arc<AtomicBool>,
+    history: Arc<Mutex<History>>,
+    threads: Vec<std::thread::JoinHandle<()>>,
+}
+
+impl Clients {
+    /// Starts the clients, each with a seed drawn from `rng`.
+    pub(crate) fn start(urls: &[String], rng: &mut fastrand::Rng) -> Clients {
+        let start = Instant::now();
+        let stop = Arc::new(AtomicBool::new(false));
+        let history: Arc<Mutex<History>> = Arc::default();
+        let threads = (0..CLIENTS)
+            .map(|id| {
+                let (urls, stop, history) = (urls.to_vec(), stop.clone(), history.clone());
+                let seed = rng.u64(..);
+                std::thread::spawn(move || client(id, seed, urls, start, stop, history))
+            })
+            .collect();
+        Clients { stop, history, threads }
+    }
+
+    /// Stops the clients and checks their history for linearizability (running out of
+    /// the checker's budget fails too), naming `seed` on failure.
+    pub(crate) fn stop_and_check(self, seed: u64) {
+        self.stop.store(true, Ordering::SeqCst);
+        for t in self.threads {
+            t.join().expect("client thread");
+        }
+        let history = self.history.lock().unwrap().clone();
+        let known = history.iter().filter(|o| o.ret.is_some()).count();
+        let reads = history.iter().filter(|o| matches!(o.input, KvInput::Get { .. })).count();
+        eprintln!(
+            "{} operations: {known} answered ({reads} reads), {} with unknown outcome",
+            history.len(),
+            history.len() - known
+        );
+        assert!(known >= 100, "too few operations answered ({known}) for the check to mean much");
+        let verdict = check_kv(&history, 5_000_000);
+        assert!(verdict.is_linearizable(), "seed {seed}: {verdict}");
+    }
+}
+
 #[test]
 fn concurrent_clients_see_a_linearizable_history_while_nodes_are_killed_and_paused() {
     let seed = std::env::var("KV_LIN_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or_else(|| fastrand::u64(..));
@@ -81,17 +125,8 @@ fn concurrent_clients_see_a_linearizable_history_while_nodes_are_killed_and_paus
     let mut c = Cluster::start(KV, 3, |_| Vec::new());
     c.wait_leader(None);
 
-    let start = Instant::now();
-    let stop = Arc::new(AtomicBool::new(false));
-    let history: Arc<Mutex<History>> = Arc::default();
     let urls: Vec<String> = (0..3).map(|i| c.url(i, "")).collect();
-    let clients: Vec<_> = (0..CLIENTS)
-        .map(|id| {
-            let (urls, stop, history) = (urls.clone(), stop.clone(), history.clone());
-            let seed = rng.u64(..);
-            std::thread::spawn(move || client(id, seed, urls, start, stop, history))
-        })
-        .collect();
+    let clients = Clients::start(&urls, &mut rng);
 
     // The nemesis: alternately kill a node (restarting it a second later) and pause one
     // (resuming it after a second and a half).
@@ -113,20 +148,5 @@ fn concurrent_clients_see_a_linearizable_history_while_nodes_are_killed_and_paus
     }
     c.wait_leader(None);
     std::thread::sleep(Duration::from_secs(1));
-    stop.store(true, Ordering::SeqCst);
-    for t in clients {
-        t.join().expect("client thread");
-    }
-
-    let history = history.lock().unwrap().clone();
-    let known = history.iter().filter(|o| o.ret.is_some()).count();
-    let reads = history.iter().filter(|o| matches!(o.input, KvInput::Get { .. })).count();
-    eprintln!(
-        "{} operations: {known} answered ({reads} reads), {} with unknown outcome",
-        history.len(),
-        history.len() - known
-    );
-    assert!(known >= 100, "too few operations answered ({known}) for the check to mean much");
-    let verdict = check_kv(&history, 5_000_000);
-    assert!(verdict.is_linearizable(), "seed {seed}: {verdict}");
+    clients.stop_and_check(seed);
 }

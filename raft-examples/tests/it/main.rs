@@ -4,10 +4,12 @@
 mod cluster_launcher;
 mod counter_cluster;
 mod dns_cluster;
+mod firewall;
 mod kv_bad_input;
 mod kv_cluster;
 mod kv_linearizability;
 mod kv_membership;
+mod kv_partitions;
 mod kv_snapshots;
 mod kv_tls;
 mod metrics;

@@ -1,6 +1,7 @@
 //! Three-node clusters over the TCP transport on loopback: election and replication,
-//! restart and catch-up, bad input against a real listener, bounded queues, a peer that
-//! stops reading (write timeout and reconnect), and mixed runtimes.
+//! restart and catch-up, bad input against a real listener, bounded queues, a source
+//! address of its own, a peer that stops reading (write timeout and reconnect), and mixed
+//! runtimes.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -145,7 +146,7 @@ async fn cluster_elects_commits_and_restarted_node_catches_up<R: TcpRuntime>(rt:
 
 /// Connects to `addr` with the runtime's own sockets.
 pub(crate) async fn raw_connect<R: TcpRuntime>(rt: &R, addr: SocketAddr) -> R::Stream {
-    rt.connect(addr).await.expect("connect to the listener")
+    rt.connect(addr, None).await.expect("connect to the listener")
 }
 
 /// Reads until the server closes the connection; fails if it stays open for 5 s.
@@ -446,6 +447,26 @@ async fn stalled_peer_write_times_out_and_reconnects<R: TcpRuntime>(rt: R) {
     t.shutdown().await;
 }
 
+/// With `bind_source` set, the transport's connections to its peers come from that
+/// address (a firewall between nodes on one host depends on it); a peer that is down is
+/// still a refused connection, not a hang.
+async fn outgoing_connections_come_from_the_bound_source<R: TcpRuntime>(rt: R) {
+    let source = std::net::IpAddr::from([127, 0, 0, 2]);
+    let mut config = test_config(1);
+    config.bind_source = Some(source);
+    let t = TcpTransport::bind(rt.clone(), config, loopback()).await.unwrap();
+    let listener = rt.bind(loopback()).await.unwrap();
+    t.set_peer(2, R::local_addr(&listener).unwrap());
+    t.network().send(2, Message { from: 1, to: 2, term: 1, body: MessageBody::TimeoutNow }).await.unwrap();
+    let (_s, from) = R::accept(&listener).await.expect("accept");
+    assert_eq!(from.ip(), source, "the connection came from {from}");
+
+    let closed = R::local_addr(&rt.bind(loopback()).await.unwrap()).unwrap();
+    let refused = rt.connect(closed, Some(source)).await.map(|_| ()).unwrap_err();
+    assert_eq!(refused.kind(), std::io::ErrorKind::ConnectionRefused, "{refused}");
+    t.shutdown().await;
+}
+
 /// Shutdown stops the listener: new connections are refused afterwards.
 async fn shutdown_closes_the_listener<R: TcpRuntime>(rt: R) {
     let t = bind(&rt, 1).await;
@@ -454,7 +475,7 @@ async fn shutdown_closes_the_listener<R: TcpRuntime>(rt: R) {
     raw_connect(&rt, addr).await;
     t.shutdown().await;
     rt.sleep(Duration::from_millis(50)).await;
-    assert!(rt.connect(addr).await.is_err(), "listener still accepting after shutdown");
+    assert!(rt.connect(addr, None).await.is_err(), "listener still accepting after shutdown");
 }
 
 #[cfg(feature = "tokio")]
@@ -487,6 +508,11 @@ mod on_tokio {
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn outgoing_connections_come_from_the_bound_source_on_tokio() {
+        super::outgoing_connections_come_from_the_bound_source(TokioRuntime::new()).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn shutdown_closes_the_listener_on_tokio() {
         super::shutdown_closes_the_listener(TokioRuntime::new()).await;
     }
@@ -514,6 +540,11 @@ mod on_smol {
     #[test]
     fn down_peer_queue_stays_bounded_on_smol() {
         smol::block_on(super::down_peer_queue_stays_bounded(SmolRuntime::new()));
+    }
+
+    #[test]
+    fn outgoing_connections_come_from_the_bound_source_on_smol() {
+        smol::block_on(super::outgoing_connections_come_from_the_bound_source(SmolRuntime::new()));
     }
 
     #[test]
