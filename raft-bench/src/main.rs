@@ -112,6 +112,9 @@ enum Cmd {
     Dns(raft_bench::dns::DnsArgs),
     /// Snapshots: restart from one against a log replay, InstallSnapshot against raw TCP.
     Snapshot(raft_bench::snapshot::SnapshotArgs),
+    /// A kv cluster under steady mixed load with periodic faults for a long time: lost
+    /// acknowledged writes, sampled linearizability, memory and disk over time, a chart.
+    Soak(cluster::soak::SoakArgs),
 }
 
 fn main() {
@@ -124,6 +127,7 @@ fn main() {
         Cmd::Dns(args) => Some(raft_bench::dns::run_dns(args)),
         Cmd::Floor(args) => Some(raft_bench::floor::run_floor(args)),
         Cmd::Snapshot(args) => Some(raft_bench::snapshot::run_snapshot(args)),
+        Cmd::Soak(args) => Some(raft_bench::cluster::soak::run_soak(args)),
         _ => None,
     };
     if let Some(r) = cluster_result {
@@ -140,7 +144,8 @@ fn main() {
         | Cmd::Report(_)
         | Cmd::Floor(_)
         | Cmd::Dns(_)
-        | Cmd::Snapshot(_) => {}
+        | Cmd::Snapshot(_)
+        | Cmd::Soak(_) => {}
         Cmd::Net { payload, duration, tls, json } => {
             let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
                 Ok(rt) => rt,

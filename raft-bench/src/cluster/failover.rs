@@ -141,7 +141,7 @@ impl Drop for Prober {
 
 /// Asks node `i` to hand leadership to node `to` (ids are indexes + 1) and waits for the
 /// answer.
-async fn transfer(cluster: &Cluster, i: usize, to: usize) -> Result<(), String> {
+pub(super) async fn transfer(cluster: &Cluster, i: usize, to: usize) -> Result<(), String> {
     let addr = cluster.http_endpoints()[i];
     let body = format!(r#"{{"to": {}}}"#, to + 1);
     let (status, answer) = one_shot(addr, Duration::from_secs(10), |host, out| {

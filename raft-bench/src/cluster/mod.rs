@@ -19,6 +19,7 @@ pub mod plot;
 pub mod progress;
 pub mod results;
 pub mod server;
+pub mod soak;
 pub mod target;
 
 use std::future::Future;

@@ -274,6 +274,21 @@ impl Cluster {
         }
     }
 
+    /// SIGSTOPs node `i` (returns once every thread of it has stopped).
+    pub fn pause(&mut self, i: usize) -> Result<(), String> {
+        self.nodes.pause(i)
+    }
+
+    /// SIGCONTs node `i`.
+    pub fn resume(&mut self, i: usize) -> Result<(), String> {
+        self.nodes.resume(i)
+    }
+
+    /// The data directory of each node, in node order.
+    pub fn data_dirs(&self) -> Vec<PathBuf> {
+        self.nodes.nodes.iter().map(|n| n.data_dir.clone()).collect()
+    }
+
     /// Kills every node.
     pub fn stop(mut self) {
         self.nodes.kill_all();

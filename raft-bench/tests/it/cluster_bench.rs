@@ -150,6 +150,47 @@ fn failover_bench_against_kv_measures_a_transfer_and_a_rolling_restart() {
 }
 
 #[test]
+fn soak_bench_reports_no_lost_write_and_linearizable_windows_through_faults() {
+    let dir = tempfile::tempdir().unwrap();
+    let svg = dir.path().join("soak.svg");
+    let (stdout, stderr) = bench(&[
+        "soak",
+        "--kv-bin",
+        kv_bin(),
+        "--duration",
+        "16",
+        "--fault-every",
+        "3",
+        "--check-every",
+        "8",
+        "--check-window",
+        "4",
+        "--sample-every",
+        "1",
+        "--clients",
+        "4",
+        "--keyspace",
+        "500",
+        "--snapshot-after-entries",
+        "2000",
+        "--kv-arg=--log-segment-size=1048576",
+        "--svg",
+        svg.to_str().unwrap(),
+        "--json",
+    ]);
+    let v = last_json(&stdout);
+    assert!(v["faults"].as_u64().unwrap() >= 3, "{v}\n{stderr}");
+    assert_eq!(stderr.matches("fault: ").count() as u64, v["faults"].as_u64().unwrap(), "{stderr}");
+    assert_eq!(v["lost_writes"], 0, "{v}");
+    assert!(v["audit_acked"].as_u64().unwrap() > 0, "{v}");
+    let windows = v["windows"].as_array().unwrap();
+    assert!(windows.len() >= 2 && windows.iter().all(|w| w["linearizable"] == true), "{v}");
+    assert!(v["mean_ops_per_sec"].as_f64().unwrap() > 0.0 && v["peak_rss_mib"].as_f64().unwrap() > 0.0, "{v}");
+    let chart = std::fs::read_to_string(&svg).expect("the chart");
+    assert!(chart.starts_with("<svg") && chart.contains("kv soak"), "{}", &chart[..chart.len().min(200)]);
+}
+
+#[test]
 fn cluster_bench_against_etcd_reports_json_figures() {
     if !etcd_installed() {
         return;
