@@ -112,6 +112,7 @@ impl SetupArgs {
             dir: self.dir.clone(),
             kv_args: self.kv_args.clone(),
             tls: self.tls,
+            own_addresses: None,
         }
     }
 }

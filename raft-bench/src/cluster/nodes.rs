@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use raft_examples::launch::certs::ClusterCerts;
 use raft_examples::launch::scrape::Scrape;
-use raft_examples::launch::{Data, LocalCluster, Member, Spec};
+use raft_examples::launch::{Data, LocalCluster, Member, Ports, Spec};
 
 use super::http_client::one_shot;
 use super::target::{parse_status, NodeStatus, RequestBuilder, Target};
@@ -31,11 +31,22 @@ pub struct ClusterOptions {
     /// `kv` nodes talk mutual TLS to each other, with throwaway certificates (the HTTP
     /// API the load goes to stays plaintext: `--http-plain`).
     pub tls: bool,
+    /// `kv` node N gets the loopback address 127.a.b.N of its own (`Ports::Loopback`), so
+    /// that a [`Firewall`](raft_examples::launch::firewall::Firewall) can partition them.
+    pub own_addresses: Option<[u8; 2]>,
 }
 
 impl Default for ClusterOptions {
     fn default() -> Self {
-        ClusterOptions { nodes: 3, kv_bin: None, etcd_bin: None, dir: None, kv_args: Vec::new(), tls: false }
+        ClusterOptions {
+            nodes: 3,
+            kv_bin: None,
+            etcd_bin: None,
+            dir: None,
+            kv_args: Vec::new(),
+            tls: false,
+            own_addresses: None,
+        }
     }
 }
 
@@ -129,6 +140,9 @@ impl Cluster {
                     }
                     args
                 });
+                if let Some(net) = opts.own_addresses {
+                    spec.ports = Ports::Loopback { net };
+                }
                 let nodes = LocalCluster::start(spec)?;
                 return Ok(Cluster { target, nodes, _certs: certs.map(|(dir, _)| dir) });
             }
@@ -282,6 +296,11 @@ impl Cluster {
     /// SIGCONTs node `i`.
     pub fn resume(&mut self, i: usize) -> Result<(), String> {
         self.nodes.resume(i)
+    }
+
+    /// Each node's own address (see [`ClusterOptions::own_addresses`]), in node order.
+    pub fn addresses(&self) -> Vec<Option<std::net::IpAddr>> {
+        self.nodes.nodes.iter().map(|n| n.source).collect()
     }
 
     /// The data directory of each node, in node order.

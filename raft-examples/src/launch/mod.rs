@@ -14,6 +14,7 @@
 
 pub mod certs;
 pub mod client;
+pub mod firewall;
 pub mod scrape;
 pub mod table;
 

@@ -9,9 +9,9 @@
 use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
+use raft_examples::launch::firewall::Firewall;
 use raft_examples::launch::{Ports, Spec};
 
-use crate::firewall::Firewall;
 use crate::kv_linearizability::Clients;
 use crate::support::{wait_until, Cluster, PATIENCE};
 
@@ -76,7 +76,7 @@ fn an_isolated_leader_is_replaced_and_its_writes_are_never_acknowledged() {
     let old = c.wait_leader(None);
     c.put(old, "before", b"1");
 
-    fw.partition(&[ips[old]], &others(&ips, old));
+    fw.partition(&[ips[old]], &others(&ips, old)).expect("nft");
     let new = c.wait_leader(Some(old));
     c.put(new, "during", b"2");
     let r = c.request(old, "PUT", "/kv/lost", Some(b"3"));
@@ -85,7 +85,7 @@ fn an_isolated_leader_is_replaced_and_its_writes_are_never_acknowledged() {
         c.status(old).filter(|s| s["role"] != "leader").map(|_| ())
     });
 
-    fw.heal();
+    fw.heal().expect("nft");
     let took = every_node_writes_and_agrees(
         &c,
         "after",
@@ -106,7 +106,7 @@ fn a_node_that_sees_both_halves_keeps_the_cluster_writable() {
     let leader = c.wait_leader(None);
     // Cut the leader from one follower; the other is the bridge.
     let (cut, bridge) = ((leader + 1) % 3, (leader + 2) % 3);
-    fw.cut(ips[leader], ips[cut]);
+    fw.cut(ips[leader], ips[cut]).expect("nft");
     let until = Instant::now() + Duration::from_secs(3);
     let mut n = 0u64;
     while Instant::now() < until {
@@ -133,7 +133,7 @@ fn a_node_that_sees_both_halves_keeps_the_cluster_writable() {
         status(bridge)["term"],
         status(cut)["term"]
     );
-    fw.heal();
+    fw.heal().expect("nft");
     let last = format!("bridged-{}", n - 1);
     every_node_writes_and_agrees(&c, "healed", &[(&last, Some(b"b".as_slice()))]);
 }
@@ -191,14 +191,14 @@ fn clients_see_a_linearizable_history_through_partitions_kills_and_pauses() {
         };
         eprintln!("{:>6.1?}: {fault:?}", start.elapsed());
         match fault {
-            Fault::Minority(i) => fw.partition(&[ips[i]], &others(&ips, i)),
+            Fault::Minority(i) => fw.partition(&[ips[i]], &others(&ips, i)).expect("nft"),
             Fault::IsolatedLeader => {
                 if let Some(l) = c.leader() {
-                    fw.partition(&[ips[l]], &others(&ips, l));
+                    fw.partition(&[ips[l]], &others(&ips, l)).expect("nft");
                 }
             }
-            Fault::OneWay(from, to) => fw.block(ips[from], ips[to]),
-            Fault::Bridge(b) => fw.cut(ips[(b + 1) % 3], ips[(b + 2) % 3]),
+            Fault::OneWay(from, to) => fw.block(ips[from], ips[to]).expect("nft"),
+            Fault::Bridge(b) => fw.cut(ips[(b + 1) % 3], ips[(b + 2) % 3]).expect("nft"),
             Fault::Kill(i) => c.kill9(i),
             Fault::Pause(i) => c.pause(i),
         }
@@ -209,7 +209,7 @@ fn clients_see_a_linearizable_history_through_partitions_kills_and_pauses() {
                 c.wait_serving(i);
             }
             Fault::Pause(i) => c.resume(i),
-            _ => fw.heal(),
+            _ => fw.heal().expect("nft"),
         }
     }
 

@@ -4,7 +4,6 @@
 mod cluster_launcher;
 mod counter_cluster;
 mod dns_cluster;
-mod firewall;
 mod kv_bad_input;
 mod kv_cluster;
 mod kv_linearizability;

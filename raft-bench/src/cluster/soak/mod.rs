@@ -12,8 +12,11 @@
 //!
 //! The faults rotate in an order drawn from `--seed`: SIGKILL of the leader or of a
 //! follower (restarted two seconds later), SIGSTOP of a node for three seconds, a
-//! graceful restart (SIGTERM) and a leadership transfer; before each, the cluster must
-//! be ready again (one leader every node knows) within 30 s.
+//! graceful restart (SIGTERM), a leadership transfer and, where nftables can be used
+//! (root, `nft` installed; else the soak says so and goes on without), the leader cut
+//! off from the others for five seconds and a bridge (two nodes cut from each other for
+//! five seconds, both reaching the third); before each, the cluster must be ready again
+//! (one leader every node knows) within 30 s.
 
 mod audit;
 mod chart;
@@ -22,6 +25,8 @@ mod http;
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
+
+use raft_examples::launch::firewall::Firewall;
 
 use super::load::{Load, LoadConfig};
 use super::nodes::{parse_status_kib, Cluster};
@@ -99,6 +104,8 @@ enum Fault {
     Pause,
     GracefulRestart,
     Transfer,
+    IsolateLeader,
+    Bridge,
 }
 
 /// Runs the soak; an error if a write was lost, a window was not linearizable, the
@@ -140,8 +147,18 @@ fn sample(cluster: &Cluster, load: &Load, started: Instant, prev: &mut (Instant,
     s
 }
 
+/// Cuts `cut` (both ways) for five seconds, then heals.
+async fn cut_for_a_while(fw: Option<&Firewall>, cut: &[(std::net::IpAddr, std::net::IpAddr)]) -> Result<(), String> {
+    let fw = fw.ok_or("a partition without a firewall")?;
+    for &(a, b) in cut {
+        fw.cut(a, b)?;
+    }
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    fw.heal()
+}
+
 /// Applies `fault` and undoes it; returns what it did.
-async fn strike(cluster: &mut Cluster, fault: Fault, pick: u64) -> Result<String, String> {
+async fn strike(cluster: &mut Cluster, fw: Option<&Firewall>, fault: Fault, pick: u64) -> Result<String, String> {
     let leader = cluster.wait_ready(Duration::from_secs(30)).await?;
     let n = cluster.http_endpoints().len();
     let follower = (leader + 1 + (pick as usize % (n - 1).max(1))) % n;
@@ -169,6 +186,25 @@ async fn strike(cluster: &mut Cluster, fault: Fault, pick: u64) -> Result<String
             super::failover::transfer(cluster, leader, to).await?;
             format!("leadership moved from node {} to node {}", leader + 1, to + 1)
         }
+        Fault::IsolateLeader | Fault::Bridge => {
+            let ips: Vec<_> = cluster
+                .addresses()
+                .into_iter()
+                .map(|a| a.ok_or("a node without an address"))
+                .collect::<Result<_, _>>()?;
+            if matches!(fault, Fault::IsolateLeader) {
+                let cut: Vec<_> = (0..n).filter(|&i| i != leader).map(|i| (ips[leader], ips[i])).collect();
+                cut_for_a_while(fw, &cut).await?;
+                format!("leader node {} cut off from the others for 5 s", leader + 1)
+            } else {
+                cut_for_a_while(fw, &[(ips[leader], ips[follower])]).await?;
+                format!(
+                    "nodes {} (leader) and {} cut from each other for 5 s, the others see both",
+                    leader + 1,
+                    follower + 1
+                )
+            }
+        }
     })
 }
 
@@ -187,15 +223,26 @@ async fn soak(args: &SoakArgs) -> Result<(), String> {
     eprintln!("soak: seed {seed} (--seed {seed} replays the fault order, not the timing)");
     let mut setup = args.setup.clone();
     setup.kv_args.push(format!("--snapshot-after-entries={}", args.snapshot_after_entries));
-    let mut cluster = Cluster::start(Target::Kv, &setup.options())?;
+    let mut options = setup.options();
+    let firewall = match Firewall::new() {
+        Ok(fw) => {
+            options.own_addresses = Some([fastrand::u8(100..=250), fastrand::u8(1..=254)]);
+            Some(fw)
+        }
+        Err(e) => {
+            eprintln!("soak: no network partitions: {e}");
+            None
+        }
+    };
+    let mut cluster = Cluster::start(Target::Kv, &options)?;
     cluster.wait_ready(Duration::from_secs(30)).await?;
-    let findings = run(args, seed, &mut cluster).await;
+    let findings = run(args, seed, &mut cluster, firewall.as_ref()).await;
     cluster.stop();
     let findings = findings?;
     report(args, &findings)
 }
 
-async fn run(args: &SoakArgs, seed: u64, cluster: &mut Cluster) -> Result<Findings, String> {
+async fn run(args: &SoakArgs, seed: u64, cluster: &mut Cluster, fw: Option<&Firewall>) -> Result<Findings, String> {
     let endpoints = cluster.http_endpoints();
     let cfg = LoadConfig {
         target: Target::Kv,
@@ -213,7 +260,10 @@ async fn run(args: &SoakArgs, seed: u64, cluster: &mut Cluster) -> Result<Findin
     let started = Instant::now();
     let end = started + Duration::from_secs_f64(args.duration);
     let mut rng = fastrand::Rng::with_seed(seed);
-    let mut order = [Fault::KillLeader, Fault::KillFollower, Fault::Pause, Fault::GracefulRestart, Fault::Transfer];
+    let mut order = vec![Fault::KillLeader, Fault::KillFollower, Fault::Pause, Fault::GracefulRestart, Fault::Transfer];
+    if fw.is_some() {
+        order.extend([Fault::IsolateLeader, Fault::Bridge]);
+    }
     rng.shuffle(&mut order);
     let (mut samples, mut faults, mut windows) = (Vec::new(), Vec::new(), Vec::new());
     let mut prev = (started, 0, 0);
@@ -250,7 +300,7 @@ async fn run(args: &SoakArgs, seed: u64, cluster: &mut Cluster) -> Result<Findin
         }
         if args.fault_every > 0.0 && now >= next_fault && now > started + Duration::from_secs(5) {
             let fault = order[faults.len() % order.len()];
-            let what = strike(cluster, fault, rng.u64(..)).await?;
+            let what = strike(cluster, fw, fault, rng.u64(..)).await?;
             let at = now.duration_since(started).as_secs_f64();
             eprintln!("soak: {at:>6.0} s  fault: {what}");
             faults.push((at, what));

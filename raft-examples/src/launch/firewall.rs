@@ -1,5 +1,5 @@
 //! Network partitions between real processes on one machine, with nftables: each node of
-//! a [`Ports::Loopback`](raft_examples::launch::Ports::Loopback) cluster has a loopback
+//! a [`Ports::Loopback`](super::Ports::Loopback) cluster has a loopback
 //! address of its own, and a [`Firewall`] drops the packets from one address to another
 //! in a table of its own (removed when it is dropped). Packets are dropped on input, so a
 //! sender sees silence (retransmissions, then timeouts), as across a real partition, not
@@ -14,8 +14,10 @@ use std::net::IpAddr;
 use std::process::Command;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-/// A table of drop rules; the rules go when it is dropped.
-pub(crate) struct Firewall {
+/// A table of drop rules; the rules go when it is dropped. Needs `nft` (Debian's
+/// nftables) and root.
+#[derive(Debug)]
+pub struct Firewall {
     table: String,
 }
 
@@ -32,9 +34,8 @@ fn nft(args: &[&str]) -> Result<(), String> {
 }
 
 impl Firewall {
-    /// A new empty table, or why there cannot be one (no `nft`, not root): the caller
-    /// skips its test with the reason.
-    pub(crate) fn new() -> Result<Firewall, String> {
+    /// A new empty table, or why there cannot be one (no `nft`, not root).
+    pub fn new() -> Result<Firewall, String> {
         let table = format!("raft_test_{}_{}", std::process::id(), TABLES.fetch_add(1, Ordering::SeqCst));
         nft(&["add", "table", "ip", &table])?;
         let firewall = Firewall { table };
@@ -50,30 +51,30 @@ impl Firewall {
     }
 
     /// Drops every packet from `from` to `to` (one way).
-    pub(crate) fn block(&self, from: IpAddr, to: IpAddr) {
+    pub fn block(&self, from: IpAddr, to: IpAddr) -> Result<(), String> {
         let (from, to) = (from.to_string(), to.to_string());
         nft(&["add", "rule", "ip", &self.table, "input", "ip", "saddr", &from, "ip", "daddr", &to, "drop"])
-            .unwrap_or_else(|e| panic!("{e}"));
     }
 
     /// Drops every packet between `a` and `b`, both ways.
-    pub(crate) fn cut(&self, a: IpAddr, b: IpAddr) {
-        self.block(a, b);
-        self.block(b, a);
+    pub fn cut(&self, a: IpAddr, b: IpAddr) -> Result<(), String> {
+        self.block(a, b)?;
+        self.block(b, a)
     }
 
     /// Cuts every address of `side` from every address of `other`.
-    pub(crate) fn partition(&self, side: &[IpAddr], other: &[IpAddr]) {
+    pub fn partition(&self, side: &[IpAddr], other: &[IpAddr]) -> Result<(), String> {
         for &a in side {
             for &b in other {
-                self.cut(a, b);
+                self.cut(a, b)?;
             }
         }
+        Ok(())
     }
 
     /// Removes every rule: the network is whole again.
-    pub(crate) fn heal(&self) {
-        nft(&["flush", "chain", "ip", &self.table, "input"]).unwrap_or_else(|e| panic!("{e}"));
+    pub fn heal(&self) -> Result<(), String> {
+        nft(&["flush", "chain", "ip", &self.table, "input"])
     }
 }
 
