@@ -23,6 +23,8 @@
 //! above must hold whatever the clocks do.
 
 mod checker;
+#[cfg(test)]
+mod clock_tests;
 mod cluster;
 mod membership;
 mod nemesis;
