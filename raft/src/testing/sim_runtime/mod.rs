@@ -30,6 +30,11 @@
 //! `Send + Sync`, so a waker may be called from another thread, but the simulation is
 //! only deterministic if every wake happens on the thread driving it.
 //!
+//! # Per-node clocks
+//!
+//! [`DriftRuntime`] gives one node a clock of its own ([`DriftClock`]): it runs fast or
+//! slow by a fixed rate and can jump forward, while spawning into the same simulation.
+//!
 //! # Groups
 //!
 //! Each task belongs to a group, a `u64` chosen by the harness (typically one per
@@ -43,6 +48,7 @@
 //! consistent. The stepping methods must not be called from inside a simulated task
 //! (they panic if they are).
 
+mod drift;
 mod handles;
 mod shared;
 #[cfg(test)]
@@ -59,6 +65,7 @@ use std::time::Duration;
 
 use crate::types::Instant;
 
+pub use drift::{rate_ppm_for, DriftClock, DriftRuntime, DriftSleep, RATE_ONE_PPM};
 pub use handles::{SimJoinHandle, SimRuntime, SimSleep};
 use shared::{BlockOnGuard, BoxFuture, Choice, MainSlot, Shared, State, TaskWaker};
 

@@ -14,7 +14,7 @@ use crate::sync::lock;
 use crate::testing::linearizability::{KvInput, KvOutput};
 use crate::testing::mem_network::MemNetwork;
 use crate::testing::mem_store::MemStore;
-use crate::testing::sim_runtime::{SimRuntime, Simulation};
+use crate::testing::sim_runtime::{rate_ppm_for, DriftClock, DriftRuntime, SimRuntime, Simulation, RATE_ONE_PPM};
 use crate::testing::sim_store::SimStore;
 use crate::types::{Instant, LogIndex, NodeId, Term};
 use crate::Raft;
@@ -56,6 +56,23 @@ pub(super) struct NodeSlot {
     pub(super) leader_checked: (Term, LogIndex),
     /// Removed from the cluster and shut down for good: never restarted nor added again.
     pub(super) retired: bool,
+    /// The node's clock: the host's, so it keeps running (and drifting) across crashes.
+    pub(super) clock: Arc<DriftClock>,
+}
+
+/// Mixed with the seed and the node id to seed the draw of the node's clock rate, so that
+/// it is independent of every other random choice.
+const CLOCK_SEED_MIX: u64 = 0xc10c_d51f_0000_0000;
+
+/// Node `id`'s clock for `drift` (see [`SimOptions::clock_drift`]): the virtual clock
+/// itself at zero, without drawing anything.
+fn node_clock(seed: u64, id: NodeId, drift: f64) -> DriftClock {
+    let drift = if drift.is_nan() { 0.0 } else { drift.clamp(0.0, 0.9) };
+    if drift == 0.0 {
+        return DriftClock::new(Instant::ZERO, RATE_ONE_PPM);
+    }
+    let mut rng = fastrand::Rng::with_seed(seed ^ CLOCK_SEED_MIX ^ id);
+    DriftClock::new(Instant::ZERO, rate_ppm_for(drift * (2.0 * rng.f64() - 1.0)))
 }
 
 /// The shared state of a simulated cluster, usable from inside simulated tasks.
@@ -108,6 +125,7 @@ impl SimCluster {
                 })
             })));
             let applied: AppliedLog = Arc::default();
+            let clock = Arc::new(node_clock(seed, id, cluster.state.opts.clock_drift));
             lock(&cluster.state.nodes).insert(
                 id,
                 NodeSlot {
@@ -118,8 +136,12 @@ impl SimCluster {
                     log_checked: 0,
                     leader_checked: (0, 0),
                     retired: false,
+                    clock: clock.clone(),
                 },
             );
+            if clock.rate_ppm() != RATE_ONE_PPM {
+                cluster.log(format!("node {id} clock runs at {:+.3}% of virtual time", clock.rate_error() * 100.0));
+            }
             let state = cluster.state.clone();
             let bootstrap = (id <= n).then(|| (1..=n).collect());
             let started = cluster
@@ -168,6 +190,27 @@ impl SimCluster {
     /// Whether node `id` was removed from the cluster and shut down for good.
     pub fn is_retired(&self, id: NodeId) -> bool {
         lock(&self.state.nodes).get(&id).is_some_and(|s| s.retired)
+    }
+
+    /// Node `id`'s clock.
+    pub fn clock(&self, id: NodeId) -> Option<Arc<DriftClock>> {
+        lock(&self.state.nodes).get(&id).map(|s| s.clock.clone())
+    }
+
+    /// Makes node `id`'s clock jump forward by `d` now (see [`DriftClock::jump`]).
+    /// Returns whether the node exists.
+    pub fn jump_clock(&self, id: NodeId, d: Duration) -> bool {
+        self.state.jump_clock(id, d)
+    }
+
+    /// The fastest node clock's rate minus the slowest's, relative to virtual time.
+    pub fn clock_spread(&self) -> f64 {
+        let nodes = lock(&self.state.nodes);
+        let rates = nodes.values().map(|s| s.clock.rate_ppm());
+        match (rates.clone().min(), rates.max()) {
+            (Some(lo), Some(hi)) => (hi - lo) as f64 / RATE_ONE_PPM as f64,
+            _ => 0.0,
+        }
     }
 
     /// Records a line in the trace.
@@ -302,7 +345,12 @@ impl SimCluster {
     }
 
     pub(super) fn fail(&self, reason: String) -> SimFailure {
-        SimFailure { seed: self.checker.seed, reason, trace: self.state.trace.tail() }
+        SimFailure {
+            seed: self.checker.seed,
+            reason,
+            replay_env: self.state.opts.replay_env(),
+            trace: self.state.trace.tail(),
+        }
     }
 
     /// Stops every node cleanly and checks that no task is left running.
@@ -345,7 +393,7 @@ impl ClusterState {
     }
 
     pub(super) async fn start_node(self: &Arc<Self>, id: NodeId, bootstrap: Option<Vec<NodeId>>) -> Result<(), String> {
-        let (store, applied) = {
+        let (store, applied, clock) = {
             let mut nodes = lock(&self.nodes);
             let slot = nodes.get_mut(&id).ok_or("unknown node")?;
             if slot.retired {
@@ -355,12 +403,12 @@ impl ClusterState {
             slot.applied_checked = 0;
             slot.log_checked = 0;
             slot.leader_checked = (0, 0);
-            (slot.store.clone(), slot.applied.clone())
+            (slot.store.clone(), slot.applied.clone(), slot.clock.clone())
         };
         let store = store.open()?;
         let mut config = self.opts.config.clone();
         config.rng_seed = Some(self.sim.random_u64());
-        let rt = self.sim.runtime_in_group(id);
+        let rt = DriftRuntime::new(self.sim.runtime_in_group(id), clock);
         let endpoint = self.net.endpoint(id);
         let sm = SimKv::new(applied);
         let raft = match bootstrap {
@@ -412,6 +460,16 @@ impl ClusterState {
         self.net.unregister(id);
         self.sim.kill_group(id);
         self.log(format!("node {id} retired (shut down{})", if now { " at once" } else { "" }));
+    }
+
+    /// Makes node `id`'s clock jump forward by `d`, and records it. Returns whether the
+    /// node exists.
+    pub(super) fn jump_clock(&self, id: NodeId, d: Duration) -> bool {
+        let Some(clock) = lock(&self.nodes).get(&id).map(|s| s.clock.clone()) else { return false };
+        let now = self.now();
+        clock.jump(now, d);
+        self.log(format!("clock of node {id} jumps {d:?} forward, to {:?}", clock.local(now)));
+        true
     }
 
     /// Ids of the nodes that may run (not retired).

@@ -14,8 +14,17 @@
 //! leader completeness (every 256 steps and at the end, also a pairwise comparison of
 //! whole logs, uncommitted tails included); at the end the client history is checked for
 //! linearizability and the healed cluster must make progress.
+//!
+//! With [`SimOptions::clock_drift`], every node reads time on a clock of its own that runs
+//! fast or slow ([`DriftClock`](super::sim_runtime::DriftClock)); with
+//! [`SimOptions::clock_jumps`], the nemesis also makes node clocks jump forward. Clocks
+//! only steer liveness (election timeouts, heartbeats, the vote-ignoring lease,
+//! check-quorum): reads are served by ReadIndex, never by a lease, so every invariant
+//! above must hold whatever the clocks do.
 
 mod checker;
+#[cfg(test)]
+mod clock_tests;
 mod cluster;
 mod membership;
 mod nemesis;
@@ -63,6 +72,16 @@ pub struct SimOptions {
     pub config: Config,
     /// Print every trace event as it happens.
     pub verbose: bool,
+    /// Largest relative error of a node's clock rate: each node's clock runs at a rate
+    /// drawn from `[1 - clock_drift, 1 + clock_drift]` times virtual time (per node, from
+    /// the seed, independently of every other random choice), so `0.05` is ±5%. Zero,
+    /// the default, gives every node the virtual clock itself and draws nothing.
+    /// Clamped to `[0, 0.9]`.
+    pub clock_drift: f64,
+    /// Whether the nemesis of [`run_seed`] makes node clocks jump forward, by up to
+    /// [`MAX_JUMP_TIMEOUTS`] maximum election timeouts (clocks are monotonic: they never
+    /// jump back).
+    pub clock_jumps: bool,
 }
 
 impl Default for SimOptions {
@@ -77,6 +96,8 @@ impl Default for SimOptions {
             max_write_delay: Duration::from_millis(2),
             config: Config::default(),
             verbose: false,
+            clock_drift: 0.0,
+            clock_jumps: false,
         }
     }
 }
@@ -111,7 +132,33 @@ impl SimOptions {
         }
         o
     }
+
+    /// These options with clocks that drift by up to `drift` (see
+    /// [`clock_drift`](Self::clock_drift)) and jump forward.
+    #[must_use]
+    pub fn with_clock_faults(mut self, drift: f64) -> Self {
+        self.clock_drift = drift;
+        self.clock_jumps = true;
+        self
+    }
+
+    /// The environment, besides `RAFT_SIM_SEED`, with which the sweep replays a seed with
+    /// these options: empty for a seed's own options.
+    pub fn replay_env(&self) -> String {
+        let mut env = String::new();
+        if self.clock_drift > 0.0 {
+            env.push_str(&format!("RAFT_SIM_DRIFT={} ", self.clock_drift));
+        }
+        if self.clock_jumps {
+            env.push_str("RAFT_SIM_JUMPS=1 ");
+        }
+        env
+    }
 }
+
+/// A clock jump of the nemesis is drawn from zero to this many maximum election
+/// timeouts.
+pub const MAX_JUMP_TIMEOUTS: u32 = 3;
 
 /// A violated invariant or a failed check, with the seed that replays it.
 #[derive(Debug)]
@@ -120,6 +167,8 @@ pub struct SimFailure {
     pub seed: u64,
     /// What went wrong.
     pub reason: String,
+    /// The environment the replay needs besides the seed (see [`SimOptions::replay_env`]).
+    pub replay_env: String,
     /// The last trace events before the failure.
     pub trace: Vec<String>,
 }
@@ -129,8 +178,8 @@ impl fmt::Display for SimFailure {
         writeln!(f, "simulation seed {} failed: {}", self.seed, self.reason)?;
         writeln!(
             f,
-            "replay with: RAFT_SIM_SEED={} cargo test -p raft --all-features --test it simulator_sweep -- --nocapture",
-            self.seed
+            "replay with: {}RAFT_SIM_SEED={} cargo test -p raft --all-features --test it simulator_sweep -- --nocapture",
+            self.replay_env, self.seed
         )?;
         writeln!(f, "last events:")?;
         for line in &self.trace {
@@ -143,7 +192,7 @@ impl fmt::Display for SimFailure {
 impl std::error::Error for SimFailure {}
 
 /// What a successful run did.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug, Default, PartialEq)]
 pub struct SimReport {
     /// Client operations that completed with a known result.
     pub ops_ok: usize,
@@ -161,6 +210,11 @@ pub struct SimReport {
     pub membership_changes: usize,
     /// Leadership transfers the nemesis saw completed.
     pub transfers: usize,
+    /// Clock jumps injected.
+    pub clock_jumps: usize,
+    /// The spread of the nodes' clock rates: the fastest's minus the slowest's (0.08 is
+    /// 8% of virtual time); zero without drift.
+    pub clock_spread: f64,
 }
 
 /// What a sweep of many seeds did: see [`sweep`].
@@ -174,6 +228,10 @@ pub struct SweepReport {
     pub membership_changes: usize,
     /// Completed leadership transfers, over every passing seed.
     pub transfers: usize,
+    /// Clock jumps injected, over every passing seed.
+    pub clock_jumps: usize,
+    /// The widest spread of clock rates in one passing seed.
+    pub clock_spread: f64,
     /// The seeds that failed (each failure was printed with its replay hint).
     pub failures: Vec<u64>,
     /// Wall-clock time the sweep took.
@@ -195,6 +253,8 @@ pub fn sweep(seeds: std::ops::Range<u64>, mut run: impl FnMut(u64) -> Result<Sim
                 report.crashes += r.crashes;
                 report.membership_changes += r.membership_changes;
                 report.transfers += r.transfers;
+                report.clock_jumps += r.clock_jumps;
+                report.clock_spread = report.clock_spread.max(r.clock_spread);
             }
             Err(f) => {
                 eprintln!("{f}");
@@ -339,6 +399,8 @@ pub fn run_seed_with_stores(
         crashes: counts.crashes.load(Ordering::SeqCst),
         membership_changes: counts.changes.load(Ordering::SeqCst),
         transfers: counts.transfers.load(Ordering::SeqCst),
+        clock_jumps: counts.clock_jumps.load(Ordering::SeqCst),
+        clock_spread: cluster.clock_spread(),
     };
     cluster.shutdown()?;
     Ok(report)

@@ -1,6 +1,8 @@
 //! The nemesis: a task that partitions, isolates, blocks, drops, duplicates, delays,
 //! crashes and restarts nodes at random until the run heals, and with spare nodes also
-//! changes the membership and transfers leadership (see [`super::membership`]).
+//! changes the membership and transfers leadership (see [`super::membership`]), and with
+//! [`SimOptions::clock_jumps`](super::SimOptions::clock_jumps) makes node clocks jump
+//! forward.
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -8,6 +10,7 @@ use std::time::Duration;
 
 use super::cluster::ClusterState;
 use super::membership;
+use super::MAX_JUMP_TIMEOUTS;
 use crate::runtime::Runtime;
 use crate::testing::mem_network::FaultConfig;
 use crate::types::{Instant, NodeId};
@@ -20,6 +23,8 @@ pub(super) struct NemesisCounts {
     pub(super) changes: AtomicUsize,
     /// Leadership transfers seen completed.
     pub(super) transfers: AtomicUsize,
+    /// Clock jumps injected.
+    pub(super) clock_jumps: AtomicUsize,
     /// Whether a membership change or transfer is under way (one at a time).
     pub(super) busy: AtomicBool,
 }
@@ -58,7 +63,7 @@ pub(super) async fn nemesis_task(
         match rng.u8(..10) {
             // After removals, too few nodes may be left to split.
             0 if n >= 2 => {
-                let mut ids = ids;
+                let mut ids = ids.clone();
                 rng.shuffle(&mut ids);
                 let k = rng.usize(1..=n / 2);
                 let (a, b) = ids.split_at(k);
@@ -103,5 +108,20 @@ pub(super) async fn nemesis_task(
                 state.log("nemesis: heal".into());
             }
         }
+        // Drawn only with jumps on, so that runs without them replay as before.
+        if state.opts.clock_jumps && n > 0 && rng.u8(..4) == 0 {
+            let id = ids[rng.usize(..n)];
+            jump_clock(&state, &mut rng, id, &counts);
+        }
+    }
+}
+
+/// Makes node `id`'s clock jump forward by up to [`MAX_JUMP_TIMEOUTS`] maximum election
+/// timeouts: its timers set before the jump fire early.
+fn jump_clock(state: &ClusterState, rng: &mut fastrand::Rng, id: NodeId, counts: &NemesisCounts) {
+    let max = state.opts.config.election_timeout_max.saturating_mul(MAX_JUMP_TIMEOUTS);
+    let d = Duration::from_nanos(rng.u64(1..=u64::try_from(max.as_nanos()).unwrap_or(u64::MAX).max(1)));
+    if state.jump_clock(id, d) {
+        counts.clock_jumps.fetch_add(1, Ordering::SeqCst);
     }
 }
