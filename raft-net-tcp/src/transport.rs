@@ -38,6 +38,10 @@ struct Inner<R: TcpRuntime> {
     tasks: Mutex<Vec<R::JoinHandle>>,
     stop_tx: Mutex<Option<oneshot::Sender<()>>>,
     stop_rx: SharedFuture<oneshot::Receiver<()>>,
+    /// How many configurations [`TcpTransport::apply_membership`] has applied; held while
+    /// one is applied, and while a host name it resolved in the background is set, so
+    /// that a late answer never brings back a peer a later configuration removed.
+    generation: Mutex<u64>,
 }
 
 /// A TCP transport for one node: a listener for incoming connections and one
@@ -100,6 +104,7 @@ impl<R: TcpRuntime> TcpTransport<R> {
                 tasks: Mutex::new(Vec::new()),
                 stop_tx: Mutex::new(Some(tx)),
                 stop_rx: rx.shared(),
+                generation: Mutex::new(0),
             }),
         })
     }
@@ -168,16 +173,20 @@ impl<R: TcpRuntime> TcpTransport<R> {
     /// Makes the peers follow `membership` (see [`Network::members_changed`]): every
     /// other node in its [`nodes`](Membership::nodes) with an address is set as a peer,
     /// and, when the configuration carries addresses at all, every peer that is neither a
-    /// member nor in `nodes` is removed.
+    /// member nor in `nodes` is removed. An address with a host name is resolved on a
+    /// blocking task (the caller, the protocol loop, never waits for DNS) and set when
+    /// the answer comes, unless a later configuration was applied meanwhile.
     pub fn apply_membership(&self, membership: &Membership) {
         let me = self.inner.shared.config.node_id;
+        let mut generation = lock(&self.inner.generation);
+        *generation += 1;
         for (&id, node) in &membership.nodes {
             if id == me {
                 continue;
             }
-            match resolve(&node.addr) {
-                Some(addr) => self.set_peer(id, addr),
-                None => warn!(node = me, peer = id, addr = %node.addr, "member address not usable; peer not set"),
+            match node.addr.parse::<SocketAddr>() {
+                Ok(addr) => self.set_peer(id, addr),
+                Err(_) => self.resolve_in_background(id, node.addr.clone(), *generation),
             }
         }
         if membership.nodes.is_empty() {
@@ -192,6 +201,24 @@ impl<R: TcpRuntime> TcpTransport<R> {
                 }
             }
         }
+    }
+
+    /// Resolves peer `id`'s `host:port` on a blocking task and sets it as the peer's
+    /// address if configuration `generation` is still the latest applied.
+    fn resolve_in_background(&self, id: NodeId, name: String, generation: u64) {
+        let t = self.clone();
+        drop(self.inner.rt.spawn_blocking_task(async move {
+            let me = t.inner.shared.config.node_id;
+            match resolve(&name) {
+                Some(addr) => {
+                    let current = lock(&t.inner.generation);
+                    if *current == generation {
+                        t.set_peer(id, addr);
+                    }
+                }
+                None => warn!(node = me, peer = id, addr = %name, "member address not usable; peer not set"),
+            }
+        }));
     }
 
     /// Connects to `peer` at `addr`, runs the handshake (TLS first when configured) and

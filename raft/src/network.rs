@@ -34,8 +34,10 @@ pub trait Network: Send + Sync + 'static {
     /// then, and the others must still take its messages). A transport that learns peers
     /// from the log adds those, updates changed addresses, and drops peers that are
     /// neither members nor in `nodes` (ids without an address it keeps as they are: a
-    /// cluster may have been bootstrapped from ids alone). The default does nothing: the
-    /// transport's peers are configured otherwise.
+    /// cluster may have been bootstrapped from ids alone). It is called on the protocol
+    /// loop, so it must return quickly: anything slow, a DNS lookup for one, belongs on a
+    /// task of its own. The default does nothing: the transport's peers are configured
+    /// otherwise.
     fn members_changed(&self, membership: &Membership) {
         let _ = membership;
     }

@@ -127,8 +127,10 @@ async fn leader_removes_itself<R: TcpRuntime>(
     .await;
 }
 
-/// Unusable addresses are skipped; a hostname is resolved; a configuration without
-/// addresses leaves the static peers alone.
+/// Unusable addresses are skipped; a hostname is resolved (in the background: the
+/// caller does not wait for DNS); a configuration without addresses leaves the static
+/// peers alone; a name resolved after a later configuration removed its node does not
+/// bring the node back.
 async fn addresses_are_parsed_resolved_or_skipped<R: TcpRuntime>(rt: R) {
     let t = TcpTransport::bind(rt.clone(), test_config(1), loopback()).await.expect("bind");
     t.set_peer(9, "127.0.0.1:9".parse().expect("address"));
@@ -142,7 +144,16 @@ async fn addresses_are_parsed_resolved_or_skipped<R: TcpRuntime>(rt: R) {
         (4, NodeInfo::new("127.0.0.1:4")),
     ]);
     t.apply_membership(&m);
+    assert!(!t.peer_ids().contains(&9), "the non-member dropped at once");
+    wait_for(&rt, "the host name to resolve", || t.peer_ids() == vec![2, 4]).await;
     assert_eq!(t.peer_ids(), vec![2, 4], "self and the unusable address skipped, the non-member dropped");
+
+    let with_name = Membership::with_nodes([(1, NodeInfo::new("127.0.0.1:1")), (5, NodeInfo::new("localhost:7005"))]);
+    let without = Membership::with_nodes([(1, NodeInfo::new("127.0.0.1:1")), (4, NodeInfo::new("127.0.0.1:4"))]);
+    t.apply_membership(&with_name);
+    t.apply_membership(&without);
+    rt.sleep(Duration::from_millis(300)).await;
+    assert_eq!(t.peer_ids(), vec![4], "a late answer for node 5 does not bring it back");
     t.shutdown().await;
 }
 
