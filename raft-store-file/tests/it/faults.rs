@@ -1,21 +1,24 @@
 //! Randomized crash tests on the simulated file system `FaultFs` (feature `testing`):
 //! random appends, truncates, purges, hard state saves, snapshot saves and log resets,
 //! with crashes and failing writes or syncs injected at random operations (between a
-//! write and its sync, between a rename and the directory sync, during recovery...).
-//! After every crash the store is reopened and must hold exactly a prefix of the model
-//! log that contains every entry reported durable, the last hard state and snapshot
-//! saved (or the one being saved when the crash came), and never panic.
+//! write and its sync, between a rename and the directory sync, during recovery...), and
+//! read faults (bit flips, misdirected reads) armed before operations and opens. After
+//! every crash the store is reopened and must hold exactly a prefix of the model log that
+//! contains every entry reported durable, the last hard state and snapshot saved (or the
+//! one being saved when the crash came), and never panic. A read fault may make an
+//! operation or an open fail (the store then refuses writes), never lose or change data.
 //!
 //! `RAFT_FS_SEED=N` replays one seed; `RAFT_FS_SEEDS=N` runs that many seeds (default
 //! 1000). The sweep also checks that faults fired at every kind of file operation.
 
 use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
 
 use bytes::Bytes;
 use futures::executor::block_on;
 use raft::SnapshotMeta;
 use raft::{Entry, EntryPayload, HardState, LogId, LogStore, Membership, StoreError};
-use raft_store_file::testing::FaultFs;
+use raft_store_file::testing::{FaultFs, Misdirect};
 use raft_store_file::{FileStore, FileStoreError, FileStoreOptions};
 
 const DIR: &str = "/data";
@@ -210,20 +213,59 @@ fn observe(store: &mut Store) -> Model {
     m
 }
 
-/// Opens the store, sometimes crashing during the recovery itself (and then again).
+/// Arms a read fault: a bit flip or a misdirected read, of the next read of any file or
+/// of one file of the directory.
+fn arm_read_fault(fs: &FaultFs, rng: &mut fastrand::Rng) {
+    let mut files: Vec<PathBuf> = raft_store_file::Vfs::list(fs, Path::new(DIR))
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|n| n != "LOCK")
+        .map(|n| Path::new(DIR).join(n))
+        .collect();
+    files.sort();
+    let target = if files.is_empty() || rng.bool() { None } else { Some(files[rng.usize(..files.len())].clone()) };
+    match rng.u32(..4) {
+        0 if !files.is_empty() => {
+            let other = files[rng.usize(..files.len())].clone();
+            fs.misdirect_next_read(target.as_deref(), Misdirect::OtherFile(other));
+        }
+        1 => {
+            let shift = [4096, -4096, 512, -512][rng.usize(..4)];
+            fs.misdirect_next_read(target.as_deref(), Misdirect::Shift(shift));
+        }
+        _ => fs.flip_bits_on_read(target.as_deref(), rng.u32(1..=3), rng.u64(..)),
+    }
+}
+
+/// Opens the store, sometimes crashing during the recovery itself (and then again), or
+/// with a read fault armed: an open may refuse a read that fails its checksum, never cut
+/// or drop records because of one (the caller checks what the store holds).
 fn reopen(fs: &FaultFs, rng: &mut fastrand::Rng) -> Store {
     for _ in 0..50 {
-        if rng.u32(..4) == 0 {
-            fs.crash_after(rng.u64(..6));
-        }
+        let read_fault = match rng.u32(..8) {
+            0 | 1 => {
+                fs.crash_after(rng.u64(..6));
+                false
+            }
+            2 => {
+                arm_read_fault(fs, rng);
+                true
+            }
+            _ => false,
+        };
         match FileStore::open_with(fs.clone(), DIR, opts()) {
             Ok(s) => {
                 fs.disarm();
                 return s;
             }
-            Err(e) => {
-                assert!(fs.is_down(), "open failed without an injected crash: {e}");
+            Err(e) if fs.is_down() => {
+                assert!(!read_fault, "a crash fired without being armed: {e}");
                 fs.crash(rng);
+            }
+            Err(e) => {
+                let refused = matches!(e, FileStoreError::Corrupt { .. }) && fs.read_faults_fired() > 0;
+                assert!(read_fault && refused, "open failed without an injected crash or read fault: {e}");
+                fs.disarm();
             }
         }
     }
@@ -244,9 +286,25 @@ impl Drop for SeedGuard {
 /// The operation at which an injected crash or failure fired, from the error message
 /// ("simulated crash at write of /data/...").
 fn fault_site(error: &str) -> Option<String> {
+    if error.starts_with("storage corruption") {
+        // A read fault, detected by a checksum.
+        return Some("read".into());
+    }
     let at = error.find(" at ").or_else(|| error.find("failure of "))?;
     let rest = error[at..].trim_start_matches(" at ").trim_start_matches("failure of ");
     rest.split_whitespace().next().map(|s| s.to_string())
+}
+
+/// Arms a fault for the next operation, sometimes; whether it did.
+fn arm_fault(fs: &FaultFs, rng: &mut fastrand::Rng) -> bool {
+    match rng.u32(..100) {
+        0..=14 => fs.crash_after(rng.u64(..8)),
+        15..=19 => fs.fail_after(rng.u64(..8)),
+        // Fires only if the operation reads (truncate, purge); fail-stop if it does.
+        20..=24 => arm_read_fault(fs, rng),
+        _ => return false,
+    }
+    true
 }
 
 /// Runs one seed; returns how often a fault fired at each kind of operation during a
@@ -262,17 +320,7 @@ fn run_seed(seed: u64, steps: usize) -> BTreeMap<String, usize> {
     let trace = std::env::var_os("RAFT_FS_TRACE").is_some();
     for step in 0..steps {
         let op = random_op(&mut rng, &m, &mut term);
-        let armed = match rng.u32(..100) {
-            0..=14 => {
-                fs.crash_after(rng.u64(..8));
-                true
-            }
-            15..=19 => {
-                fs.fail_after(rng.u64(..8));
-                true
-            }
-            _ => false,
-        };
+        let armed = arm_fault(&fs, &mut rng);
         let ops_before = fs.ops();
         let result = run(&mut store, &op);
         fs.disarm();
@@ -355,8 +403,8 @@ fn random_operations_with_crashes_and_failures_keep_every_durable_record() {
     eprintln!("{seeds} seeds in {:.1} s; faults fired at: {sites:?}", start.elapsed().as_secs_f64());
     if seeds >= 100 {
         // Crashes land between a write and its sync, at a rename before the directory
-        // sync, and at every other kind of operation.
-        for site in ["create", "write", "sync_data", "sync_all", "rename", "remove", "sync_dir", "set_len"] {
+        // sync, and at every other kind of operation; read faults hit reads.
+        for site in ["create", "write", "sync_data", "sync_all", "rename", "remove", "sync_dir", "set_len", "read"] {
             assert!(sites.get(site).is_some_and(|&n| n > 0), "no fault at {site}: {sites:?}");
         }
     }
