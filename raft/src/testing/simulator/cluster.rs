@@ -414,6 +414,19 @@ impl ClusterState {
         self.log(format!("node {id} retired (shut down{})", if now { " at once" } else { "" }));
     }
 
+    /// The nodes that stopped on a fatal error (a failed store) and were not restarted
+    /// since, with the error.
+    pub(super) fn fatally_stopped(&self) -> Vec<(NodeId, String)> {
+        lock(&self.nodes)
+            .iter()
+            .filter(|(_, s)| !s.retired)
+            .filter_map(|(&id, s)| {
+                let error = s.raft.as_ref()?.with_status(|st| st.fatal_error.clone().filter(|_| st.stopped))?;
+                Some((id, error))
+            })
+            .collect()
+    }
+
     /// Ids of the nodes that may run (not retired).
     pub(super) fn live_ids(&self) -> Vec<NodeId> {
         lock(&self.nodes).iter().filter(|(_, s)| !s.retired).map(|(&id, _)| id).collect()

@@ -161,6 +161,10 @@ pub struct SimReport {
     pub membership_changes: usize,
     /// Leadership transfers the nemesis saw completed.
     pub transfers: usize,
+    /// Store faults the nemesis injected ([`SimStore::inject_fault`]).
+    pub store_faults: usize,
+    /// Nodes that stopped on a fatal error (fail-stop) and were restarted.
+    pub fail_stops: usize,
 }
 
 /// What a sweep of many seeds did: see [`sweep`].
@@ -174,6 +178,10 @@ pub struct SweepReport {
     pub membership_changes: usize,
     /// Completed leadership transfers, over every passing seed.
     pub transfers: usize,
+    /// Store faults injected, over every passing seed.
+    pub store_faults: usize,
+    /// Nodes that stopped on a fatal error and were restarted, over every passing seed.
+    pub fail_stops: usize,
     /// The seeds that failed (each failure was printed with its replay hint).
     pub failures: Vec<u64>,
     /// Wall-clock time the sweep took.
@@ -195,6 +203,8 @@ pub fn sweep(seeds: std::ops::Range<u64>, mut run: impl FnMut(u64) -> Result<Sim
                 report.crashes += r.crashes;
                 report.membership_changes += r.membership_changes;
                 report.transfers += r.transfers;
+                report.store_faults += r.store_faults;
+                report.fail_stops += r.fail_stops;
             }
             Err(f) => {
                 eprintln!("{f}");
@@ -248,6 +258,20 @@ const CHECK_BUDGET: u64 = 2_000_000;
 /// One client's view of an operation, for the history.
 type History = Arc<Mutex<Vec<Operation<KvInput, KvOutput>>>>;
 
+/// On healing: disarms the store faults not fired yet, and crashes the nodes that stopped
+/// on a fatal error (fail-stop), to be restarted with the crashed ones; returns how many.
+fn heal_stores(cluster: &SimCluster) -> usize {
+    for slot in lock(&cluster.state.nodes).values() {
+        slot.store.disarm_faults();
+    }
+    let stopped = cluster.state.fatally_stopped();
+    for (id, error) in &stopped {
+        cluster.log(format!("node {id} stopped on a fatal error ({error}); restarting it"));
+        cluster.crash(*id);
+    }
+    stopped.len()
+}
+
 /// Runs one randomized simulation with faults, as described in the module docs.
 pub fn run_seed(seed: u64, opts: SimOptions) -> Result<SimReport, SimFailure> {
     run_seed_with_stores(seed, opts, |_| Arc::new(MemStore::new()))
@@ -279,7 +303,8 @@ pub fn run_seed_with_stores(
         let stop = stop.clone();
         let counts = counts.clone();
         let rng = fastrand::Rng::with_seed(seed ^ 0x6e65_6d65_7369);
-        drop(cluster.state.sim.runtime().spawn(nemesis_task(state, rng, stop, counts)));
+        let fault_rng = fastrand::Rng::with_seed(seed ^ 0x7374_6f72_6566);
+        drop(cluster.state.sim.runtime().spawn(nemesis_task(state, rng, fault_rng, stop, counts)));
     }
 
     cluster.run_for(fault_time)?;
@@ -287,6 +312,7 @@ pub fn run_seed_with_stores(
     stop.store(true, Ordering::SeqCst);
     cluster.network().set_faults(FaultConfig::none());
     cluster.network().heal();
+    let healed_fail_stops = heal_stores(&cluster);
     cluster.log("healed all faults");
     // A membership operation under way finishes (it is bounded), so that the progress
     // below is made under the final configuration.
@@ -339,6 +365,8 @@ pub fn run_seed_with_stores(
         crashes: counts.crashes.load(Ordering::SeqCst),
         membership_changes: counts.changes.load(Ordering::SeqCst),
         transfers: counts.transfers.load(Ordering::SeqCst),
+        store_faults: counts.store_faults.load(Ordering::SeqCst),
+        fail_stops: counts.fail_stops.load(Ordering::SeqCst) + healed_fail_stops,
     };
     cluster.shutdown()?;
     Ok(report)

@@ -9,7 +9,9 @@ use std::time::Duration;
 use super::cluster::ClusterState;
 use super::membership;
 use crate::runtime::Runtime;
+use crate::sync::lock;
 use crate::testing::mem_network::FaultConfig;
+use crate::testing::sim_store::SimStore;
 use crate::types::{Instant, NodeId};
 
 /// What the nemesis did, for the report.
@@ -22,11 +24,18 @@ pub(super) struct NemesisCounts {
     pub(super) transfers: AtomicUsize,
     /// Whether a membership change or transfer is under way (one at a time).
     pub(super) busy: AtomicBool,
+    /// Store faults injected ([`SimStore::inject_fault`]).
+    pub(super) store_faults: AtomicUsize,
+    /// Nodes that stopped on a fatal error and were restarted.
+    pub(super) fail_stops: AtomicUsize,
 }
 
+/// `fault_rng` draws the store faults and the restarts of nodes that stopped on one, apart
+/// from `rng`, so that stores without faults of their own see the same runs as before.
 pub(super) async fn nemesis_task(
     state: Arc<ClusterState>,
     mut rng: fastrand::Rng,
+    mut fault_rng: fastrand::Rng,
     stop: Arc<AtomicBool>,
     counts: Arc<NemesisCounts>,
 ) {
@@ -50,6 +59,7 @@ pub(super) async fn nemesis_task(
                 i += 1;
             }
         }
+        restart_fail_stopped(&state, &mut down, &mut fault_rng, &counts);
         if state.opts.spares > 0 && rng.bool() {
             membership::step(&state, &mut rng, &counts);
         }
@@ -103,5 +113,44 @@ pub(super) async fn nemesis_task(
                 state.log("nemesis: heal".into());
             }
         }
+        if fault_rng.u8(..4) == 0 && !stop.load(Ordering::SeqCst) {
+            inject_store_fault(&state, &mut fault_rng, &counts);
+        }
+    }
+}
+
+/// Crashes the nodes that stopped on a fatal error (their store failed: fail-stop) and
+/// adds them to `down`, to be restarted like crashed ones, as a supervisor would restart
+/// the process.
+fn restart_fail_stopped(
+    state: &ClusterState,
+    down: &mut Vec<(NodeId, Instant)>,
+    rng: &mut fastrand::Rng,
+    counts: &NemesisCounts,
+) {
+    for (id, error) in state.fatally_stopped() {
+        if down.iter().all(|d| d.0 != id) {
+            state.log(format!("nemesis: node {id} stopped on a fatal error ({error}); restarting it"));
+            state.crash(id);
+            counts.fail_stops.fetch_add(1, Ordering::SeqCst);
+            down.push((id, state.now().add(Duration::from_millis(rng.u64(50..500)))));
+        }
+    }
+}
+
+/// Arms a fault of its store's own kind on a random running node, if its store has any.
+fn inject_store_fault(state: &ClusterState, rng: &mut fastrand::Rng, counts: &NemesisCounts) {
+    let running: Vec<(NodeId, Arc<dyn SimStore>)> = lock(&state.nodes)
+        .iter()
+        .filter(|(_, s)| s.raft.is_some() && !s.retired)
+        .map(|(&id, s)| (id, s.store.clone()))
+        .collect();
+    if running.is_empty() {
+        return;
+    }
+    let (id, store) = &running[rng.usize(..running.len())];
+    if let Some(what) = store.inject_fault(rng) {
+        counts.store_faults.fetch_add(1, Ordering::SeqCst);
+        state.log(format!("nemesis: store fault on node {id}: {what}"));
     }
 }
