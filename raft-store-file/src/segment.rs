@@ -212,7 +212,9 @@ fn decode_records(
                 pos += total;
                 idx += 1;
             }
-            Frame::Incomplete => return Err(FileStoreError::corrupt(path, at, "record shorter than indexed")),
+            Frame::Incomplete => {
+                return Err(FileStoreError::corrupt(path, at, "record length reaches past where the index ends it"));
+            }
             Frame::Bad(reason) => return Err(FileStoreError::corrupt(path, at, reason)),
         }
     }
