@@ -272,6 +272,38 @@ fn heal_stores(cluster: &SimCluster) -> usize {
     stopped.len()
 }
 
+/// Like [`SimCluster::run_until`]; with `supervise` (store faults were injected), in
+/// slices of 100 ms, restarting after each the nodes that stopped on a fatal error: a
+/// store that failed before the heal stops its node at its next write, which may come
+/// after it. Returns whether `pred` held and how many nodes were restarted.
+fn run_until_supervised(
+    cluster: &mut SimCluster,
+    supervise: bool,
+    limit: Duration,
+    mut pred: impl FnMut(&SimCluster) -> bool,
+) -> Result<(bool, usize), SimFailure> {
+    if !supervise {
+        return Ok((cluster.run_until(limit, pred)?, 0));
+    }
+    let end = cluster.now().add(limit);
+    let mut restarted = 0;
+    loop {
+        let slice = end.saturating_since(cluster.now()).min(Duration::from_millis(100));
+        if cluster.run_until(slice, &mut pred)? {
+            return Ok((true, restarted));
+        }
+        for (id, error) in cluster.state.fatally_stopped() {
+            cluster.log(format!("node {id} stopped on a fatal error ({error}); restarting it"));
+            cluster.crash(id);
+            cluster.restart(id)?;
+            restarted += 1;
+        }
+        if cluster.now() >= end {
+            return Ok((pred(cluster), restarted));
+        }
+    }
+}
+
 /// Runs one randomized simulation with faults, as described in the module docs.
 pub fn run_seed(seed: u64, opts: SimOptions) -> Result<SimReport, SimFailure> {
     run_seed_with_stores(seed, opts, |_| Arc::new(MemStore::new()))
@@ -336,7 +368,8 @@ pub fn run_seed_with_stores(
     }
     // Every member of the leader's configuration (nodes removed, and spares never added,
     // stay behind).
-    let caught_up = cluster.run_until(heal_time, |c| {
+    let supervise = counts.store_faults.load(Ordering::SeqCst) > 0;
+    let (caught_up, late_fail_stops) = run_until_supervised(&mut cluster, supervise, heal_time, |c| {
         let Some(members) = c.leader().and_then(|l| c.node(l)).map(|r| r.with_status(|s| s.membership.all_nodes()))
         else {
             return false;
@@ -366,7 +399,7 @@ pub fn run_seed_with_stores(
         membership_changes: counts.changes.load(Ordering::SeqCst),
         transfers: counts.transfers.load(Ordering::SeqCst),
         store_faults: counts.store_faults.load(Ordering::SeqCst),
-        fail_stops: counts.fail_stops.load(Ordering::SeqCst) + healed_fail_stops,
+        fail_stops: counts.fail_stops.load(Ordering::SeqCst) + healed_fail_stops + late_fail_stops,
     };
     cluster.shutdown()?;
     Ok(report)
