@@ -56,6 +56,9 @@ pub(super) struct NodeSlot {
     pub(super) leader_checked: (Term, LogIndex),
     /// Removed from the cluster and shut down for good: never restarted nor added again.
     pub(super) retired: bool,
+    /// The nemesis injected a store fault since the node last started: a stop on a fatal
+    /// error is then expected (fail-stop), and the node is restarted.
+    pub(super) store_faulted: bool,
 }
 
 /// The shared state of a simulated cluster, usable from inside simulated tasks.
@@ -118,6 +121,7 @@ impl SimCluster {
                     log_checked: 0,
                     leader_checked: (0, 0),
                     retired: false,
+                    store_faulted: false,
                 },
             );
             let state = cluster.state.clone();
@@ -355,6 +359,7 @@ impl ClusterState {
             slot.applied_checked = 0;
             slot.log_checked = 0;
             slot.leader_checked = (0, 0);
+            slot.store_faulted = false;
             (slot.store.clone(), slot.applied.clone())
         };
         let store = store.open()?;
@@ -414,12 +419,13 @@ impl ClusterState {
         self.log(format!("node {id} retired (shut down{})", if now { " at once" } else { "" }));
     }
 
-    /// The nodes that stopped on a fatal error (a failed store) and were not restarted
-    /// since, with the error.
+    /// The nodes with a store fault injected that stopped on a fatal error (a failed
+    /// store) and were not restarted since, with the error. (A fatal stop of another node
+    /// is left alone: the run then fails.)
     pub(super) fn fatally_stopped(&self) -> Vec<(NodeId, String)> {
         lock(&self.nodes)
             .iter()
-            .filter(|(_, s)| !s.retired)
+            .filter(|(_, s)| !s.retired && s.store_faulted)
             .filter_map(|(&id, s)| {
                 let error = s.raft.as_ref()?.with_status(|st| st.fatal_error.clone().filter(|_| st.stopped))?;
                 Some((id, error))

@@ -119,9 +119,9 @@ pub(super) async fn nemesis_task(
     }
 }
 
-/// Crashes the nodes that stopped on a fatal error (their store failed: fail-stop) and
-/// adds them to `down`, to be restarted like crashed ones, as a supervisor would restart
-/// the process.
+/// Crashes the nodes with a store fault injected that stopped on a fatal error (their
+/// store failed: fail-stop) and adds them to `down`, to be restarted like crashed ones,
+/// as a supervisor would restart the process.
 fn restart_fail_stopped(
     state: &ClusterState,
     down: &mut Vec<(NodeId, Instant)>,
@@ -151,6 +151,9 @@ fn inject_store_fault(state: &ClusterState, rng: &mut fastrand::Rng, counts: &Ne
     let (id, store) = &running[rng.usize(..running.len())];
     if let Some(what) = store.inject_fault(rng) {
         counts.store_faults.fetch_add(1, Ordering::SeqCst);
+        if let Some(slot) = lock(&state.nodes).get_mut(id) {
+            slot.store_faulted = true;
+        }
         state.log(format!("nemesis: store fault on node {id}: {what}"));
     }
 }
