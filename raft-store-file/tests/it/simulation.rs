@@ -12,8 +12,8 @@
 //! a lagging peer, truncate, purge, a snapshot chunk). The store must detect it (an error,
 //! never the wrong bytes used) and fail; the node stops on the failed store (fail-stop)
 //! and the nemesis restarts it like a crashed one, while the invariants and
-//! linearizability hold. `RAFT_FS_SIM_FAULT_SEEDS=N` runs N seeds (default 40);
-//! `RAFT_FS_SIM_FAULT_SEED=S` replays one.
+//! linearizability hold. `RAFT_FS_SIM_FAULT_SEEDS=N` runs N seeds (default 40) from
+//! `RAFT_FS_SIM_FAULT_BASE` (default 1000); `RAFT_FS_SIM_FAULT_SEED=S` replays one.
 //!
 //! Limit: the store's calls run whole between two simulation steps, so a node's crash
 //! never lands inside one; crashes inside a call (between a write and its sync, during a
@@ -355,15 +355,16 @@ fn simulator_sweep_on_file_stores_with_read_faults_fail_stops_the_node() {
         return;
     }
     let seeds = env_u64("RAFT_FS_SIM_FAULT_SEEDS").unwrap_or(40);
-    let r = sweep_seeds(1000..1000 + seeds, |seed| {
+    let base = env_u64("RAFT_FS_SIM_FAULT_BASE").unwrap_or(1000);
+    let r = sweep_seeds(base..base + seeds, |seed| {
         let _guard = SeedGuard(seed);
         run_seed_with_stores(seed, SimOptions::for_seed(seed), make_store_with_read_faults)
     });
     let (fired, silent) = (FIRED.load(Ordering::Relaxed), SILENT.load(Ordering::Relaxed));
     eprintln!(
-        "file store simulator sweep with read faults: {seeds} seeds (1000..{}) in {:.1}s; {} client ops, {} crashes, \
+        "file store simulator sweep with read faults: {seeds} seeds ({base}..{}) in {:.1}s; {} client ops, {} crashes, \
          {} read faults armed, {fired} fired, {} nodes fail-stopped and restarted, {silent} faults that went unnoticed",
-        1000 + seeds,
+        base + seeds,
         r.seconds,
         r.ops_ok,
         r.crashes,
