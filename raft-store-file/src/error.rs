@@ -18,8 +18,10 @@ pub enum FileStoreError {
         /// The underlying error.
         source: std::io::Error,
     },
-    /// Data on disk is corrupt at a place where it cannot be a torn tail (an earlier
-    /// segment, the hard state file, the purge marker, a segment header).
+    /// Data read back is corrupt where it cannot be a torn tail (a record followed by
+    /// valid ones, an earlier segment, the hard state file, the purge marker, a segment
+    /// header, a snapshot), or a read returned bytes that fail their checksum (a bit flip,
+    /// a misdirected read). At run time it also stops the store (fail-stop).
     #[error("corrupt data in {path} at byte offset {offset}: {reason}")]
     Corrupt {
         /// The corrupt file.
@@ -52,7 +54,8 @@ pub enum FileStoreError {
     /// held); nothing was written.
     #[error("invalid request: {0}")]
     Invalid(String),
-    /// An earlier write or sync failed, so the store refuses every write (fail-stop).
+    /// An earlier write or sync failed, or an earlier read returned corrupt data, so the
+    /// store refuses every write (fail-stop).
     #[error("the store refuses writes after an earlier failure: {0}")]
     Failed(String),
 }

@@ -9,12 +9,15 @@
 //!   `fdatasync` (the driver merges queued appends into one call: group commit);
 //!   `truncate`, `purge` and `save_hard_state` return only when durable. New, renamed and
 //!   deleted files are followed by an `fsync` of the directory.
-//! - **Recovery:** only the last segment is scanned on open; a torn or corrupt tail of it
-//!   is cut back to the last whole record. Corruption anywhere else is a
-//!   [`FileStoreError::Corrupt`] naming the file and the byte offset. Earlier segments are
-//!   indexed lazily, on their first read.
-//! - **Fail-stop:** after a failed write or sync every later write returns
-//!   [`raft::StoreError::Failed`].
+//! - **Recovery:** only the last segment is scanned on open; a torn tail of it (a bad
+//!   record with no valid record anywhere after it, in a segment no later segment
+//!   follows) is cut back to the last whole record, after a second read agreed with the
+//!   first. Corruption anywhere else is a [`FileStoreError::Corrupt`] naming the file and
+//!   the byte offset, and the open refuses. Earlier segments are indexed lazily, on their
+//!   first read.
+//! - **Fail-stop:** after a failed write or sync, and after a read that failed its
+//!   checksum (a bit flip, a misdirected read, corruption at rest), every later write
+//!   returns [`raft::StoreError::Failed`]. Reads are checked one by one and keep working.
 //! - **One process per directory:** the directory is locked while a store is open.
 //! - **Snapshots** (inherent methods, until [`raft::LogStore`] has them):
 //!   [`FileSnapshots`], the store's [`raft::SnapshotStore`], streams a snapshot into a
@@ -94,9 +97,8 @@ pub struct FileStore<F: Vfs = StdFs> {
     /// How far the active segment is written (records, then zero-filled space), as far as
     /// this store wrote it through `active`.
     active_len: u64,
-    /// Why the store refuses writes, once a write has failed.
-    failed: Option<String>,
-    /// The snapshot files, shared with the driver's threads.
+    /// The snapshot files, shared with the driver's threads; they also hold why the
+    /// store refuses writes (fail-stop), shared by the log and the snapshots.
     snapshots: FileSnapshots<F>,
 }
 
@@ -107,16 +109,17 @@ impl<F: Vfs> FileStore<F> {
     }
 
     fn check_writable(&self) -> Result<(), FileStoreError> {
-        match &self.failed {
-            Some(why) => Err(FileStoreError::Failed(why.clone())),
+        match self.snapshots.failure() {
+            Some(why) => Err(FileStoreError::Failed(why)),
             None => Ok(()),
         }
     }
 
-    /// Records a failed write: the store refuses every later write.
+    /// Records a failed write, or a read that returned corrupt data: the store refuses
+    /// every later write (and snapshot).
     fn fail(&mut self, op: &str, e: FileStoreError) -> FileStoreError {
         tracing::error!(dir = %self.dir.display(), error = %e, "{op} failed; the store refuses further writes");
-        self.failed = Some(format!("{op} failed: {e}"));
+        self.snapshots.set_failed(format!("{op} failed: {e}"));
         self.active = None;
         e
     }
@@ -222,7 +225,9 @@ impl<F: Vfs> LogStore for FileStore<F> {
         if start <= self.prev.index || end > self.last.index + 1 {
             return Err(StoreError::Unavailable { start, end });
         }
-        Ok(self.read_entries(start, end)?)
+        // A read that fails its checksum (or the disk's read) is fail-stop, like a failed
+        // write: the disk returned wrong bytes once and may do so again.
+        self.read_entries(start, end).map_err(|e| self.fail("read", e).into())
     }
 }
 

@@ -39,6 +39,21 @@ fn list_dir<F: Vfs>(fs: &F, dir: &Path) -> Result<Listing, FileStoreError> {
     Ok(listing)
 }
 
+/// Whether a last segment's bytes are those of a creation a crash tore: shorter than a
+/// header, or all zeros (the size reached the disk, the data did not). A zeroed header
+/// before bytes that are not zeros is corruption: the header is written with the first
+/// records, in one write.
+fn torn_creation(path: &Path, data: &[u8]) -> Result<bool, FileStoreError> {
+    let Some(head) = data.get(..SEGMENT_HEADER_LEN) else { return Ok(true) };
+    if head.iter().any(|&b| b != 0) {
+        return Ok(false);
+    }
+    match data.iter().position(|&b| b != 0) {
+        None => Ok(true),
+        Some(at) => Err(FileStoreError::corrupt(path, 0, format!("zeroed segment header before data at offset {at}"))),
+    }
+}
+
 /// Takes the directory lock.
 fn lock_dir<F: Vfs>(fs: &F, dir: &Path) -> Result<F::Lock, FileStoreError> {
     let lock_path = dir.join(LOCK_FILE);
@@ -85,7 +100,6 @@ impl<F: Vfs> FileStore<F> {
             segments,
             active: None,
             active_len: 0,
-            failed: None,
             snapshots,
         };
         store.snapshots.recover(listing.snapshots)?;
@@ -129,32 +143,60 @@ impl<F: Vfs> FileStore<F> {
 
     /// Drops the last segment if its creation was torn (repeatedly), else scans it, cuts
     /// off a torn tail and syncs it; returns its last record.
+    ///
+    /// A segment is created only once the one before it is synced whole: once a later
+    /// segment was dropped, a bad record in the new last one is corruption, not a torn
+    /// tail. Dropping a segment or cutting a tail deletes data, so each is done only when
+    /// a second read of the file returns the same bytes (a read fault is not taken for a
+    /// torn write).
     fn recover_last_segment(&mut self) -> Result<Option<LogId>, FileStoreError> {
-        while let Some(seg) = self.segments.last_mut() {
-            let data = crate::fs::read(&self.fs, &seg.path)?;
-            if data.get(..SEGMENT_HEADER_LEN).is_none_or(|head| head.iter().all(|&b| b == 0)) {
-                tracing::warn!(file = %seg.path.display(), "removing a segment whose creation was torn");
-                remove(&self.fs, &seg.path)?;
+        let mut later_dropped = false;
+        while let Some(seg) = self.segments.last() {
+            let (path, first) = (seg.path.clone(), seg.first);
+            let data = crate::fs::read(&self.fs, &path)?;
+            if torn_creation(&path, &data)? {
+                self.confirm_read(&path, &data)?;
+                tracing::warn!(file = %path.display(), "removing a segment whose creation was torn");
+                remove(&self.fs, &path)?;
                 sync_dir(&self.fs, &self.dir)?;
                 self.segments.pop();
+                later_dropped = true;
                 continue;
             }
-            read_header(&seg.path, &data, seg.first, self.opts.cluster_id)?;
-            let scan = scan_records(&seg.path, &data, seg.first, self.opts.max_record_size, true)?;
+            read_header(&path, &data, first, self.opts.cluster_id)?;
+            let scan = scan_records(&path, &data, first, self.opts.max_record_size, !later_dropped)?;
             // The tail is synced even when whole: a process that stopped after a failed
             // sync may have left written but unsynced records, which this open is about
             // to report as held (durable).
-            let mut f = self.fs.open_write(&seg.path).at(&seg.path)?;
+            let mut f = self.fs.open_write(&path).at(&path)?;
             if let Some((at, reason)) = &scan.torn_at {
-                tracing::warn!(file = %seg.path.display(), offset = at, reason = %reason, "truncating a torn tail");
-                f.set_len(*at).at(&seg.path)?;
+                self.confirm_read(&path, &data)?;
+                tracing::warn!(file = %path.display(), offset = at, reason = %reason, "truncating a torn tail");
+                f.set_len(*at).at(&path)?;
             }
-            f.sync_all().at(&seg.path)?;
-            let last = scan.last_term.map(|term| LogId { term, index: seg.first + scan.index.len() as u64 - 2 });
-            seg.index = Some(scan.index);
+            f.sync_all().at(&path)?;
+            let last = scan.last_term.map(|term| LogId { term, index: first + scan.index.len() as u64 - 2 });
+            if let Some(seg) = self.segments.last_mut() {
+                seg.index = Some(scan.index);
+            }
             return Ok(last);
         }
         Ok(None)
+    }
+
+    /// Reads `path` again and checks it returns `data`: a read that returned wrong bytes
+    /// once (a flipped bit, a misdirected block) is unlikely to return the same again.
+    fn confirm_read(&self, path: &Path, data: &[u8]) -> Result<(), FileStoreError> {
+        let again = crate::fs::read(&self.fs, path)?;
+        if again == data {
+            return Ok(());
+        }
+        let at = data.iter().zip(&again).position(|(a, b)| a != b).unwrap_or(data.len().min(again.len()));
+        Err(FileStoreError::corrupt(
+            path,
+            at as u64,
+            "the file read back differently on a second read (a read fault); nothing was cut",
+        ))
     }
 
     /// The last record of the last sealed segment, if there is one and it holds any.

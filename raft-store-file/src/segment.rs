@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 
 use raft::{Entry, LogId, LogIndex, StoreError};
 
-use crate::format::{self, Frame, SegmentHeader, FRAME_HEADER_LEN, SEGMENT_HEADER_LEN};
+use crate::format::{self, Frame, SegmentHeader, SEGMENT_HEADER_LEN};
 use crate::fs::{remove, sync_dir, IoContext};
 use crate::meta::{self, Marker};
 use crate::vfs::{Vfs, VfsFile};
@@ -82,8 +82,9 @@ fn decode_entry(path: &Path, offset: u64, payload: &[u8], want: LogIndex) -> Res
 
 /// Scans the records of a segment file's bytes. Zero bytes from the first position where
 /// no record starts to the end of the file are preallocated space, the end of the
-/// records. In the last segment (`tail_allowed`) a torn or corrupt tail ends the scan;
-/// anywhere else it is an error.
+/// records. In the last segment (`tail_allowed`) a torn tail ends the scan: a bad or
+/// incomplete record with no valid record anywhere after it. Anything else bad is an
+/// error naming the offset of the bad record.
 pub(crate) fn scan_records(
     path: &Path,
     data: &[u8],
@@ -110,35 +111,35 @@ pub(crate) fn scan_records(
             // Zero-filled space written ahead of the records (`preallocate`): the end.
             _ if rest.iter().all(|&b| b == 0) => return Ok(Scan { index, last_term, torn_at: None }),
             Frame::Incomplete => "incomplete record at the end of the file".to_string(),
-            Frame::Bad(reason) => {
-                if tail_allowed && valid_record_follows(rest, max_record) {
-                    return Err(FileStoreError::corrupt(
-                        path,
-                        pos as u64,
-                        format!("{reason}, followed by valid records"),
-                    ));
-                }
-                reason
-            }
+            Frame::Bad(reason) => reason,
         };
         if !tail_allowed {
             return Err(FileStoreError::corrupt(path, pos as u64, reason));
+        }
+        if let Some(at) = valid_record_after(rest, next, max_record) {
+            return Err(FileStoreError::corrupt(
+                path,
+                pos as u64,
+                format!("{reason}, followed by a valid record at offset {}", pos + at),
+            ));
         }
         return Ok(Scan { index, last_term, torn_at: Some((pos as u64, reason)) });
     }
 }
 
-/// Whether a valid record follows the bad frame at the start of `rest`, where the bad
-/// frame's length field says it ends. A bad frame followed by a valid one is not a torn
-/// tail: the bytes after a torn write were never synced, so nothing valid can follow it.
-fn valid_record_follows(rest: &[u8], max_record: u32) -> bool {
-    let Some(len) = format::u32_at(rest, 0) else { return false };
-    let after = FRAME_HEADER_LEN.saturating_add(len as usize);
-    len > 0
-        && len <= max_record
-        && rest
-            .get(after..)
-            .is_some_and(|next| !next.is_empty() && matches!(format::parse_frame(next, max_record), Frame::Record(..)))
+/// Where in `rest`, which starts with a bad or incomplete record, a valid record starts
+/// that holds an entry at index `next` or later, if one does at any byte offset. A torn
+/// write leaves nothing valid after the point where it was torn (the bytes after it were
+/// never synced, and a later write waits for the sync of this one), so such a record means
+/// the bad one was written and synced whole, then damaged: corruption, not a torn tail.
+/// The bad record's own length field is not trusted (the damage may be in it).
+fn valid_record_after(rest: &[u8], next: LogIndex, max_record: u32) -> Option<usize> {
+    // A record starts with a non-zero length, so none starts in the trailing zeros.
+    let end = rest.iter().rposition(|&b| b != 0)? + 1;
+    (1..end).find(|&at| match format::parse_frame(rest.get(at..).unwrap_or_default(), max_record) {
+        Frame::Record(payload, _) => postcard::from_bytes::<Entry>(payload).is_ok_and(|e| e.index >= next),
+        Frame::Incomplete | Frame::Bad(_) => false,
+    })
 }
 
 /// Checks a segment header: its own checksum, the cluster and the first index the file
@@ -211,7 +212,9 @@ fn decode_records(
                 pos += total;
                 idx += 1;
             }
-            Frame::Incomplete => return Err(FileStoreError::corrupt(path, at, "record shorter than indexed")),
+            Frame::Incomplete => {
+                return Err(FileStoreError::corrupt(path, at, "record length reaches past where the index ends it"));
+            }
             Frame::Bad(reason) => return Err(FileStoreError::corrupt(path, at, reason)),
         }
     }

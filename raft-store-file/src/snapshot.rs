@@ -8,8 +8,12 @@
 //! syncs the directory; only then is the older snapshot file deleted. An open verifies
 //! the newest file's head and that its data is all there; the data's checksum is checked
 //! by every reader as it reads ([`raft::snapshot::ChecksumReader`]), so a restart reads a
-//! large snapshot once, not twice.
+//! large snapshot once, not twice. Chunk reads (a leader sending the snapshot) carry the
+//! checksum along from chunk to chunk and refuse the last chunk of a transfer whose data
+//! does not match it, so a follower never completes a snapshot a read fault damaged. A
+//! snapshot read that fails its checksum stops the store (fail-stop).
 
+use std::collections::BTreeMap;
 use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -26,6 +30,10 @@ use crate::{FileStore, FileStoreError};
 
 /// Bytes a snapshot writer gathers before it writes them out.
 const WRITE_BUFFER: usize = 1 << 20;
+/// How many chunk end offsets the chunk checksums remember (12 bytes each).
+const MAX_CHUNK_CRCS: usize = 1 << 16;
+/// Bytes read at a time when a chunk read checks the data before it.
+const VERIFY_BUFFER: usize = 1 << 16;
 
 /// The snapshot files of one store directory: the [`SnapshotStore`] of a [`FileStore`]
 /// (see the trait for the contract), shared by the store and the driver's threads.
@@ -48,7 +56,18 @@ impl<F: Vfs> FileSnapshots<F> {
             latest: Mutex::new(None),
             next_temp: AtomicU64::new(0),
             failed: Mutex::new(None),
+            chunk_crcs: Mutex::new(None),
         }))
+    }
+
+    /// Why the store refuses writes, if it does (fail-stop).
+    pub(crate) fn failure(&self) -> Option<String> {
+        lock(&self.0.failed).clone()
+    }
+
+    /// Makes the store refuse every later write and snapshot.
+    pub(crate) fn set_failed(&self, why: String) {
+        lock(&self.0.failed).get_or_insert(why);
     }
 
     /// See [`SnapshotDir::recover`].
@@ -72,8 +91,21 @@ pub(crate) struct SnapshotDir<F: Vfs> {
     latest: Mutex<Option<(SnapshotMeta, u64)>>,
     /// Distinguishes the temp files of writers running at the same time.
     next_temp: AtomicU64,
-    /// Why snapshots are refused, after a failed write or sync (fail-stop).
+    /// Why the store refuses writes and snapshots, after a failed write or sync or a
+    /// read that returned corrupt data (fail-stop); shared with the log.
     failed: Mutex<Option<String>>,
+    /// What chunk reads of the latest snapshot read so far.
+    chunk_crcs: Mutex<Option<ChunkCrcs>>,
+}
+
+/// The CRC-32C of the data before each offset at which a chunk read of the snapshot
+/// ending at `last` ended (and 0 at offset 0): each chunk read continues the checksum of
+/// the chunk before it, and a transfer's last chunk is handed out only if the data read
+/// matches the snapshot's checksum.
+#[derive(Debug)]
+struct ChunkCrcs {
+    last: LogId,
+    at: BTreeMap<u64, u32>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -94,9 +126,80 @@ impl<F: Vfs> SnapshotDir<F> {
     }
 
     fn fail(&self, e: FileStoreError) -> StoreError {
-        tracing::error!(dir = %self.dir.display(), error = %e, "a snapshot write failed; snapshots are refused from now on");
-        *lock(&self.failed) = Some(e.to_string());
+        tracing::error!(dir = %self.dir.display(), error = %e, "a snapshot write failed; the store refuses writes from now on");
+        lock(&self.failed).get_or_insert_with(|| e.to_string());
         e.into()
+    }
+
+    /// Records a snapshot read that returned corrupt data: the store refuses every later
+    /// write and snapshot (fail-stop).
+    fn fail_read(&self, e: FileStoreError) -> FileStoreError {
+        tracing::error!(dir = %self.dir.display(), error = %e, "a snapshot read failed its checksum; the store refuses writes from now on");
+        lock(&self.failed).get_or_insert_with(|| format!("snapshot read failed: {e}"));
+        e
+    }
+
+    /// Checks the chunk `buf` read at `offset` of the data of the snapshot `meta` (whose
+    /// data starts at `start` of its file): against an earlier read of the same bytes,
+    /// and, if it is the last chunk, the data read against the snapshot's checksum.
+    fn check_chunk(&self, meta: &SnapshotMeta, start: u64, offset: u64, buf: &[u8]) -> Result<(), FileStoreError> {
+        let path = self.path(meta.last.index);
+        let end = offset + buf.len() as u64;
+        let mut guard = lock(&self.chunk_crcs);
+        let crcs = match &mut *guard {
+            Some(c) if c.last == meta.last => c,
+            other => other.insert(ChunkCrcs { last: meta.last, at: BTreeMap::from([(0, 0)]) }),
+        };
+        let after = crcs.at.get(&offset).map(|&before| crc32c::crc32c_append(before, buf));
+        if let Some(crc) = after {
+            if crcs.at.get(&end).is_some_and(|&seen| seen != crc) {
+                return Err(FileStoreError::corrupt(
+                    &path,
+                    start + offset,
+                    "a snapshot chunk read back differently from an earlier read of the same bytes",
+                ));
+            }
+            if crcs.at.len() >= MAX_CHUNK_CRCS {
+                crcs.at.retain(|&o, _| o == 0);
+            }
+            crcs.at.insert(end, crc);
+        }
+        drop(guard);
+        if end != meta.size {
+            return Ok(());
+        }
+        let crc = match after {
+            Some(crc) => crc,
+            // The chunks before were not read in order from the start: read them now.
+            None => crc32c::crc32c_append(self.data_crc(&path, start, offset)?, buf),
+        };
+        if crc != meta.checksum {
+            return Err(FileStoreError::corrupt(
+                &path,
+                start,
+                format!("the snapshot data read has checksum {crc:08x}, its head says {:08x}", meta.checksum),
+            ));
+        }
+        Ok(())
+    }
+
+    /// The CRC-32C of the first `len` bytes of the data of snapshot file `path`, which
+    /// starts at `start`.
+    fn data_crc(&self, path: &Path, start: u64, len: u64) -> Result<u32, FileStoreError> {
+        let mut crc = 0;
+        let mut buf = vec![0u8; VERIFY_BUFFER];
+        let mut at = 0;
+        while at < len {
+            let want = (len - at).min(VERIFY_BUFFER as u64) as usize;
+            let dst = buf.get_mut(..want).unwrap_or_default();
+            let n = self.fs.read_at(path, start + at, dst).map_err(|e| FileStoreError::io(path, e))?;
+            if n != want {
+                return Err(FileStoreError::corrupt(path, start + at + n as u64, "the snapshot file ends early"));
+            }
+            crc = crc32c::crc32c_append(crc, dst);
+            at += want as u64;
+        }
+        Ok(crc)
     }
 
     /// On open: verifies the newest of the snapshot files found (by their indexes) and
@@ -215,7 +318,8 @@ impl<F: Vfs + Clone> SnapshotStore for FileSnapshots<F> {
         let d = &*self.0;
         let (meta, offset) = d.held(last)?;
         let data = DataReader { fs: d.fs.clone(), path: d.path(last.index), at: offset, end: offset + meta.size };
-        Ok(Box::new(ChecksumReader::new(io::BufReader::with_capacity(1 << 16, data), &meta)))
+        let checked = ChecksumReader::new(io::BufReader::with_capacity(1 << 16, data), &meta);
+        Ok(Box::new(FailOnCorrupt { inner: checked, owner: self.clone(), path: d.path(last.index) }))
     }
 
     fn read_chunk(&self, last: LogId, offset: u64, len: usize) -> Result<Vec<u8>, StoreError> {
@@ -230,10 +334,10 @@ impl<F: Vfs + Clone> SnapshotStore for FileSnapshots<F> {
         let path = d.path(last.index);
         let n = d.fs.read_at(&path, start + offset, &mut buf).map_err(|e| FileStoreError::io(&path, e))?;
         if n != want {
-            return Err(
-                FileStoreError::corrupt(&path, start + offset + n as u64, "the snapshot file ends early").into()
-            );
+            let e = FileStoreError::corrupt(&path, start + offset + n as u64, "the snapshot file ends early");
+            return Err(d.fail_read(e).into());
         }
+        d.check_chunk(&meta, start, offset, &buf).map_err(|e| d.fail_read(e))?;
         Ok(buf)
     }
 }
@@ -349,6 +453,24 @@ impl<F: Vfs> Drop for FileSnapshotWriter<F> {
     }
 }
 
+/// A snapshot data reader that stops the store (fail-stop) when the data read fails its
+/// checksum.
+struct FailOnCorrupt<R, F: Vfs> {
+    inner: R,
+    owner: FileSnapshots<F>,
+    path: PathBuf,
+}
+
+impl<R: Read, F: Vfs> Read for FailOnCorrupt<R, F> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        self.inner.read(buf).inspect_err(|e| {
+            if e.kind() == io::ErrorKind::InvalidData {
+                self.owner.0.fail_read(FileStoreError::corrupt(&self.path, 0, e.to_string()));
+            }
+        })
+    }
+}
+
 /// Reads a snapshot's data, `at..end` of its file.
 struct DataReader<F: Vfs> {
     fs: F,
@@ -405,6 +527,7 @@ impl<F: Vfs> FileStore<F> {
             self.snapshots.open(meta.last).map_err(|e| FileStoreError::Invalid(e.to_string()))?.read_to_end(&mut data);
         match read {
             Ok(_) => Ok(Some((meta, data))),
+            // The reader stopped the store if the data failed its checksum.
             Err(e) => Err(FileStoreError::corrupt(&path, 0, e.to_string())),
         }
     }

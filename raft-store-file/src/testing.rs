@@ -1,5 +1,6 @@
 //! Test support (feature `testing`): [`FaultFs`], an in-memory [`Vfs`] that models what a
-//! crash keeps of unsynced data, and can fail or crash at a chosen operation.
+//! crash keeps of unsynced data, can fail or crash at a chosen operation, and can corrupt
+//! what reads return (bit flips, misdirected reads) or what is stored (latent corruption).
 //!
 //! ```
 //! use raft_store_file::testing::FaultFs;
@@ -47,6 +48,18 @@ const SECTOR: u64 = 512;
 /// [`FaultFs::fail_next_sync`] make one operation fail with an I/O error, without effect,
 /// and let later ones run, as a failing disk would.
 ///
+/// # Read faults
+///
+/// A disk can also return wrong bytes without an error. [`FaultFs::flip_bits_on_read`]
+/// arms the next `read` or `read_at` (of one file, or of any) to return its bytes with
+/// some bits flipped, at positions drawn from a seed; [`FaultFs::misdirect_next_read`]
+/// arms it to return the bytes of another place ([`Misdirect`]: another offset of the
+/// same file, or the same offset of another file; zeros where that place holds nothing).
+/// Both fire once, on a read that returns at least one byte, and leave the stored data
+/// as it is: reading again returns the right bytes. [`FaultFs::corrupt_at_rest`] flips
+/// stored bits instead (latent corruption), so every later read sees them, across
+/// crashes too. [`FaultFs::read_faults_fired`] counts the armed read faults that fired.
+///
 /// Directories are created durably by `create_dir_all`; a rename must stay in one
 /// directory.
 #[derive(Clone, Default)]
@@ -68,6 +81,32 @@ struct State {
     fail_countdown: Option<u64>,
     fail_sync: bool,
     ops: u64,
+    /// Armed read faults, fired in order by the reads they apply to.
+    read_faults: Vec<ReadFault>,
+    read_faults_fired: u64,
+}
+
+/// Where a misdirected read takes its bytes from (see [`FaultFs::misdirect_next_read`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Misdirect {
+    /// The same file, this many bytes after (or, negative, before) the offset asked for:
+    /// a block written or read at the wrong address, typically 4096 away.
+    Shift(i64),
+    /// The same offset of another file (a block of another file's extent).
+    OtherFile(PathBuf),
+}
+
+/// A fault armed for a later read.
+struct ReadFault {
+    /// The file whose read it applies to; `None`: any file.
+    path: Option<PathBuf>,
+    kind: ReadFaultKind,
+}
+
+enum ReadFaultKind {
+    /// Flip this many bits, at positions drawn from the generator.
+    Flip(u32, fastrand::Rng),
+    Misdirect(Misdirect),
 }
 
 #[derive(Default)]
@@ -243,6 +282,42 @@ impl State {
     }
 }
 
+impl State {
+    /// Applies the first armed read fault for `path`, if any, to `buf`: the bytes a read
+    /// of `path` at `offset` returned. A fault fires only on a read of at least one byte.
+    fn corrupt_read(&mut self, path: &Path, offset: u64, buf: &mut [u8]) {
+        if buf.is_empty() {
+            return;
+        }
+        let Some(i) = self.read_faults.iter().position(|f| f.path.as_deref().is_none_or(|p| p == path)) else {
+            return;
+        };
+        let fault = self.read_faults.remove(i);
+        self.read_faults_fired += 1;
+        match fault.kind {
+            ReadFaultKind::Flip(bits, mut rng) => {
+                for _ in 0..bits.max(1) {
+                    let bit = rng.usize(..buf.len() * 8);
+                    if let Some(b) = buf.get_mut(bit / 8) {
+                        *b ^= 1 << (bit % 8);
+                    }
+                }
+            }
+            ReadFaultKind::Misdirect(to) => {
+                let (source, from) = match &to {
+                    Misdirect::Shift(d) => (path.to_path_buf(), offset.saturating_add_signed(*d)),
+                    Misdirect::OtherFile(other) => (other.clone(), offset),
+                };
+                let content = self.content(&source).map(Vec::as_slice).unwrap_or_default();
+                for (k, b) in buf.iter_mut().enumerate() {
+                    let at = usize::try_from(from).ok().and_then(|f| f.checked_add(k));
+                    *b = at.and_then(|at| content.get(at)).copied().unwrap_or(0);
+                }
+            }
+        }
+    }
+}
+
 impl FaultFs {
     /// An empty file system.
     pub fn new() -> FaultFs {
@@ -270,12 +345,66 @@ impl FaultFs {
         self.lock().fail_sync = true;
     }
 
-    /// Disarms the faults armed and not yet fired.
+    /// Disarms the faults armed and not yet fired (read faults too).
     pub fn disarm(&self) {
         let mut s = self.lock();
         s.crash_countdown = None;
         s.fail_countdown = None;
         s.fail_sync = false;
+        s.read_faults.clear();
+    }
+
+    /// Arms a bit flip: the next `read` or `read_at` of `path` (`None`: of any file)
+    /// that returns at least one byte returns its bytes with `bits` bits flipped (at
+    /// least one; the same bit may be drawn twice and flip back), at positions drawn
+    /// from `seed`. The stored data is unchanged.
+    pub fn flip_bits_on_read(&self, path: Option<&Path>, bits: u32, seed: u64) {
+        let kind = ReadFaultKind::Flip(bits, fastrand::Rng::with_seed(seed));
+        self.lock().read_faults.push(ReadFault { path: path.map(Path::to_path_buf), kind });
+    }
+
+    /// Arms a misdirected read: the next `read` or `read_at` of `path` (`None`: of any
+    /// file) that returns at least one byte returns as many bytes from the place `to`
+    /// names instead (zeros where that place holds nothing). The stored data is
+    /// unchanged.
+    pub fn misdirect_next_read(&self, path: Option<&Path>, to: Misdirect) {
+        let kind = ReadFaultKind::Misdirect(to);
+        self.lock().read_faults.push(ReadFault { path: path.map(Path::to_path_buf), kind });
+    }
+
+    /// Latent corruption: flips the bits of `mask` in the byte at `offset` of the stored
+    /// file `path`, in its durable content and in what reads return, so every later read
+    /// sees it, after a crash too. Meant for synced data (a write still pending over the
+    /// byte may bring the right value back on a crash). An error if the file does not
+    /// exist or is not that long.
+    pub fn corrupt_at_rest(&self, path: &Path, offset: u64, mask: u8) -> io::Result<()> {
+        let mut s = self.lock();
+        let ino = s.lookup(path)?;
+        let inode = s.inode_mut(ino)?;
+        let at = usize::try_from(offset).unwrap_or(usize::MAX);
+        let Some(b) = inode.current.get_mut(at) else {
+            return Err(err(io::ErrorKind::InvalidInput, format!("{} has no byte {offset}", path.display())));
+        };
+        *b ^= mask;
+        if let Some(b) = inode.durable.get_mut(at) {
+            *b ^= mask;
+        }
+        Ok(())
+    }
+
+    /// The number of armed read faults (flips and misdirected reads) that fired.
+    pub fn read_faults_fired(&self) -> u64 {
+        self.lock().read_faults_fired
+    }
+
+    /// Whether a read fault is armed and has not fired yet.
+    pub fn read_fault_armed(&self) -> bool {
+        !self.lock().read_faults.is_empty()
+    }
+
+    /// The length of `path` as reads see it (for tests that pick an offset to corrupt).
+    pub fn file_len(&self, path: &Path) -> io::Result<u64> {
+        Ok(self.lock().content(path)?.len() as u64)
     }
 
     /// Whether an armed crash fired: the process is down until [`crash`](Self::crash).
@@ -291,8 +420,8 @@ impl FaultFs {
     /// Crashes the machine: every directory keeps a random prefix of its unsynced entry
     /// changes and every file a random prefix of its unsynced writes, the last one torn
     /// (see the [type documentation](FaultFs)). What is kept becomes durable, locks are
-    /// released, handles opened before are dead, armed faults are disarmed and the
-    /// process is up again.
+    /// released, handles opened before are dead, armed faults (read faults too) are
+    /// disarmed, latent corruption stays, and the process is up again.
     pub fn crash(&self, rng: &mut fastrand::Rng) {
         let mut s = self.lock();
         let mut live = BTreeSet::new();
@@ -327,6 +456,7 @@ impl FaultFs {
         s.crash_countdown = None;
         s.fail_countdown = None;
         s.fail_sync = false;
+        s.read_faults.clear();
     }
 }
 
@@ -445,19 +575,24 @@ impl Vfs for FaultFs {
     }
 
     fn read(&self, path: &Path) -> io::Result<Vec<u8>> {
-        let s = self.lock();
+        let mut s = self.lock();
         s.check_up()?;
-        Ok(s.content(path)?.clone())
+        let mut data = s.content(path)?.clone();
+        s.corrupt_read(path, 0, &mut data);
+        Ok(data)
     }
 
     fn read_at(&self, path: &Path, offset: u64, buf: &mut [u8]) -> io::Result<usize> {
-        let s = self.lock();
+        let mut s = self.lock();
         s.check_up()?;
         let content = s.content(path)?;
         let from = (offset as usize).min(content.len());
         let n = buf.len().min(content.len() - from);
         if let (Some(dst), Some(src)) = (buf.get_mut(..n), content.get(from..from + n)) {
             dst.copy_from_slice(src);
+        }
+        if let Some(got) = buf.get_mut(..n) {
+            s.corrupt_read(path, offset, got);
         }
         Ok(n)
     }
@@ -625,5 +760,79 @@ mod tests {
         drop(l);
         assert!(fs.try_lock(&p("LOCK")).expect("lock").is_none(), "a stale lock does not release a new one");
         drop(l2);
+    }
+
+    fn with_file(name: &str, data: &[u8]) -> FaultFs {
+        let fs = setup();
+        let mut f = fs.create(&p(name), true).expect("create");
+        f.write_at(0, data).expect("write");
+        f.sync_data().expect("sync");
+        fs.sync_dir(Path::new("/d")).expect("sync dir");
+        fs
+    }
+
+    #[test]
+    fn a_bit_flip_on_read_fires_once_on_the_file_it_names_and_is_deterministic() {
+        let data: Vec<u8> = (0..=255).collect();
+        let flipped = |seed| {
+            let fs = with_file("a", &data);
+            let mut other = fs.create(&p("b"), true).expect("create");
+            other.write_at(0, b"other").expect("write");
+            fs.flip_bits_on_read(Some(&p("a")), 3, seed);
+            assert_eq!(fs.read(&p("b")).expect("read b"), b"other", "another file's read is untouched");
+            let mut buf = [0u8; 0];
+            assert_eq!(fs.read_at(&p("a"), 0, &mut buf).expect("empty read"), 0);
+            assert!(fs.read_fault_armed(), "a read of no bytes does not fire it");
+            let got = fs.read(&p("a")).expect("read");
+            assert_eq!(fs.read_faults_fired(), 1);
+            assert_eq!(fs.read(&p("a")).expect("read again"), data, "it fires once; the stored data is unchanged");
+            got
+        };
+        let got = flipped(7);
+        let diff: u32 = got.iter().zip(&data).map(|(a, b)| (a ^ b).count_ones()).sum();
+        assert!((1..=3).contains(&diff) && diff % 2 == 1, "{diff} bits differ");
+        assert_eq!(flipped(7), got, "the same seed flips the same bits");
+        assert_ne!(flipped(8), got);
+    }
+
+    #[test]
+    fn a_misdirected_read_returns_another_place_and_zeros_past_its_end() {
+        let data: Vec<u8> = (0..6000u32).map(|i| (i % 251) as u8).collect();
+        let fs = with_file("a", &data);
+        let mut b = fs.create(&p("b"), true).expect("create");
+        b.write_at(0, b"0123456789").expect("write");
+        let mut buf = [0u8; 8];
+        fs.misdirect_next_read(None, Misdirect::Shift(4096));
+        assert_eq!(fs.read_at(&p("a"), 100, &mut buf).expect("read"), 8);
+        assert_eq!(buf[..], data[4196..4204]);
+        fs.misdirect_next_read(Some(&p("a")), Misdirect::Shift(-4096));
+        fs.read_at(&p("a"), 4100, &mut buf).expect("read");
+        assert_eq!(buf[..], data[4..12]);
+        fs.misdirect_next_read(Some(&p("a")), Misdirect::OtherFile(p("b")));
+        fs.read_at(&p("a"), 6, &mut buf).expect("read");
+        assert_eq!(&buf, b"6789\0\0\0\0", "the other file's bytes, then zeros past its end");
+        fs.read_at(&p("a"), 100, &mut buf).expect("read");
+        assert_eq!(buf[..], data[100..108], "each fires once");
+        assert_eq!(fs.read_faults_fired(), 3);
+    }
+
+    #[test]
+    fn corruption_at_rest_is_seen_by_every_read_and_survives_a_crash() {
+        let fs = with_file("a", b"durable bytes");
+        assert!(fs.corrupt_at_rest(&p("a"), 99, 1).is_err(), "past the end");
+        fs.corrupt_at_rest(&p("a"), 0, 0x20).expect("corrupt");
+        assert_eq!(fs.read(&p("a")).expect("read"), b"Durable bytes");
+        fs.crash(&mut fastrand::Rng::with_seed(1));
+        assert_eq!(fs.read(&p("a")).expect("read"), b"Durable bytes");
+        assert_eq!(fs.read_faults_fired(), 0);
+    }
+
+    #[test]
+    fn a_crash_disarms_read_faults_not_yet_fired() {
+        let fs = with_file("a", b"bytes");
+        fs.flip_bits_on_read(None, 1, 1);
+        fs.crash(&mut fastrand::Rng::with_seed(1));
+        assert!(!fs.read_fault_armed());
+        assert_eq!(fs.read(&p("a")).expect("read"), b"bytes");
     }
 }

@@ -101,6 +101,30 @@ fn a_failed_snapshot_write_refuses_later_snapshots_and_keeps_the_previous_one() 
 }
 
 #[test]
+fn a_read_that_fails_its_checksum_stops_every_later_write_and_snapshot() {
+    let fs = FaultFs::new();
+    let mut s = open_fault(&fs);
+    block_on(s.append(&sample_entries(1, 1..=6))).expect("append");
+    fs.flip_bits_on_read(None, 1, 5);
+    assert!(matches!(block_on(s.entries(2, 5)), Err(StoreError::Corrupt(_))));
+    assert!(matches!(block_on(s.append(&sample_entries(1, 7..=7))), Err(StoreError::Failed(_))));
+    assert!(matches!(block_on(s.purge(2)), Err(StoreError::Failed(_))));
+    assert!(matches!(save_snapshot(&s, LogId { index: 2, term: 1 }, b"two"), Err(StoreError::Failed(_))));
+    // Every read is checked on its own: the next one returns the right entries.
+    assert_eq!(block_on(s.entries(1, 7)).expect("read"), sample_entries(1, 1..=6));
+}
+
+#[test]
+fn a_failed_log_write_also_refuses_snapshots() {
+    let fs = FaultFs::new();
+    let mut s = open_fault(&fs);
+    block_on(s.append(&sample_entries(1, 1..=3))).expect("append");
+    fs.fail_next_sync();
+    assert!(block_on(s.append(&sample_entries(1, 4..=4))).is_err());
+    assert!(matches!(save_snapshot(&s, LogId { index: 2, term: 1 }, b"two"), Err(StoreError::Failed(_))));
+}
+
+#[test]
 fn appending_across_many_segments_keeps_few_indexes_in_memory() {
     let dir = tempfile::tempdir().expect("tempdir");
     let opts = FileStoreOptions { segment_size: 1, ..Default::default() };

@@ -45,6 +45,20 @@ pub trait SimStore: Send + Sync + 'static {
 
     /// The store as `Any`, so tests can get back the concrete type.
     fn as_any(&self) -> &dyn Any;
+
+    /// Arms a fault of the store's own kind (a read that returns corrupt data, say), which
+    /// the nemesis injects now and then into a running node; returns what was armed, for
+    /// the trace, or `None` if the store has no such faults (the default). A store that
+    /// detects the fault fails, and the node stops on it (fail-stop); the nemesis then
+    /// restarts the node like a crashed one.
+    fn inject_fault(&self, rng: &mut fastrand::Rng) -> Option<String> {
+        let _ = rng;
+        None
+    }
+
+    /// Disarms what [`inject_fault`](Self::inject_fault) armed and did not fire yet (the
+    /// run is healing).
+    fn disarm_faults(&self) {}
 }
 
 /// A [`LogStore`] behind a box, so that nodes of one simulator can use different store

@@ -56,6 +56,9 @@ pub(super) struct NodeSlot {
     pub(super) leader_checked: (Term, LogIndex),
     /// Removed from the cluster and shut down for good: never restarted nor added again.
     pub(super) retired: bool,
+    /// The nemesis injected a store fault since the node last started: a stop on a fatal
+    /// error is then expected (fail-stop), and the node is restarted.
+    pub(super) store_faulted: bool,
     /// The node's clock: the host's, so it keeps running (and drifting) across crashes.
     pub(super) clock: Arc<DriftClock>,
 }
@@ -137,6 +140,7 @@ impl SimCluster {
                     leader_checked: (0, 0),
                     retired: false,
                     clock: clock.clone(),
+                    store_faulted: false,
                 },
             );
             if clock.rate_ppm() != RATE_ONE_PPM {
@@ -403,6 +407,7 @@ impl ClusterState {
             slot.applied_checked = 0;
             slot.log_checked = 0;
             slot.leader_checked = (0, 0);
+            slot.store_faulted = false;
             (slot.store.clone(), slot.applied.clone(), slot.clock.clone())
         };
         let store = store.open()?;
@@ -470,6 +475,20 @@ impl ClusterState {
         clock.jump(now, d);
         self.log(format!("clock of node {id} jumps {d:?} forward, to {:?}", clock.local(now)));
         true
+    }
+
+    /// The nodes with a store fault injected that stopped on a fatal error (a failed
+    /// store) and were not restarted since, with the error. (A fatal stop of another node
+    /// is left alone: the run then fails.)
+    pub(super) fn fatally_stopped(&self) -> Vec<(NodeId, String)> {
+        lock(&self.nodes)
+            .iter()
+            .filter(|(_, s)| !s.retired && s.store_faulted)
+            .filter_map(|(&id, s)| {
+                let error = s.raft.as_ref()?.with_status(|st| st.fatal_error.clone().filter(|_| st.stopped))?;
+                Some((id, error))
+            })
+            .collect()
     }
 
     /// Ids of the nodes that may run (not retired).

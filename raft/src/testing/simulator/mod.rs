@@ -215,6 +215,10 @@ pub struct SimReport {
     /// The spread of the nodes' clock rates: the fastest's minus the slowest's (0.08 is
     /// 8% of virtual time); zero without drift.
     pub clock_spread: f64,
+    /// Store faults the nemesis injected ([`SimStore::inject_fault`]).
+    pub store_faults: usize,
+    /// Nodes that stopped on a fatal error (fail-stop) and were restarted.
+    pub fail_stops: usize,
 }
 
 /// What a sweep of many seeds did: see [`sweep`].
@@ -232,6 +236,10 @@ pub struct SweepReport {
     pub clock_jumps: usize,
     /// The widest spread of clock rates in one passing seed.
     pub clock_spread: f64,
+    /// Store faults injected, over every passing seed.
+    pub store_faults: usize,
+    /// Nodes that stopped on a fatal error and were restarted, over every passing seed.
+    pub fail_stops: usize,
     /// The seeds that failed (each failure was printed with its replay hint).
     pub failures: Vec<u64>,
     /// Wall-clock time the sweep took.
@@ -255,6 +263,8 @@ pub fn sweep(seeds: std::ops::Range<u64>, mut run: impl FnMut(u64) -> Result<Sim
                 report.transfers += r.transfers;
                 report.clock_jumps += r.clock_jumps;
                 report.clock_spread = report.clock_spread.max(r.clock_spread);
+                report.store_faults += r.store_faults;
+                report.fail_stops += r.fail_stops;
             }
             Err(f) => {
                 eprintln!("{f}");
@@ -308,6 +318,52 @@ const CHECK_BUDGET: u64 = 2_000_000;
 /// One client's view of an operation, for the history.
 type History = Arc<Mutex<Vec<Operation<KvInput, KvOutput>>>>;
 
+/// On healing: disarms the store faults not fired yet, and crashes the nodes that stopped
+/// on a fatal error (fail-stop), to be restarted with the crashed ones; returns how many.
+fn heal_stores(cluster: &SimCluster) -> usize {
+    for slot in lock(&cluster.state.nodes).values() {
+        slot.store.disarm_faults();
+    }
+    let stopped = cluster.state.fatally_stopped();
+    for (id, error) in &stopped {
+        cluster.log(format!("node {id} stopped on a fatal error ({error}); restarting it"));
+        cluster.crash(*id);
+    }
+    stopped.len()
+}
+
+/// Like [`SimCluster::run_until`]; with `supervise` (store faults were injected), in
+/// slices of 100 ms, restarting after each the nodes that stopped on a fatal error: a
+/// store that failed before the heal stops its node at its next write, which may come
+/// after it. Returns whether `pred` held and how many nodes were restarted.
+fn run_until_supervised(
+    cluster: &mut SimCluster,
+    supervise: bool,
+    limit: Duration,
+    mut pred: impl FnMut(&SimCluster) -> bool,
+) -> Result<(bool, usize), SimFailure> {
+    if !supervise {
+        return Ok((cluster.run_until(limit, pred)?, 0));
+    }
+    let end = cluster.now().add(limit);
+    let mut restarted = 0;
+    loop {
+        let slice = end.saturating_since(cluster.now()).min(Duration::from_millis(100));
+        if cluster.run_until(slice, &mut pred)? {
+            return Ok((true, restarted));
+        }
+        for (id, error) in cluster.state.fatally_stopped() {
+            cluster.log(format!("node {id} stopped on a fatal error ({error}); restarting it"));
+            cluster.crash(id);
+            cluster.restart(id)?;
+            restarted += 1;
+        }
+        if cluster.now() >= end {
+            return Ok((pred(cluster), restarted));
+        }
+    }
+}
+
 /// Runs one randomized simulation with faults, as described in the module docs.
 pub fn run_seed(seed: u64, opts: SimOptions) -> Result<SimReport, SimFailure> {
     run_seed_with_stores(seed, opts, |_| Arc::new(MemStore::new()))
@@ -339,7 +395,8 @@ pub fn run_seed_with_stores(
         let stop = stop.clone();
         let counts = counts.clone();
         let rng = fastrand::Rng::with_seed(seed ^ 0x6e65_6d65_7369);
-        drop(cluster.state.sim.runtime().spawn(nemesis_task(state, rng, stop, counts)));
+        let fault_rng = fastrand::Rng::with_seed(seed ^ 0x7374_6f72_6566);
+        drop(cluster.state.sim.runtime().spawn(nemesis_task(state, rng, fault_rng, stop, counts)));
     }
 
     cluster.run_for(fault_time)?;
@@ -347,6 +404,7 @@ pub fn run_seed_with_stores(
     stop.store(true, Ordering::SeqCst);
     cluster.network().set_faults(FaultConfig::none());
     cluster.network().heal();
+    let healed_fail_stops = heal_stores(&cluster);
     cluster.log("healed all faults");
     // A membership operation under way finishes (it is bounded), so that the progress
     // below is made under the final configuration.
@@ -370,7 +428,8 @@ pub fn run_seed_with_stores(
     }
     // Every member of the leader's configuration (nodes removed, and spares never added,
     // stay behind).
-    let caught_up = cluster.run_until(heal_time, |c| {
+    let supervise = counts.store_faults.load(Ordering::SeqCst) > 0;
+    let (caught_up, late_fail_stops) = run_until_supervised(&mut cluster, supervise, heal_time, |c| {
         let Some(members) = c.leader().and_then(|l| c.node(l)).map(|r| r.with_status(|s| s.membership.all_nodes()))
         else {
             return false;
@@ -401,6 +460,8 @@ pub fn run_seed_with_stores(
         transfers: counts.transfers.load(Ordering::SeqCst),
         clock_jumps: counts.clock_jumps.load(Ordering::SeqCst),
         clock_spread: cluster.clock_spread(),
+        store_faults: counts.store_faults.load(Ordering::SeqCst),
+        fail_stops: counts.fail_stops.load(Ordering::SeqCst) + healed_fail_stops + late_fail_stops,
     };
     cluster.shutdown()?;
     Ok(report)

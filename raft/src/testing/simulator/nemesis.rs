@@ -12,7 +12,9 @@ use super::cluster::ClusterState;
 use super::membership;
 use super::MAX_JUMP_TIMEOUTS;
 use crate::runtime::Runtime;
+use crate::sync::lock;
 use crate::testing::mem_network::FaultConfig;
+use crate::testing::sim_store::SimStore;
 use crate::types::{Instant, NodeId};
 
 /// What the nemesis did, for the report.
@@ -27,11 +29,18 @@ pub(super) struct NemesisCounts {
     pub(super) clock_jumps: AtomicUsize,
     /// Whether a membership change or transfer is under way (one at a time).
     pub(super) busy: AtomicBool,
+    /// Store faults injected ([`SimStore::inject_fault`]).
+    pub(super) store_faults: AtomicUsize,
+    /// Nodes that stopped on a fatal error and were restarted.
+    pub(super) fail_stops: AtomicUsize,
 }
 
+/// `fault_rng` draws the store faults and the restarts of nodes that stopped on one, apart
+/// from `rng`, so that stores without faults of their own see the same runs as before.
 pub(super) async fn nemesis_task(
     state: Arc<ClusterState>,
     mut rng: fastrand::Rng,
+    mut fault_rng: fastrand::Rng,
     stop: Arc<AtomicBool>,
     counts: Arc<NemesisCounts>,
 ) {
@@ -42,19 +51,8 @@ pub(super) async fn nemesis_task(
         if stop.load(Ordering::SeqCst) {
             break;
         }
-        // Restart nodes whose downtime is over.
-        let now = rt.now();
-        let mut i = 0;
-        while i < down.len() {
-            if down[i].1 <= now {
-                let (id, _) = down.remove(i);
-                if let Err(e) = state.start_node(id, None).await {
-                    state.log(format!("nemesis: restart of node {id} failed: {e}"));
-                }
-            } else {
-                i += 1;
-            }
-        }
+        restart_due(&state, &mut down, rt.now()).await;
+        restart_fail_stopped(&state, &mut down, &mut fault_rng, &counts);
         if state.opts.spares > 0 && rng.bool() {
             membership::step(&state, &mut rng, &counts);
         }
@@ -113,6 +111,24 @@ pub(super) async fn nemesis_task(
             let id = ids[rng.usize(..n)];
             jump_clock(&state, &mut rng, id, &counts);
         }
+        if fault_rng.u8(..4) == 0 && !stop.load(Ordering::SeqCst) {
+            inject_store_fault(&state, &mut fault_rng, &counts);
+        }
+    }
+}
+
+/// Restarts the nodes in `down` whose downtime is over at `now`.
+async fn restart_due(state: &Arc<ClusterState>, down: &mut Vec<(NodeId, Instant)>, now: Instant) {
+    let mut i = 0;
+    while i < down.len() {
+        if down[i].1 <= now {
+            let (id, _) = down.remove(i);
+            if let Err(e) = state.start_node(id, None).await {
+                state.log(format!("nemesis: restart of node {id} failed: {e}"));
+            }
+        } else {
+            i += 1;
+        }
     }
 }
 
@@ -123,5 +139,44 @@ fn jump_clock(state: &ClusterState, rng: &mut fastrand::Rng, id: NodeId, counts:
     let d = Duration::from_nanos(rng.u64(1..=u64::try_from(max.as_nanos()).unwrap_or(u64::MAX).max(1)));
     if state.jump_clock(id, d) {
         counts.clock_jumps.fetch_add(1, Ordering::SeqCst);
+    }
+}
+
+/// Crashes the nodes with a store fault injected that stopped on a fatal error (their
+/// store failed: fail-stop) and adds them to `down`, to be restarted like crashed ones,
+/// as a supervisor would restart the process.
+fn restart_fail_stopped(
+    state: &ClusterState,
+    down: &mut Vec<(NodeId, Instant)>,
+    rng: &mut fastrand::Rng,
+    counts: &NemesisCounts,
+) {
+    for (id, error) in state.fatally_stopped() {
+        if down.iter().all(|d| d.0 != id) {
+            state.log(format!("nemesis: node {id} stopped on a fatal error ({error}); restarting it"));
+            state.crash(id);
+            counts.fail_stops.fetch_add(1, Ordering::SeqCst);
+            down.push((id, state.now().add(Duration::from_millis(rng.u64(50..500)))));
+        }
+    }
+}
+
+/// Arms a fault of its store's own kind on a random running node, if its store has any.
+fn inject_store_fault(state: &ClusterState, rng: &mut fastrand::Rng, counts: &NemesisCounts) {
+    let running: Vec<(NodeId, Arc<dyn SimStore>)> = lock(&state.nodes)
+        .iter()
+        .filter(|(_, s)| s.raft.is_some() && !s.retired)
+        .map(|(&id, s)| (id, s.store.clone()))
+        .collect();
+    if running.is_empty() {
+        return;
+    }
+    let (id, store) = &running[rng.usize(..running.len())];
+    if let Some(what) = store.inject_fault(rng) {
+        counts.store_faults.fetch_add(1, Ordering::SeqCst);
+        if let Some(slot) = lock(&state.nodes).get_mut(id) {
+            slot.store_faulted = true;
+        }
+        state.log(format!("nemesis: store fault on node {id}: {what}"));
     }
 }
