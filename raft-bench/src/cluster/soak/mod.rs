@@ -1,8 +1,8 @@
 //! `bench soak`: a `kv` cluster under a steady mixed load with a fault at a fixed
 //! interval, for a given duration. It reports, at the end:
 //!
-//! - lost acknowledged writes (must be 0): audit writers put keys no one else writes and
-//!   every acknowledged one is read back ([`audit`]);
+//! - lost acknowledged writes (must be 0): audit writers cycle through keys no one else
+//!   writes, and every key is read back against what was acknowledged ([`audit`]);
 //! - linearizability of sampled windows: at every `--check-every`, clients run for
 //!   `--check-window` on keys of their own and the history is checked ([`history`]);
 //! - peak resident memory of the nodes and the size of their data directories over time
@@ -339,9 +339,10 @@ fn report(args: &SoakArgs, f: &Findings) -> Result<(), String> {
         println!("  the last failed load operation: {e}");
     }
     println!(
-        "lost-write audit: {} writes sent, {} acknowledged, {} lost",
+        "lost-write audit: {} writes sent, {} acknowledged, {} keys read back, {} lost",
         f.audit.attempts,
         f.audit.acked,
+        f.audit.keys,
         f.audit.lost.len()
     );
     for l in f.audit.lost.iter().take(20) {
