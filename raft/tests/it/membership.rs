@@ -6,7 +6,7 @@
 
 use std::time::Duration;
 
-use raft::testing::helpers::{start_counter_node as start, wait_for_leader, Counter};
+use raft::testing::helpers::{start_counter_node as start, wait_for, wait_for_leader, Counter};
 use raft::testing::mem_network::MemNetwork;
 use raft::testing::mem_store::MemStore;
 use raft::{ChangeError, ConfigError, NodeInfo, Raft, Role, Runtime};
@@ -48,7 +48,8 @@ async fn a_cluster_grows_moves_its_leader_and_shrinks<R: Runtime>(rt: R) {
     // It becomes a voter (a single-server change), then takes the lead on request.
     let voters: Vec<u64> = vec![1, 2, 3, 4];
     l.change_voters(voters.clone(), T).await.expect("promoted");
-    assert!(four.status().is_voter);
+    // The change commits on three of the four voters: node 4 may hear of it a little later.
+    wait_for(&rt, "node 4 to know it is a voter", || four.status().is_voter).await;
     let term = l.status().term;
     l.transfer_leadership(4, T).await.expect("leadership moves to node 4");
     let s = four.wait_role(Role::Leader, T).await.expect("node 4 leads");
