@@ -2,13 +2,13 @@
 //! interval, for a given duration. It reports, at the end:
 //!
 //! - lost acknowledged writes (must be 0): audit writers cycle through keys no one else
-//!   writes, and every key is read back against what was acknowledged ([`audit`]);
+//!   writes, and every key is read back against what was acknowledged (`audit.rs`);
 //! - linearizability of sampled windows: at every `--check-every`, clients run for
-//!   `--check-window` on keys of their own and the history is checked ([`history`]);
+//!   `--check-window` on keys of their own and the history is checked (`history.rs`);
 //! - peak resident memory of the nodes and the size of their data directories over time
 //!   (bounded with snapshots on: in a run of five minutes or more, the second half's
 //!   largest must not exceed the first half's by more than a quarter);
-//! - throughput over time, printed each minute and drawn as an SVG chart ([`chart`]).
+//! - throughput over time, printed each minute and drawn as an SVG chart (`chart.rs`).
 //!
 //! The faults rotate in an order drawn from `--seed`: SIGKILL of the leader or of a
 //! follower (restarted two seconds later), SIGSTOP of a node for three seconds, a
