@@ -186,18 +186,16 @@ impl<F: Vfs> SnapshotDir<F> {
     /// The CRC-32C of the first `len` bytes of the data of snapshot file `path`, which
     /// starts at `start`.
     fn data_crc(&self, path: &Path, start: u64, len: u64) -> Result<u32, FileStoreError> {
-        let mut crc = 0;
+        let mut data = DataReader { fs: self.fs.clone(), path: path.to_path_buf(), at: start, end: start + len };
         let mut buf = vec![0u8; VERIFY_BUFFER];
-        let mut at = 0;
-        while at < len {
-            let want = (len - at).min(VERIFY_BUFFER as u64) as usize;
-            let dst = buf.get_mut(..want).unwrap_or_default();
-            let n = self.fs.read_at(path, start + at, dst).map_err(|e| FileStoreError::io(path, e))?;
-            if n != want {
-                return Err(FileStoreError::corrupt(path, start + at + n as u64, "the snapshot file ends early"));
-            }
-            crc = crc32c::crc32c_append(crc, dst);
-            at += want as u64;
+        let mut crc = 0;
+        loop {
+            let n = data.read(&mut buf).map_err(|e| FileStoreError::io(path, e))?;
+            let Some(read) = buf.get(..n).filter(|r| !r.is_empty()) else { break };
+            crc = crc32c::crc32c_append(crc, read);
+        }
+        if data.at != data.end {
+            return Err(FileStoreError::corrupt(path, data.at, "the snapshot file ends early"));
         }
         Ok(crc)
     }
