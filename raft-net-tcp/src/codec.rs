@@ -12,7 +12,7 @@ use crate::error::{FrameError, HandshakeError};
 pub const MAGIC: [u8; 4] = *b"RFTN";
 
 /// The protocol version this implementation speaks.
-pub const PROTOCOL_VERSION: u16 = 3;
+pub const PROTOCOL_VERSION: u16 = 4;
 
 /// The size of the client's hello: magic (4), version (2), reserved (2), cluster id (8),
 /// sender id (8), receiver id (8), sender's incarnation (8).

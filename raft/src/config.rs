@@ -64,6 +64,13 @@ pub struct Config {
     /// [`Raft::read`](crate::Raft::read) wait for an answer, including the time spent
     /// finding a leader, before they give up with a timeout error.
     pub request_timeout: Duration,
+    /// A client session ([`crate::session`]) unused for this long is dropped. The leader
+    /// puts its value into each session entry it appends, so replicas with different
+    /// settings still expire the same sessions.
+    pub session_idle_timeout: Duration,
+    /// Most client sessions the replicated table holds; beyond it the least recently
+    /// active are dropped. Stamped into the log like `session_idle_timeout`.
+    pub max_sessions: u64,
 }
 
 impl Default for Config {
@@ -89,6 +96,8 @@ impl Default for Config {
             learner_catch_up_entries: 1000,
             rng_seed: None,
             request_timeout: Duration::from_secs(5),
+            session_idle_timeout: Duration::from_secs(3600),
+            max_sessions: 100_000,
         }
     }
 }
@@ -111,6 +120,9 @@ impl Config {
         }
         if self.request_timeout.is_zero() {
             return bad("request_timeout must be positive");
+        }
+        if self.max_sessions == 0 || self.session_idle_timeout.is_zero() {
+            return bad("max_sessions and session_idle_timeout must be positive");
         }
         if self.max_forwards_in_flight == 0 {
             return bad("max_forwards_in_flight must be positive");

@@ -92,11 +92,12 @@ pub enum ClientError {
     /// No answer came within the request timeout. A proposal may or may not take effect.
     #[error("no answer within the request timeout; the outcome is unknown")]
     Timeout,
-    /// A forwarded proposal's outcome is not known here: the leader it was forwarded to
-    /// stopped being the leader this node follows before answering; or the answer was
-    /// lost and the leader, asked again, no longer knew the request; or the answer came
-    /// so late that this node no longer kept the result of applying it. It may or may
-    /// not have taken effect.
+    /// A proposal's outcome could not be observed here: the leader it was forwarded to
+    /// stopped being the leader this node follows before answering, or a snapshot
+    /// replaced the state before its entry was applied. It may or may not have taken
+    /// effect. [`Raft::propose`](crate::Raft::propose) and the session calls retry this
+    /// themselves under the same (client, seq) until the request timeout, so their
+    /// callers see it only from core users.
     #[error("the proposal's outcome could not be observed; it may have taken effect")]
     Indeterminate,
     /// The leader has too many uncommitted entries; retry later.
@@ -111,6 +112,24 @@ pub enum ClientError {
     /// The node stopped after a fatal storage error.
     #[error("raft node stopped after a fatal error: {0}")]
     Fatal(String),
+    /// The registered client session is not in the session table: it expired (idle past
+    /// `Config::session_idle_timeout`, or dropped beyond `Config::max_sessions`) or was
+    /// never opened. The command was not applied; earlier commands of the session may
+    /// or may not have been. Open a new session.
+    #[error("client session {client} is not open (it expired or was never opened)")]
+    SessionExpired {
+        /// The session's id.
+        client: u64,
+    },
+    /// The command's sequence number is at or below what the client acknowledged: it
+    /// was applied before and its response is gone. It was not applied again.
+    #[error("request {seq} of client session {client} was acknowledged already; not applied again")]
+    StaleRequest {
+        /// The session's id.
+        client: u64,
+        /// The command's sequence number.
+        seq: u64,
+    },
 }
 
 /// An error starting a node.

@@ -111,23 +111,18 @@ pub enum MessageBody {
         /// The echoed context.
         ctx: u64,
     },
-    /// Client commands proposed on a follower, forwarded to the leader it knows. Not part
+    /// Client requests proposed on a follower, forwarded to the leader it knows. Not part
     /// of the protocol proper: the message's `term` is ignored, and the receiver answers
-    /// with [`MessageBody::ForwardResponse`].
+    /// with [`MessageBody::ForwardResponse`]. Only session operations are forwarded, so
+    /// that a copy appended twice (a retry, a duplicate) is applied once.
     Forward {
         /// Chosen by the sender to match the answer.
         id: u64,
-        /// The encoded commands, to be appended in this order.
-        #[serde(deserialize_with = "crate::shared_bytes::bytes_vec")]
-        commands: Vec<bytes::Bytes>,
-        /// Whether this is a repeated copy, sent because no answer came back. A leader
-        /// that has no record of the id then cannot tell whether it appended the commands
-        /// before (in an earlier life, or too long ago to remember) and answers
-        /// [`ForwardResult::Unknown`] instead of appending them.
-        retry: bool,
+        /// The session operations, to be appended in this order.
+        requests: Vec<crate::session::SessionOp>,
     },
     /// The answer to [`MessageBody::Forward`]. On acceptance the message's `term` is the
-    /// term of the appended entries (a repeated answer carries the term of the first one).
+    /// term of the appended entries.
     ForwardResponse {
         /// The request's id.
         id: u64,
@@ -193,8 +188,7 @@ pub enum ForwardResult {
     },
     /// The leader refused for back-pressure. Nothing was appended.
     Overloaded,
-    /// The answer to a retried forward the receiver has no record of: the commands may
-    /// or may not have been appended, and were not appended again.
+    /// The receiver could not tell whether it appended the requests.
     Unknown,
 }
 
@@ -256,7 +250,7 @@ impl Message {
     pub fn approx_size(&self) -> usize {
         match &self.body {
             MessageBody::AppendEntries { entries, .. } => 48 + entries.iter().map(Entry::approx_size).sum::<usize>(),
-            MessageBody::Forward { commands, .. } => 48 + commands.iter().map(|c| 8 + c.len()).sum::<usize>(),
+            MessageBody::Forward { requests, .. } => 48 + requests.iter().map(|c| 32 + c.command_len()).sum::<usize>(),
             MessageBody::InstallSnapshot { meta, data, .. } => 96 + 8 * meta.membership.len() + data.len(),
             _ => 48,
         }
@@ -305,7 +299,8 @@ mod tests {
             entries: vec![entry(1), entry(2)],
             leader_commit: 0,
         };
-        let forward = MessageBody::Forward { id: 9, commands: vec![command(7), command(8)], retry: false };
+        let op = |n| crate::session::SessionOp::Command { client: 5, seq: n, acked: 0, command: command(n as u8) };
+        let forward = MessageBody::Forward { id: 9, requests: vec![op(7), op(8)] };
         for body in [append, forward] {
             let m = Message { from: 1, to: 2, term: 2, body };
             let frame = bytes::Bytes::from(m.encode());
@@ -322,7 +317,13 @@ mod tests {
                         _ => None,
                     })
                     .collect(),
-                MessageBody::Forward { commands, .. } => commands.iter().collect(),
+                MessageBody::Forward { requests, .. } => requests
+                    .iter()
+                    .filter_map(|r| match r {
+                        crate::session::SessionOp::Command { command, .. } => Some(command),
+                        _ => None,
+                    })
+                    .collect(),
                 _ => unreachable!(),
             };
             assert_eq!(commands.len(), 2);

@@ -52,11 +52,6 @@ pub(crate) fn bytes<'de, D: Deserializer<'de>>(d: D) -> Result<Bytes, D::Error> 
     d.deserialize_bytes(BytesVisitor)
 }
 
-/// Deserializes a sequence of byte strings, each as by [`bytes`].
-pub(crate) fn bytes_vec<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<Bytes>, D::Error> {
-    d.deserialize_seq(BytesVecVisitor)
-}
-
 struct BytesVisitor;
 
 impl<'de> Visitor<'de> for BytesVisitor {
@@ -87,35 +82,6 @@ impl<'de> Visitor<'de> for BytesVisitor {
     }
 }
 
-/// One element of a [`bytes_vec`].
-struct SharedBytes(Bytes);
-
-impl<'de> serde::Deserialize<'de> for SharedBytes {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        bytes(d).map(SharedBytes)
-    }
-}
-
-struct BytesVecVisitor;
-
-impl<'de> Visitor<'de> for BytesVecVisitor {
-    type Value = Vec<Bytes>;
-
-    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("a sequence of byte strings")
-    }
-
-    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Vec<Bytes>, A::Error> {
-        // The hint comes from the input: bounded so that a bogus length cannot reserve
-        // much memory before the elements run out.
-        let mut v = Vec::with_capacity(seq.size_hint().unwrap_or(0).min(1024));
-        while let Some(SharedBytes(b)) = seq.next_element()? {
-            v.push(b);
-        }
-        Ok(v)
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -124,12 +90,12 @@ mod tests {
     struct Holder {
         #[serde(deserialize_with = "bytes")]
         one: Bytes,
-        #[serde(deserialize_with = "bytes_vec")]
-        many: Vec<Bytes>,
+        #[serde(deserialize_with = "bytes")]
+        other: Bytes,
     }
 
     fn holder() -> Holder {
-        Holder { one: Bytes::from(vec![7u8; 100]), many: vec![Bytes::from_static(b"abc"), Bytes::new()] }
+        Holder { one: Bytes::from(vec![7u8; 100]), other: Bytes::from_static(b"abc") }
     }
 
     #[test]
@@ -139,7 +105,7 @@ mod tests {
         let decoded: Holder = with_source(&source, |b| postcard::from_bytes(b).unwrap());
         assert_eq!(decoded, holder());
         assert!(range.contains(&(decoded.one.as_ptr() as usize)), "the field was copied");
-        assert!(range.contains(&(decoded.many[0].as_ptr() as usize)), "the element was copied");
+        assert!(range.contains(&(decoded.other.as_ptr() as usize)), "the second field was copied");
         // The source is no longer current once the call returns.
         assert!(SOURCE.with(|s| s.borrow().is_none()));
     }

@@ -45,8 +45,10 @@ use crate::types::LogIndex;
 pub trait StateMachine: Send + 'static {
     /// A command proposed by a client and applied once committed.
     type Command: Serialize + DeserializeOwned + Send + 'static;
-    /// The result of applying a command, returned to the proposer.
-    type Response: Send + 'static;
+    /// The result of applying a command, returned to the proposer. It is serializable
+    /// because the client-session layer records it ([`crate::session`]): a retried
+    /// command is answered with the recorded response, on any node, after restarts.
+    type Response: Serialize + DeserializeOwned + Send + 'static;
 
     /// Applies the committed `command` at log position `index`.
     fn apply(&mut self, index: LogIndex, command: Self::Command) -> Self::Response;

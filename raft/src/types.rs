@@ -5,6 +5,7 @@ use serde::{Deserialize, Serialize};
 use std::fmt;
 
 use crate::membership::Membership;
+use crate::session::{SessionEntry, SessionOp};
 
 /// The identity of a node in the cluster. `0` is reserved for "none".
 pub type NodeId = u64;
@@ -78,6 +79,41 @@ pub enum EntryPayload {
     /// A membership configuration; it takes effect as soon as it is in a log
     /// (thesis §4.1).
     Membership(Box<Membership>),
+    /// A client session operation: a command applied at most once per (client, seq), or
+    /// a session opened ([`crate::session`]).
+    Session(Box<SessionEntry>),
+}
+
+/// What a client proposes: a command, or an operation of the session layer. The leader
+/// stamps a session operation with its clock when it appends it ([`SessionEntry`]).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Proposal {
+    /// A command applied once per entry.
+    Command(#[serde(deserialize_with = "crate::shared_bytes::bytes")] Bytes),
+    /// A session operation.
+    Session(SessionOp),
+}
+
+impl From<Bytes> for Proposal {
+    fn from(command: Bytes) -> Self {
+        Proposal::Command(command)
+    }
+}
+
+impl From<SessionOp> for Proposal {
+    fn from(op: SessionOp) -> Self {
+        Proposal::Session(op)
+    }
+}
+
+impl Proposal {
+    /// The bytes of the command it carries (0 for none).
+    pub fn command_len(&self) -> usize {
+        match self {
+            Proposal::Command(c) => c.len(),
+            Proposal::Session(op) => op.command_len(),
+        }
+    }
 }
 
 /// One entry of the replicated log.
@@ -98,6 +134,7 @@ impl Entry {
             EntryPayload::Blank => 0,
             EntryPayload::Command(b) => b.len(),
             EntryPayload::Membership(m) => 8 * m.len(),
+            EntryPayload::Session(s) => 32 + s.op.command_len(),
         }
     }
 }

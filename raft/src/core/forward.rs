@@ -16,11 +16,11 @@
 //!
 //! **Lost answers.** A forward or read-index request unanswered for two heartbeat
 //! intervals is sent again with the same id, on the next tick at or after that time
-//! (the core's timer covers it). A read is simply served again. The leader remembers
-//! its answers to recent forwards per follower and repeats the first answer to a
-//! repeated forward, so commands are appended at most once; a retried forward it has no
-//! record of (it restarted since, or it has forgotten the id) is answered
-//! [`ForwardResult::Unknown`], never appended.
+//! (the core's timer covers it). A read is simply served again. A forward carries only
+//! session operations ([`SessionOp`]): the leader appends every copy it receives (a
+//! retry, a copy the network duplicated, one that reaches a restarted leader), and the
+//! session layer applies each (client, seq) once and answers the later copies with the
+//! first one's response ([`crate::session`]). No leader keeps a memory of forwards.
 //!
 //! **A new leader.** Requests waiting for a node this one no longer takes for the leader
 //! are settled at once, since that answer may never come: a forward with
@@ -28,64 +28,32 @@
 //! still commit), a read with [`Action::ReadFailed`] (a read has no effect; the caller
 //! retries at the new leader).
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::BTreeMap;
 use std::time::Duration;
-
-use bytes::Bytes;
 
 use super::durability::Needs;
 use super::{Action, ProposeError, RaftCore, Role};
 use crate::message::{ForwardResult, Message, MessageBody};
+use crate::session::SessionOp;
 use crate::types::{Instant, NodeId, Term};
 
-/// How many forwarded requests a leader remembers per follower, with their answers.
-const FORWARD_MEMORY: usize = 4096;
-
 /// Client-request ids: unique per node, and unlikely to repeat across restarts (they
-/// start at a random point), so that a leader can recognise a repeated message.
+/// start at a random point), so that an answer to an earlier life's request is not taken
+/// for one to this life's.
 #[derive(Debug)]
 pub(crate) struct RequestIds {
     next: u64,
-    /// Per follower, the forwards answered recently.
-    answered: HashMap<NodeId, Answered>,
-}
-
-/// One follower's recently answered forwards: their ids, oldest first, and each id's
-/// answer with the term it was given in.
-#[derive(Debug, Default)]
-struct Answered {
-    order: VecDeque<u64>,
-    answers: HashMap<u64, (Term, ForwardResult)>,
 }
 
 impl RequestIds {
     pub(crate) fn new(seed: u64) -> Self {
         let start = fastrand::Rng::with_seed(seed ^ 0x7265_7175_6573_7473).u64(1..u64::MAX / 2);
-        RequestIds { next: start, answered: HashMap::new() }
+        RequestIds { next: start }
     }
 
     pub(crate) fn allocate(&mut self) -> u64 {
         self.next = self.next.wrapping_add(1);
         self.next
-    }
-
-    /// The answer given to forward `id` from `from`, if it is remembered.
-    fn answer_of(&self, from: NodeId, id: u64) -> Option<(Term, ForwardResult)> {
-        self.answered.get(&from).and_then(|a| a.answers.get(&id).copied())
-    }
-
-    /// Remembers the answer to forward `id` from `from`, forgetting the oldest beyond
-    /// [`FORWARD_MEMORY`].
-    fn remember(&mut self, from: NodeId, id: u64, term: Term, result: ForwardResult) {
-        let a = self.answered.entry(from).or_default();
-        if a.answers.insert(id, (term, result)).is_none() {
-            a.order.push_back(id);
-        }
-        if a.order.len() > FORWARD_MEMORY {
-            if let Some(old) = a.order.pop_front() {
-                a.answers.remove(&old);
-            }
-        }
     }
 }
 
@@ -98,8 +66,8 @@ struct Forward {
     sent: Instant,
     /// When it was last sent (first or again).
     resent: Instant,
-    /// The commands, to send again if no answer comes.
-    commands: Vec<Bytes>,
+    /// The session operations, to send again if no answer comes.
+    requests: Vec<SessionOp>,
 }
 
 /// A read-index request waiting for the leader's answer.
@@ -153,32 +121,32 @@ impl Forwarding {
 }
 
 impl RaftCore {
-    /// Forwards client commands to the known leader (a follower's side of forwarding)
-    /// and returns the request's id. The answer arrives as [`Action::Forwarded`] with
-    /// that id. Refused at once when this node is the leader (propose instead) or knows
-    /// no leader. Sent again if no answer comes within two heartbeat intervals; the
-    /// leader answers a repeated copy with its first answer, so the commands are
-    /// appended at most once. Check [`RaftCore::may_forward`] first: the core does not
-    /// enforce the window itself, so that a caller may flush a batch it holds.
-    pub fn forward(&mut self, now: Instant, commands: Vec<Bytes>) -> Result<u64, ProposeError> {
+    /// Forwards client session operations to the known leader (a follower's side of
+    /// forwarding) and returns the request's id. The answer arrives as
+    /// [`Action::Forwarded`] with that id. Refused at once when this node is the leader
+    /// (propose instead) or knows no leader. Sent again if no answer comes within two
+    /// heartbeat intervals; the leader may then append the operations more than once,
+    /// and the session layer applies each once. Check [`RaftCore::may_forward`] first:
+    /// the core does not enforce the window itself, so that a caller may flush a batch
+    /// it holds.
+    pub fn forward(&mut self, now: Instant, requests: Vec<SessionOp>) -> Result<u64, ProposeError> {
         let leader = self.forward_target().inspect_err(|_| self.counters.proposals_refused_not_leader += 1)?;
         let id = self.request_ids.allocate();
-        self.counters.proposals_forwarded += commands.len() as u64;
-        let kept = commands.clone();
-        self.send_to(Needs::Nothing, leader, MessageBody::Forward { id, commands, retry: false });
-        self.forwarding.forwards.insert(id, Forward { to: leader, sent: now, resent: now, commands: kept });
+        self.counters.proposals_forwarded += requests.len() as u64;
+        let kept = requests.clone();
+        self.send_to(Needs::Nothing, leader, MessageBody::Forward { id, requests });
+        self.forwarding.forwards.insert(id, Forward { to: leader, sent: now, resent: now, requests: kept });
         self.forwarding.schedule_resend(now, self.cfg.heartbeat_interval);
         Ok(id)
     }
 
-    /// Sends forward `id` (made by [`RaftCore::forward`], with the same `commands`) to
-    /// the known leader again, when its answer has not come. A leader that remembers the
-    /// id answers again as it did the first time; one that does not (it restarted, or
-    /// has forgotten it) answers [`ProposeError::OutcomeUnknown`] and appends nothing.
-    /// Refused like [`RaftCore::forward`].
-    pub(crate) fn forward_again(&mut self, id: u64, commands: Vec<Bytes>) -> Result<(), ProposeError> {
+    /// Sends forward `id` (made by [`RaftCore::forward`], with the same `requests`) to
+    /// the known leader again, when its answer has not come. The leader appends them
+    /// again; the session layer applies each operation once. Refused like
+    /// [`RaftCore::forward`].
+    pub(crate) fn forward_again(&mut self, id: u64, requests: Vec<SessionOp>) -> Result<(), ProposeError> {
         let leader = self.forward_target()?;
-        self.send_to(Needs::Nothing, leader, MessageBody::Forward { id, commands, retry: true });
+        self.send_to(Needs::Nothing, leader, MessageBody::Forward { id, requests });
         Ok(())
     }
 
@@ -231,16 +199,16 @@ impl RaftCore {
         };
         let lost_after = answer_lost_after(self.cfg.heartbeat_interval);
         let due = |resent: Instant| now.saturating_since(resent) >= lost_after;
-        let forwards: Vec<(u64, Vec<Bytes>)> = self
+        let forwards: Vec<(u64, Vec<SessionOp>)> = self
             .forwarding
             .forwards
             .iter()
             .filter(|(_, f)| f.to == leader && due(f.resent))
-            .map(|(&id, f)| (id, f.commands.clone()))
+            .map(|(&id, f)| (id, f.requests.clone()))
             .collect();
-        for (id, commands) in forwards {
+        for (id, requests) in forwards {
             tracing::debug!(node = self.id, id, "no answer to a forward: sending it again");
-            if self.forward_again(id, commands).is_ok() {
+            if self.forward_again(id, requests).is_ok() {
                 if let Some(f) = self.forwarding.forwards.get_mut(&id) {
                     f.resent = now;
                 }
@@ -291,41 +259,25 @@ impl RaftCore {
         });
     }
 
-    /// The leader side of a forward from `from`.
+    /// The leader side of a forward from `from`: every copy is appended (see the module
+    /// docs).
     pub(crate) fn on_forward(&mut self, m: &mut Message) {
-        let MessageBody::Forward { id, commands, retry } = &mut m.body else { return };
-        let (id, commands, retry) = (*id, std::mem::take(commands), *retry);
-        if let Some((term, result)) = self.request_ids.answer_of(m.from, id) {
-            // A repeated copy (its answer was lost, or the network duplicated it):
-            // the first answer again, in the term it was given in.
-            tracing::debug!(node = self.id, from = m.from, id, "answering a repeated forward again");
-            let msg = self.message_in(term, m.from, MessageBody::ForwardResponse { id, result });
-            self.send_after(Needs::Nothing, msg);
-            return;
-        }
-        if retry {
-            // Maybe appended before this node restarted, or too long ago to be
-            // remembered: appending again could apply the commands twice.
-            tracing::debug!(node = self.id, from = m.from, id, "a retried forward has no record here");
-            self.send_to(Needs::Nothing, m.from, MessageBody::ForwardResponse { id, result: ForwardResult::Unknown });
-            return;
-        }
-        let n = commands.len();
-        let result = if n == 0 {
+        let MessageBody::Forward { id, requests } = &mut m.body else { return };
+        let (id, requests) = (*id, std::mem::take(requests));
+        let result = if requests.is_empty() {
             // Nothing to append; answer as if appended after the last entry.
             match self.role {
                 Role::Leader => ForwardResult::Accepted { first_index: self.log.last_index() + 1 },
                 _ => ForwardResult::NotLeader { leader: self.leader },
             }
         } else {
-            match self.propose(commands) {
+            match self.propose(requests) {
                 Ok((first_index, _)) => ForwardResult::Accepted { first_index },
                 Err(ProposeError::NotLeader(leader)) => ForwardResult::NotLeader { leader },
                 Err(ProposeError::Overloaded) => ForwardResult::Overloaded,
                 Err(ProposeError::OutcomeUnknown) => ForwardResult::Unknown,
             }
         };
-        self.request_ids.remember(m.from, id, self.hs.term, result);
         self.send_to(Needs::Nothing, m.from, MessageBody::ForwardResponse { id, result });
     }
 

@@ -30,15 +30,14 @@ mod transfer;
 
 use std::collections::BTreeMap;
 
-use bytes::Bytes;
-
 use crate::config::Config;
 use crate::membership::Membership;
 use crate::message::{Message, MessageBody};
 use crate::quorum::JointQuorum;
+use crate::session::SessionEntry;
 use crate::snapshot::SnapshotMeta;
 use crate::status::Status;
-use crate::types::{Entry, EntryPayload, HardState, Instant, LogId, LogIndex, NodeId, Term};
+use crate::types::{Entry, EntryPayload, HardState, Instant, LogId, LogIndex, NodeId, Proposal, Term};
 pub use io::{Action, Input, PersistRequest, ProposeError};
 use log::RaftLog;
 use progress::Progress;
@@ -124,6 +123,9 @@ pub struct RaftCore {
     pub(crate) counters: crate::metrics::Counters,
     /// The last leader this node knew of, for [`Counters::leader_changes`](crate::Counters::leader_changes).
     known_leader: Option<NodeId>,
+    /// The wall clock the driver last reported ([`RaftCore::set_wall_clock`]), stamped
+    /// into the session entries this node appends as leader.
+    wall_clock_ms: u64,
 }
 
 impl RaftCore {
@@ -191,6 +193,7 @@ impl RaftCore {
             actions: Vec::new(),
             counters: crate::metrics::Counters::default(),
             known_leader: None,
+            wall_clock_ms: 0,
         };
         core.reset_election_deadline(now);
         core
@@ -324,10 +327,23 @@ impl RaftCore {
         }
     }
 
-    /// Appends client commands to the log if this node is the leader (paper §5.3).
-    /// Returns the index of the first appended entry and the term; entries follow in
-    /// order. Replication is batched: it happens at the next [`RaftCore::take_actions`].
-    pub fn propose(&mut self, commands: impl IntoIterator<Item = Bytes>) -> Result<(LogIndex, Term), ProposeError> {
+    /// Tells the core the wall clock, in milliseconds since the Unix epoch. The core
+    /// reads no clock itself; it stamps this time into the session entries it appends as
+    /// leader ([`crate::session::SessionEntry`]), which is how replicas agree on when a
+    /// client session expires. The driver reports it before each batch of inputs.
+    pub fn set_wall_clock(&mut self, unix_ms: u64) {
+        self.wall_clock_ms = unix_ms;
+    }
+
+    /// Appends client proposals to the log if this node is the leader (paper §5.3): a
+    /// command as it is, a session operation stamped with the wall clock and the
+    /// configured session expiry. Returns the index of the first appended entry and the
+    /// term; entries follow in order. Replication is batched: it happens at the next
+    /// [`RaftCore::take_actions`].
+    pub fn propose<P: Into<Proposal>>(
+        &mut self,
+        commands: impl IntoIterator<Item = P>,
+    ) -> Result<(LogIndex, Term), ProposeError> {
         if self.role != Role::Leader {
             self.counters.proposals_refused_not_leader += 1;
             return Err(ProposeError::NotLeader(self.leader));
@@ -342,8 +358,17 @@ impl RaftCore {
             return Err(ProposeError::Overloaded);
         }
         let first = self.log.last_index() + 1;
-        for data in commands {
-            self.append_local(EntryPayload::Command(data));
+        for proposal in commands {
+            let payload = match proposal.into() {
+                Proposal::Command(data) => EntryPayload::Command(data),
+                Proposal::Session(op) => EntryPayload::Session(Box::new(SessionEntry {
+                    time_ms: self.wall_clock_ms,
+                    idle_timeout_ms: u64::try_from(self.cfg.session_idle_timeout.as_millis()).unwrap_or(u64::MAX),
+                    max_sessions: self.cfg.max_sessions,
+                    op,
+                })),
+            };
+            self.append_local(payload);
             self.counters.proposals_appended += 1;
         }
         Ok((first, self.hs.term))

@@ -2,8 +2,12 @@
 //! proposers waiting for them, off the protocol loop, so a slow state machine never
 //! delays heartbeats. Between batches it takes snapshots (the state machine's view is
 //! taken here, written out on a blocking thread) and restores them (`snapshot.rs`).
+//!
+//! The client-session layer ([`crate::session`]) sits here, between the log and the
+//! state machine: a session command whose (client, seq) was applied before is answered
+//! with the recorded response and not passed to the state machine again. The session
+//! table is replicated state: it goes into every snapshot with the state machine's.
 
-use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
 
 use futures::channel::mpsc;
@@ -14,22 +18,20 @@ use super::{Event, Responder};
 use crate::error::ClientError;
 use crate::metrics::DriverLatencies;
 use crate::runtime::Runtime;
+use crate::session::{Check, ClientId, SessionEntry, SessionOp, SessionTable};
 use crate::snapshot::{SnapshotMeta, SnapshotStore};
 use crate::state_machine::StateMachine;
 use crate::sync::lock;
-use crate::types::{Entry, EntryPayload, LogId, LogIndex, NodeId, Term};
+use crate::types::{Entry, EntryPayload, LogId, LogIndex, NodeId};
 
 /// Work for the apply task: committed entries to apply, in order, with the proposers
 /// waiting for them here.
 pub(super) struct ApplyBatch<SM: StateMachine> {
     pub(super) entries: Vec<Entry>,
     pub(super) responders: Vec<(LogIndex, Responder<SM>)>,
-    /// Keep the responses of these entries that no proposer here waits for (the last
-    /// [`KEPT_RESPONSES`]): a forwarded batch's answer may still be on its way.
-    pub(super) keep_unclaimed: bool,
     /// Proposers whose entry was applied before they were registered (a forward's answer
-    /// came late), answered from the kept responses: (index, term, proposer).
-    pub(super) claims: Vec<(LogIndex, Term, Responder<SM>)>,
+    /// came late), answered from the session table: (client, seq, proposer).
+    pub(super) claims: Vec<(ClientId, u64, Responder<SM>)>,
 }
 
 /// Work for the apply task, in the order the core asked for it.
@@ -41,10 +43,6 @@ pub(super) enum ApplyOp<SM: StateMachine> {
     /// Replace the state with a snapshot the store holds.
     Restore(SnapshotMeta),
 }
-
-/// How many responses the apply task keeps for proposers registered after their entry
-/// was applied.
-const KEPT_RESPONSES: usize = 4096;
 
 /// What the apply task works with, besides its queue.
 pub(super) struct ApplyContext<SM: StateMachine, R> {
@@ -59,25 +57,25 @@ pub(super) struct ApplyContext<SM: StateMachine, R> {
 pub(super) async fn apply_task<SM: StateMachine, R: Runtime>(
     cx: ApplyContext<SM, R>,
     mut position: Applied,
+    mut sessions: SessionTable,
     mut rx: mpsc::UnboundedReceiver<ApplyOp<SM>>,
 ) {
     let ApplyContext { id, sm, snapshots, rt, latencies, tx } = cx;
     let mut answers = Vec::new();
-    // Responses no proposer here waited for, in index order (see `ApplyBatch`).
-    let mut kept: Kept<SM> = VecDeque::new();
     while let Some(op) = rx.next().await {
         let batch = match op {
             ApplyOp::Batch(batch) => batch,
             ApplyOp::TakeSnapshot => {
                 let view = lock(&sm).snapshot();
-                snapshot::write_in_background::<SM, R>(id, &rt, view, &position, snapshots.clone(), tx.clone());
+                let table = sessions.encode();
+                snapshot::write_in_background::<SM, R>(id, &rt, view, table, &position, snapshots.clone(), tx.clone());
                 continue;
             }
             ApplyOp::Restore(meta) => {
                 match snapshot::restore(&rt, &sm, &snapshots, &meta).await {
-                    Ok(()) => {
-                        tracing::info!(node = id, last = ?meta.last, size = meta.size, "state machine restored from a snapshot");
-                        kept.clear();
+                    Ok(table) => {
+                        tracing::info!(node = id, last = ?meta.last, size = meta.size, sessions = table.len(), "state machine restored from a snapshot");
+                        sessions = table;
                         position = Applied::at_snapshot(&meta);
                         if tx.unbounded_send(Event::Applied { index: meta.last.index }).is_err() {
                             return;
@@ -95,24 +93,23 @@ pub(super) async fn apply_task<SM: StateMachine, R: Runtime>(
         let last = apply_entries(
             id,
             &mut *lock(&sm),
+            &mut sessions,
             batch.entries,
             batch.responders,
-            batch.keep_unclaimed,
             &mut position,
-            &mut kept,
             &mut answers,
         );
         if let Some(started) = started {
             latencies.apply.record_duration(rt.now().saturating_since(started));
             tracing::debug!(node = id, applied = last, "applied");
         }
-        for (index, term, r) in batch.claims {
-            let result = match kept.binary_search_by_key(&index, |k| k.0) {
-                Ok(at) if kept[at].1 == term => kept.remove(at).map_or(Err(ClientError::Indeterminate), |k| k.2),
-                // Another entry was committed at that position.
-                Ok(_) => Err(ClientError::Dropped),
-                // Not kept (or kept too long ago): it may or may not be this one.
-                Err(_) => Err(ClientError::Indeterminate),
+        for (client, seq, r) in batch.claims {
+            let result = match sessions.response_of(client, seq) {
+                Ok(Some(response)) => decode_response::<SM>(&response),
+                // Not applied: another entry took its position. The handle proposes it
+                // again under the same (client, seq).
+                Ok(None) => Err(ClientError::Dropped),
+                Err(check) => Err(refusal(check, client, seq)),
             };
             answers.push((r, result));
         }
@@ -131,21 +128,67 @@ pub(super) async fn apply_task<SM: StateMachine, R: Runtime>(
 /// Proposers to answer after a batch, with their responses.
 type Answers<SM> = Vec<(Responder<SM>, Result<<SM as StateMachine>::Response, ClientError>)>;
 
-/// The responses kept for proposers registered late: (index, term, response).
-type Kept<SM> = VecDeque<(LogIndex, Term, Result<<SM as StateMachine>::Response, ClientError>)>;
+/// A stored response decoded for a repeated command.
+fn decode_response<SM: StateMachine>(data: &[u8]) -> Result<SM::Response, ClientError> {
+    postcard::from_bytes(data).map_err(|e| ClientError::Encode(format!("a recorded response does not decode: {e}")))
+}
+
+/// The error for a session command the table refuses.
+fn refusal(check: Check, client: ClientId, seq: u64) -> ClientError {
+    match check {
+        Check::Expired => ClientError::SessionExpired { client },
+        _ => ClientError::StaleRequest { client, seq },
+    }
+}
+
+/// Applies session entry `e` at `index`: a command once per (client, seq), its
+/// response recorded; a repeated one answered from the record.
+fn apply_session<SM: StateMachine>(
+    id: NodeId,
+    sm: &mut SM,
+    sessions: &mut SessionTable,
+    index: LogIndex,
+    e: &SessionEntry,
+) -> Option<Result<SM::Response, ClientError>> {
+    let SessionOp::Command { client, seq, acked, command } = &e.op else {
+        sessions.open(e, index);
+        return None;
+    };
+    let (client, seq) = (*client, *seq);
+    Some(match sessions.check(e, client, seq, *acked) {
+        Check::Fresh => match postcard::from_bytes::<SM::Command>(command) {
+            Ok(cmd) => {
+                let response = sm.apply(index, cmd);
+                match postcard::to_allocvec(&response) {
+                    Ok(encoded) => sessions.record(client, seq, encoded.into()),
+                    Err(e) => {
+                        tracing::error!(node = id, index, error = %e, "a response does not encode; a repeat will be refused")
+                    }
+                }
+                Ok(response)
+            }
+            Err(e) => {
+                tracing::error!(node = id, index, error = %e, "committed command does not decode; skipped");
+                Err(ClientError::Encode(format!("command at index {index} does not decode: {e}")))
+            }
+        },
+        Check::Duplicate(response) => {
+            tracing::debug!(node = id, index, client, seq, "a repeated command: answered from the session table");
+            decode_response::<SM>(&response)
+        }
+        check => Err(refusal(check, client, seq)),
+    })
+}
 
 /// Applies `entries` in order; the response of each entry a proposer waits for goes to
-/// `answers`, the others to `kept` when `keep_unclaimed`. Returns the last index applied
-/// (0 for none).
-#[allow(clippy::too_many_arguments)]
+/// `answers`. Returns the last index applied (0 for none).
 fn apply_entries<SM: StateMachine>(
     id: NodeId,
     sm: &mut SM,
+    sessions: &mut SessionTable,
     entries: Vec<Entry>,
     responders: Vec<(LogIndex, Responder<SM>)>,
-    keep_unclaimed: bool,
     position: &mut Applied,
-    kept: &mut Kept<SM>,
     answers: &mut Answers<SM>,
 ) -> LogIndex {
     let mut last = 0;
@@ -166,17 +209,16 @@ fn apply_entries<SM: StateMachine>(
                 position.membership = (index, *m);
                 continue;
             }
+            EntryPayload::Session(e) => match apply_session(id, sm, sessions, index, &e) {
+                Some(result) => result,
+                None => continue,
+            },
             EntryPayload::Blank => continue,
         };
         if responders.peek().is_some_and(|(i, _)| *i == index) {
             if let Some((_, r)) = responders.next() {
                 answers.push((r, result));
             }
-        } else if keep_unclaimed {
-            if kept.len() == KEPT_RESPONSES {
-                kept.pop_front();
-            }
-            kept.push_back((index, term, result));
         }
     }
     last

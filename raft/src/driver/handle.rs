@@ -2,6 +2,7 @@
 //! [`Raft::restart`]), propose, read, inspect and stop it. The handle is not generic over
 //! the runtime or the store; it talks to the protocol loop through its event channel.
 
+use std::collections::BTreeSet;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -17,7 +18,7 @@ use super::requests::Requests;
 use super::sender::Senders;
 use super::snapshot::{restore_at_start, Applied};
 use super::timer::Timer;
-use super::{Driver, Event};
+use super::{Driver, Event, Waiter};
 use crate::config::Config;
 use crate::core::RaftCore;
 use crate::core::Role;
@@ -26,6 +27,7 @@ use crate::membership::Membership;
 use crate::message::Message;
 use crate::network::Network;
 use crate::runtime::{DynClock, Runtime};
+use crate::session::{client_for_key, ClientId, SessionOp, IMPLICIT};
 use crate::snapshot::SnapshotMeta;
 use crate::state_machine::StateMachine;
 use crate::status::Status;
@@ -48,6 +50,80 @@ pub(super) struct Shared<SM> {
     pub(super) learner_catch_up_entries: u64,
     /// Longest pause between retries while no leader is known.
     retry_max: Duration,
+    /// The session this node proposes its callers' commands in.
+    node_session: Mutex<NodeSession>,
+}
+
+impl<SM> Shared<SM> {
+    /// The state shared by a node's handle and tasks, as `core` starts.
+    fn new<R: Runtime>(core: &RaftCore, state_machine: Arc<Mutex<SM>>, runtime: &R, config: &Config) -> Self {
+        Shared {
+            status: Mutex::new(core.status()),
+            counters: Mutex::new(core.counters()),
+            latencies: Arc::default(),
+            watchers: Mutex::new(Vec::new()),
+            state_machine,
+            tasks: Mutex::new(Vec::new()),
+            clock: Box::new(runtime.clone()),
+            request_timeout: config.request_timeout,
+            learner_catch_up_entries: config.learner_catch_up_entries,
+            retry_max: config.heartbeat_interval,
+            node_session: Mutex::new(NodeSession::new(node_session_id(
+                core.id(),
+                config.rng_seed,
+                runtime.wall_clock_ms(),
+                runtime.now(),
+            ))),
+        }
+    }
+}
+
+/// The node's own client session (an implicit one, new in every life of the node): each
+/// [`Raft::propose`] call takes the next sequence number, so that the command, however
+/// often it is forwarded or proposed again, is applied once.
+struct NodeSession {
+    client: ClientId,
+    next: u64,
+    /// The sequence numbers whose callers have not had their answer yet.
+    outstanding: BTreeSet<u64>,
+}
+
+impl NodeSession {
+    fn new(client: ClientId) -> Self {
+        NodeSession { client, next: 0, outstanding: BTreeSet::new() }
+    }
+
+    /// The next command's (client, seq, acked).
+    fn begin(&mut self) -> (ClientId, u64, u64) {
+        self.next += 1;
+        let seq = self.next;
+        self.outstanding.insert(seq);
+        let acked = self.outstanding.first().map_or(seq, |&s| s) - 1;
+        (self.client, seq, acked)
+    }
+}
+
+/// Ends a [`Raft::propose`] call's sequence number when the call returns or is dropped.
+struct Outstanding<'a>(&'a Mutex<NodeSession>, u64);
+
+impl Drop for Outstanding<'_> {
+    fn drop(&mut self) {
+        lock(self.0).outstanding.remove(&self.1);
+    }
+}
+
+/// An implicit session id for this life of node `id`: the configured seed (tests) or
+/// the OS's randomness, mixed with the clocks, so that a restarted node never continues
+/// an earlier life's sequence.
+fn node_session_id(id: NodeId, seed: Option<u64>, wall_ms: u64, now: crate::types::Instant) -> ClientId {
+    let mut x = seed.unwrap_or_else(|| fastrand::u64(..))
+        ^ id.wrapping_mul(0x9e37_79b9_7f4a_7c15)
+        ^ wall_ms.rotate_left(29)
+        ^ now.as_nanos().rotate_left(7);
+    // splitmix64's finaliser.
+    x = (x ^ (x >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    x = (x ^ (x >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    (x ^ (x >> 31)) | IMPLICIT
 }
 
 /// A handle to a running Raft node. Cheap to clone; all clones refer to the same node.
@@ -131,23 +207,12 @@ impl<SM: StateMachine> Raft<SM> {
         let blocking_store = store.blocks_thread();
         let snapshots = store.snapshots();
         let state_machine = Arc::new(Mutex::new(state_machine));
-        let snapshot = restore_at_start(&runtime, &state_machine, &snapshots).await?;
+        let (snapshot, sessions) = restore_at_start(&runtime, &state_machine, &snapshots).await?;
         let (init, entries) = read_log(&mut store, snapshot.as_ref()).await?;
         let position = snapshot.as_ref().map(Applied::at_snapshot).unwrap_or_default();
         let now = runtime.now();
         let core = RaftCore::new(id, config.clone(), init.hard_state, init.prev, snapshot, entries, now);
-        let shared = Arc::new(Shared {
-            status: Mutex::new(core.status()),
-            counters: Mutex::new(core.counters()),
-            latencies: Arc::default(),
-            watchers: Mutex::new(Vec::new()),
-            state_machine,
-            tasks: Mutex::new(Vec::new()),
-            clock: Box::new(runtime.clone()),
-            request_timeout: config.request_timeout,
-            learner_catch_up_entries: config.learner_catch_up_entries,
-            retry_max: config.heartbeat_interval,
-        });
+        let shared = Arc::new(Shared::new(&core, state_machine, &runtime, &config));
         let (tx, rx) = mpsc::unbounded();
         let (persist_tx, persist_rx) = mpsc::unbounded();
         let (apply_tx, apply_rx) = mpsc::unbounded();
@@ -175,7 +240,7 @@ impl<SM: StateMachine> Raft<SM> {
             latencies: shared.latencies.clone(),
             tx: tx.clone(),
         };
-        let applier = apply_task::<SM, R>(context, position, apply_rx);
+        let applier = apply_task::<SM, R>(context, position, sessions, apply_rx);
         handles.push(runtime.spawn(applier.instrument(node_span.clone())).boxed());
         let (chunk_tx, chunk_rx) = mpsc::unbounded();
         let chunk_reader =
@@ -215,23 +280,87 @@ impl<SM: StateMachine> Raft<SM> {
     /// committed and applied on this node. Any node accepts proposals: a follower
     /// forwards them to the leader and answers once it has applied them itself.
     ///
+    /// The command is applied at most once: it goes into the log in this node's own
+    /// client session ([`crate::session`]), so when its outcome is unclear (a leader
+    /// change dropped its entry, the leader it was forwarded to stopped answering, a
+    /// snapshot replaced the state first) the node proposes it again under the same
+    /// sequence number, and a copy that was applied already answers with its recorded
+    /// response.
+    ///
     /// Waits at most [`Config::request_timeout`], retrying while no leader is known.
     /// Errors: [`ClientError::NoLeader`] when no leader was found in time (nothing was
-    /// appended), [`ClientError::Timeout`] when a leader took the command but no answer
-    /// came in time (it may still take effect), [`ClientError::Dropped`] when a different
-    /// entry was committed at its position, [`ClientError::Overloaded`] under
-    /// back-pressure, [`ClientError::ShuttingDown`] when the node stops first.
+    /// appended), [`ClientError::Timeout`] when no answer came in time (it may still take
+    /// effect, once), [`ClientError::Overloaded`] under back-pressure,
+    /// [`ClientError::ShuttingDown`] when the node stops first.
     ///
     /// Traced as a `propose` span (at debug level) carrying the node and, once known, the
     /// entry's index: `RUST_LOG=raft=debug` shows each proposal appended, forwarded,
     /// committed, applied and answered.
     pub async fn propose(&self, command: SM::Command) -> Result<SM::Response, ClientError> {
-        let data = encode_command(command)?;
+        let command = encode_command(command)?;
+        let (client, seq, acked) = lock(&self.shared.node_session).begin();
+        let _outstanding = Outstanding(&self.shared.node_session, seq);
+        self.propose_op(SessionOp::Command { client, seq, acked, command }).await
+    }
+
+    /// Opens a registered client session and returns its id, for an application whose
+    /// clients talk to it over their own protocol and retry: each client command then
+    /// goes through [`Raft::propose_in_session`] with the next sequence number. The
+    /// session lives in the replicated state (and in snapshots) until it has been idle
+    /// for [`Config::session_idle_timeout`]; after that its commands are refused with
+    /// [`ClientError::SessionExpired`] rather than risk applying a retry twice. Errors as
+    /// for [`Raft::propose`].
+    pub async fn open_session(&self) -> Result<ClientId, ClientError> {
+        let span = tracing::debug_span!("open_session", node = self.id, index = tracing::field::Empty);
+        let make = |tx| Event::Propose { op: SessionOp::Open, tx: Waiter::Open(tx), span: span.clone() };
+        let answer = self.with_retries(true, make).instrument(span.clone()).await;
+        tracing::debug!(parent: &span, ok = answer.is_ok(), "answered");
+        answer
+    }
+
+    /// Proposes `command` as request `seq` of client session `client` (from
+    /// [`Raft::open_session`], or an implicit id: one with [`session::IMPLICIT`] set,
+    /// created by its first command). The command is applied at most once per (client,
+    /// seq), however often it is proposed, through whichever nodes: a repeat gets the
+    /// first one's response. `acked` tells the cluster the client has the answers of
+    /// every sequence number up to it, so their responses can be dropped; a later call
+    /// with one of those numbers gets [`ClientError::StaleRequest`]. Sequence numbers
+    /// start at 1. A client keeps calling with the same (client, seq) after any error
+    /// that leaves the outcome open ([`ClientError::Timeout`], a lost connection) until
+    /// it has an answer.
+    ///
+    /// [`session::IMPLICIT`]: crate::session::IMPLICIT
+    pub async fn propose_in_session(
+        &self,
+        client: ClientId,
+        seq: u64,
+        acked: u64,
+        command: SM::Command,
+    ) -> Result<SM::Response, ClientError> {
+        if seq == 0 {
+            return Err(ClientError::Encode("session sequence numbers start at 1".into()));
+        }
+        let command = encode_command(command)?;
+        self.propose_op(SessionOp::Command { client, seq, acked, command }).await
+    }
+
+    /// Proposes `command` at most once for the idempotency key `key`: the first call
+    /// with a key applies it; later calls with the same key, on any node, get the first
+    /// call's response without applying it again, for as long as the key is remembered
+    /// ([`Config::session_idle_timeout`] after its last use, within
+    /// [`Config::max_sessions`]). The key names an implicit session
+    /// ([`session::client_for_key`]) holding one request.
+    ///
+    /// [`session::client_for_key`]: crate::session::client_for_key
+    pub async fn propose_once(&self, key: &[u8], command: SM::Command) -> Result<SM::Response, ClientError> {
+        self.propose_in_session(client_for_key(key), 1, 0, command).await
+    }
+
+    /// Proposes a session command, retrying until its answer or the request timeout.
+    async fn propose_op(&self, op: SessionOp) -> Result<SM::Response, ClientError> {
         let span = tracing::debug_span!("propose", node = self.id, index = tracing::field::Empty);
-        let answer = self
-            .with_retries(|tx| Event::Propose { data: data.clone(), tx, span: span.clone() })
-            .instrument(span.clone())
-            .await;
+        let make = |tx| Event::Propose { op: op.clone(), tx: Waiter::Command(tx), span: span.clone() };
+        let answer = self.with_retries(true, make).instrument(span.clone()).await;
         tracing::debug!(parent: &span, ok = answer.is_ok(), "answered");
         answer
     }
@@ -253,7 +382,7 @@ impl<SM: StateMachine> Raft<SM> {
     /// Traced as a `read` span (at debug level) carrying the node and the read index.
     pub async fn read_index(&self) -> Result<LogIndex, ClientError> {
         let span = tracing::debug_span!("read", node = self.id, index = tracing::field::Empty);
-        let answer = self.with_retries(|tx| Event::Read { tx }).instrument(span.clone()).await;
+        let answer = self.with_retries(false, |tx| Event::Read { tx }).instrument(span.clone()).await;
         if let Ok(index) = answer {
             span.record("index", index);
         }
@@ -262,14 +391,21 @@ impl<SM: StateMachine> Raft<SM> {
     }
 
     /// Sends the event made by `make` and waits for its answer, retrying while the
-    /// answer is "not the leader", within the request timeout.
+    /// answer is "not the leader", within the request timeout; with `repeatable` (a
+    /// session operation, which is applied once however often it is proposed) also
+    /// while the outcome is open ([`ClientError::Dropped`],
+    /// [`ClientError::Indeterminate`]).
     async fn with_retries<T>(
         &self,
+        repeatable: bool,
         mut make: impl FnMut(oneshot::Sender<Result<T, ClientError>>) -> Event<SM>,
     ) -> Result<T, ClientError> {
         let clock = &self.shared.clock;
         let deadline = clock.now().add(self.shared.request_timeout);
         let mut pause = Duration::from_millis(1);
+        // Whether an attempt may have been appended: running out of time is then a
+        // timeout, not "no leader".
+        let mut maybe_appended = false;
         loop {
             let (tx, rx) = oneshot::channel();
             self.tx.unbounded_send(make(tx)).map_err(|_| self.stopped_error())?;
@@ -279,20 +415,21 @@ impl<SM: StateMachine> Raft<SM> {
                 Either::Right(_) => return Err(ClientError::Timeout),
             };
             match answer {
-                Err(ClientError::NotLeader { .. }) => {
-                    let now = clock.now();
-                    if now >= deadline {
-                        return Err(ClientError::NoLeader);
-                    }
-                    let wake = now.add(pause).min(deadline);
-                    clock.sleep_until(wake).await;
-                    if wake >= deadline {
-                        return Err(ClientError::NoLeader);
-                    }
-                    pause = (pause * 2).min(self.shared.retry_max);
-                }
+                Err(ClientError::NotLeader { .. }) => {}
+                Err(ClientError::Dropped | ClientError::Indeterminate) if repeatable => maybe_appended = true,
                 other => return other,
             }
+            let out_of_time = if maybe_appended { ClientError::Timeout } else { ClientError::NoLeader };
+            let now = clock.now();
+            if now >= deadline {
+                return Err(out_of_time);
+            }
+            let wake = now.add(pause).min(deadline);
+            clock.sleep_until(wake).await;
+            if wake >= deadline {
+                return Err(out_of_time);
+            }
+            pause = (pause * 2).min(self.shared.retry_max);
         }
     }
 

@@ -39,6 +39,7 @@ use crate::error::ClientError;
 use crate::message::{Message, MessageBody};
 use crate::network::Network;
 use crate::runtime::Runtime;
+use crate::session::{ClientId, SessionOp};
 use crate::snapshot::SnapshotMeta;
 use crate::state_machine::StateMachine;
 use crate::sync::lock;
@@ -57,12 +58,37 @@ const MAX_BATCH: usize = 4096;
 type Responder<SM> = oneshot::Sender<Result<<SM as StateMachine>::Response, ClientError>>;
 type ReadResponder = oneshot::Sender<Result<LogIndex, ClientError>>;
 
+/// A caller waiting for a session operation: a command's response, or an opened
+/// session's id.
+enum Waiter<SM: StateMachine> {
+    Command(Responder<SM>),
+    Open(oneshot::Sender<Result<ClientId, ClientError>>),
+}
+
+impl<SM: StateMachine> Waiter<SM> {
+    /// Answers the caller with an error.
+    fn fail(self, e: ClientError) {
+        match self {
+            Waiter::Command(tx) => drop(tx.send(Err(e))),
+            Waiter::Open(tx) => drop(tx.send(Err(e))),
+        }
+    }
+
+    /// Whether the caller gave up.
+    fn is_canceled(&self) -> bool {
+        match self {
+            Waiter::Command(tx) => tx.is_canceled(),
+            Waiter::Open(tx) => tx.is_canceled(),
+        }
+    }
+}
+
 /// An input to the protocol loop, from the handle or one of the node's tasks.
 enum Event<SM: StateMachine> {
     Message(Message),
     Propose {
-        data: Bytes,
-        tx: Responder<SM>,
+        op: SessionOp,
+        tx: Waiter<SM>,
         /// The caller's request span: the proposal's index is recorded on it.
         span: tracing::Span,
     },
@@ -155,6 +181,7 @@ impl<SM: StateMachine, R: Runtime, N: Network> Driver<SM, R, N> {
         self.dispatch(actions);
         'outer: while let Some(first) = rx.next().await {
             let mut now = self.rt.now();
+            self.core.set_wall_clock(self.rt.wall_clock_ms());
             let mut next = Some(first);
             let mut n = 0;
             while let Some(ev) = next.take() {
@@ -163,11 +190,11 @@ impl<SM: StateMachine, R: Runtime, N: Network> Driver<SM, R, N> {
                         self.timing.on_receive(&m, now, &self.shared.latencies);
                         self.core.step(now, Input::Message(m))
                     }
-                    Event::Propose { data, tx, span } => {
+                    Event::Propose { op, tx, span } => {
                         if self.core.role() == Role::Leader {
-                            self.propose(data, tx, &span)
+                            self.propose(op, tx, &span)
                         } else {
-                            self.requests.forward_batch.push((data, tx, span))
+                            self.requests.forward_batch.push((op, tx, span))
                         }
                     }
                     Event::Read { tx } => self.requests.read_batch.push(tx),

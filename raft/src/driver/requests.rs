@@ -9,34 +9,35 @@
 //! of each request id and answers them as the core decides.
 //!
 //! **Architecture invariant:** a proposal is answered with its state machine response
-//! only if the entry applied at its index has the term it was appended in; any other
-//! entry there answers it [`ClientError::Dropped`].
+//! only if the entry applied at its index has the term it was appended in, or, for one
+//! whose leader's answer came after that index was applied, from the session table's
+//! record of its (client, seq); any other entry there answers it
+//! [`ClientError::Dropped`], and the handle proposes it again with the same (client,
+//! seq), which the session layer applies at most once.
 
 use std::collections::{BTreeMap, VecDeque};
 
-use bytes::Bytes;
-
 use super::apply::{ApplyBatch, ApplyOp};
-use super::{Driver, ReadResponder, Responder};
+use super::{Driver, ReadResponder, Waiter};
 use crate::core::{ProposeError, Role};
 use crate::error::ClientError;
 use crate::network::Network;
 use crate::runtime::Runtime;
+use crate::session::{ClientId, SessionOp};
 use crate::state_machine::StateMachine;
 use crate::types::{Entry, Instant, LogIndex, Term};
 
 /// The callers waiting on one node.
 pub(super) struct Requests<SM: StateMachine> {
-    /// Proposals waiting for their entry to be applied: (index, term, responder), in
-    /// index order.
-    pending: VecDeque<(LogIndex, Term, Responder<SM>)>,
+    /// Proposals waiting for their entry to be applied, in index order.
+    pending: VecDeque<Pending<SM>>,
     /// Proposals made on a follower in the current batch, forwarded together.
-    pub(super) forward_batch: Vec<(Bytes, Responder<SM>, tracing::Span)>,
+    pub(super) forward_batch: Vec<(SessionOp, Waiter<SM>, tracing::Span)>,
     /// Reads asked for in the current batch; they share one read index.
     pub(super) read_batch: Vec<ReadResponder>,
     /// The proposers of each forward waiting for the leader's answer, in the batch's
-    /// order, with their request spans.
-    forwards: BTreeMap<u64, Vec<(Responder<SM>, tracing::Span)>>,
+    /// order, with their (client, seq) and request spans.
+    forwards: BTreeMap<u64, Vec<Forwarded<SM>>>,
     /// The readers of each read-index request waiting for its index, with when it was
     /// asked for.
     reads: BTreeMap<u64, (Instant, Vec<ReadResponder>)>,
@@ -46,6 +47,27 @@ pub(super) struct Requests<SM: StateMachine> {
     handed_to_apply: LogIndex,
     /// Last index the apply task reported applied.
     applied: LogIndex,
+}
+
+/// A proposer of a forward waiting for the leader's answer: its caller, its command's
+/// (client, seq), its request span.
+type Forwarded<SM> = (Waiter<SM>, Option<(ClientId, u64)>, tracing::Span);
+
+/// A proposal waiting for its entry to be applied.
+struct Pending<SM: StateMachine> {
+    index: LogIndex,
+    term: Term,
+    tx: Waiter<SM>,
+    /// The command's (client, seq).
+    key: Option<(ClientId, u64)>,
+}
+
+/// The (client, seq) of a session command.
+fn key_of(op: &SessionOp) -> Option<(ClientId, u64)> {
+    match op {
+        SessionOp::Open => None,
+        SessionOp::Command { client, seq, .. } => Some((*client, *seq)),
+    }
 }
 
 impl<SM: StateMachine> Requests<SM> {
@@ -66,15 +88,14 @@ impl<SM: StateMachine> Requests<SM> {
 
 impl<SM: StateMachine, R: Runtime, N: Network> Driver<SM, R, N> {
     /// A proposal made on this node while it leads.
-    pub(super) fn propose(&mut self, data: Bytes, tx: Responder<SM>, span: &tracing::Span) {
-        match self.core.propose(std::iter::once(data)) {
+    pub(super) fn propose(&mut self, op: SessionOp, tx: Waiter<SM>, span: &tracing::Span) {
+        let key = key_of(&op);
+        match self.core.propose(std::iter::once(op)) {
             Ok((index, term)) => {
                 appended(span, index, term);
-                self.insert_pending(index, term, tx)
+                self.insert_pending(Pending { index, term, tx, key })
             }
-            Err(e) => {
-                let _ = tx.send(Err(propose_error(e)));
-            }
+            Err(e) => tx.fail(propose_error(e)),
         }
     }
 
@@ -82,22 +103,28 @@ impl<SM: StateMachine, R: Runtime, N: Network> Driver<SM, R, N> {
     /// from this node's log may still be committed by a later leader that holds it, so
     /// a proposal is settled only when its index is applied: by its own entry (the
     /// response) or by another one ([`ClientError::Dropped`]).
-    fn insert_pending(&mut self, index: LogIndex, term: Term, tx: Responder<SM>) {
+    fn insert_pending(&mut self, p: Pending<SM>) {
         let r = &mut self.requests;
-        if index <= r.handed_to_apply {
-            // Handed to the apply task before the leader's answer reached us (it came late,
-            // or was lost and asked for again): the apply task answers from the responses
-            // it kept, if it still has this one.
-            let claims = vec![(index, term, tx)];
-            let batch = ApplyBatch { entries: Vec::new(), responders: Vec::new(), keep_unclaimed: false, claims };
-            let _ = self.apply_tx.unbounded_send(ApplyOp::Batch(batch));
+        if p.index <= r.handed_to_apply {
+            // Handed to the apply task before the leader's answer reached us (it came
+            // late, or was lost and asked for again): the apply task answers from the
+            // session table's record of the command. An opened session's entry cannot
+            // be checked there; the handle opens another.
+            match (p.tx, p.key) {
+                (Waiter::Command(tx), Some((client, seq))) => {
+                    let claims = vec![(client, seq, tx)];
+                    let batch = ApplyBatch { entries: Vec::new(), responders: Vec::new(), claims };
+                    let _ = self.apply_tx.unbounded_send(ApplyOp::Batch(batch));
+                }
+                (tx, _) => tx.fail(ClientError::Dropped),
+            }
             return;
         }
-        if r.pending.back().is_none_or(|p| p.0 <= index) {
-            r.pending.push_back((index, term, tx));
+        if r.pending.back().is_none_or(|q| q.index <= p.index) {
+            r.pending.push_back(p);
         } else {
-            let at = r.pending.partition_point(|p| p.0 <= index);
-            r.pending.insert(at, (index, term, tx));
+            let at = r.pending.partition_point(|q| q.index <= p.index);
+            r.pending.insert(at, p);
         }
     }
 
@@ -108,26 +135,26 @@ impl<SM: StateMachine, R: Runtime, N: Network> Driver<SM, R, N> {
         if !self.requests.forward_batch.is_empty() && self.core.may_forward(now) {
             let batch = std::mem::take(&mut self.requests.forward_batch);
             if self.core.role() == Role::Leader {
-                for (data, tx, span) in batch {
-                    self.propose(data, tx, &span);
+                for (op, tx, span) in batch {
+                    self.propose(op, tx, &span);
                 }
             } else {
-                let mut commands = Vec::with_capacity(batch.len());
+                let mut requests = Vec::with_capacity(batch.len());
                 let mut responders = Vec::with_capacity(batch.len());
-                for (data, tx, span) in batch {
-                    commands.push(data);
-                    responders.push((tx, span));
+                for (op, tx, span) in batch {
+                    responders.push((tx, key_of(&op), span));
+                    requests.push(op);
                 }
-                match self.core.forward(now, commands) {
+                match self.core.forward(now, requests) {
                     Ok(id) => {
-                        for (_, span) in &responders {
+                        for (_, _, span) in &responders {
                             tracing::debug!(parent: span, forward = id, leader = ?self.core.leader(), "forwarded to the leader");
                         }
                         self.requests.forwards.insert(id, responders);
                     }
                     Err(e) => {
-                        for (tx, _) in responders {
-                            let _ = tx.send(Err(propose_error(e)));
+                        for (tx, _, _) in responders {
+                            tx.fail(propose_error(e));
                         }
                     }
                 }
@@ -153,14 +180,15 @@ impl<SM: StateMachine, R: Runtime, N: Network> Driver<SM, R, N> {
         let Some(responders) = self.requests.forwards.remove(&id) else { return };
         match result {
             Ok((first, term)) => {
-                for (i, (tx, span)) in responders.into_iter().enumerate() {
-                    appended(&span, first + i as u64, term);
-                    self.insert_pending(first + i as u64, term, tx);
+                for (i, (tx, key, span)) in responders.into_iter().enumerate() {
+                    let index = first + i as u64;
+                    appended(&span, index, term);
+                    self.insert_pending(Pending { index, term, tx, key });
                 }
             }
             Err(e) => {
-                for (tx, _) in responders {
-                    let _ = tx.send(Err(propose_error(e)));
+                for (tx, _, _) in responders {
+                    tx.fail(propose_error(e));
                 }
             }
         }
@@ -212,7 +240,7 @@ impl<SM: StateMachine, R: Runtime, N: Network> Driver<SM, R, N> {
         let r = &mut self.requests;
         let core = &mut self.core;
         r.forwards.retain(|&id, f| {
-            let live = f.iter().any(|(tx, _)| !tx.is_canceled());
+            let live = f.iter().any(|(tx, _, _)| !tx.is_canceled());
             if !live {
                 core.abandon_request(id);
             }
@@ -235,18 +263,17 @@ impl<SM: StateMachine, R: Runtime, N: Network> Driver<SM, R, N> {
         let r = &mut self.requests;
         r.handed_to_apply = last;
         let mut responders = Vec::new();
-        while r.pending.front().is_some_and(|p| p.0 <= last) {
-            let Some((index, term, tx)) = r.pending.pop_front() else { break };
-            let same = index >= first && entries.get((index - first) as usize).is_some_and(|e| e.term == term);
-            if same {
-                responders.push((index, tx));
-            } else {
-                let _ = tx.send(Err(ClientError::Dropped));
+        while r.pending.front().is_some_and(|p| p.index <= last) {
+            let Some(p) = r.pending.pop_front() else { break };
+            let same = p.index >= first && entries.get((p.index - first) as usize).is_some_and(|e| e.term == p.term);
+            match p.tx {
+                Waiter::Command(tx) if same => responders.push((p.index, tx)),
+                // Committed: the session exists from this entry on.
+                Waiter::Open(tx) if same => drop(tx.send(Ok(p.index))),
+                tx => tx.fail(ClientError::Dropped),
             }
         }
-        // Only a follower with forwards unanswered can get a late answer for these entries.
-        let keep_unclaimed = !r.forwards.is_empty();
-        let batch = ApplyBatch { entries, responders, keep_unclaimed, claims: Vec::new() };
+        let batch = ApplyBatch { entries, responders, claims: Vec::new() };
         let _ = self.apply_tx.unbounded_send(ApplyOp::Batch(batch));
     }
 
@@ -256,9 +283,9 @@ impl<SM: StateMachine, R: Runtime, N: Network> Driver<SM, R, N> {
     pub(super) fn settle_requests_covered_by(&mut self, last: LogIndex) {
         let r = &mut self.requests;
         r.handed_to_apply = r.handed_to_apply.max(last);
-        while r.pending.front().is_some_and(|p| p.0 <= last) {
-            if let Some((_, _, tx)) = r.pending.pop_front() {
-                let _ = tx.send(Err(ClientError::Indeterminate));
+        while r.pending.front().is_some_and(|p| p.index <= last) {
+            if let Some(p) = r.pending.pop_front() {
+                p.tx.fail(ClientError::Indeterminate);
             }
         }
     }
@@ -266,12 +293,12 @@ impl<SM: StateMachine, R: Runtime, N: Network> Driver<SM, R, N> {
     /// Answers every waiting caller with `err` (the node is stopping).
     pub(super) fn fail_all_requests(&mut self, err: &ClientError) {
         let r = &mut self.requests;
-        for (_, _, tx) in r.pending.drain(..) {
-            let _ = tx.send(Err(err.clone()));
+        for p in r.pending.drain(..) {
+            p.tx.fail(err.clone());
         }
-        let forwarded = std::mem::take(&mut r.forwards).into_values().flatten().map(|(tx, _)| tx);
+        let forwarded = std::mem::take(&mut r.forwards).into_values().flatten().map(|(tx, _, _)| tx);
         for tx in r.forward_batch.drain(..).map(|(_, tx, _)| tx).chain(forwarded) {
-            let _ = tx.send(Err(err.clone()));
+            tx.fail(err.clone());
         }
         let reads = std::mem::take(&mut r.reads).into_values().flat_map(|(_, w)| w);
         let waiting = std::mem::take(&mut r.read_waiters).into_values().flatten();

@@ -9,11 +9,12 @@
 //! What the store holds is the framework's part followed by the state machine's:
 //!
 //! ```text
-//! magic "raftsnap" | version u8 = 1 | framework part length u64 LE | framework part | state machine stream
+//! magic "raftsnap" | version u8 = 2 | framework part length u64 LE | framework part | state machine stream
 //! ```
 //!
-//! The framework part is empty in version 1; it is where replicated framework state
-//! (client sessions) goes, so that adding it does not change the state machine's part.
+//! The framework part holds the replicated framework state: in version 2 the client
+//! session table ([`crate::session`]), postcard-encoded. Version 1 (an empty framework
+//! part, from before sessions) is still read, as an empty table.
 
 use std::io::{self, Read, Write};
 use std::sync::{Arc, Mutex};
@@ -26,13 +27,14 @@ use super::Event;
 use crate::error::StoreError;
 use crate::membership::Membership;
 use crate::runtime::Runtime;
+use crate::session::SessionTable;
 use crate::snapshot::{SnapshotMeta, SnapshotStore, SnapshotWriter};
 use crate::state_machine::StateMachine;
 use crate::sync::lock;
 use crate::types::{LogId, LogIndex, NodeId, Term};
 
 const MAGIC: &[u8; 8] = b"raftsnap";
-const VERSION: u8 = 1;
+const VERSION: u8 = 2;
 /// The largest framework part a reader accepts.
 const MAX_FRAMEWORK_PART: u64 = 1 << 30;
 
@@ -51,15 +53,16 @@ impl Applied {
     }
 }
 
-/// Writes the framework's part of the stream.
-fn write_header(out: &mut dyn Write) -> io::Result<()> {
+/// Writes the framework's part of the stream: the encoded session table.
+fn write_header(out: &mut dyn Write, sessions: &[u8]) -> io::Result<()> {
     out.write_all(MAGIC)?;
     out.write_all(&[VERSION])?;
-    out.write_all(&0u64.to_le_bytes())
+    out.write_all(&(sessions.len() as u64).to_le_bytes())?;
+    out.write_all(sessions)
 }
 
-/// Reads and checks the framework's part of the stream.
-fn read_header(input: &mut dyn Read) -> Result<(), String> {
+/// Reads and checks the framework's part of the stream; returns the session table.
+fn read_header(input: &mut dyn Read) -> Result<SessionTable, String> {
     let mut head = [0u8; 17];
     input.read_exact(&mut head).map_err(|e| format!("the snapshot's header cannot be read: {e}"))?;
     let (magic, rest) = head.split_at(8);
@@ -67,16 +70,24 @@ fn read_header(input: &mut dyn Read) -> Result<(), String> {
     if magic != MAGIC {
         return Err("the snapshot does not start with the framework's magic".into());
     }
-    if version != [VERSION] {
-        return Err(format!("the snapshot has format version {version:?}; this build reads {VERSION}"));
+    if version != [VERSION] && version != [1] {
+        return Err(format!("the snapshot has format version {version:?}; this build reads 1 and {VERSION}"));
     }
     let len = u64::from_le_bytes(len.try_into().unwrap_or_default());
     if len > MAX_FRAMEWORK_PART {
         return Err(format!("the snapshot's framework part claims {len} bytes"));
     }
-    // Version 1 has nothing in it; skip whatever is there.
-    io::copy(&mut input.take(len), &mut io::sink()).map_err(|e| format!("reading the snapshot: {e}"))?;
-    Ok(())
+    if version == [1] {
+        // Version 1 has nothing in it; skip whatever is there.
+        io::copy(&mut input.take(len), &mut io::sink()).map_err(|e| format!("reading the snapshot: {e}"))?;
+        return Ok(SessionTable::default());
+    }
+    let mut part = Vec::new();
+    input.take(len).read_to_end(&mut part).map_err(|e| format!("reading the snapshot's session table: {e}"))?;
+    if part.len() as u64 != len {
+        return Err(format!("the snapshot's framework part ends after {} of {len} bytes", part.len()));
+    }
+    SessionTable::decode(&part)
 }
 
 /// Writes `view` as a snapshot at `position` on a blocking thread and reports it with
@@ -85,13 +96,14 @@ pub(super) fn write_in_background<SM: StateMachine, R: Runtime>(
     id: NodeId,
     rt: &R,
     view: SM::Snapshot,
+    sessions: Vec<u8>,
     position: &Applied,
     snapshots: Arc<dyn SnapshotStore>,
     tx: mpsc::UnboundedSender<Event<SM>>,
 ) {
     let position = position.clone();
     drop(rt.spawn_blocking_task(async move {
-        let result = write::<SM>(&*snapshots, view, &position).map_err(|e| e.to_string());
+        let result = write::<SM>(&*snapshots, view, &sessions, &position).map_err(|e| e.to_string());
         if let Err(e) = &result {
             tracing::warn!(node = id, error = %e, "writing a snapshot failed");
         }
@@ -102,26 +114,28 @@ pub(super) fn write_in_background<SM: StateMachine, R: Runtime>(
 fn write<SM: StateMachine>(
     snapshots: &dyn SnapshotStore,
     view: SM::Snapshot,
+    sessions: &[u8],
     at: &Applied,
 ) -> Result<SnapshotMeta, StoreError> {
     if at.last.index == 0 {
         return Err(StoreError::Invalid("nothing was applied yet".into()));
     }
     let mut writer = snapshots.create(at.last, &at.membership.1, at.membership.0)?;
-    write_header(&mut writer)?;
+    write_header(&mut writer, sessions)?;
     SM::write_snapshot(view, &mut writer)?;
     writer.flush()?;
     writer.finish()
 }
 
-/// Restores the state machine from the snapshot `meta` on a blocking thread. Any error
-/// is fatal for the node (the state must not be half restored or stale).
+/// Restores the state machine from the snapshot `meta` on a blocking thread, and returns
+/// the snapshot's session table. Any error is fatal for the node (the state must not be
+/// half restored or stale).
 pub(super) async fn restore<SM: StateMachine, R: Runtime>(
     rt: &R,
     sm: &Arc<Mutex<SM>>,
     snapshots: &Arc<dyn SnapshotStore>,
     meta: &SnapshotMeta,
-) -> Result<(), String> {
+) -> Result<SessionTable, String> {
     let (done_tx, done_rx) = oneshot::channel();
     let (sm, snapshots, meta) = (sm.clone(), snapshots.clone(), meta.clone());
     drop(rt.spawn_blocking_task(async move {
@@ -134,15 +148,15 @@ fn restore_now<SM: StateMachine>(
     sm: &Mutex<SM>,
     snapshots: &dyn SnapshotStore,
     meta: &SnapshotMeta,
-) -> Result<(), String> {
+) -> Result<SessionTable, String> {
     let fail = |e: String| format!("restoring the state machine from the snapshot at {:?} failed: {e}", meta.last);
     let mut input = snapshots.open(meta.last).map_err(|e| fail(e.to_string()))?;
-    read_header(&mut input).map_err(fail)?;
+    let sessions = read_header(&mut input).map_err(fail)?;
     lock(sm).restore(&mut input).map_err(fail)?;
     // The checksum is checked when the data ends: make sure the end was read.
     let mut rest = [0u8; 1];
     match input.read(&mut rest) {
-        Ok(0) => Ok(()),
+        Ok(0) => Ok(sessions),
         Ok(_) => Err(fail("the state machine did not read the whole snapshot".into())),
         Err(e) => Err(fail(e.to_string())),
     }
@@ -228,22 +242,24 @@ impl Receiving {
     }
 }
 
-/// Restores `sm` from the store's latest snapshot when a node starts, and returns it.
+/// Restores `sm` from the store's latest snapshot when a node starts, and returns it
+/// with its session table.
 pub(super) async fn restore_at_start<SM: StateMachine, R: Runtime>(
     rt: &R,
     sm: &Arc<Mutex<SM>>,
     snapshots: &Arc<dyn SnapshotStore>,
-) -> Result<Option<SnapshotMeta>, crate::error::StartError> {
+) -> Result<(Option<SnapshotMeta>, SessionTable), crate::error::StartError> {
     let snapshots2 = snapshots.clone();
     let (tx, rx) = oneshot::channel();
     drop(rt.spawn_blocking_task(async move {
         let _ = tx.send(snapshots2.latest());
     }));
     let latest = rx.await.map_err(|_| StoreError::Invalid("the snapshot thread stopped".into()))??;
+    let mut sessions = SessionTable::default();
     if let Some(meta) = &latest {
-        restore(rt, sm, snapshots, meta).await.map_err(crate::error::StartError::StateMachine)?;
+        sessions = restore(rt, sm, snapshots, meta).await.map_err(crate::error::StartError::StateMachine)?;
     }
-    Ok(latest)
+    Ok((latest, sessions))
 }
 
 #[cfg(test)]
@@ -253,14 +269,35 @@ mod tests {
     #[test]
     fn the_header_round_trips_and_a_foreign_stream_is_refused() {
         let mut out = Vec::new();
-        write_header(&mut out).unwrap();
+        write_header(&mut out, &SessionTable::default().encode()).unwrap();
         out.extend_from_slice(b"app");
         let mut input = &out[..];
-        read_header(&mut input).unwrap();
+        assert_eq!(read_header(&mut input).unwrap(), SessionTable::default());
         assert_eq!(input, b"app");
         assert!(read_header(&mut &b"not a snapshot at all"[..]).is_err());
         let mut newer = out.clone();
-        newer[8] = 2;
+        newer[8] = 3;
         assert!(read_header(&mut &newer[..]).is_err());
+    }
+
+    #[test]
+    fn a_version_1_stream_reads_as_an_empty_session_table() {
+        let mut out = Vec::new();
+        out.extend_from_slice(MAGIC);
+        out.push(1);
+        out.extend_from_slice(&2u64.to_le_bytes());
+        out.extend_from_slice(b"..app");
+        let mut input = &out[..];
+        assert_eq!(read_header(&mut input).unwrap(), SessionTable::default());
+        assert_eq!(input, b"app");
+    }
+
+    #[test]
+    fn a_torn_or_garbled_session_table_fails_the_restore() {
+        let mut out = Vec::new();
+        write_header(&mut out, &[0xff, 0xff, 0xff]).unwrap();
+        assert!(read_header(&mut &out[..]).is_err(), "garbled");
+        out.truncate(out.len() - 1);
+        assert!(read_header(&mut &out[..]).is_err(), "torn");
     }
 }

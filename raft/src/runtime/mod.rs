@@ -63,6 +63,17 @@ pub trait Runtime: Clone + Send + Sync + 'static {
     /// The current time.
     fn now(&self) -> Instant;
 
+    /// The wall clock, in milliseconds since the Unix epoch. A leader stamps it into
+    /// the client-session entries it appends, to expire idle sessions
+    /// ([`crate::session`]); it need not be monotonic (the session table's clock never
+    /// goes back). The default reads the system clock; a simulated runtime gives its
+    /// virtual time.
+    fn wall_clock_ms(&self) -> u64 {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+    }
+
     /// A future that completes `d` after [`Runtime::now`].
     fn sleep(&self, d: Duration) -> Self::Sleep {
         self.sleep_until(self.now().add(d))

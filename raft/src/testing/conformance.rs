@@ -66,12 +66,27 @@ where
 }
 
 /// A sample entry at `index` in `term`, with a payload that varies with the index: blank
-/// entries, membership configurations (simple and joint) and commands from empty to
-/// about 70 KB.
+/// entries, membership configurations (simple and joint), client-session entries (a
+/// session opened, session commands) and commands from empty to about 70 KB.
 pub fn sample_entry(term: Term, index: LogIndex) -> Entry {
+    let session = |op| {
+        EntryPayload::Session(Box::new(crate::session::SessionEntry {
+            time_ms: 1_700_000_000_000 + index,
+            idle_timeout_ms: 3_600_000,
+            max_sessions: 1000,
+            op,
+        }))
+    };
     let payload = match index % 7 {
         0 => EntryPayload::Blank,
         3 => EntryPayload::Membership(Box::new(sample_membership(index))),
+        5 if index % 2 == 0 => session(crate::session::SessionOp::Open),
+        5 => session(crate::session::SessionOp::Command {
+            client: crate::session::IMPLICIT | index,
+            seq: index,
+            acked: index / 2,
+            command: sample_command(index),
+        }),
         _ => EntryPayload::Command(sample_command(index)),
     };
     Entry { term, index, payload }
@@ -213,15 +228,17 @@ pub async fn append_then_read_back<S: LogStore>(mut store: S) {
         let got = c.read(&mut store, start, end).await;
         c.eq(&format!("entries({start}, {end})"), got, all[(start - 1) as usize..(end - 1) as usize].to_vec());
     }
-    let kinds = all.iter().fold([false; 3], |mut k, e| {
-        k[match e.payload {
+    let kinds = all.iter().fold([false; 5], |mut k, e| {
+        k[match &e.payload {
             EntryPayload::Blank => 0,
             EntryPayload::Command(_) => 1,
             EntryPayload::Membership(_) => 2,
+            EntryPayload::Session(s) if s.op == crate::session::SessionOp::Open => 3,
+            EntryPayload::Session(_) => 4,
         }] = true;
         k
     });
-    c.holds("the sample covers every payload kind", kinds == [true; 3]);
+    c.holds("the sample covers every payload kind", kinds == [true; 5]);
 }
 
 /// An append that does not start right after `last`, or whose entries are not

@@ -22,6 +22,8 @@ use raft::{Config, Message, MessageBody, Network, NetworkError, NodeId, Raft, Ro
 #[derive(Clone, Default)]
 struct Watch {
     forwards: Arc<Mutex<Vec<usize>>>,
+    /// The ids of the forwards sent, to tell a first attempt from a repeat.
+    seen: Arc<Mutex<std::collections::HashSet<u64>>>,
     retries: Arc<AtomicUsize>,
     drop_answers: Arc<AtomicBool>,
     drop_read_answers: Arc<AtomicUsize>,
@@ -37,9 +39,12 @@ impl Network for Watched {
     async fn send(&self, to: NodeId, msg: Message) -> Result<(), NetworkError> {
         let w = &self.watch;
         match &msg.body {
-            MessageBody::Forward { commands, retry: false, .. } => w.forwards.lock().unwrap().push(commands.len()),
-            MessageBody::Forward { retry: true, .. } => {
-                w.retries.fetch_add(1, Ordering::SeqCst);
+            MessageBody::Forward { id, requests } => {
+                if w.seen.lock().unwrap().insert(*id) {
+                    w.forwards.lock().unwrap().push(requests.len());
+                } else {
+                    w.retries.fetch_add(1, Ordering::SeqCst);
+                }
             }
             MessageBody::ForwardResponse { .. } if w.drop_answers.load(Ordering::SeqCst) => return Ok(()),
             MessageBody::ReadIndexResponse { .. }

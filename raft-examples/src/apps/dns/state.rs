@@ -105,7 +105,7 @@ pub enum DnsCommand {
 }
 
 /// The answer to a [`DnsCommand`] once applied.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum DnsResponse {
     /// A registration was applied at `index`.
     Registered {

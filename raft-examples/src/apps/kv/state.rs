@@ -37,7 +37,7 @@ pub enum KvCommand {
 }
 
 /// The answer to a [`KvCommand`] once applied.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum KvResponse {
     /// A put was applied at `index`.
     Put {

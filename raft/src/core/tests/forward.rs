@@ -1,4 +1,4 @@
-//! Forwarding from followers to the leader: the window, resending lost requests, repeated answers, settling requests to a former leader (`core/forward.rs`; not in the paper).
+//! Forwarding from followers to the leader: the window, resending lost requests, copies appended under the same session keys, settling requests to a former leader (`core/forward.rs`; not in the paper).
 
 use super::*;
 
@@ -9,8 +9,24 @@ fn follower_forwards_proposals_to_the_leader_and_learns_their_position() {
     c.deliver_all();
     let term = c.core(1).term();
     let first = c.last(1).index + 1;
-    let request = c.forward(2, cmds(0..3)).unwrap();
-    // A duplicated copy of the message is answered again, not appended again.
+    let request = c.forward(2, ops(0..3)).unwrap();
+    c.deliver_all();
+    assert_eq!(c.node(2).answers.len(), 1);
+    assert!(matches!(
+        c.node(2).answers[0],
+        Action::Forwarded { id, result: Ok((f, t)) } if (id, f, t) == (request, first, term)
+    ));
+    assert_eq!(c.applied_commands(2), cmds(0..3), "the follower applies the forwarded commands");
+    assert_eq!(c.node(2).applied.iter().find(|e| e.index == first).map(|e| e.term), Some(term));
+}
+
+#[test]
+fn a_duplicated_forward_is_appended_again_under_the_same_session_keys() {
+    let mut c = Cluster::new(3);
+    c.elect(1);
+    c.deliver_all();
+    let first = c.last(1).index + 1;
+    let request = c.forward(2, ops(0..2)).unwrap();
     let copy = c.queued(|m| matches!(m.body, MessageBody::Forward { .. }));
     assert_eq!(copy.len(), 1);
     c.deliver_all();
@@ -18,24 +34,22 @@ fn follower_forwards_proposals_to_the_leader_and_learns_their_position() {
         c.inject(m);
     }
     c.deliver_all();
-    assert_eq!(c.node(2).answers.len(), 2, "the duplicate gets the same answer");
-    for answer in &c.node(2).answers {
-        assert!(matches!(
-            answer,
-            Action::Forwarded { id, result: Ok((f, t)) } if (*id, *f, *t) == (request, first, term)
-        ));
-    }
-    assert_eq!(c.applied_commands(2), cmds(0..3), "the follower applies the forwarded commands, once");
-    assert_eq!(c.node(2).applied.iter().find(|e| e.index == first).map(|e| e.term), Some(term));
+    // No leader keeps a memory of forwards: the copy is appended too, with the same
+    // (client, seq), and the session layer applies each key once (`session.rs`).
+    let answers = &c.node(2).answers;
+    assert_eq!(answers.len(), 2);
+    assert!(matches!(answers[0], Action::Forwarded { id, result: Ok((f, _)) } if (id, f) == (request, first)));
+    assert!(matches!(answers[1], Action::Forwarded { id, result: Ok((f, _)) } if (id, f) == (request, first + 2)));
+    let keys = [(TEST_CLIENT, 1), (TEST_CLIENT, 2)];
+    assert_eq!(c.applied_session_keys(2), [keys, keys].concat());
 }
 
 #[test]
-fn a_retried_forward_whose_answer_was_lost_is_answered_again_in_its_first_term_and_appended_once() {
+fn a_retried_forward_reaches_a_later_leader_and_is_appended_under_the_same_session_keys() {
     let mut c = Cluster::new(3);
     c.elect(1);
     c.deliver_all();
-    let (term, first) = (c.core(1).term(), c.last(1).index + 1);
-    let request = c.forward(2, cmds(0..2)).unwrap();
+    let request = c.forward(2, ops(0..2)).unwrap();
     c.deliver_one(|m| matches!(m.body, MessageBody::Forward { .. })).expect("the forward");
     let lost = c.take_where(|m| matches!(m.body, MessageBody::ForwardResponse { .. }));
     assert_eq!(lost.len(), 1, "the answer is lost");
@@ -43,61 +57,41 @@ fn a_retried_forward_whose_answer_was_lost_is_answered_again_in_its_first_term_a
     assert!(c.node(2).answers.is_empty());
 
     // The leader's term moves on (node 3 leads for a term, then node 1 again) before
-    // the retry arrives; node 1 keeps its memory (it does not restart).
+    // the retry arrives.
+    let term = c.core(1).term();
     c.elect(3);
     c.deliver_all();
     c.elect(1);
     c.deliver_all();
     assert!(c.core(1).term() > term);
-    // Node 2 settled its forward as outcome-unknown when it saw another leader
-    // (`core/forward.rs`); what is checked here is the leader's memory of its answer.
     assert!(
         matches!(c.node(2).answers[..], [Action::Forwarded { id, result: Err(ProposeError::OutcomeUnknown) }] if id == request),
-        "{:?}",
+        "node 2 settled its forward when it saw another leader: {:?}",
         c.node(2).answers
     );
     c.node_mut(2).answers.clear();
-    c.forward_again(2, request, cmds(0..2)).unwrap();
-    assert_eq!(c.queued(|m| matches!(m.body, MessageBody::Forward { retry: true, .. })).len(), 1);
+    let first = c.last(1).index + 1;
+    c.forward_again(2, request, ops(0..2)).unwrap();
     c.deliver_all();
     assert_eq!(c.node(2).answers.len(), 1);
+    let now = c.core(1).term();
     assert!(
-        matches!(c.node(2).answers[0], Action::Forwarded { id, result: Ok((f, t)) } if (id, f, t) == (request, first, term)),
-        "the first answer, with the term the entries were appended in: {:?}",
+        matches!(c.node(2).answers[0], Action::Forwarded { id, result: Ok((f, t)) } if (id, f, t) == (request, first, now)),
+        "the new copy's position: {:?}",
         c.node(2).answers[0]
     );
-    assert_eq!(c.applied_commands(2), cmds(0..2), "appended once");
-    assert_eq!(c.applied_commands(1), cmds(0..2));
-}
-
-#[test]
-fn a_retried_forward_the_leader_has_no_record_of_is_answered_unknown_and_not_appended() {
-    let mut c = Cluster::new(3);
-    c.elect(1);
-    c.deliver_all();
-    let last = c.last(1);
-    let retry = MessageBody::Forward { id: 77, commands: cmds(0..1), retry: true };
-    c.inject(Message { from: 2, to: 1, term: c.core(1).term(), body: retry });
-    c.deliver_all();
-    assert_eq!(c.node(2).answers.len(), 1);
-    assert!(matches!(c.node(2).answers[0], Action::Forwarded { id: 77, result: Err(ProposeError::OutcomeUnknown) }));
-    assert_eq!(c.last(1), last, "nothing was appended");
-    // The same id as a first attempt (a copy delayed past its retry) is appended.
-    let first = MessageBody::Forward { id: 77, commands: cmds(0..1), retry: false };
-    c.inject(Message { from: 2, to: 1, term: c.core(1).term(), body: first });
-    c.deliver_all();
-    assert_eq!(c.last(1).index, last.index + 1);
-    assert_eq!(c.applied_commands(2), cmds(0..1));
+    let keys = [(TEST_CLIENT, 1), (TEST_CLIENT, 2)];
+    assert_eq!(c.applied_session_keys(1), [keys, keys].concat(), "both copies, with the same keys");
 }
 
 #[test]
 fn a_follower_retries_requests_only_while_it_knows_a_leader_other_than_itself() {
     let mut c = Cluster::new(3);
-    assert_eq!(c.forward_again(2, 5, cmds(0..1)), Err(ProposeError::NotLeader(None)));
+    assert_eq!(c.forward_again(2, 5, ops(0..1)), Err(ProposeError::NotLeader(None)));
     assert_eq!(c.read_index_again(2, 5), Err(ProposeError::NotLeader(None)));
     c.elect(1);
     c.deliver_all();
-    assert_eq!(c.forward_again(1, 5, cmds(0..1)), Err(ProposeError::NotLeader(Some(1))));
+    assert_eq!(c.forward_again(1, 5, ops(0..1)), Err(ProposeError::NotLeader(Some(1))));
     assert_eq!(c.read_index_again(1, 5), Err(ProposeError::NotLeader(Some(1))));
 }
 
@@ -122,13 +116,8 @@ fn forward_to_a_node_that_does_not_lead_is_refused_with_its_leader_hint() {
     let mut c = Cluster::new(3);
     c.elect(1);
     c.deliver_all();
-    assert_eq!(c.forward(1, cmds(0..1)), Err(ProposeError::NotLeader(Some(1))), "the leader proposes instead");
-    c.inject(Message {
-        from: 2,
-        to: 3,
-        term: 1,
-        body: MessageBody::Forward { id: 6, commands: cmds(0..1), retry: false },
-    });
+    assert_eq!(c.forward(1, ops(0..1)), Err(ProposeError::NotLeader(Some(1))), "the leader proposes instead");
+    c.inject(Message { from: 2, to: 3, term: 1, body: MessageBody::Forward { id: 6, requests: ops(0..1) } });
     c.deliver_all();
     assert_eq!(c.node(2).answers.len(), 1);
     assert!(matches!(c.node(2).answers[0], Action::Forwarded { id: 6, result: Err(ProposeError::NotLeader(Some(1))) }));
@@ -157,9 +146,9 @@ fn a_follower_keeps_at_most_max_forwards_in_flight_unanswered() {
     c.deliver_all();
     assert_eq!(config().max_forwards_in_flight, 2);
     assert!(c.core(2).may_forward(c.now));
-    c.forward(2, cmds(0..1)).unwrap();
+    c.forward(2, ops(0..1)).unwrap();
     assert!(c.core(2).may_forward(c.now), "one of two in flight");
-    c.forward(2, cmds(1..2)).unwrap();
+    c.forward(2, ops(1..2)).unwrap();
     assert!(!c.core(2).may_forward(c.now), "the window is full");
     assert!(c.core(1).may_forward(c.now), "a leader proposes itself: no window");
     // One answer frees one slot.
@@ -174,8 +163,8 @@ fn a_forward_unanswered_for_two_heartbeat_intervals_no_longer_counts_in_the_wind
     let mut c = Cluster::new(3);
     c.elect(1);
     c.deliver_all();
-    c.forward(2, cmds(0..1)).unwrap();
-    c.forward(2, cmds(1..2)).unwrap();
+    c.forward(2, ops(0..1)).unwrap();
+    c.forward(2, ops(1..2)).unwrap();
     let lost = c.take_where(|m| matches!(m.body, MessageBody::Forward { .. }));
     assert_eq!(lost.len(), 2, "both forwards are lost");
     c.advance(lost_after() - Duration::from_nanos(1));
@@ -185,11 +174,11 @@ fn a_forward_unanswered_for_two_heartbeat_intervals_no_longer_counts_in_the_wind
 }
 
 #[test]
-fn an_unanswered_forward_is_sent_again_after_two_heartbeat_intervals_and_appended_once() {
+fn an_unanswered_forward_is_sent_again_after_two_heartbeat_intervals_under_the_same_keys() {
     let mut c = Cluster::new(3);
     c.elect(1);
     c.deliver_all();
-    let request = c.forward(2, cmds(0..2)).unwrap();
+    let request = c.forward(2, ops(0..2)).unwrap();
     let sent_at = c.now;
     assert!(c.core(2).next_deadline() <= sent_at.add(lost_after()), "the core's timer covers the resend");
     c.deliver_one(|m| matches!(m.body, MessageBody::Forward { .. })).expect("the forward");
@@ -200,16 +189,19 @@ fn an_unanswered_forward_is_sent_again_after_two_heartbeat_intervals_and_appende
     c.advance(lost_after() - Duration::from_nanos(1));
     c.tick(2);
     assert!(c.queued(|m| matches!(m.body, MessageBody::Forward { .. })).is_empty());
-    // At the deadline the same request goes again, marked as a retry.
+    // At the deadline the same request goes again, with the same session keys.
     c.advance(Duration::from_nanos(1));
     c.tick(2);
-    let again = c.queued(|m| matches!(m.body, MessageBody::Forward { retry: true, .. }));
+    let again = c.queued(|m| matches!(m.body, MessageBody::Forward { .. }));
     assert_eq!(again.len(), 1);
-    assert!(matches!(again[0].body, MessageBody::Forward { id, .. } if id == request));
+    assert!(
+        matches!(&again[0].body, MessageBody::Forward { id, requests } if *id == request && *requests == ops(0..2))
+    );
     c.deliver_all();
     assert_eq!(c.node(2).answers.len(), 1, "answered once");
     assert!(matches!(c.node(2).answers[0], Action::Forwarded { id, result: Ok(_) } if id == request));
-    assert_eq!(c.applied_commands(1), cmds(0..2), "appended once");
+    let keys = [(TEST_CLIENT, 1), (TEST_CLIENT, 2)];
+    assert_eq!(c.applied_session_keys(1), [keys, keys].concat(), "appended twice, applied once by the session layer");
     assert_eq!(c.core(2).requests_in_flight(), 0);
     // Answered: never sent again.
     c.advance(lost_after() * 3);
@@ -239,7 +231,7 @@ fn requests_to_a_former_leader_are_settled_once_another_leader_is_known() {
     let mut c = Cluster::new(3);
     c.elect(1);
     c.deliver_all();
-    let forward = c.forward(2, cmds(0..1)).unwrap();
+    let forward = c.forward(2, ops(0..1)).unwrap();
     let read = c.read_index(2).unwrap();
     let lost = c.take_where(|m| matches!(m.body, MessageBody::Forward { .. } | MessageBody::ReadIndex { .. }));
     assert_eq!(lost.len(), 2);
@@ -263,8 +255,8 @@ fn an_abandoned_request_is_neither_counted_nor_sent_again() {
     let mut c = Cluster::new(3);
     c.elect(1);
     c.deliver_all();
-    let first = c.forward(2, cmds(0..1)).unwrap();
-    c.forward(2, cmds(1..2)).unwrap();
+    let first = c.forward(2, ops(0..1)).unwrap();
+    c.forward(2, ops(1..2)).unwrap();
     c.take_where(|m| matches!(m.body, MessageBody::Forward { .. }));
     assert!(!c.core(2).may_forward(c.now));
     c.node_mut(2).core.abandon_request(first);

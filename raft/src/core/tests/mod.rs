@@ -51,6 +51,22 @@ fn cmds(range: std::ops::Range<usize>) -> Vec<Bytes> {
     range.map(cmd).collect()
 }
 
+/// The session client of the commands the tests forward.
+const TEST_CLIENT: crate::session::ClientId = crate::session::IMPLICIT | 1;
+
+/// Commands `range` as session commands of [`TEST_CLIENT`], command `i` with sequence
+/// number `i + 1`: what a follower forwards.
+fn ops(range: std::ops::Range<usize>) -> Vec<crate::session::SessionOp> {
+    range
+        .map(|i| crate::session::SessionOp::Command {
+            client: TEST_CLIENT,
+            seq: i as u64 + 1,
+            acked: 0,
+            command: cmd(i),
+        })
+        .collect()
+}
+
 /// Entry 1 of every bootstrapped log: the initial configuration of nodes `1..=n`.
 fn bootstrap_entry(n: u64) -> Entry {
     Entry { term: 0, index: 1, payload: EntryPayload::Membership(Box::new(Membership::new(1..=n))) }
@@ -694,14 +710,19 @@ impl Cluster {
         r
     }
 
-    fn forward(&mut self, id: NodeId, commands: Vec<Bytes>) -> Result<u64, ProposeError> {
+    fn forward(&mut self, id: NodeId, commands: Vec<crate::session::SessionOp>) -> Result<u64, ProposeError> {
         let now = self.now;
         let r = self.node_mut(id).core.forward(now, commands);
         self.process(id);
         r
     }
 
-    fn forward_again(&mut self, id: NodeId, request: u64, commands: Vec<Bytes>) -> Result<(), ProposeError> {
+    fn forward_again(
+        &mut self,
+        id: NodeId,
+        request: u64,
+        commands: Vec<crate::session::SessionOp>,
+    ) -> Result<(), ProposeError> {
         let r = self.node_mut(id).core.forward_again(request, commands);
         self.process(id);
         r
@@ -714,11 +735,34 @@ impl Cluster {
     }
 
     /// The commands `id` has applied, in order.
+    /// The commands `id` applied, plain or in a session, every copy.
     fn applied_commands(&self, id: NodeId) -> Vec<Bytes> {
         let applied = &self.node(id).applied;
         applied
             .iter()
-            .filter_map(|e| if let EntryPayload::Command(b) = &e.payload { Some(b.clone()) } else { None })
+            .filter_map(|e| match &e.payload {
+                EntryPayload::Command(b) => Some(b.clone()),
+                EntryPayload::Session(s) => match &s.op {
+                    crate::session::SessionOp::Command { command, .. } => Some(command.clone()),
+                    crate::session::SessionOp::Open => None,
+                },
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// The (client, seq) of the session commands `id` applied, every copy, in order.
+    fn applied_session_keys(&self, id: NodeId) -> Vec<(crate::session::ClientId, u64)> {
+        let applied = &self.node(id).applied;
+        applied
+            .iter()
+            .filter_map(|e| match &e.payload {
+                EntryPayload::Session(s) => match s.op {
+                    crate::session::SessionOp::Command { client, seq, .. } => Some((client, seq)),
+                    crate::session::SessionOp::Open => None,
+                },
+                _ => None,
+            })
             .collect()
     }
 

@@ -196,6 +196,12 @@ impl Runtime for DriftRuntime {
     fn now(&self) -> Instant {
         self.clock.local(self.sim.now())
     }
+
+    /// The virtual clock (this runtime's view of it), so that session expiry in a
+    /// simulation is as deterministic as the rest of it.
+    fn wall_clock_ms(&self) -> u64 {
+        self.now().as_nanos() / 1_000_000
+    }
 }
 
 /// The future of [`DriftRuntime::sleep_until`]: completes once the node's clock reads its

@@ -55,6 +55,12 @@ impl Runtime for SimRuntime {
     fn now(&self) -> Instant {
         self.shared.lock().now
     }
+
+    /// The virtual clock (this runtime's view of it), so that session expiry in a
+    /// simulation is as deterministic as the rest of it.
+    fn wall_clock_ms(&self) -> u64 {
+        self.now().as_nanos() / 1_000_000
+    }
 }
 
 /// A handle to a simulated task. It resolves when the task completes, panics or is

@@ -1,0 +1,380 @@
+//! Client sessions: exactly-once application of commands that clients retry (thesis
+//! §6.3).
+//!
+//! A command may carry a **client id** and a **sequence number** ([`SessionOp::Command`]).
+//! The framework keeps, in the replicated state beside the user's state machine, a
+//! table of client sessions ([`SessionTable`]): per client, the responses of the
+//! commands it has not yet acknowledged. A command whose (client, seq) was applied
+//! before is answered with the recorded response and not applied again, wherever and
+//! however often it is retried: through another node, after a leader change, after a
+//! restart or a snapshot install.
+//!
+//! - **Acknowledgements.** Each command carries `acked`: the client has its answers for
+//!   every sequence number up to it. Their responses are dropped; a command at or below
+//!   it is not applied ([`ClientError::StaleRequest`](crate::ClientError::StaleRequest)).
+//! - **Two kinds of session.** A *registered* session is opened by a log entry
+//!   ([`SessionOp::Open`]); its id is that entry's index. A command for a registered id
+//!   the table does not hold (it expired, or was never opened) is refused with
+//!   [`ClientError::SessionExpired`](crate::ClientError::SessionExpired): the client
+//!   learns that its retries are no longer covered. An *implicit* session (an id with
+//!   the top bit set, [`IMPLICIT`]) is created by its first command: what a node uses
+//!   for the proposals it forwards, and what [`Raft::propose_once`] uses for an
+//!   idempotency key.
+//! - **Expiry.** The leader stamps each session entry with its wall clock and the
+//!   cluster's expiry settings ([`SessionEntry`]); the table's clock is the largest
+//!   stamp applied. A session idle for longer than the entry's timeout is dropped when
+//!   a later session entry is applied, and the least recently active ones are dropped
+//!   when there are more than the entry's limit. Every replica applies the same entries,
+//!   so every replica expires the same sessions at the same index.
+//! - **Memory.** A session costs about 100 bytes plus its unacknowledged responses
+//!   (each its encoded size plus about 40 bytes); a session keeps at most
+//!   [`MAX_RESPONSES_PER_SESSION`] (older ones count as acknowledged). The table is
+//!   bounded by `Config::max_sessions` sessions.
+//!
+//! [`Raft::propose_once`]: crate::Raft::propose_once
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+use bytes::Bytes;
+use serde::{Deserialize, Serialize};
+
+use crate::types::LogIndex;
+
+/// A client's identity in the session table. Registered sessions have the index of their
+/// [`SessionOp::Open`] entry; implicit ones have the [`IMPLICIT`] bit set.
+pub type ClientId = u64;
+
+/// The bit that marks an implicit session id (created by its first command).
+pub const IMPLICIT: ClientId = 1 << 63;
+
+/// Most unacknowledged responses one session keeps; beyond it the oldest is dropped as
+/// if acknowledged.
+pub const MAX_RESPONSES_PER_SESSION: usize = 1024;
+
+/// What a client asks of the session layer.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum SessionOp {
+    /// Open a registered session; its id is the index of this entry.
+    Open,
+    /// Apply `command` once for (`client`, `seq`).
+    Command {
+        /// The client's session.
+        client: ClientId,
+        /// The command's sequence number in the session (from 1).
+        seq: u64,
+        /// The client has the answers of every sequence number up to this one.
+        acked: u64,
+        /// The encoded command.
+        #[serde(deserialize_with = "crate::shared_bytes::bytes")]
+        command: Bytes,
+    },
+}
+
+impl SessionOp {
+    /// The command's bytes, if it carries one.
+    pub fn command_len(&self) -> usize {
+        match self {
+            SessionOp::Open => 0,
+            SessionOp::Command { command, .. } => command.len(),
+        }
+    }
+}
+
+/// A session operation as the log holds it: stamped by the leader that appended it with
+/// its wall clock and the cluster's expiry settings, so that every replica expires the
+/// same sessions at the same entry.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SessionEntry {
+    /// The appending leader's wall clock, in milliseconds since the Unix epoch (the
+    /// simulator's virtual clock there).
+    pub time_ms: u64,
+    /// Sessions idle for longer than this are dropped.
+    pub idle_timeout_ms: u64,
+    /// Most sessions the table holds; the least recently active go first.
+    pub max_sessions: u64,
+    /// The operation.
+    pub op: SessionOp,
+}
+
+/// The implicit session id for an idempotency key: a 64-bit FNV-1a hash of the key with
+/// the [`IMPLICIT`] bit set. Stable across builds and machines.
+pub fn client_for_key(key: &[u8]) -> ClientId {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for &b in key {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    h | IMPLICIT
+}
+
+/// One client's session.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+struct Session {
+    /// The log clock when the session was last used.
+    last_active_ms: u64,
+    /// Every sequence number up to this one is acknowledged (or was dropped).
+    floor: u64,
+    /// The encoded responses of the applied, unacknowledged commands.
+    responses: BTreeMap<u64, Bytes>,
+}
+
+/// What the table says of a session command about to be applied.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Check {
+    /// Not applied before: apply it and [`SessionTable::record`] the response.
+    Fresh,
+    /// Applied before: this is its encoded response.
+    Duplicate(Bytes),
+    /// At or below what the client acknowledged: applied before, response gone.
+    Stale,
+    /// A registered session the table does not hold.
+    Expired,
+}
+
+/// The replicated table of client sessions (see the module docs). Kept by the apply
+/// task, written into every snapshot.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub(crate) struct SessionTable {
+    /// The largest leader stamp applied.
+    clock_ms: u64,
+    sessions: HashMap<ClientId, Session>,
+    /// (last active, client), oldest first: the order of expiry.
+    by_activity: BTreeSet<(u64, ClientId)>,
+}
+
+/// The table as a snapshot holds it: sessions in id order.
+#[derive(Serialize, Deserialize)]
+struct Stored {
+    clock_ms: u64,
+    sessions: Vec<(ClientId, Session)>,
+}
+
+impl SessionTable {
+    /// How many sessions the table holds.
+    pub(crate) fn len(&self) -> usize {
+        self.sessions.len()
+    }
+
+    /// Advances the log clock to `e`'s stamp and drops the sessions `e`'s settings
+    /// expire, but not `keep` (the session just used).
+    fn advance(&mut self, e: &SessionEntry, keep: Option<ClientId>) {
+        self.clock_ms = self.clock_ms.max(e.time_ms);
+        let cutoff = self.clock_ms.saturating_sub(e.idle_timeout_ms);
+        while let Some(&(at, client)) = self.by_activity.first() {
+            if Some(client) == keep || (at >= cutoff && self.sessions.len() as u64 <= e.max_sessions) {
+                break;
+            }
+            self.by_activity.pop_first();
+            self.sessions.remove(&client);
+        }
+    }
+
+    /// Marks `client` active now, creating it if `create`.
+    fn touch(&mut self, client: ClientId, create: bool) -> Option<&mut Session> {
+        let now = self.clock_ms;
+        match self.sessions.get_mut(&client) {
+            Some(s) => {
+                if s.last_active_ms != now {
+                    self.by_activity.remove(&(s.last_active_ms, client));
+                    self.by_activity.insert((now, client));
+                    s.last_active_ms = now;
+                }
+            }
+            None if create => {
+                self.sessions.insert(client, Session { last_active_ms: now, ..Session::default() });
+                self.by_activity.insert((now, client));
+            }
+            None => return None,
+        }
+        self.sessions.get_mut(&client)
+    }
+
+    /// Applies an [`SessionOp::Open`] entry at `index`: session `index` exists from now.
+    pub(crate) fn open(&mut self, e: &SessionEntry, index: LogIndex) {
+        self.advance(e, None);
+        self.touch(index & !IMPLICIT, true);
+        self.advance(e, Some(index & !IMPLICIT));
+    }
+
+    /// What to do with the command (`client`, `seq`, `acked`) of entry `e`: the
+    /// acknowledgement is taken in either way.
+    pub(crate) fn check(&mut self, e: &SessionEntry, client: ClientId, seq: u64, acked: u64) -> Check {
+        self.advance(e, None);
+        let Some(s) = self.touch(client, client & IMPLICIT != 0) else { return Check::Expired };
+        let acked = acked.min(seq.saturating_sub(1));
+        if acked > s.floor {
+            s.floor = acked;
+            while s.responses.first_key_value().is_some_and(|(&k, _)| k <= acked) {
+                s.responses.pop_first();
+            }
+        }
+        let check = if seq <= s.floor {
+            Check::Stale
+        } else if let Some(r) = s.responses.get(&seq) {
+            Check::Duplicate(r.clone())
+        } else {
+            Check::Fresh
+        };
+        // A new session may take the place of the least recently active one.
+        self.advance(e, Some(client));
+        check
+    }
+
+    /// Records the response of (`client`, `seq`), applied after a [`Check::Fresh`].
+    pub(crate) fn record(&mut self, client: ClientId, seq: u64, response: Bytes) {
+        let Some(s) = self.sessions.get_mut(&client) else { return };
+        s.responses.insert(seq, response);
+        if s.responses.len() > MAX_RESPONSES_PER_SESSION {
+            if let Some((oldest, _)) = s.responses.pop_first() {
+                s.floor = s.floor.max(oldest);
+            }
+        }
+    }
+
+    /// The recorded response of (`client`, `seq`) for a proposer that registered after
+    /// its entry was applied: `Ok(Some)` when applied and kept, `Ok(None)` when not
+    /// applied (yet), `Err` with the reason it cannot be told.
+    pub(crate) fn response_of(&self, client: ClientId, seq: u64) -> Result<Option<Bytes>, Check> {
+        match self.sessions.get(&client) {
+            None if client & IMPLICIT != 0 => Ok(None),
+            None => Err(Check::Expired),
+            Some(s) if seq <= s.floor => Err(Check::Stale),
+            Some(s) => Ok(s.responses.get(&seq).cloned()),
+        }
+    }
+
+    /// The table encoded for a snapshot.
+    pub(crate) fn encode(&self) -> Vec<u8> {
+        let mut sessions: Vec<(ClientId, Session)> = self.sessions.iter().map(|(&c, s)| (c, s.clone())).collect();
+        sessions.sort_unstable_by_key(|(c, _)| *c);
+        postcard::to_allocvec(&Stored { clock_ms: self.clock_ms, sessions }).unwrap_or_default()
+    }
+
+    /// A table read from a snapshot.
+    pub(crate) fn decode(data: &[u8]) -> Result<Self, String> {
+        let stored: Stored =
+            postcard::from_bytes(data).map_err(|e| format!("the session table does not decode: {e}"))?;
+        let mut table = SessionTable { clock_ms: stored.clock_ms, ..SessionTable::default() };
+        for (client, s) in stored.sessions {
+            table.by_activity.insert((s.last_active_ms, client));
+            table.sessions.insert(client, s);
+        }
+        Ok(table)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(time_ms: u64, op: SessionOp) -> SessionEntry {
+        SessionEntry { time_ms, idle_timeout_ms: 1000, max_sessions: 3, op }
+    }
+
+    fn cmd(client: ClientId, seq: u64, acked: u64) -> SessionOp {
+        SessionOp::Command { client, seq, acked, command: Bytes::new() }
+    }
+
+    fn check(t: &mut SessionTable, time: u64, client: ClientId, seq: u64, acked: u64) -> Check {
+        let e = at(time, cmd(client, seq, acked));
+        t.check(&e, client, seq, acked)
+    }
+
+    const C: ClientId = IMPLICIT | 7;
+
+    #[test]
+    fn a_repeated_command_gets_the_recorded_response_and_is_not_applied_again() {
+        let mut t = SessionTable::default();
+        assert_eq!(check(&mut t, 1, C, 1, 0), Check::Fresh);
+        t.record(C, 1, Bytes::from_static(b"one"));
+        assert_eq!(check(&mut t, 2, C, 1, 0), Check::Duplicate(Bytes::from_static(b"one")));
+        assert_eq!(check(&mut t, 3, C, 2, 0), Check::Fresh);
+    }
+
+    #[test]
+    fn acknowledged_responses_are_dropped_and_their_commands_refused() {
+        let mut t = SessionTable::default();
+        for seq in 1..=3 {
+            assert_eq!(check(&mut t, 1, C, seq, 0), Check::Fresh);
+            t.record(C, seq, Bytes::from(vec![seq as u8]));
+        }
+        assert_eq!(check(&mut t, 2, C, 4, 2), Check::Fresh);
+        assert_eq!(t.response_of(C, 2), Err(Check::Stale));
+        assert_eq!(t.response_of(C, 3), Ok(Some(Bytes::from(vec![3]))));
+        assert_eq!(check(&mut t, 3, C, 1, 0), Check::Stale);
+        // An acknowledgement never covers the command that carries it.
+        assert_eq!(check(&mut t, 3, C, 5, 9), Check::Fresh);
+    }
+
+    #[test]
+    fn an_unknown_registered_session_is_expired_and_an_implicit_one_is_created() {
+        let mut t = SessionTable::default();
+        assert_eq!(check(&mut t, 1, 5, 1, 0), Check::Expired);
+        assert_eq!(t.len(), 0);
+        t.open(&at(1, SessionOp::Open), 5);
+        assert_eq!(check(&mut t, 1, 5, 1, 0), Check::Fresh);
+        assert_eq!(check(&mut t, 1, C, 1, 0), Check::Fresh);
+        assert_eq!(t.len(), 2);
+    }
+
+    #[test]
+    fn sessions_idle_past_the_timeout_expire_by_the_log_clock() {
+        let mut t = SessionTable::default();
+        t.open(&at(0, SessionOp::Open), 5);
+        assert_eq!(check(&mut t, 500, C, 1, 0), Check::Fresh);
+        // 1000 ms idle is not yet past the timeout.
+        assert_eq!(check(&mut t, 1000, C, 2, 0), Check::Fresh);
+        assert_eq!(t.response_of(5, 1), Ok(None));
+        assert_eq!(check(&mut t, 1001, C, 3, 0), Check::Fresh);
+        assert_eq!(t.response_of(5, 1), Err(Check::Expired));
+        // A stamp behind the clock (a new leader's slower clock) does not move it back.
+        assert_eq!(check(&mut t, 10, C, 4, 0), Check::Fresh);
+        assert_eq!(t.clock_ms, 1001);
+    }
+
+    #[test]
+    fn beyond_the_limit_the_least_recently_active_session_goes() {
+        let mut t = SessionTable::default();
+        for (time, c) in [(1, IMPLICIT | 1), (2, IMPLICIT | 2), (3, IMPLICIT | 3)] {
+            assert_eq!(check(&mut t, time, c, 1, 0), Check::Fresh);
+        }
+        assert_eq!(check(&mut t, 4, IMPLICIT | 1, 2, 0), Check::Fresh);
+        assert_eq!(check(&mut t, 5, IMPLICIT | 4, 1, 0), Check::Fresh);
+        assert_eq!(t.len(), 3);
+        assert!(!t.sessions.contains_key(&(IMPLICIT | 2)));
+        assert!(t.sessions.contains_key(&(IMPLICIT | 1)));
+    }
+
+    #[test]
+    fn a_session_keeps_a_bounded_number_of_responses() {
+        let mut t = SessionTable::default();
+        let n = MAX_RESPONSES_PER_SESSION as u64 + 10;
+        for seq in 1..=n {
+            check(&mut t, 1, C, seq, 0);
+            t.record(C, seq, Bytes::new());
+        }
+        assert_eq!(t.sessions[&C].responses.len(), MAX_RESPONSES_PER_SESSION);
+        assert_eq!(t.response_of(C, 10), Err(Check::Stale));
+        assert_eq!(t.response_of(C, 11), Ok(Some(Bytes::new())));
+    }
+
+    #[test]
+    fn the_table_survives_encoding_for_a_snapshot() {
+        let mut t = SessionTable::default();
+        t.open(&at(3, SessionOp::Open), 9);
+        check(&mut t, 4, C, 1, 0);
+        t.record(C, 1, Bytes::from_static(b"r"));
+        let back = SessionTable::decode(&t.encode()).unwrap();
+        assert_eq!(back, t);
+        assert!(SessionTable::decode(b"\xff\xff").is_err());
+    }
+
+    #[test]
+    fn keys_map_to_stable_implicit_ids() {
+        assert_eq!(client_for_key(b"a"), client_for_key(b"a"));
+        assert_ne!(client_for_key(b"a"), client_for_key(b"b"));
+        assert_ne!(client_for_key(b"") & IMPLICIT, 0);
+        // FNV-1a of "a" is 0xaf63dc4c8601ec8c.
+        assert_eq!(client_for_key(b"a"), 0xaf63_dc4c_8601_ec8c | IMPLICIT);
+    }
+}
