@@ -10,6 +10,7 @@ mod membership;
 mod observability;
 mod runtimes;
 mod scenarios;
+mod sessions;
 mod simulation;
 mod stalled_store;
 mod timers;

@@ -1,0 +1,204 @@
+//! Client sessions (`raft::session`, thesis §6.3) on a real three-node cluster: a
+//! command repeated under the same (client, seq) is applied once and answered with the
+//! first response, whichever node it goes through, across leader changes, restarts and
+//! snapshot installs; registered sessions refuse unknown ids and acknowledged numbers;
+//! idle sessions expire alike on every replica.
+#![cfg(all(feature = "testing", feature = "tokio"))]
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use raft::runtime::TokioRuntime;
+use raft::session::IMPLICIT;
+use raft::testing::helpers::{wait_for, wait_for_leader, Counter};
+use raft::testing::mem_network::MemNetwork;
+use raft::testing::mem_store::MemStore;
+use raft::{ClientError, Config, Raft, Runtime};
+
+/// Nodes 1..=3 of a counter cluster with `config`.
+struct Nodes {
+    rt: TokioRuntime,
+    net: MemNetwork<TokioRuntime>,
+    stores: Vec<MemStore>,
+    nodes: Vec<Option<Raft<Counter>>>,
+    config: Config,
+}
+
+impl Nodes {
+    async fn start(seed: u64, config: Config) -> Nodes {
+        let rt = TokioRuntime::new();
+        let net = MemNetwork::new(rt.clone(), seed);
+        let stores: Vec<MemStore> = (0..3).map(|_| MemStore::new()).collect();
+        let mut n = Nodes { rt, net, stores, nodes: vec![None, None, None], config };
+        for id in 1..=3 {
+            n.run(id, true).await;
+        }
+        n
+    }
+
+    /// Starts node `id` on its store: bootstrapped, or restarted from what it holds.
+    async fn run(&mut self, id: u64, bootstrap: bool) {
+        let (store, endpoint) = (self.stores[id as usize - 1].clone(), self.net.endpoint(id));
+        let (config, rt) = (self.config.clone(), self.rt.clone());
+        let raft = if bootstrap {
+            Raft::bootstrap(id, [1, 2, 3], config, rt, store, endpoint, Counter::default()).await
+        } else {
+            Raft::restart(id, config, rt, store, endpoint, Counter::default()).await
+        }
+        .expect("the node starts");
+        let handle = raft.clone();
+        self.net.register(id, Arc::new(move |m| handle.receive(m)));
+        self.nodes[id as usize - 1] = Some(raft);
+    }
+
+    /// Stops node `id` and cuts it off.
+    async fn stop(&mut self, id: u64) {
+        self.net.unregister(id);
+        if let Some(n) = self.nodes[id as usize - 1].take() {
+            n.shutdown_now().await;
+        }
+    }
+
+    fn node(&self, id: u64) -> Raft<Counter> {
+        self.nodes[id as usize - 1].clone().expect("the node runs")
+    }
+
+    async fn leader(&self) -> Raft<Counter> {
+        wait_for_leader(self.nodes.iter().flatten()).await
+    }
+
+    /// The running nodes other than `id`.
+    fn others(&self, id: u64) -> Vec<Raft<Counter>> {
+        self.nodes.iter().flatten().filter(|n| n.id() != id).cloned().collect()
+    }
+
+    async fn applied_everywhere(&self, value: u64) {
+        let nodes: Vec<_> = self.nodes.iter().flatten().cloned().collect();
+        wait_for(&self.rt, "every node to apply", || nodes.iter().all(|n| n.read_local_stale(|c| c.0) == value)).await;
+    }
+
+    async fn shutdown(self) {
+        for n in self.nodes.iter().flatten() {
+            n.shutdown_now().await;
+        }
+    }
+}
+
+const CLIENT: u64 = IMPLICIT | 42;
+
+#[tokio::test]
+async fn a_repeated_command_through_any_node_is_applied_once_and_gets_the_first_response() {
+    let n = Nodes::start(1, Config::default()).await;
+    let l = n.leader().await;
+    assert_eq!(l.propose_in_session(CLIENT, 1, 0, 5).await, Ok(5));
+    for node in n.nodes.iter().flatten() {
+        assert_eq!(node.propose_in_session(CLIENT, 1, 0, 5).await, Ok(5), "repeated through node {}", node.id());
+    }
+    // The next number is a new command.
+    assert_eq!(l.propose_in_session(CLIENT, 2, 1, 5).await, Ok(10));
+    n.applied_everywhere(10).await;
+    // An acknowledged number is refused, not applied again.
+    assert_eq!(l.propose_in_session(CLIENT, 1, 0, 5).await, Err(ClientError::StaleRequest { client: CLIENT, seq: 1 }));
+    assert_eq!(l.read(|c| c.0).await, Ok(10));
+    n.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_command_repeated_after_its_leader_died_is_applied_once() {
+    let mut n = Nodes::start(2, Config::default()).await;
+    let l = n.leader().await;
+    assert_eq!(l.propose_in_session(CLIENT, 1, 0, 7).await, Ok(7));
+    n.applied_everywhere(7).await;
+    n.stop(l.id()).await;
+    let l2 = wait_for_leader(n.others(l.id()).iter()).await;
+    assert_ne!(l2.id(), l.id());
+    for node in n.others(l.id()) {
+        assert_eq!(node.propose_in_session(CLIENT, 1, 0, 7).await, Ok(7), "repeated through node {}", node.id());
+    }
+    // The old leader comes back and the repeat through it is answered alike.
+    n.run(l.id(), false).await;
+    assert_eq!(n.node(l.id()).propose_in_session(CLIENT, 1, 0, 7).await, Ok(7));
+    n.applied_everywhere(7).await;
+    n.shutdown().await;
+}
+
+#[tokio::test]
+async fn the_session_table_survives_a_snapshot_install_and_a_restart_from_a_snapshot() {
+    let config = Config { snapshot_keep_entries: 0, ..Config::default() };
+    let mut n = Nodes::start(3, config).await;
+    let l = n.leader().await;
+    let behind = n.others(l.id())[0].id();
+    n.stop(behind).await;
+    assert_eq!(l.propose_in_session(CLIENT, 1, 0, 3).await, Ok(3));
+    for _ in 0..5 {
+        l.propose(1).await.expect("commits");
+    }
+    // A snapshot covers the whole log: the node that was away must install it.
+    l.trigger_snapshot().expect("the leader takes a snapshot");
+    let first = l.status().commit_index + 1;
+    l.wait_for("the log purged", Duration::from_secs(10), |s| s.first_log_index >= first)
+        .await
+        .expect("the log is purged");
+    n.run(behind, false).await;
+    let b = n.node(behind);
+    b.wait_for("the snapshot installed", Duration::from_secs(10), |s| {
+        s.snapshot_index > 0 && s.applied_index >= first - 1
+    })
+    .await
+    .expect("the node installs the snapshot");
+    assert_eq!(b.read_local_stale(|c| c.0), 8);
+    assert_eq!(b.propose_in_session(CLIENT, 1, 0, 3).await, Ok(3), "answered from the installed table");
+    // Every node restarts from its own snapshot (the leader's) or log, and still knows.
+    let me = l.id();
+    n.stop(me).await;
+    n.run(me, false).await;
+    assert_eq!(n.node(me).propose_in_session(CLIENT, 1, 0, 3).await, Ok(3), "answered after a restart");
+    n.applied_everywhere(8).await;
+    n.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_registered_session_refuses_unknown_ids_and_expires_alike_on_every_replica() {
+    let config = Config { session_idle_timeout: Duration::from_millis(300), ..Config::default() };
+    let n = Nodes::start(4, config).await;
+    let l = n.leader().await;
+    let session = l.open_session().await.expect("a session opens");
+    assert_eq!(session & IMPLICIT, 0, "a registered id");
+    assert_eq!(l.propose_in_session(session, 1, 0, 1).await, Ok(1));
+    assert_eq!(
+        l.propose_in_session(session + 1_000_000, 1, 0, 1).await,
+        Err(ClientError::SessionExpired { client: session + 1_000_000 })
+    );
+    // Through every node while it is fresh.
+    for (i, node) in n.nodes.iter().flatten().enumerate() {
+        assert_eq!(node.propose_in_session(session, 2 + i as u64, 1, 1).await, Ok(2 + i as u64));
+    }
+    // Idle past the timeout: the next session entry (another client's) expires it, and
+    // every replica refuses it from its own table.
+    n.rt.sleep(Duration::from_millis(400)).await;
+    assert_eq!(l.propose_in_session(CLIENT, 1, 0, 10).await, Ok(14));
+    n.applied_everywhere(14).await;
+    for node in n.nodes.iter().flatten() {
+        assert_eq!(
+            node.propose_in_session(session, 9, 4, 1).await,
+            Err(ClientError::SessionExpired { client: session }),
+            "node {}",
+            node.id()
+        );
+    }
+    assert_eq!(l.read(|c| c.0).await, Ok(14), "nothing of the expired session was applied");
+    n.shutdown().await;
+}
+
+#[tokio::test]
+async fn propose_once_applies_a_key_once() {
+    let n = Nodes::start(5, Config::default()).await;
+    let l = n.leader().await;
+    assert_eq!(l.propose_once(b"order-17", 4).await, Ok(4));
+    for node in n.nodes.iter().flatten() {
+        assert_eq!(node.propose_once(b"order-17", 4).await, Ok(4));
+    }
+    assert_eq!(l.propose_once(b"order-18", 4).await, Ok(8), "another key is another command");
+    n.applied_everywhere(8).await;
+    n.shutdown().await;
+}
