@@ -16,6 +16,8 @@ pub(super) struct Checker {
     pub(super) leaders: BTreeMap<Term, NodeId>,
     /// State machine safety: the operation applied at each index.
     applied: BTreeMap<LogIndex, u64>,
+    /// Exactly once: the index each operation was applied at.
+    applied_at: std::collections::HashMap<u64, LogIndex>,
     /// The committed log as first observed: index -> (entry, the observer's term). The
     /// entry was committed in that term or earlier, so every leader of a later term
     /// must hold it.
@@ -31,6 +33,7 @@ impl Checker {
             next_op: 1,
             leaders: BTreeMap::new(),
             applied: BTreeMap::new(),
+            applied_at: std::collections::HashMap::new(),
             committed: BTreeMap::new(),
             steps: 0,
             last_roles: BTreeMap::new(),
@@ -61,7 +64,9 @@ impl Checker {
             }
         }
         // State machine safety: every node applies the same operation at each index, in
-        // increasing index order, exactly once.
+        // increasing index order, exactly once. Exactly once per operation, too: a client
+        // retries an operation under the same session (client, seq), and the session
+        // layer must never pass it to the state machine at a second index.
         let mut nodes = lock(&state.nodes);
         for (&id, slot) in nodes.iter_mut() {
             let applied = lock(&slot.applied);
@@ -83,6 +88,14 @@ impl Checker {
                     None => {
                         self.applied.insert(index, op);
                     }
+                }
+                match self.applied_at.insert(op, index) {
+                    Some(first) if first != index => {
+                        return Err(format!(
+                        "exactly once: node {id} applied op {op} at index {index}, and it was applied at index {first}"
+                    ))
+                    }
+                    _ => {}
                 }
             }
             slot.applied_checked = applied.len();

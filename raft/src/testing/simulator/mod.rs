@@ -48,7 +48,7 @@ pub use cluster::SimCluster;
 pub use workload::{AppliedLog, KvCommand, SimKv};
 
 use nemesis::{nemesis_task, NemesisCounts};
-use workload::client_task;
+use workload::{client_task, ClientCounts, GIVE_UP_AFTER};
 
 /// Options of a simulated cluster and of a randomized run.
 #[derive(Clone, Debug)]
@@ -196,8 +196,14 @@ impl std::error::Error for SimFailure {}
 pub struct SimReport {
     /// Client operations that completed with a known result.
     pub ops_ok: usize,
-    /// Client operations whose outcome is unknown (timed out or the node crashed).
+    /// Client operations whose outcome stayed unknown: every attempt within the client's
+    /// patience timed out or met a stopped node.
     pub ops_unknown: usize,
+    /// Client operations with an attempt whose outcome was unclear, retried under the same
+    /// (client, seq).
+    pub ops_retried: usize,
+    /// Of the retried operations, those a later attempt answered.
+    pub ops_resolved: usize,
     /// Highest commit index reached.
     pub commit_index: LogIndex,
     /// Highest term reached.
@@ -226,6 +232,12 @@ pub struct SimReport {
 pub struct SweepReport {
     /// Client operations with a known result, over every passing seed.
     pub ops_ok: usize,
+    /// Client operations whose outcome stayed unknown, over every passing seed.
+    pub ops_unknown: usize,
+    /// Client operations retried after an unclear outcome, over every passing seed.
+    pub ops_retried: usize,
+    /// Of those, the ones a later attempt answered.
+    pub ops_resolved: usize,
     /// Crashes injected, over every passing seed.
     pub crashes: usize,
     /// Completed membership changes, over every passing seed.
@@ -258,6 +270,9 @@ pub fn sweep(seeds: std::ops::Range<u64>, mut run: impl FnMut(u64) -> Result<Sim
         match outcome {
             Ok(r) => {
                 report.ops_ok += r.ops_ok;
+                report.ops_unknown += r.ops_unknown;
+                report.ops_retried += r.ops_retried;
+                report.ops_resolved += r.ops_resolved;
                 report.crashes += r.crashes;
                 report.membership_changes += r.membership_changes;
                 report.transfers += r.transfers;
@@ -274,6 +289,24 @@ pub fn sweep(seeds: std::ops::Range<u64>, mut run: impl FnMut(u64) -> Result<Sim
     }
     report.seconds = started.elapsed().as_secs_f64();
     report
+}
+
+/// Starts the client tasks, each with its own random stream.
+fn spawn_clients(
+    cluster: &SimCluster,
+    seed: u64,
+    clients: usize,
+    history: &History,
+    stop: &Arc<AtomicBool>,
+    counts: &Arc<ClientCounts>,
+) {
+    for c in 0..clients {
+        let (state, history, stop) = (cluster.state.clone(), history.clone(), stop.clone());
+        let first_op = (c as u64 + 1) << 40;
+        let rng = fastrand::Rng::with_seed(seed ^ (0xc11e_0000 + c as u64));
+        let task = client_task(state, c as u64, first_op, rng, history, stop, counts.clone());
+        drop(cluster.state.sim.runtime().spawn(task));
+    }
 }
 
 /// Checks the clients' history for linearizability within `budget` steps per key. A
@@ -381,15 +414,9 @@ pub fn run_seed_with_stores(
     let history: History = Arc::default();
     let stop = Arc::new(AtomicBool::new(false));
     let counts = Arc::new(NemesisCounts::default());
+    let client_counts = Arc::new(ClientCounts::default());
 
-    for c in 0..clients {
-        let state = cluster.state.clone();
-        let history = history.clone();
-        let stop = stop.clone();
-        let first_op = (c as u64 + 1) << 40;
-        let rng = fastrand::Rng::with_seed(seed ^ (0xc11e_0000 + c as u64));
-        drop(cluster.state.sim.runtime().spawn(client_task(state, c as u64, first_op, rng, history, stop)));
-    }
+    spawn_clients(&cluster, seed, clients, &history, &stop, &client_counts);
     if faults {
         let state = cluster.state.clone();
         let stop = stop.clone();
@@ -441,8 +468,10 @@ pub fn run_seed_with_stores(
     if !caught_up {
         return Err(cluster.fail(format!("no progress: not every node applied index {target} after healing")));
     }
-    // Let clients finish their last operations.
-    cluster.run_for(Duration::from_millis(1500))?;
+    // Let clients finish their last operations: a client tries one for at most
+    // `GIVE_UP_AFTER`, and one still trying when the history is taken could have taken
+    // effect without being in it.
+    cluster.run_for(GIVE_UP_AFTER + Duration::from_millis(500))?;
     cluster.check_all()?;
 
     let history = std::mem::take(&mut *lock(&history));
@@ -452,6 +481,8 @@ pub fn run_seed_with_stores(
     let report = SimReport {
         ops_ok,
         ops_unknown,
+        ops_retried: client_counts.retried.load(Ordering::SeqCst),
+        ops_resolved: client_counts.resolved.load(Ordering::SeqCst),
         commit_index: cluster.max_commit(),
         max_term: cluster.checker.leaders.keys().next_back().copied().unwrap_or(0),
         steps: cluster.checker.steps,

@@ -1,9 +1,15 @@
 //! The workload: the simulated KV state machine [`SimKv`] and the client tasks that
 //! write and read it concurrently, recording a history for the linearizability check.
+//!
+//! Each client has its own client session ([`crate::session`]): an operation that goes
+//! through the log is request `seq` of it, and an attempt whose outcome is unclear (a
+//! timeout, the node stopped) is retried under the same (client, seq), through any node,
+//! so the operation is applied at most once (the checker fails a seed where an operation
+//! is applied twice) and its caller learns its real result.
 
 use std::collections::BTreeMap;
 use std::io::{self, Read, Write};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -98,6 +104,20 @@ impl StateMachine for SimKv {
     }
 }
 
+/// What the clients counted, for the run's report.
+#[derive(Debug, Default)]
+pub(super) struct ClientCounts {
+    /// Operations with an attempt whose outcome was unclear, retried under the same
+    /// (client, seq).
+    pub(super) retried: AtomicUsize,
+    /// Of those, the ones a later attempt answered.
+    pub(super) resolved: AtomicUsize,
+}
+
+/// How long a client keeps trying one operation.
+pub(super) const GIVE_UP_AFTER: Duration = Duration::from_secs(5);
+
+#[allow(clippy::too_many_arguments)]
 pub(super) async fn client_task(
     state: Arc<ClusterState>,
     client: u64,
@@ -105,33 +125,39 @@ pub(super) async fn client_task(
     mut rng: fastrand::Rng,
     history: History,
     stop: Arc<AtomicBool>,
+    counts: Arc<ClientCounts>,
 ) {
     let rt = state.sim.runtime();
-    let keys = ["x", "y", "z"];
+    let session = crate::session::IMPLICIT | (client + 1);
     let mut target: NodeId = any_node(&state, &mut rng);
     let mut seq = 0;
     let read_index_reads = client % 2 == 1;
     while !stop.load(Ordering::SeqCst) {
         seq += 1;
         op_id += 1;
-        let key = keys[rng.usize(..keys.len())].to_string();
-        let action = match rng.u8(..10) {
-            0..=3 => KvInput::Put { key, value: format!("c{client}-{seq}") },
-            4..=6 => KvInput::Get { key },
-            7 => KvInput::Delete { key },
-            _ => {
-                let expected = if rng.bool() { None } else { Some(format!("c{}-{}", rng.u64(0..4), rng.u64(1..=seq))) };
-                KvInput::Cas { key, expected, new: format!("c{client}-{seq}") }
-            }
-        };
+        let action = draw_action(&mut rng, client, seq);
         let call = rt.now();
-        let give_up = call.add(Duration::from_secs(2));
+        let give_up = call.add(GIVE_UP_AFTER);
+        // Whether an attempt's outcome was unclear: the operation may have taken effect.
+        let mut unclear = false;
+        let record = |ret: Option<Instant>, output: Option<KvOutput>| {
+            lock(&history).push(Operation {
+                client,
+                input: action.clone(),
+                call: call.as_nanos(),
+                ret: ret.map(Instant::as_nanos),
+                output,
+            });
+        };
         loop {
             let raft = lock(&state.nodes).get(&target).and_then(|s| s.raft.clone());
             let Some(raft) = raft else {
                 target = any_node(&state, &mut rng);
                 rt.sleep_until(rt.now().add(Duration::from_millis(5))).await;
                 if rt.now() >= give_up {
+                    if unclear {
+                        record(None, None);
+                    }
                     break;
                 }
                 continue;
@@ -139,32 +165,18 @@ pub(super) async fn client_task(
             // Reads go half through the log and half through ReadIndex; either way, and
             // for writes, the target may be any node: followers forward or ask the leader.
             let timeout = rt.sleep_until(rt.now().add(Duration::from_secs(1)));
-            let request: futures::future::BoxFuture<'static, Result<KvOutput, ClientError>> = match &action {
-                KvInput::Get { key } if read_index_reads => {
-                    let key = key.clone();
-                    Box::pin(async move { raft.read(move |kv| KvOutput::Value(kv.get(&key).cloned())).await })
-                }
-                _ => {
-                    let cmd = KvCommand { op: op_id, action: action.clone() };
-                    Box::pin(async move { raft.propose(cmd).await })
-                }
-            };
+            let request = if read_index_reads { Request::ReadIndex } else { Request::Log };
+            let request = request.start(raft, &action, KvSession { client: session, seq, op: op_id });
             let outcome = match future::select(request, Box::pin(timeout)).await {
                 Either::Left((r, _)) => Some(r),
                 Either::Right(_) => None,
             };
-            let record = |ret: Option<Instant>, output: Option<KvOutput>| {
-                lock(&history).push(Operation {
-                    client,
-                    input: action.clone(),
-                    call: call.as_nanos(),
-                    ret: ret.map(Instant::as_nanos),
-                    output,
-                });
-            };
             match outcome {
                 Some(Ok(out)) => {
                     record(Some(rt.now()), Some(out));
+                    if unclear {
+                        counts.resolved.fetch_add(1, Ordering::SeqCst);
+                    }
                     break;
                 }
                 // Refused or discarded: it never took effect; try again, on any node.
@@ -175,17 +187,77 @@ pub(super) async fn client_task(
                 Some(Err(ClientError::Dropped)) | Some(Err(ClientError::Overloaded)) => {
                     rt.sleep_until(rt.now().add(Duration::from_millis(5))).await;
                 }
-                // The node stopped or we timed out: the outcome is unknown.
+                // The node stopped or we timed out: the outcome is unclear. Try again
+                // under the same (client, seq), on any node: it is applied at most once.
                 Some(Err(_)) | None => {
-                    record(None, None);
-                    break;
+                    if !unclear {
+                        counts.retried.fetch_add(1, Ordering::SeqCst);
+                    }
+                    unclear = true;
+                    target = any_node(&state, &mut rng);
+                    rt.sleep_until(rt.now().add(Duration::from_millis(10))).await;
                 }
             }
             if rt.now() >= give_up {
+                if unclear {
+                    record(None, None);
+                }
                 break;
             }
         }
         rt.sleep_until(rt.now().add(Duration::from_micros(rng.u64(0..3000)))).await;
+    }
+}
+
+/// How a client operation goes to the cluster.
+enum Request {
+    /// Through the log: a session command.
+    Log,
+    /// Gets by ReadIndex, the rest through the log.
+    ReadIndex,
+}
+
+/// An operation's place in its client's session.
+struct KvSession {
+    client: crate::session::ClientId,
+    seq: u64,
+    op: u64,
+}
+
+impl Request {
+    fn start(
+        self,
+        raft: crate::Raft<SimKv>,
+        action: &KvInput,
+        s: KvSession,
+    ) -> futures::future::BoxFuture<'static, Result<KvOutput, ClientError>> {
+        match (self, action) {
+            (Request::ReadIndex, KvInput::Get { key }) => {
+                let key = key.clone();
+                Box::pin(async move { raft.read(move |kv| KvOutput::Value(kv.get(&key).cloned())).await })
+            }
+            _ => {
+                let cmd = KvCommand { op: s.op, action: action.clone() };
+                // Every earlier operation of this client has ended: acknowledged.
+                Box::pin(async move { raft.propose_in_session(s.client, s.seq, s.seq - 1, cmd).await })
+            }
+        }
+    }
+}
+
+/// Client `client`'s operation number `seq`: a put, get, delete or compare-and-set of
+/// one of three keys.
+fn draw_action(rng: &mut fastrand::Rng, client: u64, seq: u64) -> KvInput {
+    let keys = ["x", "y", "z"];
+    let key = keys[rng.usize(..keys.len())].to_string();
+    match rng.u8(..10) {
+        0..=3 => KvInput::Put { key, value: format!("c{client}-{seq}") },
+        4..=6 => KvInput::Get { key },
+        7 => KvInput::Delete { key },
+        _ => {
+            let expected = if rng.bool() { None } else { Some(format!("c{}-{}", rng.u64(0..4), rng.u64(1..=seq))) };
+            KvInput::Cas { key, expected, new: format!("c{client}-{seq}") }
+        }
     }
 }
 
