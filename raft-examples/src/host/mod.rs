@@ -114,6 +114,17 @@ impl<SM: StateMachine> AppNode<SM> {
         Ok(self.raft.propose(command).await?)
     }
 
+    /// Proposes `command` at most once for `key` (from [`crate::http::idempotency_key`]):
+    /// a repeat with the same key, through any node, gets the first answer without
+    /// applying the command again ([`Raft::propose_once`]). Without a key, as
+    /// [`AppNode::propose`].
+    pub async fn propose_keyed(&self, key: Option<&[u8]>, command: SM::Command) -> Result<SM::Response, ApiError> {
+        match key {
+            Some(key) => Ok(self.raft.propose_once(key, command).await?),
+            None => self.propose(command).await,
+        }
+    }
+
     /// Runs `f` on the state machine once it reflects every write acknowledged before
     /// the call (a linearizable read by ReadIndex, on any node), within the Raft
     /// handle's request timeout.

@@ -84,6 +84,10 @@ impl From<raft::ClientError> for ApiError {
     fn from(e: raft::ClientError) -> Self {
         match e {
             raft::ClientError::Encode(_) => ApiError::Internal(e.to_string()),
+            // A client session that expired, or a request it acknowledged already.
+            raft::ClientError::SessionExpired { .. } | raft::ClientError::StaleRequest { .. } => {
+                ApiError::Conflict(e.to_string())
+            }
             // Not the leader and no forwarding possible, no leader, a timeout, a proposal
             // lost to a leadership change, back-pressure, a stopping or failed node: the
             // request may succeed later or elsewhere.

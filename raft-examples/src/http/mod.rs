@@ -80,6 +80,39 @@ pub fn query_flag(query: Option<&str>, name: &str) -> bool {
     })
 }
 
+/// The longest `Idempotency-Key` accepted.
+pub const MAX_IDEMPOTENCY_KEY_LEN: usize = 255;
+
+/// The request's `Idempotency-Key` header (the name of the IETF draft
+/// "The Idempotency-Key HTTP Header Field"), scoped to the request's method and path, as
+/// the key [`raft::Raft::propose_once`] takes: a write repeated with the same key on the
+/// same resource is applied once and gets the first answer. `None` without the header;
+/// a 400 for an empty, over-long or non-visible-ASCII value, or for the header given
+/// twice.
+pub fn idempotency_key(request: &hyper::Request<bytes::Bytes>) -> Result<Option<Vec<u8>>, ApiError> {
+    let mut values = request.headers().get_all("idempotency-key").iter();
+    let Some(value) = values.next() else { return Ok(None) };
+    if values.next().is_some() {
+        return Err(ApiError::BadRequest("more than one Idempotency-Key header".into()));
+    }
+    let raw = value.as_bytes();
+    // The draft's value is a structured-field string: quoted; a bare token is taken too.
+    let key = raw.strip_prefix(b"\"").and_then(|k| k.strip_suffix(b"\"")).unwrap_or(raw);
+    if key.is_empty() || key.len() > MAX_IDEMPOTENCY_KEY_LEN || !key.iter().all(|b| b.is_ascii_graphic() || *b == b' ')
+    {
+        return Err(ApiError::BadRequest(format!(
+            "the Idempotency-Key must be 1 to {MAX_IDEMPOTENCY_KEY_LEN} visible ASCII characters"
+        )));
+    }
+    let mut scoped = Vec::with_capacity(key.len() + request.uri().path().len() + 8);
+    scoped.extend_from_slice(request.method().as_str().as_bytes());
+    scoped.push(b' ');
+    scoped.extend_from_slice(request.uri().path().as_bytes());
+    scoped.push(b' ');
+    scoped.extend_from_slice(key);
+    Ok(Some(scoped))
+}
+
 /// Percent-decodes one path segment (or the rest of a path) into a string; invalid
 /// UTF-8 after decoding is a 400.
 pub fn decode_path(raw: &str) -> Result<String, ApiError> {
@@ -254,6 +287,28 @@ mod tests {
     use raft_net_tcp::TcpRuntime;
 
     use super::*;
+
+    #[test]
+    fn idempotency_keys_are_scoped_to_the_resource_and_checked() {
+        let req = |method: &str, path: &str, keys: &[&str]| {
+            let mut b = hyper::Request::builder().method(method).uri(path);
+            for k in keys {
+                b = b.header("Idempotency-Key", *k);
+            }
+            b.body(bytes::Bytes::new()).unwrap()
+        };
+        assert_eq!(idempotency_key(&req("PUT", "/kv/a", &[])).unwrap(), None);
+        let a = idempotency_key(&req("PUT", "/kv/a", &["\"k-1\""])).unwrap().unwrap();
+        assert_eq!(a, b"PUT /kv/a k-1");
+        assert_eq!(idempotency_key(&req("PUT", "/kv/a", &["k-1"])).unwrap(), Some(a.clone()), "quoted or bare");
+        assert_ne!(idempotency_key(&req("DELETE", "/kv/a", &["k-1"])).unwrap(), Some(a.clone()));
+        assert_ne!(idempotency_key(&req("PUT", "/kv/b", &["k-1"])).unwrap(), Some(a));
+        for bad in [&["\"\""][..], &[""], &["a", "b"], &["\u{7f}"]] {
+            assert!(matches!(idempotency_key(&req("PUT", "/kv/a", bad)), Err(ApiError::BadRequest(_))), "{bad:?}");
+        }
+        let long = "x".repeat(MAX_IDEMPOTENCY_KEY_LEN + 1);
+        assert!(idempotency_key(&req("PUT", "/kv/a", &[long.as_str()])).is_err());
+    }
 
     #[test]
     fn query_flags() {

@@ -4,6 +4,7 @@
 mod cluster_launcher;
 mod counter_cluster;
 mod dns_cluster;
+mod idempotency;
 mod kv_bad_input;
 mod kv_cluster;
 mod kv_linearizability;

@@ -5,6 +5,10 @@
 //! |---|---|
 //! | `POST /incr`, optional body: an integer delta (default 1) | 200 `{"value": N}` once applied |
 //! | `GET /value` | 200 `{"value": N}`, linearizable (`?stale`: this replica) |
+//!
+//! `POST /incr` may carry an `Idempotency-Key` header: an increment repeated with the
+//! same key, through any node, even after a leader change or a restart, is applied once
+//! and answered with the first answer (the value right after it was applied).
 
 pub mod state;
 
@@ -50,7 +54,8 @@ impl App for CounterApp {
         let method = request.method();
         match path {
             "/incr" if method == Method::POST => {
-                let value = node.propose(parse_delta(request.body())?).await?;
+                let once = http::idempotency_key(&request)?;
+                let value = node.propose_keyed(once.as_deref(), parse_delta(request.body())?).await?;
                 Ok(http::json_ok(&serde_json::json!({ "value": value })))
             }
             "/incr" => Err(http::method_not_allowed(method, path, "POST")),

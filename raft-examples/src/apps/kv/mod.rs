@@ -8,6 +8,12 @@
 //! | `DELETE /kv/{key}` | 200 `{"ok":true,"index":N,"existed":bool}` |
 //! | `POST /kv/{key}/cas`, body `{"expected": "old" or null, "new": "new"}` | 200 `{"ok":true,"index":N}`, or 409 `{"ok":false,"current": value or null}` |
 //!
+//! Writes (`PUT`, `DELETE`, `POST .../cas`) may carry an `Idempotency-Key` header: a
+//! write repeated with the same key on the same resource, through any node, even after
+//! a leader change or a restart, is applied once and answered with the first answer
+//! (for as long as the cluster remembers the key: `Config::session_idle_timeout` after
+//! its last use). A repeat with a different body still gets the first answer.
+//!
 //! Keys are percent-decoded from the path and must be valid UTF-8, non-empty and at most
 //! [`MAX_KEY_LEN`] bytes (400 otherwise). Values are bytes, at most the maximum value
 //! size (413 otherwise). Errors are JSON `{"error": "..."}`.
@@ -92,7 +98,13 @@ impl KvApp {
         }
     }
 
-    async fn cas(&self, node: &AppNode<KvStore>, key: String, body: &[u8]) -> Result<HttpResponse, ApiError> {
+    async fn cas(
+        &self,
+        node: &AppNode<KvStore>,
+        key: String,
+        body: &[u8],
+        once: Option<&[u8]>,
+    ) -> Result<HttpResponse, ApiError> {
         let body: CasBody = serde_json::from_slice(body).map_err(|e| {
             ApiError::BadRequest(format!("expected {{\"expected\": string or null, \"new\": string}}: {e}"))
         })?;
@@ -101,7 +113,7 @@ impl KvApp {
             self.check_size("expected value", e.len())?;
         }
         let cmd = KvCommand::Cas { key, expected: body.expected.map(Bytes::from), new: Bytes::from(body.new) };
-        match node.propose(cmd).await? {
+        match node.propose_keyed(once, cmd).await? {
             KvResponse::Cas { index, result: Ok(()) } => Ok(http::json_ok(&Written { index, ok: true })),
             KvResponse::Cas { result: Err(current), .. } => {
                 let current = current.map(|v| String::from_utf8_lossy(&v).into_owned());
@@ -136,9 +148,11 @@ impl App for KvApp {
     ) -> Result<HttpResponse, ApiError> {
         let path = request.uri().path();
         let method = request.method();
+        let once = if *method == Method::GET { None } else { http::idempotency_key(&request)? };
+        let once = once.as_deref();
         match route(method, path) {
             None => Err(http::not_found(path)),
-            Some(KvRoute::Cas(raw)) => self.cas(node, key(raw)?, request.body()).await,
+            Some(KvRoute::Cas(raw)) => self.cas(node, key(raw)?, request.body(), once).await,
             Some(KvRoute::Key(raw)) => {
                 if ![Method::GET, Method::PUT, Method::DELETE].contains(method) {
                     return Err(http::method_not_allowed(
@@ -160,12 +174,12 @@ impl App for KvApp {
                 if *method == Method::PUT {
                     let value = request.into_body();
                     self.check_size("value", value.len())?;
-                    return match node.propose(KvCommand::Put { key, value }).await? {
+                    return match node.propose_keyed(once, KvCommand::Put { key, value }).await? {
                         KvResponse::Put { index } => Ok(http::json_ok(&Written { index, ok: true })),
                         other => Err(ApiError::Internal(format!("unexpected answer to a put: {other:?}"))),
                     };
                 }
-                match node.propose(KvCommand::Delete { key }).await? {
+                match node.propose_keyed(once, KvCommand::Delete { key }).await? {
                     KvResponse::Delete { index, existed } => Ok(http::json_ok(&Deleted { existed, index, ok: true })),
                     other => Err(ApiError::Internal(format!("unexpected answer to a delete: {other:?}"))),
                 }
