@@ -14,7 +14,10 @@ use crate::types::LogIndex;
 ///   index over the life of the state machine value, on every node. It must be
 ///   deterministic: the same commands in the same order give the same state and
 ///   responses everywhere. Entries without a command (a new leader's blank entry, a
-///   membership change) are not passed to it, so consecutive calls may skip indexes.
+///   membership change, a session opened) are not passed to it, so consecutive calls
+///   may skip indexes; nor is a client-session command whose (client, seq) was applied
+///   before ([`crate::session`]): its proposer gets the response recorded then, which
+///   is why `Response` is serializable.
 /// - A committed command that no longer decodes as `Command` (a format change without a
 ///   migration) is skipped on every node alike and logged; its proposer gets an error.
 /// - `apply` runs on the driver's apply task, never on the protocol loop, so a slow
