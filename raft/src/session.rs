@@ -3,7 +3,7 @@
 //!
 //! A command may carry a **client id** and a **sequence number** ([`SessionOp::Command`]).
 //! The framework keeps, in the replicated state beside the user's state machine, a
-//! table of client sessions ([`SessionTable`]): per client, the responses of the
+//! table of client sessions (the session table): per client, the responses of the
 //! commands it has not yet acknowledged. A command whose (client, seq) was applied
 //! before is answered with the recorded response and not applied again, wherever and
 //! however often it is retried: through another node, after a leader change, after a
