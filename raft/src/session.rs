@@ -26,16 +26,18 @@
 //!   a later session entry is applied, and the least recently active ones are dropped
 //!   when there are more than the entry's limit. Every replica applies the same entries,
 //!   so every replica expires the same sessions at the same index.
-//! - **Memory.** A session takes a 48-byte slot in a hash table (up to twice that with
+//! - **Memory.** A session takes a 56-byte slot in a hash table (up to twice that with
 //!   the table's spare capacity) and about 25 bytes in the expiry order, plus for each
-//!   unacknowledged response 40 bytes and the response's encoded bytes (one allocation):
-//!   some 150 to 200 bytes for a session holding one small response. A session keeps at
+//!   unacknowledged response 40 bytes, which hold its encoding when it is up to 23
+//!   bytes (longer ones take an allocation of their own): some 140 to 200 bytes for a
+//!   session holding one small response. A session keeps at
 //!   most [`MAX_RESPONSES_PER_SESSION`] (older ones count as acknowledged); the table
 //!   holds at most `Config::max_sessions` sessions.
 //!
 //! [`Raft::propose_once`]: crate::Raft::propose_once
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::hash::{BuildHasher, Hasher};
 
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
@@ -117,13 +119,73 @@ struct Session {
     /// Every sequence number up to this one is acknowledged (or was dropped).
     floor: u64,
     /// The encoded responses of the applied, unacknowledged commands, by sequence
-    /// number (a short vector: a client has few commands in flight).
-    responses: Vec<(u64, Bytes)>,
+    /// number (a short queue: a client has few commands in flight, and they come and go
+    /// in order).
+    responses: VecDeque<(u64, Recorded)>,
+}
+
+/// How many bytes of an encoded response are kept inline, without an allocation.
+const INLINE: usize = 23;
+
+/// An encoded response as the table keeps it: inline when it is short (the usual case:
+/// a few varints), so that recording one costs no allocation; else in shared bytes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum Recorded {
+    /// Up to [`INLINE`] bytes.
+    Inline { len: u8, data: [u8; INLINE] },
+    /// A longer response.
+    Heap(Bytes),
+}
+
+impl Recorded {
+    /// `value` encoded with postcard.
+    pub(crate) fn encode<T: Serialize>(value: &T) -> Result<Recorded, postcard::Error> {
+        let mut data = [0u8; INLINE];
+        match postcard::to_slice(value, &mut data) {
+            Ok(used) => {
+                let len = used.len() as u8;
+                Ok(Recorded::Inline { len, data })
+            }
+            Err(postcard::Error::SerializeBufferFull) => Ok(Recorded::Heap(postcard::to_allocvec(value)?.into())),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// The encoded bytes.
+    pub(crate) fn as_slice(&self) -> &[u8] {
+        match self {
+            Recorded::Inline { len, data } => &data[..usize::from(*len).min(INLINE)],
+            Recorded::Heap(b) => b,
+        }
+    }
+
+    fn from_slice(b: &[u8]) -> Recorded {
+        if b.len() <= INLINE {
+            let mut data = [0u8; INLINE];
+            data[..b.len()].copy_from_slice(b);
+            Recorded::Inline { len: b.len() as u8, data }
+        } else {
+            Recorded::Heap(Bytes::copy_from_slice(b))
+        }
+    }
+}
+
+impl Serialize for Recorded {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_bytes(self.as_slice())
+    }
+}
+
+impl<'de> Deserialize<'de> for Recorded {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let b = Bytes::deserialize(d)?;
+        Ok(Recorded::from_slice(&b))
+    }
 }
 
 impl Session {
     /// The recorded response of `seq`.
-    fn response(&self, seq: u64) -> Option<&Bytes> {
+    fn response(&self, seq: u64) -> Option<&Recorded> {
         self.responses.binary_search_by_key(&seq, |(k, _)| *k).ok().map(|at| &self.responses[at].1)
     }
 }
@@ -134,7 +196,7 @@ pub(crate) enum Check {
     /// Not applied before: apply it and [`SessionTable::record`] the response.
     Fresh,
     /// Applied before: this is its encoded response.
-    Duplicate(Bytes),
+    Duplicate(Recorded),
     /// At or below what the client acknowledged: applied before, response gone.
     Stale,
     /// A registered session the table does not hold.
@@ -147,9 +209,56 @@ pub(crate) enum Check {
 pub(crate) struct SessionTable {
     /// The largest leader stamp applied.
     clock_ms: u64,
-    sessions: HashMap<ClientId, Session>,
+    sessions: HashMap<ClientId, Session, IdHash>,
     /// (last active, client), oldest first: the order of expiry.
     by_activity: BTreeSet<(u64, ClientId)>,
+}
+
+/// Hashes session ids for the table. Ids are random, hashed keys or log indexes, so a
+/// keyed multiply-and-mix is enough and much cheaper than SipHash on the apply path; the
+/// key is drawn per table, so that ids chosen to collide under one key do not under
+/// another. The table's order is never replicated (snapshots sort by id, expiry follows
+/// `by_activity`), so the key need not be the same on every node.
+#[derive(Clone, Debug)]
+struct IdHash(u64);
+
+impl Default for IdHash {
+    fn default() -> Self {
+        IdHash(fastrand::u64(..) | 1)
+    }
+}
+
+impl BuildHasher for IdHash {
+    type Hasher = IdHasher;
+    fn build_hasher(&self) -> IdHasher {
+        IdHasher { key: self.0, h: 0 }
+    }
+}
+
+/// The hasher of [`IdHash`].
+struct IdHasher {
+    key: u64,
+    h: u64,
+}
+
+impl Hasher for IdHasher {
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.write_u64(u64::from(b));
+        }
+    }
+
+    fn write_u64(&mut self, x: u64) {
+        // splitmix64's finaliser over the keyed value.
+        let mut z = (self.h ^ x ^ self.key).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        self.h = z ^ (z >> 31);
+    }
+
+    fn finish(&self) -> u64 {
+        self.h
+    }
 }
 
 /// The table as a snapshot holds it: sessions in id order.
@@ -182,21 +291,23 @@ impl SessionTable {
     /// Marks `client` active now, creating it if `create`.
     fn touch(&mut self, client: ClientId, create: bool) -> Option<&mut Session> {
         let now = self.clock_ms;
-        match self.sessions.get_mut(&client) {
-            Some(s) => {
+        let by_activity = &mut self.by_activity;
+        match self.sessions.entry(client) {
+            std::collections::hash_map::Entry::Occupied(o) => {
+                let s = o.into_mut();
                 if s.last_active_ms != now {
-                    self.by_activity.remove(&(s.last_active_ms, client));
-                    self.by_activity.insert((now, client));
+                    by_activity.remove(&(s.last_active_ms, client));
+                    by_activity.insert((now, client));
                     s.last_active_ms = now;
                 }
+                Some(s)
             }
-            None if create => {
-                self.sessions.insert(client, Session { last_active_ms: now, ..Session::default() });
-                self.by_activity.insert((now, client));
+            std::collections::hash_map::Entry::Vacant(v) if create => {
+                by_activity.insert((now, client));
+                Some(v.insert(Session { last_active_ms: now, ..Session::default() }))
             }
-            None => return None,
+            std::collections::hash_map::Entry::Vacant(_) => None,
         }
-        self.sessions.get_mut(&client)
     }
 
     /// Applies an [`SessionOp::Open`] entry at `index`: session `index` exists from now.
@@ -214,11 +325,15 @@ impl SessionTable {
         let acked = acked.min(seq.saturating_sub(1));
         if acked > s.floor {
             s.floor = acked;
-            let gone = s.responses.partition_point(|(k, _)| *k <= acked);
-            s.responses.drain(..gone);
+            while s.responses.front().is_some_and(|(k, _)| *k <= acked) {
+                s.responses.pop_front();
+            }
         }
         let check = if seq <= s.floor {
             Check::Stale
+        } else if s.responses.back().is_none_or(|(k, _)| *k < seq) {
+            // Newer than anything recorded: the usual case, without a search.
+            Check::Fresh
         } else if let Some(r) = s.response(seq) {
             Check::Duplicate(r.clone())
         } else {
@@ -230,22 +345,27 @@ impl SessionTable {
     }
 
     /// Records the response of (`client`, `seq`), applied after a [`Check::Fresh`].
-    pub(crate) fn record(&mut self, client: ClientId, seq: u64, response: Bytes) {
+    pub(crate) fn record(&mut self, client: ClientId, seq: u64, response: Recorded) {
         let Some(s) = self.sessions.get_mut(&client) else { return };
-        match s.responses.binary_search_by_key(&seq, |(k, _)| *k) {
-            Ok(at) => s.responses[at].1 = response,
-            Err(at) => s.responses.insert(at, (seq, response)),
+        if s.responses.back().is_none_or(|(k, _)| *k < seq) {
+            s.responses.push_back((seq, response));
+        } else {
+            match s.responses.binary_search_by_key(&seq, |(k, _)| *k) {
+                Ok(at) => s.responses[at].1 = response,
+                Err(at) => s.responses.insert(at, (seq, response)),
+            }
         }
         if s.responses.len() > MAX_RESPONSES_PER_SESSION {
-            let (oldest, _) = s.responses.remove(0);
-            s.floor = s.floor.max(oldest);
+            if let Some((oldest, _)) = s.responses.pop_front() {
+                s.floor = s.floor.max(oldest);
+            }
         }
     }
 
     /// The recorded response of (`client`, `seq`) for a proposer that registered after
     /// its entry was applied: `Ok(Some)` when applied and kept, `Ok(None)` when not
     /// applied (yet), `Err` with the reason it cannot be told.
-    pub(crate) fn response_of(&self, client: ClientId, seq: u64) -> Result<Option<Bytes>, Check> {
+    pub(crate) fn response_of(&self, client: ClientId, seq: u64) -> Result<Option<Recorded>, Check> {
         match self.sessions.get(&client) {
             None if client & IMPLICIT != 0 => Ok(None),
             None => Err(Check::Expired),
@@ -293,12 +413,16 @@ mod tests {
 
     const C: ClientId = IMPLICIT | 7;
 
+    fn r(b: &[u8]) -> Recorded {
+        Recorded::from_slice(b)
+    }
+
     #[test]
     fn a_repeated_command_gets_the_recorded_response_and_is_not_applied_again() {
         let mut t = SessionTable::default();
         assert_eq!(check(&mut t, 1, C, 1, 0), Check::Fresh);
-        t.record(C, 1, Bytes::from_static(b"one"));
-        assert_eq!(check(&mut t, 2, C, 1, 0), Check::Duplicate(Bytes::from_static(b"one")));
+        t.record(C, 1, r(b"one"));
+        assert_eq!(check(&mut t, 2, C, 1, 0), Check::Duplicate(r(b"one")));
         assert_eq!(check(&mut t, 3, C, 2, 0), Check::Fresh);
     }
 
@@ -307,11 +431,11 @@ mod tests {
         let mut t = SessionTable::default();
         for seq in 1..=3 {
             assert_eq!(check(&mut t, 1, C, seq, 0), Check::Fresh);
-            t.record(C, seq, Bytes::from(vec![seq as u8]));
+            t.record(C, seq, r(&[seq as u8]));
         }
         assert_eq!(check(&mut t, 2, C, 4, 2), Check::Fresh);
         assert_eq!(t.response_of(C, 2), Err(Check::Stale));
-        assert_eq!(t.response_of(C, 3), Ok(Some(Bytes::from(vec![3]))));
+        assert_eq!(t.response_of(C, 3), Ok(Some(r(&[3]))));
         assert_eq!(check(&mut t, 3, C, 1, 0), Check::Stale);
         // An acknowledgement never covers the command that carries it.
         assert_eq!(check(&mut t, 3, C, 5, 9), Check::Fresh);
@@ -362,11 +486,11 @@ mod tests {
         let n = MAX_RESPONSES_PER_SESSION as u64 + 10;
         for seq in 1..=n {
             check(&mut t, 1, C, seq, 0);
-            t.record(C, seq, Bytes::new());
+            t.record(C, seq, r(b""));
         }
         assert_eq!(t.sessions[&C].responses.len(), MAX_RESPONSES_PER_SESSION);
         assert_eq!(t.response_of(C, 10), Err(Check::Stale));
-        assert_eq!(t.response_of(C, 11), Ok(Some(Bytes::new())));
+        assert_eq!(t.response_of(C, 11), Ok(Some(r(b""))));
     }
 
     #[test]
@@ -374,7 +498,7 @@ mod tests {
         let mut t = SessionTable::default();
         t.open(&at(3, SessionOp::Open), 9);
         check(&mut t, 4, C, 1, 0);
-        t.record(C, 1, Bytes::from_static(b"r"));
+        t.record(C, 1, r(b"r"));
         let back = SessionTable::decode(&t.encode()).unwrap();
         assert_eq!(back, t);
         assert!(SessionTable::decode(b"\xff\xff").is_err());
@@ -383,10 +507,24 @@ mod tests {
     #[test]
     fn a_session_is_the_size_the_docs_count() {
         // The module docs' memory figures: a table slot holds the id and the session
-        // (40 bytes: two clocks and the vector), a kept response 40 more (its sequence
-        // number and the `Bytes` handle) besides the response's own bytes.
-        assert_eq!(std::mem::size_of::<(ClientId, Session)>(), 48);
-        assert_eq!(std::mem::size_of::<(u64, Bytes)>(), 40);
+        // (48 bytes: two clocks and the queue), a kept response 40 more (its sequence
+        // number and up to 23 bytes of it inline, or the `Bytes` handle).
+        assert_eq!(std::mem::size_of::<(ClientId, Session)>(), 56);
+        assert_eq!(std::mem::size_of::<(u64, Recorded)>(), 40);
+    }
+
+    #[test]
+    fn short_responses_are_kept_inline_and_long_ones_shared_and_both_round_trip() {
+        let short = Recorded::encode(&(7u64, true)).unwrap();
+        assert!(matches!(short, Recorded::Inline { .. }));
+        assert_eq!(postcard::from_bytes::<(u64, bool)>(short.as_slice()).unwrap(), (7, true));
+        let long = Recorded::encode(&vec![9u8; 100]).unwrap();
+        assert!(matches!(long, Recorded::Heap(_)));
+        assert_eq!(postcard::from_bytes::<Vec<u8>>(long.as_slice()).unwrap(), vec![9u8; 100]);
+        for x in [short, long] {
+            let back: Recorded = postcard::from_bytes(&postcard::to_allocvec(&x).unwrap()).unwrap();
+            assert_eq!(back, x);
+        }
     }
 
     #[test]

@@ -80,8 +80,10 @@ pub enum EntryPayload {
     /// (thesis §4.1).
     Membership(Box<Membership>),
     /// A client session operation: a command applied at most once per (client, seq), or
-    /// a session opened ([`crate::session`]).
-    Session(Box<SessionEntry>),
+    /// a session opened ([`crate::session`]). Shared, so that the many copies of an
+    /// entry (the log cache, messages to each peer, the store's batch, the apply task)
+    /// cost a reference count each, not an allocation.
+    Session(std::sync::Arc<SessionEntry>),
 }
 
 /// What a client proposes: a command, or an operation of the session layer. The leader

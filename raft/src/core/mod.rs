@@ -361,7 +361,7 @@ impl RaftCore {
         for proposal in commands {
             let payload = match proposal.into() {
                 Proposal::Command(data) => EntryPayload::Command(data),
-                Proposal::Session(op) => EntryPayload::Session(Box::new(SessionEntry {
+                Proposal::Session(op) => EntryPayload::Session(std::sync::Arc::new(SessionEntry {
                     time_ms: self.wall_clock_ms,
                     idle_timeout_ms: u64::try_from(self.cfg.session_idle_timeout.as_millis()).unwrap_or(u64::MAX),
                     max_sessions: self.cfg.max_sessions,

@@ -18,7 +18,7 @@ use super::{Event, Responder};
 use crate::error::ClientError;
 use crate::metrics::DriverLatencies;
 use crate::runtime::Runtime;
-use crate::session::{Check, ClientId, SessionEntry, SessionOp, SessionTable};
+use crate::session::{Check, ClientId, Recorded, SessionEntry, SessionOp, SessionTable};
 use crate::snapshot::{SnapshotMeta, SnapshotStore};
 use crate::state_machine::StateMachine;
 use crate::sync::lock;
@@ -105,7 +105,7 @@ pub(super) async fn apply_task<SM: StateMachine, R: Runtime>(
         }
         for (client, seq, r) in batch.claims {
             let result = match sessions.response_of(client, seq) {
-                Ok(Some(response)) => decode_response::<SM>(&response),
+                Ok(Some(response)) => decode_response::<SM>(response.as_slice()),
                 // Not applied: another entry took its position. The handle proposes it
                 // again under the same (client, seq).
                 Ok(None) => Err(ClientError::Dropped),
@@ -159,8 +159,8 @@ fn apply_session<SM: StateMachine>(
         Check::Fresh => match postcard::from_bytes::<SM::Command>(command) {
             Ok(cmd) => {
                 let response = sm.apply(index, cmd);
-                match postcard::to_allocvec(&response) {
-                    Ok(encoded) => sessions.record(client, seq, encoded.into()),
+                match Recorded::encode(&response) {
+                    Ok(encoded) => sessions.record(client, seq, encoded),
                     Err(e) => {
                         tracing::error!(node = id, index, error = %e, "a response does not encode; a repeat will be refused")
                     }
@@ -174,7 +174,7 @@ fn apply_session<SM: StateMachine>(
         },
         Check::Duplicate(response) => {
             tracing::debug!(node = id, index, client, seq, "a repeated command: answered from the session table");
-            decode_response::<SM>(&response)
+            decode_response::<SM>(response.as_slice())
         }
         check => Err(refusal(check, client, seq)),
     })

@@ -2,7 +2,7 @@
 //! [`Raft::restart`]), propose, read, inspect and stop it. The handle is not generic over
 //! the runtime or the store; it talks to the protocol loop through its event channel.
 
-use std::collections::BTreeSet;
+use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -83,23 +83,33 @@ impl<SM> Shared<SM> {
 /// often it is forwarded or proposed again, is applied once.
 struct NodeSession {
     client: ClientId,
-    next: u64,
-    /// The sequence numbers whose callers have not had their answer yet.
-    outstanding: BTreeSet<u64>,
+    /// Every sequence number up to this one has had its answer (or its caller gave up).
+    acked: u64,
+    /// Whether each sequence number after `acked` has ended, in order; the last is the
+    /// latest taken.
+    ended: VecDeque<bool>,
 }
 
 impl NodeSession {
     fn new(client: ClientId) -> Self {
-        NodeSession { client, next: 0, outstanding: BTreeSet::new() }
+        NodeSession { client, acked: 0, ended: VecDeque::new() }
     }
 
     /// The next command's (client, seq, acked).
     fn begin(&mut self) -> (ClientId, u64, u64) {
-        self.next += 1;
-        let seq = self.next;
-        self.outstanding.insert(seq);
-        let acked = self.outstanding.first().map_or(seq, |&s| s) - 1;
-        (self.client, seq, acked)
+        self.ended.push_back(false);
+        (self.client, self.acked + self.ended.len() as u64, self.acked)
+    }
+
+    /// Sequence number `seq` has had its answer, or its caller gave up.
+    fn end(&mut self, seq: u64) {
+        if let Some(e) = seq.checked_sub(self.acked + 1).and_then(|at| self.ended.get_mut(at as usize)) {
+            *e = true;
+        }
+        while self.ended.front() == Some(&true) {
+            self.ended.pop_front();
+            self.acked += 1;
+        }
     }
 }
 
@@ -108,7 +118,7 @@ struct Outstanding<'a>(&'a Mutex<NodeSession>, u64);
 
 impl Drop for Outstanding<'_> {
     fn drop(&mut self) {
-        lock(self.0).outstanding.remove(&self.1);
+        lock(self.0).end(self.1);
     }
 }
 
@@ -648,4 +658,28 @@ fn encode_command<C: serde::Serialize>(command: C) -> Result<Bytes, ClientError>
     let size = postcard::experimental::serialized_size(&command).map_err(encode_error)?;
     let data = postcard::to_extend(&command, Vec::with_capacity(size)).map_err(encode_error)?;
     Ok(Bytes::from(data))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::NodeSession;
+
+    #[test]
+    fn the_node_session_acknowledges_every_number_up_to_the_oldest_still_waiting() {
+        let mut s = NodeSession::new(9);
+        assert_eq!(s.begin(), (9, 1, 0));
+        assert_eq!(s.begin(), (9, 2, 0));
+        assert_eq!(s.begin(), (9, 3, 0));
+        s.end(2);
+        assert_eq!(s.begin(), (9, 4, 0), "1 still waits");
+        s.end(1);
+        assert_eq!(s.begin(), (9, 5, 2));
+        s.end(3);
+        s.end(4);
+        s.end(5);
+        s.end(5);
+        s.end(99);
+        assert_eq!(s.begin(), (9, 6, 5));
+        assert_eq!(s.ended.len(), 1);
+    }
 }

@@ -70,7 +70,7 @@ where
 /// session opened, session commands) and commands from empty to about 70 KB.
 pub fn sample_entry(term: Term, index: LogIndex) -> Entry {
     let session = |op| {
-        EntryPayload::Session(Box::new(crate::session::SessionEntry {
+        EntryPayload::Session(std::sync::Arc::new(crate::session::SessionEntry {
             time_ms: 1_700_000_000_000 + index,
             idle_timeout_ms: 3_600_000,
             max_sessions: 1000,
