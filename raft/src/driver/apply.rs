@@ -73,10 +73,12 @@ pub(super) async fn apply_task<SM: StateMachine, R: Runtime>(
             }
             ApplyOp::Restore(meta) => {
                 match snapshot::restore(&rt, &sm, &snapshots, &meta).await {
-                    Ok(table) => {
-                        tracing::info!(node = id, last = ?meta.last, size = meta.size, sessions = table.len(), "state machine restored from a snapshot");
+                    Ok((table, restored)) => {
+                        tracing::info!(node = id, last = ?restored.last, size = restored.size, sessions = table.len(), "state machine restored from a snapshot");
                         sessions = table;
-                        position = Applied::at_snapshot(&meta);
+                        // A newer snapshot than the one asked for covers the entries up to
+                        // its own: `apply_entries` passes over those.
+                        position = Applied::at_snapshot(&restored);
                         if tx.unbounded_send(Event::Applied { index: meta.last.index }).is_err() {
                             return;
                         }
@@ -196,6 +198,17 @@ fn apply_entries<SM: StateMachine>(
     for entry in entries {
         let (index, term) = (entry.index, entry.term);
         last = index;
+        if index <= position.last.index {
+            // Covered by a newer snapshot restored in place of the one asked for, which
+            // the store no longer held: the state has it already. Its proposer learns
+            // the outcome by proposing again (its session answers).
+            if responders.peek().is_some_and(|(i, _)| *i == index) {
+                if let Some((_, r)) = responders.next() {
+                    answers.push((r, Err(ClientError::Indeterminate)));
+                }
+            }
+            continue;
+        }
         position.last = LogId { index, term };
         let result = match entry.payload {
             EntryPayload::Command(data) => match postcard::from_bytes::<SM::Command>(&data) {

@@ -128,37 +128,67 @@ fn write<SM: StateMachine>(
 }
 
 /// Restores the state machine from the snapshot `meta` on a blocking thread, and returns
-/// the snapshot's session table. Any error is fatal for the node (the state must not be
-/// half restored or stale).
+/// the snapshot's session table with the metadata of the snapshot restored. That is
+/// `meta`'s, unless the store no longer holds it because a newer one replaced it (a
+/// second install finished before the apply task came to the first): then the newer one
+/// is restored, as the core will ask next. Any other error is fatal for the node (the
+/// state must not be half restored or stale).
 pub(super) async fn restore<SM: StateMachine, R: Runtime>(
     rt: &R,
     sm: &Arc<Mutex<SM>>,
     snapshots: &Arc<dyn SnapshotStore>,
     meta: &SnapshotMeta,
-) -> Result<SessionTable, String> {
+) -> Result<(SessionTable, SnapshotMeta), String> {
     let (done_tx, done_rx) = oneshot::channel();
     let (sm, snapshots, meta) = (sm.clone(), snapshots.clone(), meta.clone());
     drop(rt.spawn_blocking_task(async move {
-        let _ = done_tx.send(restore_now(&sm, &*snapshots, &meta));
+        let result = match restore_now(&sm, &*snapshots, &meta) {
+            Err(RestoreError::Gone(e)) => match snapshots.latest() {
+                Ok(Some(newer)) if newer.last.index > meta.last.index => {
+                    restore_now(&sm, &*snapshots, &newer).map(|t| (t, newer)).map_err(RestoreError::into_message)
+                }
+                _ => Err(e),
+            },
+            other => other.map(|t| (t, meta)).map_err(RestoreError::into_message),
+        };
+        let _ = done_tx.send(result);
     }));
     done_rx.await.unwrap_or_else(|_| Err("the snapshot restore thread stopped".into()))
+}
+
+/// Why a restore failed: the store no longer holds the snapshot, or anything else.
+enum RestoreError {
+    Gone(String),
+    Other(String),
+}
+
+impl RestoreError {
+    fn into_message(self) -> String {
+        match self {
+            RestoreError::Gone(e) | RestoreError::Other(e) => e,
+        }
+    }
 }
 
 fn restore_now<SM: StateMachine>(
     sm: &Mutex<SM>,
     snapshots: &dyn SnapshotStore,
     meta: &SnapshotMeta,
-) -> Result<SessionTable, String> {
+) -> Result<SessionTable, RestoreError> {
     let fail = |e: String| format!("restoring the state machine from the snapshot at {:?} failed: {e}", meta.last);
-    let mut input = snapshots.open(meta.last).map_err(|e| fail(e.to_string()))?;
-    let sessions = read_header(&mut input).map_err(fail)?;
-    lock(sm).restore(&mut input).map_err(fail)?;
+    let mut input = snapshots.open(meta.last).map_err(|e| match e {
+        StoreError::Unavailable { .. } => RestoreError::Gone(fail(e.to_string())),
+        e => RestoreError::Other(fail(e.to_string())),
+    })?;
+    let other = |e: String| RestoreError::Other(fail(e));
+    let sessions = read_header(&mut input).map_err(other)?;
+    lock(sm).restore(&mut input).map_err(other)?;
     // The checksum is checked when the data ends: make sure the end was read.
     let mut rest = [0u8; 1];
     match input.read(&mut rest) {
         Ok(0) => Ok(sessions),
-        Ok(_) => Err(fail("the state machine did not read the whole snapshot".into())),
-        Err(e) => Err(fail(e.to_string())),
+        Ok(_) => Err(other("the state machine did not read the whole snapshot".into())),
+        Err(e) => Err(other(e.to_string())),
     }
 }
 
@@ -257,7 +287,7 @@ pub(super) async fn restore_at_start<SM: StateMachine, R: Runtime>(
     let latest = rx.await.map_err(|_| StoreError::Invalid("the snapshot thread stopped".into()))??;
     let mut sessions = SessionTable::default();
     if let Some(meta) = &latest {
-        sessions = restore(rt, sm, snapshots, meta).await.map_err(crate::error::StartError::StateMachine)?;
+        sessions = restore(rt, sm, snapshots, meta).await.map_err(crate::error::StartError::StateMachine)?.0;
     }
     Ok((latest, sessions))
 }
@@ -290,6 +320,32 @@ mod tests {
         let mut input = &out[..];
         assert_eq!(read_header(&mut input).unwrap(), SessionTable::default());
         assert_eq!(input, b"app");
+    }
+
+    /// A second install can finish before the apply task restores the first; the store
+    /// then holds only the newer snapshot, and the restore takes that one instead of
+    /// stopping the node (simulator seed 553 of part 2).
+    #[cfg(all(feature = "testing", feature = "tokio"))]
+    #[tokio::test]
+    async fn a_restore_whose_snapshot_was_replaced_by_a_newer_one_restores_the_newer() {
+        use crate::storage::LogStore;
+        use crate::testing::helpers::Counter;
+        let rt = crate::runtime::TokioRuntime::new();
+        let snapshots = crate::testing::mem_store::MemStore::new().snapshots();
+        let at = |index, value: u64| {
+            let last = LogId { term: 1, index };
+            let position = Applied { last, membership: (1, Membership::new([1, 2, 3])) };
+            write::<Counter>(&*snapshots, value, &SessionTable::default().encode(), &position).expect("written")
+        };
+        let older = at(5, 50);
+        let newer = at(9, 90);
+        let sm = Arc::new(Mutex::new(Counter::default()));
+        let (_, restored) = restore(&rt, &sm, &snapshots, &older).await.expect("restored");
+        assert_eq!(restored, newer);
+        assert_eq!(lock(&sm).0, 90);
+        // A snapshot that is gone with nothing newer in its place is still fatal.
+        let later = SnapshotMeta { last: LogId { term: 1, index: 12 }, ..newer };
+        assert!(restore(&rt, &sm, &snapshots, &later).await.is_err());
     }
 
     #[test]
