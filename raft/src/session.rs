@@ -288,6 +288,14 @@ impl SessionTable {
         }
     }
 
+    /// A session just created may take the table over `e`'s limit: the least recently
+    /// active other one goes (the idle ones went in the `advance` before).
+    fn enforce_limit(&mut self, e: &SessionEntry, keep: ClientId) {
+        if self.sessions.len() as u64 > e.max_sessions {
+            self.advance(e, Some(keep));
+        }
+    }
+
     /// Marks `client` active now, creating it if `create`.
     fn touch(&mut self, client: ClientId, create: bool) -> Option<&mut Session> {
         let now = self.clock_ms;
@@ -314,7 +322,7 @@ impl SessionTable {
     pub(crate) fn open(&mut self, e: &SessionEntry, index: LogIndex) {
         self.advance(e, None);
         self.touch(index & !IMPLICIT, true);
-        self.advance(e, Some(index & !IMPLICIT));
+        self.enforce_limit(e, index & !IMPLICIT);
     }
 
     /// What to do with the command (`client`, `seq`, `acked`) of entry `e`: the
@@ -339,8 +347,7 @@ impl SessionTable {
         } else {
             Check::Fresh
         };
-        // A new session may take the place of the least recently active one.
-        self.advance(e, Some(client));
+        self.enforce_limit(e, client);
         check
     }
 

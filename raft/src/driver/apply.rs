@@ -130,6 +130,15 @@ pub(super) async fn apply_task<SM: StateMachine, R: Runtime>(
 /// Proposers to answer after a batch, with their responses.
 type Answers<SM> = Vec<(Responder<SM>, Result<<SM as StateMachine>::Response, ClientError>)>;
 
+/// The committed command at `index`; one that no longer decodes is skipped on every node
+/// alike, and its proposer gets the error.
+fn decode_command<SM: StateMachine>(id: NodeId, index: LogIndex, data: &[u8]) -> Result<SM::Command, ClientError> {
+    postcard::from_bytes(data).map_err(|e| {
+        tracing::error!(node = id, index, error = %e, "committed command does not decode; skipped");
+        ClientError::Encode(format!("command at index {index} does not decode: {e}"))
+    })
+}
+
 /// A stored response decoded for a repeated command.
 fn decode_response<SM: StateMachine>(data: &[u8]) -> Result<SM::Response, ClientError> {
     postcard::from_bytes(data).map_err(|e| ClientError::Encode(format!("a recorded response does not decode: {e}")))
@@ -158,22 +167,14 @@ fn apply_session<SM: StateMachine>(
     };
     let (client, seq) = (*client, *seq);
     Some(match sessions.check(e, client, seq, *acked) {
-        Check::Fresh => match postcard::from_bytes::<SM::Command>(command) {
-            Ok(cmd) => {
-                let response = sm.apply(index, cmd);
-                match Recorded::encode(&response) {
-                    Ok(encoded) => sessions.record(client, seq, encoded),
-                    Err(e) => {
-                        tracing::error!(node = id, index, error = %e, "a response does not encode; a repeat will be refused")
-                    }
-                }
-                Ok(response)
+        Check::Fresh => decode_command::<SM>(id, index, command).map(|cmd| {
+            let response = sm.apply(index, cmd);
+            match Recorded::encode(&response) {
+                Ok(encoded) => sessions.record(client, seq, encoded),
+                Err(e) => tracing::error!(node = id, index, error = %e, "a response does not encode; a repeat will be refused"),
             }
-            Err(e) => {
-                tracing::error!(node = id, index, error = %e, "committed command does not decode; skipped");
-                Err(ClientError::Encode(format!("command at index {index} does not decode: {e}")))
-            }
-        },
+            response
+        }),
         Check::Duplicate(response) => {
             tracing::debug!(node = id, index, client, seq, "a repeated command: answered from the session table");
             decode_response::<SM>(response.as_slice())
@@ -211,13 +212,7 @@ fn apply_entries<SM: StateMachine>(
         }
         position.last = LogId { index, term };
         let result = match entry.payload {
-            EntryPayload::Command(data) => match postcard::from_bytes::<SM::Command>(&data) {
-                Ok(cmd) => Ok(sm.apply(index, cmd)),
-                Err(e) => {
-                    tracing::error!(node = id, index, error = %e, "committed command does not decode; skipped");
-                    Err(ClientError::Encode(format!("command at index {index} does not decode: {e}")))
-                }
-            },
+            EntryPayload::Command(data) => decode_command::<SM>(id, index, &data).map(|cmd| sm.apply(index, cmd)),
             EntryPayload::Membership(m) => {
                 position.membership = (index, *m);
                 continue;
