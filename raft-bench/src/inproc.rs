@@ -1,6 +1,8 @@
-//! `bench inproc --nodes 3 --clients N --duration SECS [--json]`: a cluster of real
-//! `Raft` nodes in one process on tokio, with the in-memory store and network; N clients
-//! propose empty commands in a loop. Prints writes/s and latency percentiles.
+//! `bench inproc --nodes 3 --clients N --duration SECS [--sessions] [--json]`: a cluster
+//! of real `Raft` nodes in one process on tokio, with the in-memory store and network; N
+//! clients propose empty commands to the leader in a loop, with `Raft::propose` or, with
+//! `--sessions`, each in a client session of its own (`Raft::propose_in_session`). Prints
+//! writes/s and latency percentiles.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -67,23 +69,30 @@ async fn start(runtime: &TokioRuntime, nodes: u64) -> Result<Started, String> {
 }
 
 /// Runs the benchmark and prints its figures.
-pub async fn run(nodes: u64, clients: usize, duration: Duration, json: bool) -> Result<(), String> {
+pub async fn run(nodes: u64, clients: usize, duration: Duration, sessions: bool, json: bool) -> Result<(), String> {
     let runtime = TokioRuntime::new();
     let (_net, rafts, leader) = start(&runtime, nodes).await?;
 
     let measuring = Arc::new(AtomicBool::new(false));
     let stop = Arc::new(AtomicBool::new(false));
     let mut tasks = Vec::new();
-    for _ in 0..clients {
+    for client in 0..clients as u64 {
         let leader = leader.clone();
         let measuring = measuring.clone();
         let stop = stop.clone();
         tasks.push(tokio::spawn(async move {
             let mut hist = Histogram::<u64>::new(3).expect("valid histogram precision");
             let mut errors = 0u64;
+            let session = raft::session::IMPLICIT | (client + 1);
+            let mut seq = 0;
             while !stop.load(Ordering::Relaxed) {
                 let t = Instant::now();
-                let r = leader.propose(()).await;
+                seq += 1;
+                let r = if sessions {
+                    leader.propose_in_session(session, seq, seq - 1, ()).await
+                } else {
+                    leader.propose(()).await
+                };
                 if measuring.load(Ordering::Relaxed) {
                     match r {
                         Ok(()) => {
@@ -117,14 +126,15 @@ pub async fn run(nodes: u64, clients: usize, duration: Duration, json: bool) -> 
     let writes = hist.len();
     let wps = writes as f64 / elapsed;
     let (p50, p99, p999) = (hist.value_at_quantile(0.5), hist.value_at_quantile(0.99), hist.value_at_quantile(0.999));
+    let how = if sessions { "clients in sessions" } else { "clients" };
     println!(
-        "inproc: {nodes} nodes, {clients} clients, {elapsed:.1}s: {wps:.0} writes/s, latency p50 {p50} us, p99 {p99} us, p999 {p999} us, {errors} errors"
+        "inproc: {nodes} nodes, {clients} {how}, {elapsed:.1}s: {wps:.0} writes/s, latency p50 {p50} us, p99 {p99} us, p999 {p999} us, {errors} errors"
     );
     if json {
         println!(
             "{}",
             serde_json::json!({
-                "nodes": nodes, "clients": clients, "seconds": elapsed, "writes": writes,
+                "nodes": nodes, "clients": clients, "sessions": sessions, "seconds": elapsed, "writes": writes,
                 "writes_per_sec": wps, "p50_us": p50, "p99_us": p99, "p999_us": p999, "errors": errors,
             })
         );

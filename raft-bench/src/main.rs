@@ -57,6 +57,9 @@ enum Cmd {
         /// Worker threads of the tokio runtime (default: number of CPUs).
         #[arg(long)]
         threads: Option<usize>,
+        /// Each client proposes in a client session of its own.
+        #[arg(long)]
+        sessions: bool,
         /// Print a JSON object as the last line.
         #[arg(long)]
         json: bool,
@@ -172,7 +175,7 @@ fn main() {
                 std::process::exit(1);
             }
         }
-        Cmd::Inproc { nodes, clients, duration, threads, json } => {
+        Cmd::Inproc { nodes, clients, duration, threads, sessions, json } => {
             let mut b = tokio::runtime::Builder::new_multi_thread();
             if let Some(t) = threads {
                 b.worker_threads(t);
@@ -185,7 +188,7 @@ fn main() {
                 }
             };
             if let Err(e) =
-                rt.block_on(raft_bench::inproc::run(nodes, clients, Duration::from_secs_f64(duration), json))
+                rt.block_on(raft_bench::inproc::run(nodes, clients, Duration::from_secs_f64(duration), sessions, json))
             {
                 eprintln!("bench failed: {e}");
                 std::process::exit(1);

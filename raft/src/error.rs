@@ -95,9 +95,11 @@ pub enum ClientError {
     /// A proposal's outcome could not be observed here: the leader it was forwarded to
     /// stopped being the leader this node follows before answering, or a snapshot
     /// replaced the state before its entry was applied. It may or may not have taken
-    /// effect. [`Raft::propose`](crate::Raft::propose) and the session calls retry this
-    /// themselves under the same (client, seq) until the request timeout, so their
-    /// callers see it only from core users.
+    /// effect. The session calls retry this themselves under the same (client, seq)
+    /// until the request timeout, and so does [`Raft::propose`](crate::Raft::propose)
+    /// for a command it forwarded; its callers see it only for a command this node
+    /// appended as leader (outside any session, see there) and, having lost leadership,
+    /// replaced by a snapshot from the new leader before applying it.
     #[error("the proposal's outcome could not be observed; it may have taken effect")]
     Indeterminate,
     /// The leader has too many uncommitted entries; retry later.

@@ -3,6 +3,7 @@
 //! the runtime or the store; it talks to the protocol loop through its event channel.
 
 use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -33,7 +34,7 @@ use crate::state_machine::StateMachine;
 use crate::status::Status;
 use crate::storage::{InitialState, LogStore};
 use crate::sync::lock;
-use crate::types::{Entry, EntryPayload, LogIndex, NodeId};
+use crate::types::{Entry, EntryPayload, LogIndex, NodeId, Proposal};
 
 pub(super) struct Shared<SM> {
     pub(super) status: Mutex<Status>,
@@ -50,8 +51,11 @@ pub(super) struct Shared<SM> {
     pub(super) learner_catch_up_entries: u64,
     /// Longest pause between retries while no leader is known.
     retry_max: Duration,
-    /// The session this node proposes its callers' commands in.
+    /// The session this node forwards its callers' commands in.
     node_session: Mutex<NodeSession>,
+    /// Whether the node led when it last published its status: [`Raft::propose`] then
+    /// proposes outside the node's session.
+    pub(super) leading: AtomicBool,
 }
 
 impl<SM> Shared<SM> {
@@ -74,13 +78,14 @@ impl<SM> Shared<SM> {
                 runtime.wall_clock_ms(),
                 runtime.now(),
             ))),
+            leading: AtomicBool::new(false),
         }
     }
 }
 
 /// The node's own client session (an implicit one, new in every life of the node): each
-/// [`Raft::propose`] call takes the next sequence number, so that the command, however
-/// often it is forwarded or proposed again, is applied once.
+/// [`Raft::propose`] call that goes through a follower takes the next sequence number,
+/// so that the command, however often it is forwarded or proposed again, is applied once.
 struct NodeSession {
     client: ClientId,
     /// Every sequence number up to this one has had its answer (or its caller gave up).
@@ -113,13 +118,55 @@ impl NodeSession {
     }
 }
 
-/// Ends a [`Raft::propose`] call's sequence number when the call returns or is dropped.
-struct Outstanding<'a>(&'a Mutex<NodeSession>, u64);
+/// One [`Raft::propose`] call. While this node leads, the command goes into the log
+/// outside any session: the leader's log holds its one copy, so when its index is
+/// applied it is known to be applied or not ([`ClientError::Dropped`]), and a dropped one
+/// is proposed anew. Once an attempt goes through a follower, where a forward or its
+/// answer can be lost or repeated, the call takes a sequence number in the node's
+/// session and keeps it for every later attempt; it is ended when the call returns or
+/// is dropped.
+struct NodeCall<'a> {
+    session: &'a Mutex<NodeSession>,
+    leading: &'a AtomicBool,
+    command: Bytes,
+    /// The call's session command, once it has one.
+    op: Option<SessionOp>,
+}
 
-impl Drop for Outstanding<'_> {
-    fn drop(&mut self) {
-        lock(self.0).end(self.1);
+impl NodeCall<'_> {
+    /// The next attempt's proposal and which of its outcomes may be retried.
+    fn attempt(&mut self) -> (Proposal, Retry) {
+        if self.op.is_none() && self.leading.load(Ordering::Relaxed) {
+            return (Proposal::Command(self.command.clone()), Retry::Dropped);
+        }
+        let op = self.op.get_or_insert_with(|| {
+            let (client, seq, acked) = lock(self.session).begin();
+            SessionOp::Command { client, seq, acked, command: self.command.clone() }
+        });
+        (Proposal::Session(op.clone()), Retry::Unclear)
     }
+}
+
+impl Drop for NodeCall<'_> {
+    fn drop(&mut self) {
+        if let Some(SessionOp::Command { seq, .. }) = &self.op {
+            lock(self.session).end(*seq);
+        }
+    }
+}
+
+/// Which answers of an attempt [`Raft::with_retries`] tries again, besides "not the
+/// leader" (nothing appended).
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Retry {
+    /// No other: the answer is final.
+    NotLeader,
+    /// [`ClientError::Dropped`] as well: the attempt's one copy was replaced, so it will
+    /// not be applied.
+    Dropped,
+    /// Also [`ClientError::Indeterminate`]: a session operation, applied once however
+    /// often it is proposed.
+    Unclear,
 }
 
 /// An implicit session id for this life of node `id`: the configured seed (tests) or
@@ -290,27 +337,38 @@ impl<SM: StateMachine> Raft<SM> {
     /// committed and applied on this node. Any node accepts proposals: a follower
     /// forwards them to the leader and answers once it has applied them itself.
     ///
-    /// The command is applied at most once: it goes into the log in this node's own
-    /// client session ([`crate::session`]), so when its outcome is unclear (a leader
-    /// change dropped its entry, the leader it was forwarded to stopped answering, a
-    /// snapshot replaced the state first) the node proposes it again under the same
-    /// sequence number, and a copy that was applied already answers with its recorded
-    /// response.
+    /// The command is applied at most once. On the leader it goes into the log as it is:
+    /// the log then holds its only copy, and if a leader change replaces that entry the
+    /// node proposes it anew. Through a follower it goes in this node's own client
+    /// session ([`crate::session`]), so when its outcome is unclear (a leader change
+    /// dropped its entry, the leader it was forwarded to stopped answering, a snapshot
+    /// replaced the state first) the node proposes it again under the same sequence
+    /// number, and a copy that was applied already answers with its recorded response.
     ///
     /// Waits at most [`Config::request_timeout`], retrying while no leader is known.
     /// Errors: [`ClientError::NoLeader`] when no leader was found in time (nothing was
     /// appended), [`ClientError::Timeout`] when no answer came in time (it may still take
     /// effect, once), [`ClientError::Overloaded`] under back-pressure,
-    /// [`ClientError::ShuttingDown`] when the node stops first.
+    /// [`ClientError::ShuttingDown`] when the node stops first,
+    /// [`ClientError::Indeterminate`] in the one case where the outcome cannot be
+    /// learned: this node appended the command as leader and, having lost leadership,
+    /// took a snapshot from the new leader before applying it.
     ///
     /// Traced as a `propose` span (at debug level) carrying the node and, once known, the
     /// entry's index: `RUST_LOG=raft=debug` shows each proposal appended, forwarded,
     /// committed, applied and answered.
     pub async fn propose(&self, command: SM::Command) -> Result<SM::Response, ClientError> {
         let command = encode_command(command)?;
-        let (client, seq, acked) = lock(&self.shared.node_session).begin();
-        let _outstanding = Outstanding(&self.shared.node_session, seq);
-        self.propose_op(SessionOp::Command { client, seq, acked, command }).await
+        let mut call =
+            NodeCall { session: &self.shared.node_session, leading: &self.shared.leading, command, op: None };
+        let span = tracing::debug_span!("propose", node = self.id, index = tracing::field::Empty);
+        let make = |tx| {
+            let (op, retry) = call.attempt();
+            (Event::Propose { op, tx: Waiter::Command(tx), span: span.clone() }, retry)
+        };
+        let answer = self.with_retries(make).instrument(span.clone()).await;
+        tracing::debug!(parent: &span, ok = answer.is_ok(), "answered");
+        answer
     }
 
     /// Opens a registered client session and returns its id, for an application whose
@@ -322,8 +380,11 @@ impl<SM: StateMachine> Raft<SM> {
     /// for [`Raft::propose`].
     pub async fn open_session(&self) -> Result<ClientId, ClientError> {
         let span = tracing::debug_span!("open_session", node = self.id, index = tracing::field::Empty);
-        let make = |tx| Event::Propose { op: SessionOp::Open, tx: Waiter::Open(tx), span: span.clone() };
-        let answer = self.with_retries(true, make).instrument(span.clone()).await;
+        let make = |tx| {
+            let op = SessionOp::Open.into();
+            (Event::Propose { op, tx: Waiter::Open(tx), span: span.clone() }, Retry::Unclear)
+        };
+        let answer = self.with_retries(make).instrument(span.clone()).await;
         tracing::debug!(parent: &span, ok = answer.is_ok(), "answered");
         answer
     }
@@ -369,8 +430,11 @@ impl<SM: StateMachine> Raft<SM> {
     /// Proposes a session command, retrying until its answer or the request timeout.
     async fn propose_op(&self, op: SessionOp) -> Result<SM::Response, ClientError> {
         let span = tracing::debug_span!("propose", node = self.id, index = tracing::field::Empty);
-        let make = |tx| Event::Propose { op: op.clone(), tx: Waiter::Command(tx), span: span.clone() };
-        let answer = self.with_retries(true, make).instrument(span.clone()).await;
+        let make = |tx| {
+            let op = op.clone().into();
+            (Event::Propose { op, tx: Waiter::Command(tx), span: span.clone() }, Retry::Unclear)
+        };
+        let answer = self.with_retries(make).instrument(span.clone()).await;
         tracing::debug!(parent: &span, ok = answer.is_ok(), "answered");
         answer
     }
@@ -392,7 +456,7 @@ impl<SM: StateMachine> Raft<SM> {
     /// Traced as a `read` span (at debug level) carrying the node and the read index.
     pub async fn read_index(&self) -> Result<LogIndex, ClientError> {
         let span = tracing::debug_span!("read", node = self.id, index = tracing::field::Empty);
-        let answer = self.with_retries(false, |tx| Event::Read { tx }).instrument(span.clone()).await;
+        let answer = self.with_retries(|tx| (Event::Read { tx }, Retry::NotLeader)).instrument(span.clone()).await;
         if let Ok(index) = answer {
             span.record("index", index);
         }
@@ -400,15 +464,12 @@ impl<SM: StateMachine> Raft<SM> {
         answer
     }
 
-    /// Sends the event made by `make` and waits for its answer, retrying while the
-    /// answer is "not the leader", within the request timeout; with `repeatable` (a
-    /// session operation, which is applied once however often it is proposed) also
-    /// while the outcome is open ([`ClientError::Dropped`],
-    /// [`ClientError::Indeterminate`]).
+    /// Sends the event made by `make` and waits for its answer, retrying within the
+    /// request timeout while the answer is "not the leader" or another that the
+    /// attempt's [`Retry`] names.
     async fn with_retries<T>(
         &self,
-        repeatable: bool,
-        mut make: impl FnMut(oneshot::Sender<Result<T, ClientError>>) -> Event<SM>,
+        mut make: impl FnMut(oneshot::Sender<Result<T, ClientError>>) -> (Event<SM>, Retry),
     ) -> Result<T, ClientError> {
         let clock = &self.shared.clock;
         let deadline = clock.now().add(self.shared.request_timeout);
@@ -418,7 +479,8 @@ impl<SM: StateMachine> Raft<SM> {
         let mut maybe_appended = false;
         loop {
             let (tx, rx) = oneshot::channel();
-            self.tx.unbounded_send(make(tx)).map_err(|_| self.stopped_error())?;
+            let (event, retry) = make(tx);
+            self.tx.unbounded_send(event).map_err(|_| self.stopped_error())?;
             let answer = match future::select(rx, clock.sleep_until(deadline)).await {
                 Either::Left((Ok(answer), _)) => answer,
                 Either::Left((Err(_), _)) => return Err(self.stopped_error()),
@@ -426,7 +488,11 @@ impl<SM: StateMachine> Raft<SM> {
             };
             match answer {
                 Err(ClientError::NotLeader { .. }) => {}
-                Err(ClientError::Dropped | ClientError::Indeterminate) if repeatable => maybe_appended = true,
+                // Replaced: this attempt will not be applied.
+                Err(ClientError::Dropped) if retry == Retry::Dropped => {}
+                Err(ClientError::Dropped | ClientError::Indeterminate) if retry == Retry::Unclear => {
+                    maybe_appended = true
+                }
                 other => return other,
             }
             let out_of_time = if maybe_appended { ClientError::Timeout } else { ClientError::NoLeader };

@@ -39,11 +39,11 @@ use crate::error::ClientError;
 use crate::message::{Message, MessageBody};
 use crate::network::Network;
 use crate::runtime::Runtime;
-use crate::session::{ClientId, SessionOp};
+use crate::session::ClientId;
 use crate::snapshot::SnapshotMeta;
 use crate::state_machine::StateMachine;
 use crate::sync::lock;
-use crate::types::{Entry, Instant, LogId, LogIndex, NodeId, Term};
+use crate::types::{Entry, Instant, LogId, LogIndex, NodeId, Proposal, Term};
 use apply::ApplyOp;
 use handle::Shared;
 use persist::StoreOp;
@@ -87,7 +87,9 @@ impl<SM: StateMachine> Waiter<SM> {
 enum Event<SM: StateMachine> {
     Message(Message),
     Propose {
-        op: SessionOp,
+        /// A session operation, or (from [`Raft::propose`](crate::Raft::propose) on the
+        /// leader) a command outside any session, which only a leader takes.
+        op: Proposal,
         tx: Waiter<SM>,
         /// The caller's request span: the proposal's index is recorded on it.
         span: tracing::Span,
@@ -190,13 +192,13 @@ impl<SM: StateMachine, R: Runtime, N: Network> Driver<SM, R, N> {
                         self.timing.on_receive(&m, now, &self.shared.latencies);
                         self.core.step(now, Input::Message(m))
                     }
-                    Event::Propose { op, tx, span } => {
-                        if self.core.role() == Role::Leader {
-                            self.propose(op, tx, &span)
-                        } else {
-                            self.requests.forward_batch.push((op, tx, span))
-                        }
-                    }
+                    Event::Propose { op, tx, span } => match op {
+                        op if self.core.role() == Role::Leader => self.propose(op, tx, &span),
+                        Proposal::Session(op) => self.requests.forward_batch.push((op, tx, span)),
+                        // The handle thought this node led: nothing was appended, and it
+                        // asks again in its session.
+                        Proposal::Command(_) => tx.fail(ClientError::NotLeader { leader: self.core.leader() }),
+                    },
                     Event::Read { tx } => self.requests.read_batch.push(tx),
                     Event::Tick(at) => {
                         // A tick sent after this batch began carries a later time than the
@@ -379,6 +381,7 @@ impl<SM: StateMachine, R: Runtime, N: Network> Driver<SM, R, N> {
     fn publish_status(&self) {
         let core = &self.core;
         *lock(&self.shared.counters) = core.counters();
+        self.shared.leading.store(core.role() == Role::Leader, std::sync::atomic::Ordering::Relaxed);
         let mut s = lock(&self.shared.status);
         let mut watchers = lock(&self.shared.watchers);
         let before = (!watchers.is_empty()).then(|| s.clone());

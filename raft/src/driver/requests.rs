@@ -12,8 +12,10 @@
 //! only if the entry applied at its index has the term it was appended in, or, for one
 //! whose leader's answer came after that index was applied, from the session table's
 //! record of its (client, seq); any other entry there answers it
-//! [`ClientError::Dropped`], and the handle proposes it again with the same (client,
-//! seq), which the session layer applies at most once.
+//! [`ClientError::Dropped`], and the handle proposes it again: a session command with
+//! the same (client, seq), which the session layer applies at most once; a command
+//! outside any session (appended by this node as leader, so its only copy is the one
+//! that was replaced) as a new proposal.
 
 use std::collections::{BTreeMap, VecDeque};
 
@@ -25,7 +27,7 @@ use crate::network::Network;
 use crate::runtime::Runtime;
 use crate::session::{ClientId, SessionOp};
 use crate::state_machine::StateMachine;
-use crate::types::{Entry, Instant, LogIndex, Term};
+use crate::types::{Entry, Instant, LogIndex, Proposal, Term};
 
 /// The callers waiting on one node.
 pub(super) struct Requests<SM: StateMachine> {
@@ -88,8 +90,11 @@ impl<SM: StateMachine> Requests<SM> {
 
 impl<SM: StateMachine, R: Runtime, N: Network> Driver<SM, R, N> {
     /// A proposal made on this node while it leads.
-    pub(super) fn propose(&mut self, op: SessionOp, tx: Waiter<SM>, span: &tracing::Span) {
-        let key = key_of(&op);
+    pub(super) fn propose(&mut self, op: Proposal, tx: Waiter<SM>, span: &tracing::Span) {
+        let key = match &op {
+            Proposal::Session(op) => key_of(op),
+            Proposal::Command(_) => None,
+        };
         match self.core.propose(std::iter::once(op)) {
             Ok((index, term)) => {
                 appended(span, index, term);
@@ -136,7 +141,7 @@ impl<SM: StateMachine, R: Runtime, N: Network> Driver<SM, R, N> {
             let batch = std::mem::take(&mut self.requests.forward_batch);
             if self.core.role() == Role::Leader {
                 for (op, tx, span) in batch {
-                    self.propose(op, tx, &span);
+                    self.propose(op.into(), tx, &span);
                 }
             } else {
                 let mut requests = Vec::with_capacity(batch.len());

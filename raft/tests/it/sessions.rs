@@ -202,3 +202,64 @@ async fn propose_once_applies_a_key_once() {
     n.applied_everywhere(8).await;
     n.shutdown().await;
 }
+
+/// The payload of the last entry of `store`'s log.
+fn last_payload(store: &MemStore) -> raft::EntryPayload {
+    store.entries_snapshot().pop().expect("the log holds an entry").payload
+}
+
+#[tokio::test]
+async fn propose_on_the_leader_appends_a_plain_command_and_through_a_follower_a_command_of_the_node_session() {
+    let n = Nodes::start(6, Config::default()).await;
+    let l = n.leader().await;
+    let store = &n.stores[l.id() as usize - 1];
+    assert_eq!(l.propose(4).await, Ok(4));
+    assert!(
+        matches!(last_payload(store), raft::EntryPayload::Command(_)),
+        "the leader's own proposal has its one copy in the log: no session"
+    );
+    let f = n.others(l.id())[0].clone();
+    assert_eq!(f.propose(5).await, Ok(9));
+    match last_payload(store) {
+        raft::EntryPayload::Session(e) => match &e.op {
+            raft::SessionOp::Command { client, seq, .. } => {
+                assert_ne!(client & IMPLICIT, 0, "the follower's own session is an implicit one");
+                assert_eq!(*seq, 1, "the follower's first forwarded proposal");
+            }
+            op => panic!("a session command, not {op:?}"),
+        },
+        p => panic!("a forwarded proposal goes in the follower's session, not {p:?}"),
+    }
+    n.applied_everywhere(9).await;
+    n.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_leader_proposal_whose_entry_a_new_leader_replaced_is_proposed_again_and_applied_once() {
+    let n = Nodes::start(7, Config::default()).await;
+    let l = n.leader().await;
+    assert_eq!(l.propose(1).await, Ok(1));
+    n.applied_everywhere(1).await;
+    // Cut the leader off and propose on it: its entry cannot commit.
+    let (old, term) = (l.id(), l.status().term);
+    let at = l.status().last_log_index + 1;
+    n.net.isolate(old);
+    let proposing = {
+        let l = l.clone();
+        tokio::spawn(async move { l.propose(10).await })
+    };
+    l.wait_for("the entry appended", Duration::from_secs(5), |s| s.last_log_index >= at)
+        .await
+        .expect("the isolated leader appends the proposal");
+    // The others elect a leader, which commits its own entries at that index.
+    let l2 = wait_for_leader(n.others(old).iter()).await;
+    assert_eq!(l2.propose(100).await, Ok(101));
+    n.net.heal();
+    // The old leader learns its entry was replaced and proposes the command again.
+    assert_eq!(proposing.await.expect("the task runs"), Ok(111));
+    n.applied_everywhere(111).await;
+    let replaced = n.stores[old as usize - 1].term_at(at);
+    assert!(replaced.is_some_and(|t| t > term), "the old leader's entry at {at} was replaced: {replaced:?}");
+    assert_eq!(l2.read(|c| c.0).await, Ok(111), "applied once");
+    n.shutdown().await;
+}

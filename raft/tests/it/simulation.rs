@@ -77,11 +77,12 @@ fn sweep(part: u64) {
     } else {
         String::new()
     };
-    let (unknown, retried, resolved) = (r.ops_unknown, r.ops_retried, r.ops_resolved);
+    let (unknown, retried, resolved, node) = (r.ops_unknown, r.ops_retried, r.ops_resolved, r.ops_node_unclear);
     eprintln!(
         "simulator part {part}: {per_part} seeds ({base}..{}) in {secs:.1}s = {:.1} seeds/s; {ops} client ops, {crashes} crashes, \
          {changes} membership changes, {transfers} leadership transfers{clocks}; {retried} ops retried after an unclear \
-         outcome, {resolved} of them answered by a retry, {unknown} ops left unknown",
+         outcome, {resolved} of them answered by a retry, {unknown} ops left unknown ({node} of them through \
+         Raft::propose)",
         base + per_part,
         per_part as f64 / secs
     );

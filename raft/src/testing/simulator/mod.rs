@@ -204,6 +204,9 @@ pub struct SimReport {
     pub ops_retried: usize,
     /// Of the retried operations, those a later attempt answered.
     pub ops_resolved: usize,
+    /// Of the unknown operations, those of clients that propose through
+    /// [`crate::Raft::propose`] (which retries by itself, so the client does not).
+    pub ops_node_unclear: usize,
     /// Highest commit index reached.
     pub commit_index: LogIndex,
     /// Highest term reached.
@@ -238,6 +241,8 @@ pub struct SweepReport {
     pub ops_retried: usize,
     /// Of those, the ones a later attempt answered.
     pub ops_resolved: usize,
+    /// Of the unknown ones, those proposed through [`crate::Raft::propose`].
+    pub ops_node_unclear: usize,
     /// Crashes injected, over every passing seed.
     pub crashes: usize,
     /// Completed membership changes, over every passing seed.
@@ -273,6 +278,7 @@ pub fn sweep(seeds: std::ops::Range<u64>, mut run: impl FnMut(u64) -> Result<Sim
                 report.ops_unknown += r.ops_unknown;
                 report.ops_retried += r.ops_retried;
                 report.ops_resolved += r.ops_resolved;
+                report.ops_node_unclear += r.ops_node_unclear;
                 report.crashes += r.crashes;
                 report.membership_changes += r.membership_changes;
                 report.transfers += r.transfers;
@@ -483,6 +489,7 @@ pub fn run_seed_with_stores(
         ops_unknown,
         ops_retried: client_counts.retried.load(Ordering::SeqCst),
         ops_resolved: client_counts.resolved.load(Ordering::SeqCst),
+        ops_node_unclear: client_counts.node_unclear.load(Ordering::SeqCst),
         commit_index: cluster.max_commit(),
         max_term: cluster.checker.leaders.keys().next_back().copied().unwrap_or(0),
         steps: cluster.checker.steps,

@@ -112,6 +112,9 @@ pub(super) struct ClientCounts {
     pub(super) retried: AtomicUsize,
     /// Of those, the ones a later attempt answered.
     pub(super) resolved: AtomicUsize,
+    /// Operations through [`crate::Raft::propose`] whose outcome stayed unclear (it
+    /// retries by itself; the client does not).
+    pub(super) node_unclear: AtomicUsize,
 }
 
 /// How long a client keeps trying one operation.
@@ -131,7 +134,7 @@ pub(super) async fn client_task(
     let session = crate::session::IMPLICIT | (client + 1);
     let mut target: NodeId = any_node(&state, &mut rng);
     let mut seq = 0;
-    let read_index_reads = client % 2 == 1;
+    let kind = Request::for_client(client);
     while !stop.load(Ordering::SeqCst) {
         seq += 1;
         op_id += 1;
@@ -165,8 +168,7 @@ pub(super) async fn client_task(
             // Reads go half through the log and half through ReadIndex; either way, and
             // for writes, the target may be any node: followers forward or ask the leader.
             let timeout = rt.sleep_until(rt.now().add(Duration::from_secs(1)));
-            let request = if read_index_reads { Request::ReadIndex } else { Request::Log };
-            let request = request.start(raft, &action, KvSession { client: session, seq, op: op_id });
+            let request = kind.start(raft, &action, KvSession { client: session, seq, op: op_id });
             let outcome = match future::select(request, Box::pin(timeout)).await {
                 Either::Left((r, _)) => Some(r),
                 Either::Right(_) => None,
@@ -186,6 +188,13 @@ pub(super) async fn client_task(
                 }
                 Some(Err(ClientError::Dropped)) | Some(Err(ClientError::Overloaded)) => {
                     rt.sleep_until(rt.now().add(Duration::from_millis(5))).await;
+                }
+                // `Raft::propose` retried what it could; another call would be another
+                // command. The outcome stays unknown.
+                Some(Err(_)) | None if kind == Request::Node => {
+                    counts.node_unclear.fetch_add(1, Ordering::SeqCst);
+                    record(None, None);
+                    break;
                 }
                 // The node stopped or we timed out: the outcome is unclear. Try again
                 // under the same (client, seq), on any node: it is applied at most once.
@@ -210,11 +219,14 @@ pub(super) async fn client_task(
 }
 
 /// How a client operation goes to the cluster.
+#[derive(Clone, Copy, PartialEq, Eq)]
 enum Request {
     /// Through the log: a session command.
     Log,
     /// Gets by ReadIndex, the rest through the log.
     ReadIndex,
+    /// Through [`crate::Raft::propose`].
+    Node,
 }
 
 /// An operation's place in its client's session.
@@ -225,16 +237,31 @@ struct KvSession {
 }
 
 impl Request {
+    /// Odd clients read by ReadIndex; of the even ones, one in two goes through
+    /// `Raft::propose` (the node's own session, none on the leader) instead of a session
+    /// of its own.
+    fn for_client(client: u64) -> Request {
+        match client % 4 {
+            1 | 3 => Request::ReadIndex,
+            2 => Request::Node,
+            _ => Request::Log,
+        }
+    }
+
     fn start(
-        self,
+        &self,
         raft: crate::Raft<SimKv>,
         action: &KvInput,
         s: KvSession,
     ) -> futures::future::BoxFuture<'static, Result<KvOutput, ClientError>> {
-        match (self, action) {
+        match (*self, action) {
             (Request::ReadIndex, KvInput::Get { key }) => {
                 let key = key.clone();
                 Box::pin(async move { raft.read(move |kv| KvOutput::Value(kv.get(&key).cloned())).await })
+            }
+            (Request::Node, _) => {
+                let cmd = KvCommand { op: s.op, action: action.clone() };
+                Box::pin(async move { raft.propose(cmd).await })
             }
             _ => {
                 let cmd = KvCommand { op: s.op, action: action.clone() };
