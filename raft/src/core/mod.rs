@@ -330,7 +330,8 @@ impl RaftCore {
     /// Tells the core the wall clock, in milliseconds since the Unix epoch. The core
     /// reads no clock itself; it stamps this time into the session entries it appends as
     /// leader ([`crate::session::SessionEntry`]), which is how replicas agree on when a
-    /// client session expires. The driver reports it before each batch of inputs.
+    /// client session expires. The driver reports it before any input of a batch that
+    /// may append session entries (a session proposal, a forward).
     pub fn set_wall_clock(&mut self, unix_ms: u64) {
         self.wall_clock_ms = unix_ms;
     }

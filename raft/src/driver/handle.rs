@@ -322,6 +322,7 @@ impl<SM: StateMachine> Raft<SM> {
             stopping: None,
             election_timeout_max: config.election_timeout_max,
             members_told: std::cell::Cell::new(None),
+            wall_clock_told: false,
         };
         handles.push(runtime.spawn(driver.run(rx).instrument(node_span.clone())).boxed());
         *lock(&shared.tasks) = handles;

@@ -26,6 +26,7 @@ mod snapshot;
 mod timer;
 mod timing;
 
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -170,6 +171,8 @@ struct Driver<SM: StateMachine, R: Runtime, N: Network> {
     election_timeout_max: std::time::Duration,
     /// The core's configuration generation last told to the network.
     members_told: std::cell::Cell<Option<u64>>,
+    /// Whether the core has been told the wall clock in this batch.
+    wall_clock_told: bool,
 }
 
 impl<SM: StateMachine, R: Runtime, N: Network> Driver<SM, R, N> {
@@ -183,12 +186,15 @@ impl<SM: StateMachine, R: Runtime, N: Network> Driver<SM, R, N> {
         self.dispatch(actions);
         'outer: while let Some(first) = rx.next().await {
             let mut now = self.rt.now();
-            self.core.set_wall_clock(self.rt.wall_clock_ms());
+            self.wall_clock_told = false;
             let mut next = Some(first);
             let mut n = 0;
             while let Some(ev) = next.take() {
                 match ev {
                     Event::Message(m) => {
+                        if matches!(m.body, MessageBody::Forward { .. }) {
+                            self.tell_wall_clock();
+                        }
                         self.timing.on_receive(&m, now, &self.shared.latencies);
                         self.core.step(now, Input::Message(m))
                     }
@@ -376,12 +382,26 @@ impl<SM: StateMachine, R: Runtime, N: Network> Driver<SM, R, N> {
         }
     }
 
+    /// Tells the core the wall clock, once per batch and only in a batch that may append
+    /// session entries (which carry it): reading it costs a clock call, and most batches
+    /// append none.
+    fn tell_wall_clock(&mut self) {
+        if !self.wall_clock_told {
+            self.wall_clock_told = true;
+            self.core.set_wall_clock(self.rt.wall_clock_ms());
+        }
+    }
+
     /// Copies the core's state into the shared status, without allocating in the
     /// common case (this runs after every batch).
     fn publish_status(&self) {
         let core = &self.core;
         *lock(&self.shared.counters) = core.counters();
-        self.shared.leading.store(core.role() == Role::Leader, std::sync::atomic::Ordering::Relaxed);
+        let leading = core.role() == Role::Leader;
+        // Written only on a change: the handle's callers read it for every proposal.
+        if self.shared.leading.load(Ordering::Relaxed) != leading {
+            self.shared.leading.store(leading, Ordering::Relaxed);
+        }
         let mut s = lock(&self.shared.status);
         let mut watchers = lock(&self.shared.watchers);
         let before = (!watchers.is_empty()).then(|| s.clone());

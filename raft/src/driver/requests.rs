@@ -92,7 +92,10 @@ impl<SM: StateMachine, R: Runtime, N: Network> Driver<SM, R, N> {
     /// A proposal made on this node while it leads.
     pub(super) fn propose(&mut self, op: Proposal, tx: Waiter<SM>, span: &tracing::Span) {
         let key = match &op {
-            Proposal::Session(op) => key_of(op),
+            Proposal::Session(op) => {
+                self.tell_wall_clock();
+                key_of(op)
+            }
             Proposal::Command(_) => None,
         };
         match self.core.propose(std::iter::once(op)) {
