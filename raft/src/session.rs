@@ -296,9 +296,13 @@ impl SessionTable {
         }
     }
 
-    /// Marks `client` active now, creating it if `create`.
-    fn touch(&mut self, client: ClientId, create: bool) -> Option<&mut Session> {
-        let now = self.clock_ms;
+    /// Marks `client` active now, creating it if `create`. Activity is kept in steps of
+    /// a 64th of `e`'s idle timeout (at most a second), rounded up, so that a busy
+    /// session moves in the expiry order once a step rather than on every command; a
+    /// session may so outlive the idle timeout by up to a step, never fall short of it.
+    fn touch(&mut self, e: &SessionEntry, client: ClientId, create: bool) -> Option<&mut Session> {
+        let step = (e.idle_timeout_ms / 64).clamp(1, 1000);
+        let now = self.clock_ms.div_ceil(step).saturating_mul(step);
         let by_activity = &mut self.by_activity;
         match self.sessions.entry(client) {
             std::collections::hash_map::Entry::Occupied(o) => {
@@ -321,7 +325,7 @@ impl SessionTable {
     /// Applies an [`SessionOp::Open`] entry at `index`: session `index` exists from now.
     pub(crate) fn open(&mut self, e: &SessionEntry, index: LogIndex) {
         self.advance(e, None);
-        self.touch(index & !IMPLICIT, true);
+        self.touch(e, index & !IMPLICIT, true);
         self.enforce_limit(e, index & !IMPLICIT);
     }
 
@@ -329,7 +333,7 @@ impl SessionTable {
     /// acknowledgement is taken in either way.
     pub(crate) fn check(&mut self, e: &SessionEntry, client: ClientId, seq: u64, acked: u64) -> Check {
         self.advance(e, None);
-        let Some(s) = self.touch(client, client & IMPLICIT != 0) else { return Check::Expired };
+        let Some(s) = self.touch(e, client, client & IMPLICIT != 0) else { return Check::Expired };
         let acked = acked.min(seq.saturating_sub(1));
         if acked > s.floor {
             s.floor = acked;
@@ -477,14 +481,32 @@ mod tests {
     #[test]
     fn beyond_the_limit_the_least_recently_active_session_goes() {
         let mut t = SessionTable::default();
-        for (time, c) in [(1, IMPLICIT | 1), (2, IMPLICIT | 2), (3, IMPLICIT | 3)] {
+        // Further apart than the activity step (15 ms for a 1 s timeout).
+        for (time, c) in [(100, IMPLICIT | 1), (200, IMPLICIT | 2), (300, IMPLICIT | 3)] {
             assert_eq!(check(&mut t, time, c, 1, 0), Check::Fresh);
         }
-        assert_eq!(check(&mut t, 4, IMPLICIT | 1, 2, 0), Check::Fresh);
-        assert_eq!(check(&mut t, 5, IMPLICIT | 4, 1, 0), Check::Fresh);
+        assert_eq!(check(&mut t, 400, IMPLICIT | 1, 2, 0), Check::Fresh);
+        assert_eq!(check(&mut t, 500, IMPLICIT | 4, 1, 0), Check::Fresh);
         assert_eq!(t.len(), 3);
         assert!(!t.sessions.contains_key(&(IMPLICIT | 2)));
         assert!(t.sessions.contains_key(&(IMPLICIT | 1)));
+    }
+
+    #[test]
+    fn activity_moves_in_steps_so_a_session_outlives_its_idle_timeout_by_at_most_a_step() {
+        // A 1 s timeout: steps of 15 ms, rounded up.
+        let mut t = SessionTable::default();
+        assert_eq!(check(&mut t, 1_001, C, 1, 0), Check::Fresh);
+        assert_eq!(check(&mut t, 1_002, C, 2, 1), Check::Fresh);
+        assert_eq!(t.by_activity.len(), 1);
+        let active = t.sessions[&C].last_active_ms;
+        assert_eq!(active, 1_005, "the step's end: 67 steps of 15 ms");
+        // Still there a full timeout after its last command...
+        assert_eq!(check(&mut t, 2_002, IMPLICIT | 8, 1, 0), Check::Fresh);
+        assert!(t.sessions.contains_key(&C), "kept for at least the idle timeout");
+        // ...and gone once a timeout has passed since the end of its step.
+        assert_eq!(check(&mut t, 2_006, IMPLICIT | 8, 2, 1), Check::Fresh);
+        assert!(!t.sessions.contains_key(&C), "dropped within a step after the timeout");
     }
 
     #[test]
