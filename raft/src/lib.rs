@@ -95,7 +95,7 @@ pub use driver::Raft;
 pub use error::{ChangeError, ClientError, DecodeError, NetworkError, StartError, StoreError, WaitError};
 pub use membership::{ConfigChange, ConfigError, Membership, NodeInfo};
 pub use message::{Message, MessageBody};
-pub use metrics::{Counters, Histogram, Latencies, Metrics};
+pub use metrics::{Counters, Histogram, Latencies, Metrics, SessionStats};
 pub use network::Network;
 pub use runtime::Runtime;
 pub use session::{ClientId, SessionOp};

@@ -59,7 +59,8 @@ pub struct Counters {
 
 /// Everything [`Raft::metrics`](crate::Raft::metrics) reports: where the node is
 /// ([`Status`]: role, term, leader, indexes, each peer's match index when leader), what
-/// it has done ([`Counters`]) and how long it took ([`Latencies`]).
+/// it has done ([`Counters`]), how long it took ([`Latencies`]) and what its client
+/// session table holds ([`SessionStats`]).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Metrics {
     /// Where the node is now.
@@ -68,6 +69,21 @@ pub struct Metrics {
     pub counters: Counters,
     /// How long its work took, since it started.
     pub latencies: Latencies,
+    /// Its client session table, as the last applied batch left it.
+    pub sessions: SessionStats,
+}
+
+/// The size of a node's replicated client session table ([`crate::session`]): what
+/// bounds its memory (docs/client-requests.md gives the bytes per session and per
+/// response). Every replica holds the same table at the same applied index.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SessionStats {
+    /// Client sessions held (registered, implicit and idempotency keys), at most
+    /// [`Config::max_sessions`](crate::Config::max_sessions).
+    pub sessions: u64,
+    /// Responses held over all sessions: applied commands whose client has not yet
+    /// acknowledged them.
+    pub responses: u64,
 }
 
 /// The driver's timings since the node started. Durations are in microseconds.
@@ -285,7 +301,8 @@ impl AtomicHistogram {
     }
 }
 
-/// The driver's latency histograms, shared by its tasks.
+/// The driver's latency histograms, shared by its tasks, and the session table's size,
+/// which the apply task sets after each batch.
 #[derive(Default)]
 pub(crate) struct DriverLatencies {
     pub(crate) log_write: AtomicHistogram,
@@ -295,6 +312,10 @@ pub(crate) struct DriverLatencies {
     pub(crate) read_index: AtomicHistogram,
     /// Recorded by the protocol loop only.
     pub(crate) peer_rtt: std::sync::Mutex<BTreeMap<NodeId, Histogram>>,
+    /// [`SessionStats::sessions`].
+    pub(crate) sessions: AtomicU64,
+    /// [`SessionStats::responses`].
+    pub(crate) session_responses: AtomicU64,
 }
 
 impl DriverLatencies {
@@ -308,6 +329,20 @@ impl DriverLatencies {
             read_index: self.read_index.snapshot(),
             peer_rtt: crate::sync::lock(&self.peer_rtt).clone(),
         }
+    }
+
+    /// The session table's size as last set.
+    pub(crate) fn sessions(&self) -> SessionStats {
+        SessionStats {
+            sessions: self.sessions.load(Ordering::Relaxed),
+            responses: self.session_responses.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Sets the session table's size.
+    pub(crate) fn set_sessions(&self, sessions: usize, responses: usize) {
+        self.sessions.store(sessions as u64, Ordering::Relaxed);
+        self.session_responses.store(responses as u64, Ordering::Relaxed);
     }
 }
 

@@ -212,6 +212,8 @@ pub(crate) struct SessionTable {
     sessions: HashMap<ClientId, Session, IdHash>,
     /// (last active, client), oldest first: the order of expiry.
     by_activity: BTreeSet<(u64, ClientId)>,
+    /// Responses held, over all sessions.
+    responses: usize,
 }
 
 /// Hashes session ids for the table. Ids are random, hashed keys or log indexes, so a
@@ -274,6 +276,11 @@ impl SessionTable {
         self.sessions.len()
     }
 
+    /// How many responses the table holds, over all its sessions.
+    pub(crate) fn responses(&self) -> usize {
+        self.responses
+    }
+
     /// Advances the log clock to `e`'s stamp and drops the sessions `e`'s settings
     /// expire, but not `keep` (the session just used).
     fn advance(&mut self, e: &SessionEntry, keep: Option<ClientId>) {
@@ -284,7 +291,9 @@ impl SessionTable {
                 break;
             }
             self.by_activity.pop_first();
-            self.sessions.remove(&client);
+            if let Some(s) = self.sessions.remove(&client) {
+                self.responses -= s.responses.len();
+            }
         }
     }
 
@@ -335,10 +344,12 @@ impl SessionTable {
         self.advance(e, None);
         let Some(s) = self.touch(e, client, client & IMPLICIT != 0) else { return Check::Expired };
         let acked = acked.min(seq.saturating_sub(1));
+        let mut dropped = 0;
         if acked > s.floor {
             s.floor = acked;
             while s.responses.front().is_some_and(|(k, _)| *k <= acked) {
                 s.responses.pop_front();
+                dropped += 1;
             }
         }
         let check = if seq <= s.floor {
@@ -351,6 +362,7 @@ impl SessionTable {
         } else {
             Check::Fresh
         };
+        self.responses -= dropped;
         self.enforce_limit(e, client);
         check
     }
@@ -358,6 +370,7 @@ impl SessionTable {
     /// Records the response of (`client`, `seq`), applied after a [`Check::Fresh`].
     pub(crate) fn record(&mut self, client: ClientId, seq: u64, response: Recorded) {
         let Some(s) = self.sessions.get_mut(&client) else { return };
+        let before = s.responses.len();
         if s.responses.back().is_none_or(|(k, _)| *k < seq) {
             s.responses.push_back((seq, response));
         } else {
@@ -371,6 +384,7 @@ impl SessionTable {
                 s.floor = s.floor.max(oldest);
             }
         }
+        self.responses = self.responses + s.responses.len() - before;
     }
 
     /// The recorded response of (`client`, `seq`) for a proposer that registered after
@@ -399,6 +413,7 @@ impl SessionTable {
         let mut table = SessionTable { clock_ms: stored.clock_ms, ..SessionTable::default() };
         for (client, s) in stored.sessions {
             table.by_activity.insert((s.last_active_ms, client));
+            table.responses += s.responses.len();
             table.sessions.insert(client, s);
         }
         Ok(table)
@@ -520,6 +535,35 @@ mod tests {
         assert_eq!(t.sessions[&C].responses.len(), MAX_RESPONSES_PER_SESSION);
         assert_eq!(t.response_of(C, 10), Err(Check::Stale));
         assert_eq!(t.response_of(C, 11), Ok(Some(r(b""))));
+    }
+
+    #[test]
+    fn the_count_of_held_responses_follows_records_acknowledgements_expiry_and_decoding() {
+        let mut t = SessionTable::default();
+        let held = |t: &SessionTable| t.sessions.values().map(|s| s.responses.len()).sum::<usize>();
+        for seq in 1..=4 {
+            assert_eq!(check(&mut t, 100, C, seq, 0), Check::Fresh);
+            t.record(C, seq, r(&[seq as u8]));
+        }
+        // A response recorded again for a held number replaces it.
+        t.record(C, 4, r(b"again"));
+        assert_eq!(check(&mut t, 100, IMPLICIT | 2, 1, 0), Check::Fresh);
+        t.record(IMPLICIT | 2, 1, r(b"x"));
+        assert_eq!((t.responses(), held(&t)), (5, 5));
+        // Acknowledging 1..=2 drops two.
+        assert_eq!(check(&mut t, 100, C, 5, 2), Check::Fresh);
+        assert_eq!((t.responses(), held(&t)), (3, 3));
+        let decoded = SessionTable::decode(&t.encode()).unwrap();
+        assert_eq!(decoded.responses(), 3);
+        // Past the idle timeout both sessions go, with their responses.
+        assert_eq!(check(&mut t, 5_000, IMPLICIT | 3, 1, 0), Check::Fresh);
+        assert_eq!((t.len(), t.responses(), held(&t)), (1, 0, 0));
+        // Over the per-session bound the oldest response goes.
+        for seq in 1..=MAX_RESPONSES_PER_SESSION as u64 + 3 {
+            check(&mut t, 5_000, C, seq, 0);
+            t.record(C, seq, r(b""));
+        }
+        assert_eq!((t.responses(), held(&t)), (MAX_RESPONSES_PER_SESSION, MAX_RESPONSES_PER_SESSION));
     }
 
     #[test]

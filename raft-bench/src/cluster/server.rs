@@ -128,7 +128,12 @@ mod tests {
             fatal_error: None,
             stopped: false,
         };
-        let m = Metrics { status, counters: raft::Counters::default(), latencies: latencies.clone() };
+        let m = Metrics {
+            status,
+            counters: raft::Counters::default(),
+            latencies: latencies.clone(),
+            sessions: raft::SessionStats::default(),
+        };
         Scrape::parse(&render(&m, "kv", &[])).unwrap()
     }
 

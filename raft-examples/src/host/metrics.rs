@@ -163,6 +163,10 @@ pub fn render(m: &Metrics, app: &str, peers: &[(raft::NodeId, PeerStats)]) -> St
     per_peer(&mut registry, "replication_lag_entries", lag_help, m.replication_lag());
     let match_help = "Leader only: the highest index known replicated on each peer";
     per_peer(&mut registry, "match_index", match_help, s.match_index.iter().map(|(&p, &i)| (p, i)));
+    let sessions_help = "Client sessions in the replicated session table (idempotency keys included)";
+    gauge(&mut registry, "client_sessions", sessions_help, m.sessions.sessions);
+    let responses_help = "Responses the session table holds for commands their clients have not acknowledged";
+    gauge(&mut registry, "client_session_responses", responses_help, m.sessions.responses);
 
     let c = &m.counters;
     counter(&mut registry, "pre_votes_started", "Pre-vote rounds this node started", c.pre_votes_started);
@@ -228,7 +232,7 @@ mod tests {
         latencies.log_write.record_n(300, 3);
         latencies.log_write.record(5_000);
         latencies.peer_rtt.entry(2).or_default().record(100);
-        Metrics { status, counters, latencies }
+        Metrics { status, counters, latencies, sessions: raft::SessionStats { sessions: 12, responses: 30 } }
     }
 
     #[test]
@@ -239,6 +243,8 @@ mod tests {
             "raft_elections_started_total 2",
             "raft_snapshot_sent_bytes_total 1048576",
             "raft_is_leader 1",
+            "raft_client_sessions 12",
+            "raft_client_session_responses 30",
             "raft_role{role=\"leader\"} 1",
             "raft_role{role=\"follower\"} 0",
             "raft_replication_lag_entries{peer=\"3\"} 6",

@@ -398,7 +398,7 @@ mod tests {
             fatal_error: None,
             stopped: false,
         };
-        Metrics { status, counters: raft::Counters::default(), latencies }
+        Metrics { status, counters: raft::Counters::default(), latencies, sessions: raft::SessionStats::default() }
     }
 
     fn latencies() -> Latencies {

@@ -297,7 +297,8 @@ mod tests {
             stopped: false,
         };
         let latencies = Latencies { log_write: log_write.clone(), ..Default::default() };
-        let m = Metrics { status, counters: raft::Counters::default(), latencies };
+        let m =
+            Metrics { status, counters: raft::Counters::default(), latencies, sessions: raft::SessionStats::default() };
         Scrape::parse(&render(&m, "kv", &[])).unwrap()
     }
 

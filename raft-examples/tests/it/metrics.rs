@@ -1,5 +1,10 @@
 //! `GET /metrics` of real `kv` processes, read with a Prometheus text parser: the
-//! counters move as the protocol does (an election, writes, a paused follower's lag).
+//! counters move as the protocol does (an election, writes, a paused follower's lag),
+//! and the session table's gauges follow writes with an `Idempotency-Key`.
+
+use std::time::Duration;
+
+use raft_examples::launch::client::request_with_headers;
 
 use crate::support::{wait_until, Cluster, PATIENCE};
 
@@ -48,6 +53,24 @@ fn metrics_follow_elections_writes_and_a_lagging_follower() {
     for i in 0..3 {
         assert!(metric(&c, i, "raft_leader_changes_total", None) >= Some(1.0), "node {} saw the leader", i + 1);
         assert_eq!(metric(&c, i, "raft_leader_known", None), Some(1.0));
+    }
+
+    // Each write with an Idempotency-Key leaves its key's session, holding its one
+    // response, in every replica's table.
+    let (sessions, responses) = ("raft_client_sessions", "raft_client_session_responses");
+    let before = (value(&s, sessions, None).expect("a sessions gauge"), value(&s, responses, None).unwrap());
+    for key in ["m-1", "m-2"] {
+        let addr = c.nodes[leader].http.to_string();
+        let headers = [("Idempotency-Key", key)];
+        let path = format!("/kv/{key}");
+        let r = request_with_headers(c.https(), &addr, "PUT", &path, &headers, Some(b"v"), Duration::from_secs(3));
+        assert_eq!(r.status, 200, "{}", r.text());
+    }
+    for i in 0..3 {
+        wait_until("every replica's session table to hold the two keys", PATIENCE, || {
+            let now = (metric(&c, i, sessions, None)?, metric(&c, i, responses, None)?);
+            (now == (before.0 + 2.0, before.1 + 2.0)).then_some(())
+        });
     }
 
     // A paused follower falls behind on the leader's lag gauge, and catches up.

@@ -61,6 +61,8 @@ pub(super) async fn apply_task<SM: StateMachine, R: Runtime>(
     mut rx: mpsc::UnboundedReceiver<ApplyOp<SM>>,
 ) {
     let ApplyContext { id, sm, snapshots, rt, latencies, tx } = cx;
+    // The table read from the snapshot the node started from.
+    latencies.set_sessions(sessions.len(), sessions.responses());
     let mut answers = Vec::new();
     while let Some(op) = rx.next().await {
         let batch = match op {
@@ -76,6 +78,7 @@ pub(super) async fn apply_task<SM: StateMachine, R: Runtime>(
                     Ok((table, restored)) => {
                         tracing::info!(node = id, last = ?restored.last, size = restored.size, sessions = table.len(), "state machine restored from a snapshot");
                         sessions = table;
+                        latencies.set_sessions(sessions.len(), sessions.responses());
                         // A newer snapshot than the one asked for covers the entries up to
                         // its own: `apply_entries` passes over those.
                         position = Applied::at_snapshot(&restored);
@@ -103,6 +106,7 @@ pub(super) async fn apply_task<SM: StateMachine, R: Runtime>(
         );
         if let Some(started) = started {
             latencies.apply.record_duration(rt.now().saturating_since(started));
+            latencies.set_sessions(sessions.len(), sessions.responses());
             tracing::debug!(node = id, applied = last, "applied");
         }
         for (client, seq, r) in batch.claims {

@@ -536,6 +536,7 @@ impl<SM: StateMachine> Raft<SM> {
             status: self.status(),
             counters: *lock(&self.shared.counters),
             latencies: self.shared.latencies.snapshot(),
+            sessions: self.shared.latencies.sessions(),
         }
     }
 

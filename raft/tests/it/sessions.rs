@@ -147,6 +147,8 @@ async fn the_session_table_survives_a_snapshot_install_and_a_restart_from_a_snap
     .await
     .expect("the node installs the snapshot");
     assert_eq!(b.read_local_stale(|c| c.0), 8);
+    let one = raft::SessionStats { sessions: 1, responses: 1 };
+    assert_eq!(b.metrics().sessions, one, "the installed table's size");
     assert_eq!(b.propose_in_session(CLIENT, 1, 0, 3).await, Ok(3), "answered from the installed table");
     // Every node restarts from its own snapshot (the leader's) or log, and still knows.
     let me = l.id();
@@ -200,6 +202,35 @@ async fn propose_once_applies_a_key_once() {
     }
     assert_eq!(l.propose_once(b"order-18", 4).await, Ok(8), "another key is another command");
     n.applied_everywhere(8).await;
+    n.shutdown().await;
+}
+
+/// Waits until every running node reports `sessions` sessions holding `responses`.
+async fn table_size_everywhere(n: &Nodes, sessions: u64, responses: u64) {
+    let want = raft::SessionStats { sessions, responses };
+    let nodes: Vec<_> = n.nodes.iter().flatten().cloned().collect();
+    wait_for(&n.rt, "every node's session table size", || nodes.iter().all(|x| x.metrics().sessions == want)).await;
+}
+
+#[tokio::test]
+async fn the_session_table_size_is_reported_alike_on_every_replica() {
+    let config = Config { session_idle_timeout: Duration::from_millis(300), ..Config::default() };
+    let n = Nodes::start(7, config).await;
+    let l = n.leader().await;
+    for key in [&b"a"[..], b"b", b"c"] {
+        assert_eq!(l.propose_once(key, 1).await.map(|_| ()), Ok(()));
+    }
+    for seq in 1..=3 {
+        l.propose_in_session(CLIENT, seq, seq.saturating_sub(2), 1).await.expect("applied");
+    }
+    // Three keys with their one response, and the client's numbers 2 and 3 (it
+    // acknowledged 1).
+    table_size_everywhere(&n, 4, 5).await;
+    // Idle past the timeout: one more session entry expires the four, with their
+    // responses, on every replica.
+    n.rt.sleep(Duration::from_millis(400)).await;
+    l.propose_once(b"d", 1).await.expect("applied");
+    table_size_everywhere(&n, 1, 1).await;
     n.shutdown().await;
 }
 
