@@ -132,6 +132,14 @@ pub enum ClientError {
         /// The command's sequence number.
         seq: u64,
     },
+    /// An idempotency key ([`Raft::propose_once`](crate::Raft::propose_once)) was used
+    /// before for another command (its encoding differs): this one was not applied, and
+    /// the first one's response is not given for it.
+    #[error("the idempotency key of client session {client} was used for another request; not applied")]
+    KeyReused {
+        /// The key's session ([`crate::session::client_for_key`]).
+        client: u64,
+    },
 }
 
 /// An error starting a node.

@@ -20,16 +20,20 @@
 //!   the top bit set, [`IMPLICIT`]) is created by its first command: what a node uses
 //!   for the proposals it forwards, and what [`Raft::propose_once`] uses for an
 //!   idempotency key.
+//! - **Idempotency keys.** A key's session holds one request ([`SessionOp::Once`]),
+//!   kept with a digest of its encoded command ([`command_digest`]): a repeat with the
+//!   same command gets the first response, one with another command is refused
+//!   ([`ClientError::KeyReused`](crate::ClientError::KeyReused)) and not applied.
 //! - **Expiry.** The leader stamps each session entry with its wall clock and the
 //!   cluster's expiry settings ([`SessionEntry`]); the table's clock is the largest
 //!   stamp applied. A session idle for longer than the entry's timeout is dropped when
 //!   a later session entry is applied, and the least recently active ones are dropped
 //!   when there are more than the entry's limit. Every replica applies the same entries,
 //!   so every replica expires the same sessions at the same index.
-//! - **Memory.** A session takes a 56-byte slot in a hash table (up to twice that with
+//! - **Memory.** A session takes a 64-byte slot in a hash table (up to twice that with
 //!   the table's spare capacity) and about 25 bytes in the expiry order, plus for each
 //!   unacknowledged response 40 bytes, which hold its encoding when it is up to 23
-//!   bytes (longer ones take an allocation of their own): some 140 to 200 bytes for a
+//!   bytes (longer ones take an allocation of their own): some 150 to 210 bytes for a
 //!   session holding one small response. A session keeps at
 //!   most [`MAX_RESPONSES_PER_SESSION`] (older ones count as acknowledged); the table
 //!   holds at most `Config::max_sessions` sessions.
@@ -72,6 +76,19 @@ pub enum SessionOp {
         #[serde(deserialize_with = "crate::shared_bytes::bytes")]
         command: Bytes,
     },
+    /// Apply `command` once for the idempotency-key session `client`, as its one request
+    /// (sequence number 1). A repeat whose command has the same `digest` gets the first
+    /// response; one with another digest (the key reused for another request) is refused
+    /// with [`ClientError::KeyReused`](crate::ClientError::KeyReused) and not applied.
+    Once {
+        /// The key's implicit session ([`client_for_key`]).
+        client: ClientId,
+        /// [`command_digest`] of `command`, never 0.
+        digest: u64,
+        /// The encoded command.
+        #[serde(deserialize_with = "crate::shared_bytes::bytes")]
+        command: Bytes,
+    },
 }
 
 impl SessionOp {
@@ -79,9 +96,40 @@ impl SessionOp {
     pub fn command_len(&self) -> usize {
         match self {
             SessionOp::Open => 0,
-            SessionOp::Command { command, .. } => command.len(),
+            SessionOp::Command { command, .. } | SessionOp::Once { command, .. } => command.len(),
         }
     }
+
+    /// A key's request: [`SessionOp::Once`] with the digest of `command`.
+    pub fn once(client: ClientId, command: Bytes) -> SessionOp {
+        SessionOp::Once { client, digest: command_digest(&command), command }
+    }
+}
+
+/// A 64-bit digest of an encoded command, never 0, stable across builds and machines:
+/// what tells a repeat of a key's request from another request under the same key. Not
+/// cryptographic: a client that makes two of its own requests collide only gets the
+/// first one's answer for the second.
+pub fn command_digest(command: &[u8]) -> u64 {
+    let mut h = mix(0x243f_6a88_85a3_08d3 ^ command.len() as u64);
+    let mut words = command.chunks_exact(8);
+    for w in &mut words {
+        let mut word = [0u8; 8];
+        word.copy_from_slice(w);
+        h = mix(h ^ u64::from_le_bytes(word));
+    }
+    let rest = words.remainder();
+    let mut last = [0u8; 8];
+    last[..rest.len()].copy_from_slice(rest);
+    mix(h ^ u64::from_le_bytes(last)).max(1)
+}
+
+/// splitmix64's finaliser.
+fn mix(x: u64) -> u64 {
+    let mut z = x.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
 }
 
 /// A session operation as the log holds it: stamped by the leader that appended it with
@@ -121,6 +169,17 @@ struct Session {
     /// The encoded responses of the applied, unacknowledged commands, by sequence
     /// number (a short queue: a client has few commands in flight, and they come and go
     /// in order).
+    responses: VecDeque<(u64, Recorded)>,
+    /// An idempotency key's session: the digest of its request ([`SessionOp::Once`]);
+    /// 0 for none.
+    digest: u64,
+}
+
+/// [`Session`] as snapshot format version 2 held it (no digest).
+#[derive(Deserialize)]
+struct SessionV2 {
+    last_active_ms: u64,
+    floor: u64,
     responses: VecDeque<(u64, Recorded)>,
 }
 
@@ -190,6 +249,26 @@ impl Session {
     }
 }
 
+/// What names a session command in the table: its client and sequence number, and for
+/// a key's request ([`SessionOp::Once`]) its digest (0 otherwise).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct SessionKey {
+    pub(crate) client: ClientId,
+    pub(crate) seq: u64,
+    pub(crate) digest: u64,
+}
+
+impl SessionKey {
+    /// The key of `op`'s command (none for [`SessionOp::Open`]).
+    pub(crate) fn of(op: &SessionOp) -> Option<SessionKey> {
+        match *op {
+            SessionOp::Open => None,
+            SessionOp::Command { client, seq, .. } => Some(SessionKey { client, seq, digest: 0 }),
+            SessionOp::Once { client, digest, .. } => Some(SessionKey { client, seq: 1, digest }),
+        }
+    }
+}
+
 /// What the table says of a session command about to be applied.
 #[derive(Debug, PartialEq, Eq)]
 pub(crate) enum Check {
@@ -201,6 +280,8 @@ pub(crate) enum Check {
     Stale,
     /// A registered session the table does not hold.
     Expired,
+    /// An idempotency key's request that differs from the one applied under the key.
+    Mismatch,
 }
 
 /// The replicated table of client sessions (see the module docs). Kept by the apply
@@ -268,6 +349,13 @@ impl Hasher for IdHasher {
 struct Stored {
     clock_ms: u64,
     sessions: Vec<(ClientId, Session)>,
+}
+
+/// [`Stored`] in snapshot format version 2.
+#[derive(Deserialize)]
+struct StoredV2 {
+    clock_ms: u64,
+    sessions: Vec<(ClientId, SessionV2)>,
 }
 
 impl SessionTable {
@@ -338,9 +426,11 @@ impl SessionTable {
         self.enforce_limit(e, index & !IMPLICIT);
     }
 
-    /// What to do with the command (`client`, `seq`, `acked`) of entry `e`: the
-    /// acknowledgement is taken in either way.
-    pub(crate) fn check(&mut self, e: &SessionEntry, client: ClientId, seq: u64, acked: u64) -> Check {
+    /// What to do with the command (`client`, `seq`, `acked`) of entry `e`, whose
+    /// `digest` is that of a key's request ([`SessionOp::Once`]) or 0: the
+    /// acknowledgement is taken in either way, and a fresh request's digest kept.
+    pub(crate) fn check(&mut self, e: &SessionEntry, key: SessionKey, acked: u64) -> Check {
+        let SessionKey { client, seq, digest } = key;
         self.advance(e, None);
         let Some(s) = self.touch(e, client, client & IMPLICIT != 0) else { return Check::Expired };
         let acked = acked.min(seq.saturating_sub(1));
@@ -361,6 +451,16 @@ impl SessionTable {
             Check::Duplicate(r.clone())
         } else {
             Check::Fresh
+        };
+        let check = match check {
+            Check::Fresh if digest != 0 => {
+                s.digest = digest;
+                Check::Fresh
+            }
+            // A key's request recorded without a digest (by a plain session command) is
+            // taken as the same request.
+            Check::Duplicate(_) if digest != 0 && s.digest != 0 && s.digest != digest => Check::Mismatch,
+            check => check,
         };
         self.responses -= dropped;
         self.enforce_limit(e, client);
@@ -387,15 +487,19 @@ impl SessionTable {
         self.responses = self.responses + s.responses.len() - before;
     }
 
-    /// The recorded response of (`client`, `seq`) for a proposer that registered after
-    /// its entry was applied: `Ok(Some)` when applied and kept, `Ok(None)` when not
-    /// applied (yet), `Err` with the reason it cannot be told.
-    pub(crate) fn response_of(&self, client: ClientId, seq: u64) -> Result<Option<Recorded>, Check> {
+    /// The recorded response of `key` for a proposer that registered after its entry
+    /// was applied: `Ok(Some)` when applied and kept, `Ok(None)` when not applied (yet),
+    /// `Err` with the reason it cannot be told.
+    pub(crate) fn response_of(&self, key: SessionKey) -> Result<Option<Recorded>, Check> {
+        let SessionKey { client, seq, digest } = key;
         match self.sessions.get(&client) {
             None if client & IMPLICIT != 0 => Ok(None),
             None => Err(Check::Expired),
             Some(s) if seq <= s.floor => Err(Check::Stale),
-            Some(s) => Ok(s.response(seq).cloned()),
+            Some(s) => match s.response(seq) {
+                Some(_) if digest != 0 && s.digest != 0 && s.digest != digest => Err(Check::Mismatch),
+                r => Ok(r.cloned()),
+            },
         }
     }
 
@@ -406,10 +510,18 @@ impl SessionTable {
         postcard::to_allocvec(&Stored { clock_ms: self.clock_ms, sessions }).unwrap_or_default()
     }
 
-    /// A table read from a snapshot.
-    pub(crate) fn decode(data: &[u8]) -> Result<Self, String> {
-        let stored: Stored =
-            postcard::from_bytes(data).map_err(|e| format!("the session table does not decode: {e}"))?;
+    /// A table read from a snapshot of format `version` (2 or later).
+    pub(crate) fn decode(data: &[u8], version: u8) -> Result<Self, String> {
+        let undecodable = |e: postcard::Error| format!("the session table does not decode: {e}");
+        let stored: Stored = if version == 2 {
+            let old: StoredV2 = postcard::from_bytes(data).map_err(undecodable)?;
+            let sessions = old.sessions.into_iter().map(|(c, s)| {
+                (c, Session { last_active_ms: s.last_active_ms, floor: s.floor, responses: s.responses, digest: 0 })
+            });
+            Stored { clock_ms: old.clock_ms, sessions: sessions.collect() }
+        } else {
+            postcard::from_bytes(data).map_err(undecodable)?
+        };
         let mut table = SessionTable { clock_ms: stored.clock_ms, ..SessionTable::default() };
         for (client, s) in stored.sessions {
             table.by_activity.insert((s.last_active_ms, client));
@@ -434,7 +546,7 @@ mod tests {
 
     fn check(t: &mut SessionTable, time: u64, client: ClientId, seq: u64, acked: u64) -> Check {
         let e = at(time, cmd(client, seq, acked));
-        t.check(&e, client, seq, acked)
+        t.check(&e, SessionKey { client, seq, digest: 0 }, acked)
     }
 
     const C: ClientId = IMPLICIT | 7;
@@ -460,8 +572,8 @@ mod tests {
             t.record(C, seq, r(&[seq as u8]));
         }
         assert_eq!(check(&mut t, 2, C, 4, 2), Check::Fresh);
-        assert_eq!(t.response_of(C, 2), Err(Check::Stale));
-        assert_eq!(t.response_of(C, 3), Ok(Some(r(&[3]))));
+        assert_eq!(t.response_of(SessionKey { client: C, seq: 2, digest: 0 }), Err(Check::Stale));
+        assert_eq!(t.response_of(SessionKey { client: C, seq: 3, digest: 0 }), Ok(Some(r(&[3]))));
         assert_eq!(check(&mut t, 3, C, 1, 0), Check::Stale);
         // An acknowledgement never covers the command that carries it.
         assert_eq!(check(&mut t, 3, C, 5, 9), Check::Fresh);
@@ -485,9 +597,9 @@ mod tests {
         assert_eq!(check(&mut t, 500, C, 1, 0), Check::Fresh);
         // 1000 ms idle is not yet past the timeout.
         assert_eq!(check(&mut t, 1000, C, 2, 0), Check::Fresh);
-        assert_eq!(t.response_of(5, 1), Ok(None));
+        assert_eq!(t.response_of(SessionKey { client: 5, seq: 1, digest: 0 }), Ok(None));
         assert_eq!(check(&mut t, 1001, C, 3, 0), Check::Fresh);
-        assert_eq!(t.response_of(5, 1), Err(Check::Expired));
+        assert_eq!(t.response_of(SessionKey { client: 5, seq: 1, digest: 0 }), Err(Check::Expired));
         // A stamp behind the clock (a new leader's slower clock) does not move it back.
         assert_eq!(check(&mut t, 10, C, 4, 0), Check::Fresh);
         assert_eq!(t.clock_ms, 1001);
@@ -533,8 +645,8 @@ mod tests {
             t.record(C, seq, r(b""));
         }
         assert_eq!(t.sessions[&C].responses.len(), MAX_RESPONSES_PER_SESSION);
-        assert_eq!(t.response_of(C, 10), Err(Check::Stale));
-        assert_eq!(t.response_of(C, 11), Ok(Some(r(b""))));
+        assert_eq!(t.response_of(SessionKey { client: C, seq: 10, digest: 0 }), Err(Check::Stale));
+        assert_eq!(t.response_of(SessionKey { client: C, seq: 11, digest: 0 }), Ok(Some(r(b""))));
     }
 
     #[test]
@@ -553,7 +665,7 @@ mod tests {
         // Acknowledging 1..=2 drops two.
         assert_eq!(check(&mut t, 100, C, 5, 2), Check::Fresh);
         assert_eq!((t.responses(), held(&t)), (3, 3));
-        let decoded = SessionTable::decode(&t.encode()).unwrap();
+        let decoded = SessionTable::decode(&t.encode(), 3).unwrap();
         assert_eq!(decoded.responses(), 3);
         // Past the idle timeout both sessions go, with their responses.
         assert_eq!(check(&mut t, 5_000, IMPLICIT | 3, 1, 0), Check::Fresh);
@@ -567,22 +679,70 @@ mod tests {
     }
 
     #[test]
+    fn a_key_reused_for_another_command_is_refused_and_its_first_response_kept() {
+        let mut t = SessionTable::default();
+        let once = |command: &'static [u8]| at(1, SessionOp::once(C, Bytes::from_static(command)));
+        let key = |e: &SessionEntry| SessionKey::of(&e.op).expect("a command");
+        let (first, other) = (once(b"put a=1"), once(b"put a=2"));
+        assert_ne!(key(&first), key(&other), "the digests differ");
+        assert_eq!(t.check(&first, key(&first), 0), Check::Fresh);
+        t.record(C, 1, r(b"index 5"));
+        assert_eq!(t.check(&first, key(&first), 0), Check::Duplicate(r(b"index 5")), "the same request");
+        assert_eq!(t.check(&other, key(&other), 0), Check::Mismatch, "another request");
+        assert_eq!(t.response_of(key(&first)), Ok(Some(r(b"index 5"))));
+        assert_eq!(t.response_of(key(&other)), Err(Check::Mismatch));
+        // A key's request recorded without a digest (a plain session command, or a
+        // version 2 snapshot) answers any repeat.
+        assert_eq!(check(&mut t, 1, IMPLICIT | 9, 1, 0), Check::Fresh);
+        t.record(IMPLICIT | 9, 1, r(b"old"));
+        let e = at(1, SessionOp::once(IMPLICIT | 9, Bytes::from_static(b"x")));
+        assert_eq!(t.check(&e, key(&e), 0), Check::Duplicate(r(b"old")));
+    }
+
+    #[test]
+    fn command_digests_are_stable_and_tell_lengths_and_bytes_apart() {
+        // Fixed across builds and machines: a table in a snapshot compares against them.
+        assert_eq!(command_digest(b""), command_digest(&[]));
+        let d = command_digest(b"0123456789abcdef-tail");
+        assert_eq!(d, command_digest(b"0123456789abcdef-tail"));
+        let mut seen = std::collections::HashSet::new();
+        for c in [&b""[..], b"\0", b"\0\0", b"a", b"b", b"0123456789abcdef-tail", b"0123456789abcdef-tai1"] {
+            let d = command_digest(c);
+            assert_ne!(d, 0);
+            assert!(seen.insert(d), "{c:?} collides");
+        }
+    }
+
+    #[test]
+    fn a_version_2_table_decodes_with_its_responses_and_no_digests() {
+        // Version 2 layout: (clock, [(client, (last active, floor, [(seq, response)]))]).
+        type V2 = (u64, Vec<(ClientId, (u64, u64, Vec<(u64, Recorded)>))>);
+        let old: V2 = (50, vec![(C, (40, 2, vec![(3, r(b"three"))]))]);
+        let data = postcard::to_allocvec(&old).unwrap();
+        let t = SessionTable::decode(&data, 2).unwrap();
+        assert_eq!((t.len(), t.responses(), t.clock_ms), (1, 1, 50));
+        assert_eq!(t.sessions[&C].digest, 0);
+        assert_eq!(t.response_of(SessionKey { client: C, seq: 3, digest: 0 }), Ok(Some(r(b"three"))));
+        assert_eq!(t.response_of(SessionKey { client: C, seq: 2, digest: 0 }), Err(Check::Stale));
+    }
+
+    #[test]
     fn the_table_survives_encoding_for_a_snapshot() {
         let mut t = SessionTable::default();
         t.open(&at(3, SessionOp::Open), 9);
         check(&mut t, 4, C, 1, 0);
         t.record(C, 1, r(b"r"));
-        let back = SessionTable::decode(&t.encode()).unwrap();
+        let back = SessionTable::decode(&t.encode(), 3).unwrap();
         assert_eq!(back, t);
-        assert!(SessionTable::decode(b"\xff\xff").is_err());
+        assert!(SessionTable::decode(b"\xff\xff", 3).is_err());
     }
 
     #[test]
     fn a_session_is_the_size_the_docs_count() {
         // The module docs' memory figures: a table slot holds the id and the session
-        // (48 bytes: two clocks and the queue), a kept response 40 more (its sequence
-        // number and up to 23 bytes of it inline, or the `Bytes` handle).
-        assert_eq!(std::mem::size_of::<(ClientId, Session)>(), 56);
+        // (56 bytes: two clocks, the queue and a key's digest), a kept response 40 more
+        // (its sequence number and up to 23 bytes of it inline, or the `Bytes` handle).
+        assert_eq!(std::mem::size_of::<(ClientId, Session)>(), 64);
         assert_eq!(std::mem::size_of::<(u64, Recorded)>(), 40);
     }
 

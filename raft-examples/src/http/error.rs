@@ -25,6 +25,9 @@ pub enum ApiError {
     Conflict(String),
     /// 413: the body is larger than allowed.
     TooLarge(String),
+    /// 422: the request is well formed but cannot be processed as it is: an
+    /// `Idempotency-Key` reused for another request (the IETF draft's answer).
+    Unprocessable(String),
     /// 500: something failed that is not the client's fault and will not go away by
     /// retrying.
     Internal(String),
@@ -45,6 +48,7 @@ impl ApiError {
             ApiError::RequestTimeout(_) => StatusCode::REQUEST_TIMEOUT,
             ApiError::Conflict(_) => StatusCode::CONFLICT,
             ApiError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::Unprocessable(_) => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
             ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
         }
@@ -61,6 +65,7 @@ impl ApiError {
             | ApiError::RequestTimeout(m)
             | ApiError::Conflict(m)
             | ApiError::TooLarge(m)
+            | ApiError::Unprocessable(m)
             | ApiError::Internal(m)
             | ApiError::Unavailable(m) => m,
         }
@@ -88,6 +93,10 @@ impl From<raft::ClientError> for ApiError {
             raft::ClientError::SessionExpired { .. } | raft::ClientError::StaleRequest { .. } => {
                 ApiError::Conflict(e.to_string())
             }
+            // The key came before with another request.
+            raft::ClientError::KeyReused { .. } => ApiError::Unprocessable(
+                "this Idempotency-Key was used with another request body on this resource; not applied".into(),
+            ),
             // Not the leader and no forwarding possible, no leader, a timeout, a proposal
             // lost to a leadership change, back-pressure, a stopping or failed node: the
             // request may succeed later or elsewhere.

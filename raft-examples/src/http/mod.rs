@@ -399,5 +399,7 @@ mod tests {
         assert_eq!(e.status(), StatusCode::SERVICE_UNAVAILABLE);
         let e: ApiError = raft::ClientError::Encode("x".into()).into();
         assert_eq!(e.status(), StatusCode::INTERNAL_SERVER_ERROR);
+        let e: ApiError = raft::ClientError::KeyReused { client: 1 }.into();
+        assert_eq!(e.status(), StatusCode::UNPROCESSABLE_ENTITY);
     }
 }

@@ -1,6 +1,7 @@
 //! `Idempotency-Key` on real `kv` and `counter` processes: a client that retries one
 //! write with one key through different nodes while the leader is killed gets one
-//! application and one answer, and the key is still honoured after restarts.
+//! application and one answer, and the key is still honoured after restarts; the key
+//! reused with another body is refused with 422 and not applied.
 
 use std::time::{Duration, Instant};
 
@@ -22,15 +23,21 @@ fn send(c: &Cluster, i: usize, method: &str, path: &str, key: &str, body: &[u8])
 /// starting at `first`, until one answers 200, and returns that answer. A 503 or a lost
 /// connection leaves the outcome open, so the client retries with the same key.
 fn until_answered(c: &Cluster, first: usize, method: &str, path: &str, key: &str, body: &[u8]) -> Reply {
+    let r = until_settled(c, first, method, path, key, body);
+    assert_eq!(r.status, 200, "{method} {path}: {}", r.text());
+    r
+}
+
+/// As [`until_answered`], but returns the first answer that is neither a 503 nor a lost
+/// connection.
+fn until_settled(c: &Cluster, first: usize, method: &str, path: &str, key: &str, body: &[u8]) -> Reply {
     let deadline = Instant::now() + PATIENCE;
     let mut i = first;
     loop {
         if c.running(i) {
             let r = send(c, i, method, path, key, body);
-            match r.status {
-                200 => return r,
-                0 | 503 => {}
-                _ => panic!("{method} {path} through node {}: {} {}", i + 1, r.status, r.text()),
+            if !matches!(r.status, 0 | 503) {
+                return r;
             }
         }
         assert!(Instant::now() < deadline, "{method} {path} with key {key} was never answered");
@@ -69,6 +76,11 @@ fn a_put_retried_with_one_key_through_other_nodes_while_the_leader_is_killed_is_
         for i in 0..3 {
             let again = until_answered(&c, i, "PUT", &path, &key, b"first");
             assert_eq!(again.json()["index"].as_u64(), Some(index), "node {}: {}", i + 1, again.text());
+        }
+        // The key with another body is another request: refused (422), not applied.
+        for i in 0..3 {
+            let reused = until_settled(&c, i, "PUT", &path, &key, b"third");
+            assert_eq!(reused.status, 422, "node {}: {}", i + 1, reused.text());
         }
         for i in 0..3 {
             assert_eq!(c.get(i, &format!("k{round}")).as_deref(), Some(&b"second"[..]), "applied once");
@@ -113,6 +125,10 @@ fn an_increment_retried_with_one_key_while_the_leader_is_killed_counts_once() {
     }
     c.wait_leader(None);
     assert_eq!(until_answered(&c, 2, "POST", "/incr", "inc-1", b"5").json()["value"], 5);
+    // The key with another amount is another request: refused (422), not counted.
+    let reused = until_settled(&c, 1, "POST", "/incr", "inc-1", b"7");
+    assert_eq!(reused.status, 422, "{}", reused.text());
+    assert!(reused.text().contains("Idempotency-Key"), "{}", reused.text());
     let r = until_answered(&c, 0, "GET", "/value", "unused", b"");
     assert_eq!(r.json()["value"], 6, "each key counted once");
 }

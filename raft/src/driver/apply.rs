@@ -18,7 +18,7 @@ use super::{Event, Responder};
 use crate::error::ClientError;
 use crate::metrics::DriverLatencies;
 use crate::runtime::Runtime;
-use crate::session::{Check, ClientId, Recorded, SessionEntry, SessionOp, SessionTable};
+use crate::session::{Check, Recorded, SessionEntry, SessionKey, SessionOp, SessionTable};
 use crate::snapshot::{SnapshotMeta, SnapshotStore};
 use crate::state_machine::StateMachine;
 use crate::sync::lock;
@@ -31,7 +31,7 @@ pub(super) struct ApplyBatch<SM: StateMachine> {
     pub(super) responders: Vec<(LogIndex, Responder<SM>)>,
     /// Proposers whose entry was applied before they were registered (a forward's answer
     /// came late), answered from the session table: (client, seq, proposer).
-    pub(super) claims: Vec<(ClientId, u64, Responder<SM>)>,
+    pub(super) claims: Vec<(SessionKey, Responder<SM>)>,
 }
 
 /// Work for the apply task, in the order the core asked for it.
@@ -109,13 +109,13 @@ pub(super) async fn apply_task<SM: StateMachine, R: Runtime>(
             latencies.set_sessions(sessions.len(), sessions.responses());
             tracing::debug!(node = id, applied = last, "applied");
         }
-        for (client, seq, r) in batch.claims {
-            let result = match sessions.response_of(client, seq) {
+        for (key, r) in batch.claims {
+            let result = match sessions.response_of(key) {
                 Ok(Some(response)) => decode_response::<SM>(response.as_slice()),
                 // Not applied: another entry took its position. The handle proposes it
                 // again under the same (client, seq).
                 Ok(None) => Err(ClientError::Dropped),
-                Err(check) => Err(refusal(check, client, seq)),
+                Err(check) => Err(refusal(check, key)),
             };
             answers.push((r, result));
         }
@@ -149,9 +149,11 @@ fn decode_response<SM: StateMachine>(data: &[u8]) -> Result<SM::Response, Client
 }
 
 /// The error for a session command the table refuses.
-fn refusal(check: Check, client: ClientId, seq: u64) -> ClientError {
+fn refusal(check: Check, key: SessionKey) -> ClientError {
+    let SessionKey { client, seq, .. } = key;
     match check {
         Check::Expired => ClientError::SessionExpired { client },
+        Check::Mismatch => ClientError::KeyReused { client },
         _ => ClientError::StaleRequest { client, seq },
     }
 }
@@ -165,12 +167,20 @@ fn apply_session<SM: StateMachine>(
     index: LogIndex,
     e: &SessionEntry,
 ) -> Option<Result<SM::Response, ClientError>> {
-    let SessionOp::Command { client, seq, acked, command } = &e.op else {
-        sessions.open(e, index);
-        return None;
+    let (key, acked, command) = match &e.op {
+        SessionOp::Open => {
+            sessions.open(e, index);
+            return None;
+        }
+        SessionOp::Command { client, seq, acked, command } => {
+            (SessionKey { client: *client, seq: *seq, digest: 0 }, *acked, command)
+        }
+        SessionOp::Once { client, digest, command } => {
+            (SessionKey { client: *client, seq: 1, digest: *digest }, 0, command)
+        }
     };
-    let (client, seq) = (*client, *seq);
-    Some(match sessions.check(e, client, seq, *acked) {
+    let SessionKey { client, seq, .. } = key;
+    Some(match sessions.check(e, key, acked) {
         Check::Fresh => decode_command::<SM>(id, index, command).map(|cmd| {
             let response = sm.apply(index, cmd);
             match Recorded::encode(&response) {
@@ -183,7 +193,7 @@ fn apply_session<SM: StateMachine>(
             tracing::debug!(node = id, index, client, seq, "a repeated command: answered from the session table");
             decode_response::<SM>(response.as_slice())
         }
-        check => Err(refusal(check, client, seq)),
+        check => Err(refusal(check, key)),
     })
 }
 

@@ -421,11 +421,15 @@ impl<SM: StateMachine> Raft<SM> {
     /// call's response without applying it again, for as long as the key is remembered
     /// ([`Config::session_idle_timeout`] after its last use, within
     /// [`Config::max_sessions`]). The key names an implicit session
-    /// ([`session::client_for_key`]) holding one request.
+    /// ([`session::client_for_key`]) holding one request, with a digest of its encoded
+    /// command ([`session::command_digest`]): a later call with the same key and another
+    /// command is refused with [`ClientError::KeyReused`] and not applied.
     ///
+    /// [`session::command_digest`]: crate::session::command_digest
     /// [`session::client_for_key`]: crate::session::client_for_key
     pub async fn propose_once(&self, key: &[u8], command: SM::Command) -> Result<SM::Response, ClientError> {
-        self.propose_in_session(client_for_key(key), 1, 0, command).await
+        let command = encode_command(command)?;
+        self.propose_op(SessionOp::once(client_for_key(key), command)).await
     }
 
     /// Proposes a session command, retrying until its answer or the request timeout.

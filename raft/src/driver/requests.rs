@@ -25,7 +25,7 @@ use crate::core::{ProposeError, Role};
 use crate::error::ClientError;
 use crate::network::Network;
 use crate::runtime::Runtime;
-use crate::session::{ClientId, SessionOp};
+use crate::session::{SessionKey, SessionOp};
 use crate::state_machine::StateMachine;
 use crate::types::{Entry, Instant, LogIndex, Proposal, Term};
 
@@ -53,23 +53,15 @@ pub(super) struct Requests<SM: StateMachine> {
 
 /// A proposer of a forward waiting for the leader's answer: its caller, its command's
 /// (client, seq), its request span.
-type Forwarded<SM> = (Waiter<SM>, Option<(ClientId, u64)>, tracing::Span);
+type Forwarded<SM> = (Waiter<SM>, Option<SessionKey>, tracing::Span);
 
 /// A proposal waiting for its entry to be applied.
 struct Pending<SM: StateMachine> {
     index: LogIndex,
     term: Term,
     tx: Waiter<SM>,
-    /// The command's (client, seq).
-    key: Option<(ClientId, u64)>,
-}
-
-/// The (client, seq) of a session command.
-fn key_of(op: &SessionOp) -> Option<(ClientId, u64)> {
-    match op {
-        SessionOp::Open => None,
-        SessionOp::Command { client, seq, .. } => Some((*client, *seq)),
-    }
+    /// The session command's key.
+    key: Option<SessionKey>,
 }
 
 impl<SM: StateMachine> Requests<SM> {
@@ -94,7 +86,7 @@ impl<SM: StateMachine, R: Runtime, N: Network> Driver<SM, R, N> {
         let key = match &op {
             Proposal::Session(op) => {
                 self.tell_wall_clock();
-                key_of(op)
+                SessionKey::of(op)
             }
             Proposal::Command(_) => None,
         };
@@ -119,8 +111,8 @@ impl<SM: StateMachine, R: Runtime, N: Network> Driver<SM, R, N> {
             // session table's record of the command. An opened session's entry cannot
             // be checked there; the handle opens another.
             match (p.tx, p.key) {
-                (Waiter::Command(tx), Some((client, seq))) => {
-                    let claims = vec![(client, seq, tx)];
+                (Waiter::Command(tx), Some(key)) => {
+                    let claims = vec![(key, tx)];
                     let batch = ApplyBatch { entries: Vec::new(), responders: Vec::new(), claims };
                     let _ = self.apply_tx.unbounded_send(ApplyOp::Batch(batch));
                 }
@@ -150,7 +142,7 @@ impl<SM: StateMachine, R: Runtime, N: Network> Driver<SM, R, N> {
                 let mut requests = Vec::with_capacity(batch.len());
                 let mut responders = Vec::with_capacity(batch.len());
                 for (op, tx, span) in batch {
-                    responders.push((tx, key_of(&op), span));
+                    responders.push((tx, SessionKey::of(&op), span));
                     requests.push(op);
                 }
                 match self.core.forward(now, requests) {

@@ -9,12 +9,14 @@
 //! What the store holds is the framework's part followed by the state machine's:
 //!
 //! ```text
-//! magic "raftsnap" | version u8 = 2 | framework part length u64 LE | framework part | state machine stream
+//! magic "raftsnap" | version u8 = 3 | framework part length u64 LE | framework part | state machine stream
 //! ```
 //!
-//! The framework part holds the replicated framework state: in version 2 the client
-//! session table ([`crate::session`]), postcard-encoded. Version 1 (an empty framework
-//! part, from before sessions) is still read, as an empty table.
+//! The framework part holds the replicated framework state: the client session table
+//! ([`crate::session`]), postcard-encoded; since version 3 each session carries the
+//! digest of an idempotency key's request. Version 2 (no digests) is still read, its
+//! keys' requests without a digest, and version 1 (an empty framework part, from before
+//! sessions) as an empty table.
 
 use std::io::{self, Read, Write};
 use std::sync::{Arc, Mutex};
@@ -34,7 +36,7 @@ use crate::sync::lock;
 use crate::types::{LogId, LogIndex, NodeId, Term};
 
 const MAGIC: &[u8; 8] = b"raftsnap";
-const VERSION: u8 = 2;
+const VERSION: u8 = 3;
 /// The largest framework part a reader accepts.
 const MAX_FRAMEWORK_PART: u64 = 1 << 30;
 
@@ -70,14 +72,15 @@ fn read_header(input: &mut dyn Read) -> Result<SessionTable, String> {
     if magic != MAGIC {
         return Err("the snapshot does not start with the framework's magic".into());
     }
-    if version != [VERSION] && version != [1] {
-        return Err(format!("the snapshot has format version {version:?}; this build reads 1 and {VERSION}"));
+    let version = version[0];
+    if !(1..=VERSION).contains(&version) {
+        return Err(format!("the snapshot has format version {version}; this build reads 1 to {VERSION}"));
     }
     let len = u64::from_le_bytes(len.try_into().unwrap_or_default());
     if len > MAX_FRAMEWORK_PART {
         return Err(format!("the snapshot's framework part claims {len} bytes"));
     }
-    if version == [1] {
+    if version == 1 {
         // Version 1 has nothing in it; skip whatever is there.
         io::copy(&mut input.take(len), &mut io::sink()).map_err(|e| format!("reading the snapshot: {e}"))?;
         return Ok(SessionTable::default());
@@ -87,7 +90,7 @@ fn read_header(input: &mut dyn Read) -> Result<SessionTable, String> {
     if part.len() as u64 != len {
         return Err(format!("the snapshot's framework part ends after {} of {len} bytes", part.len()));
     }
-    SessionTable::decode(&part)
+    SessionTable::decode(&part, version)
 }
 
 /// Writes `view` as a snapshot at `position` on a blocking thread and reports it with
@@ -306,7 +309,7 @@ mod tests {
         assert_eq!(input, b"app");
         assert!(read_header(&mut &b"not a snapshot at all"[..]).is_err());
         let mut newer = out.clone();
-        newer[8] = 3;
+        newer[8] = VERSION + 1;
         assert!(read_header(&mut &newer[..]).is_err());
     }
 
@@ -319,6 +322,25 @@ mod tests {
         out.extend_from_slice(b"..app");
         let mut input = &out[..];
         assert_eq!(read_header(&mut input).unwrap(), SessionTable::default());
+        assert_eq!(input, b"app");
+    }
+
+    #[test]
+    fn a_version_2_stream_reads_with_its_session_table() {
+        // Version 2's table: (clock, [(client, (last active, floor, [(seq, response)]))]).
+        let response: &[u8] = b"resp";
+        type Session<'a> = (u64, u64, Vec<(u64, &'a [u8])>);
+        let table: (u64, Vec<(u64, Session)>) = (9, vec![(7, (9, 0, vec![(1, response)]))]);
+        let part = postcard::to_allocvec(&table).unwrap();
+        let mut out = Vec::new();
+        out.extend_from_slice(MAGIC);
+        out.push(2);
+        out.extend_from_slice(&(part.len() as u64).to_le_bytes());
+        out.extend_from_slice(&part);
+        out.extend_from_slice(b"app");
+        let mut input = &out[..];
+        let read = read_header(&mut input).unwrap();
+        assert_eq!((read.len(), read.responses()), (1, 1));
         assert_eq!(input, b"app");
     }
 

@@ -67,7 +67,7 @@ where
 
 /// A sample entry at `index` in `term`, with a payload that varies with the index: blank
 /// entries, membership configurations (simple and joint), client-session entries (a
-/// session opened, session commands) and commands from empty to about 70 KB.
+/// session opened, session commands, keys' requests) and commands from empty to about 70 KB.
 pub fn sample_entry(term: Term, index: LogIndex) -> Entry {
     let session = |op| {
         EntryPayload::Session(std::sync::Arc::new(crate::session::SessionEntry {
@@ -80,7 +80,10 @@ pub fn sample_entry(term: Term, index: LogIndex) -> Entry {
     let payload = match index % 7 {
         0 => EntryPayload::Blank,
         3 => EntryPayload::Membership(Box::new(sample_membership(index))),
-        5 if index % 2 == 0 => session(crate::session::SessionOp::Open),
+        5 if index % 3 == 0 => session(crate::session::SessionOp::Open),
+        5 if index % 3 == 1 => {
+            session(crate::session::SessionOp::once(crate::session::IMPLICIT | index, sample_command(index)))
+        }
         5 => session(crate::session::SessionOp::Command {
             client: crate::session::IMPLICIT | index,
             seq: index,

@@ -205,6 +205,34 @@ async fn propose_once_applies_a_key_once() {
     n.shutdown().await;
 }
 
+#[tokio::test]
+async fn a_key_reused_for_another_command_is_refused_on_every_node_and_not_applied() {
+    let config = Config { snapshot_keep_entries: 0, ..Config::default() };
+    let mut n = Nodes::start(8, config).await;
+    let l = n.leader().await;
+    let key = b"order-19";
+    let client = raft::session::client_for_key(key);
+    assert_eq!(l.propose_once(key, 4).await, Ok(4));
+    for node in n.nodes.iter().flatten() {
+        assert_eq!(node.propose_once(key, 5).await, Err(ClientError::KeyReused { client }), "node {}", node.id());
+        assert_eq!(node.propose_once(key, 4).await, Ok(4), "the first command still gets its answer");
+    }
+    // The digest is in the snapshot: a node restarted from one still tells them apart.
+    l.trigger_snapshot().expect("the leader takes a snapshot");
+    let first = l.status().commit_index + 1;
+    l.wait_for("the log purged", Duration::from_secs(10), |s| s.first_log_index >= first)
+        .await
+        .expect("the log is purged");
+    let me = l.id();
+    n.stop(me).await;
+    n.run(me, false).await;
+    let back = n.node(me);
+    assert_eq!(back.propose_once(key, 5).await, Err(ClientError::KeyReused { client }), "after a restart");
+    assert_eq!(back.propose_once(key, 4).await, Ok(4));
+    n.applied_everywhere(4).await;
+    n.shutdown().await;
+}
+
 /// Waits until every running node reports `sessions` sessions holding `responses`.
 async fn table_size_everywhere(n: &Nodes, sessions: u64, responses: u64) {
     let want = raft::SessionStats { sessions, responses };

@@ -743,7 +743,8 @@ impl Cluster {
             .filter_map(|e| match &e.payload {
                 EntryPayload::Command(b) => Some(b.clone()),
                 EntryPayload::Session(s) => match &s.op {
-                    crate::session::SessionOp::Command { command, .. } => Some(command.clone()),
+                    crate::session::SessionOp::Command { command, .. }
+                    | crate::session::SessionOp::Once { command, .. } => Some(command.clone()),
                     crate::session::SessionOp::Open => None,
                 },
                 _ => None,
@@ -759,6 +760,7 @@ impl Cluster {
             .filter_map(|e| match &e.payload {
                 EntryPayload::Session(s) => match s.op {
                     crate::session::SessionOp::Command { client, seq, .. } => Some((client, seq)),
+                    crate::session::SessionOp::Once { client, .. } => Some((client, 1)),
                     crate::session::SessionOp::Open => None,
                 },
                 _ => None,
