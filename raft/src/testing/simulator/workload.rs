@@ -239,7 +239,8 @@ struct KvSession {
 impl Request {
     /// Odd clients read by ReadIndex; of the even ones, one in two goes through
     /// `Raft::propose` (the node's own session, none on the leader) instead of a session
-    /// of its own.
+    /// of its own. A client with a session of its own sends every second operation with
+    /// `Raft::propose_once` instead.
     fn for_client(client: u64) -> Request {
         match client % 4 {
             1 | 3 => Request::ReadIndex,
@@ -262,6 +263,13 @@ impl Request {
             (Request::Node, _) => {
                 let cmd = KvCommand { op: s.op, action: action.clone() };
                 Box::pin(async move { raft.propose(cmd).await })
+            }
+            // Every second one of a session's operations goes as an idempotency key's
+            // request (a key of its own, the same on every retry).
+            _ if s.seq % 2 == 0 => {
+                let cmd = KvCommand { op: s.op, action: action.clone() };
+                let key = format!("{:x}-{}", s.client, s.seq);
+                Box::pin(async move { raft.propose_once(key.as_bytes(), cmd).await })
             }
             _ => {
                 let cmd = KvCommand { op: s.op, action: action.clone() };
