@@ -261,10 +261,22 @@ pub(crate) struct SessionKey {
 impl SessionKey {
     /// The key of `op`'s command (none for [`SessionOp::Open`]).
     pub(crate) fn of(op: &SessionOp) -> Option<SessionKey> {
-        match *op {
+        op.command_parts().map(|(key, _, _)| key)
+    }
+}
+
+impl SessionOp {
+    /// A command's key, acknowledgement and bytes (none for [`SessionOp::Open`]); a
+    /// key's request is number 1 of its session and acknowledges nothing.
+    pub(crate) fn command_parts(&self) -> Option<(SessionKey, u64, &Bytes)> {
+        match *self {
             SessionOp::Open => None,
-            SessionOp::Command { client, seq, .. } => Some(SessionKey { client, seq, digest: 0 }),
-            SessionOp::Once { client, digest, .. } => Some(SessionKey { client, seq: 1, digest }),
+            SessionOp::Command { client, seq, acked, ref command } => {
+                Some((SessionKey { client, seq, digest: 0 }, acked, command))
+            }
+            SessionOp::Once { client, digest, ref command } => {
+                Some((SessionKey { client, seq: 1, digest }, 0, command))
+            }
         }
     }
 }
@@ -426,9 +438,9 @@ impl SessionTable {
         self.enforce_limit(e, index & !IMPLICIT);
     }
 
-    /// What to do with the command (`client`, `seq`, `acked`) of entry `e`, whose
-    /// `digest` is that of a key's request ([`SessionOp::Once`]) or 0: the
-    /// acknowledgement is taken in either way, and a fresh request's digest kept.
+    /// What to do with the command `key` of entry `e`, which acknowledges `acked`: the
+    /// acknowledgement is taken either way, and the digest of a key's fresh request
+    /// ([`SessionOp::Once`]) is kept to tell its repeats from other requests.
     pub(crate) fn check(&mut self, e: &SessionEntry, key: SessionKey, acked: u64) -> Check {
         let SessionKey { client, seq, digest } = key;
         self.advance(e, None);

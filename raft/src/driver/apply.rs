@@ -18,7 +18,7 @@ use super::{Event, Responder};
 use crate::error::ClientError;
 use crate::metrics::DriverLatencies;
 use crate::runtime::Runtime;
-use crate::session::{Check, Recorded, SessionEntry, SessionKey, SessionOp, SessionTable};
+use crate::session::{Check, Recorded, SessionEntry, SessionKey, SessionTable};
 use crate::snapshot::{SnapshotMeta, SnapshotStore};
 use crate::state_machine::StateMachine;
 use crate::sync::lock;
@@ -30,7 +30,7 @@ pub(super) struct ApplyBatch<SM: StateMachine> {
     pub(super) entries: Vec<Entry>,
     pub(super) responders: Vec<(LogIndex, Responder<SM>)>,
     /// Proposers whose entry was applied before they were registered (a forward's answer
-    /// came late), answered from the session table: (client, seq, proposer).
+    /// came late), answered from the session table: (the command's key, proposer).
     pub(super) claims: Vec<(SessionKey, Responder<SM>)>,
 }
 
@@ -167,17 +167,9 @@ fn apply_session<SM: StateMachine>(
     index: LogIndex,
     e: &SessionEntry,
 ) -> Option<Result<SM::Response, ClientError>> {
-    let (key, acked, command) = match &e.op {
-        SessionOp::Open => {
-            sessions.open(e, index);
-            return None;
-        }
-        SessionOp::Command { client, seq, acked, command } => {
-            (SessionKey { client: *client, seq: *seq, digest: 0 }, *acked, command)
-        }
-        SessionOp::Once { client, digest, command } => {
-            (SessionKey { client: *client, seq: 1, digest: *digest }, 0, command)
-        }
+    let Some((key, acked, command)) = e.op.command_parts() else {
+        sessions.open(e, index);
+        return None;
     };
     let SessionKey { client, seq, .. } = key;
     Some(match sessions.check(e, key, acked) {
